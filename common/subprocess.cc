@@ -28,6 +28,10 @@ Result<Subprocess> Subprocess::Spawn(const std::vector<std::string>& argv, const
   }
   if (pid == 0) {
     ::close(errpipe[0]);
+    // The parent may block signals it reads through signalfd/sigwait; the child starts clean.
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
     if (options.new_process_group) ::setsid();
     // Die with a parent that was killed: supervised children must not outlive it.
     if (!options.new_process_group) ::prctl(PR_SET_PDEATHSIG, SIGKILL);

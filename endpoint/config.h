@@ -1,0 +1,31 @@
+// EndpointConfig: every setting of loom-endpoint, from an optional YAML file and then flags.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace loom::endpoint {
+
+struct EndpointConfig {
+  std::string id;                                   // required: the endpoint's id at the service
+  std::string name;                                 // display name; defaults to the id
+  std::string service = "tcp://127.0.0.1:50052";   // the service's endpoint address
+  int workers = 2;
+  int prefetch = 16;               // tasks handed to one worker ahead of time
+  std::string worker_binary;       // default: loom-worker next to loom-endpoint
+  std::vector<std::string> plugins;
+  std::vector<std::string> plugin_dirs;
+  int heartbeat_period_ms = 1000;
+  int heartbeat_misses = 3;
+  int64_t max_message_bytes = 10 * 1024 * 1024;
+  std::string run_dir;             // where the worker socket lives; default: a fresh temp dir
+  std::string ready_file;          // written once registered with the service
+  std::string log_level = "info";
+};
+
+// YAML keys named as the fields (plugins and plugin_dirs are lists).
+Status LoadEndpointConfigFile(const std::string& path, EndpointConfig* config);
+
+}  // namespace loom::endpoint

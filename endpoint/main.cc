@@ -1,0 +1,78 @@
+// loom-endpoint: runs next to the hardware, connects out to loom-service, and runs the tasks
+// it is sent on a pool of loom-worker processes.
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <thread>
+
+#include "common/util.h"
+#include "endpoint/config.h"
+#include "endpoint/endpoint.h"
+
+using namespace loom;            // NOLINT
+using namespace loom::endpoint;  // NOLINT
+
+int main(int argc, char** argv) {
+  EndpointConfig c;
+  CLI::App app{"loom-endpoint: runs Loom tasks on this host's workers for a loom-service"};
+  std::string config_file;
+  app.add_option("--config", config_file, "YAML config file; flags override it");
+  app.add_option("--id", c.id, "endpoint id (required, here or in the config file)");
+  app.add_option("--name", c.name, "display name (default: the id)");
+  app.add_option("--service", c.service, "the service's endpoint address, tcp://host:port");
+  app.add_option("--workers", c.workers, "number of worker processes");
+  app.add_option("--prefetch", c.prefetch, "tasks handed to one worker ahead of time");
+  app.add_option("--worker-binary", c.worker_binary, "path of loom-worker (default: next to this program)");
+  app.add_option("--plugin", c.plugins, "kernel plugin (.so) for the workers to load; repeatable");
+  app.add_option("--plugin-dir", c.plugin_dirs, "directory of kernel plugins; repeatable");
+  app.add_option("--heartbeat-period-ms", c.heartbeat_period_ms, "heartbeat period");
+  app.add_option("--heartbeat-misses", c.heartbeat_misses, "missed periods before the service counts as lost");
+  app.add_option("--max-message-bytes", c.max_message_bytes, "largest task or result in bytes");
+  app.add_option("--run-dir", c.run_dir, "directory for the worker socket (default: a new temp dir)");
+  app.add_option("--ready-file", c.ready_file, "file written once registered with the service");
+  app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error");
+  try {
+    app.parse(argc, argv);
+    if (!config_file.empty()) {
+      Status s = LoadEndpointConfigFile(config_file, &c);
+      if (!s.ok()) {
+        std::fprintf(stderr, "error: %s\n", s.message().c_str());
+        return 2;
+      }
+      app.parse(argc, argv);
+    }
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  InitLogging(c.log_level, "endpoint");
+
+  // Block these in every thread (before any is created): SIGCHLD is read through a signalfd,
+  // SIGINT/SIGTERM by the waiter thread below.
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGCHLD);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &mask, nullptr);
+
+  Endpoint ep(c);
+  Status s = ep.Start();
+  if (!s.ok()) {
+    spdlog::critical("{}", s.ToString());
+    return 1;
+  }
+  std::thread waiter([&] {
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    int sig = 0;
+    sigwait(&stop, &sig);
+    ep.RequestStop();
+  });
+  waiter.detach();
+  ep.Run();
+  return 0;
+}

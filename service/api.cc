@@ -1,0 +1,328 @@
+#include "service/api.h"
+
+#include <set>
+
+#include "common/kernel_api.h"
+#include "common/task_state.h"
+#include "common/util.h"
+#include "common/value.h"
+
+namespace loom::service {
+
+LoomApi::LoomApi(TaskStore* store, CompletionHub* hub, DispatchNotifier* notifier, ServiceLimits limits)
+    : store_(store), hub_(hub), notifier_(notifier), limits_(limits) {
+  committer_ = std::thread([this] { CommitLoop(); });
+}
+
+LoomApi::~LoomApi() {
+  {
+    std::lock_guard lock(commit_mu_);
+    stopping_ = true;
+  }
+  commit_cv_.notify_all();
+  committer_.join();
+}
+
+namespace {
+bool ValidName(const std::string& s) {
+  if (s.empty() || s.size() > 128) return false;
+  for (char c : s) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) return false;
+  }
+  return true;
+}
+const char* kNameRule = "1-128 characters of letters, digits, '-', '_' or '.'";
+}  // namespace
+
+Result<v1::RegisterFunctionResponse> LoomApi::RegisterFunction(const v1::RegisterFunctionRequest& req,
+                                                               const std::string& user) {
+  v1::Function fn = req.function();
+  if (!ValidName(fn.name())) {
+    return InvalidArgument("function name '" + fn.name() + "' is invalid: use " + kNameRule);
+  }
+  auto [kname, kversion] = SplitKernelRef(fn.kernel());
+  if (!ValidName(kname) || kversion.empty()) {
+    return InvalidArgument("kernel reference '" + fn.kernel() + "' is invalid: use name@version, e.g. add@1");
+  }
+  fn.set_owner(user);
+  fn.set_created_unix_nanos(NowNanos());
+  LOOM_ASSIGN_OR_RETURN(bool created, store_->PutFunction(fn));
+  LOOM_ASSIGN_OR_RETURN(auto stored, LookupFunction(fn.name()));
+  v1::RegisterFunctionResponse resp;
+  *resp.mutable_function() = stored;
+  resp.set_created(created);
+  return resp;
+}
+
+Result<v1::Function> LoomApi::LookupFunction(const std::string& name) {
+  {
+    std::lock_guard lock(cache_mu_);
+    auto it = functions_.find(name);
+    if (it != functions_.end()) return it->second;
+  }
+  LOOM_ASSIGN_OR_RETURN(auto fn, store_->GetFunction(name));
+  if (!fn) return NotFound("function '" + name + "' is not registered; register it with `loom function register`");
+  std::lock_guard lock(cache_mu_);
+  functions_[name] = *fn;
+  return *fn;
+}
+
+Result<v1::EndpointRecord> LoomApi::LookupEndpoint(const std::string& id) {
+  {
+    std::lock_guard lock(cache_mu_);
+    auto it = endpoints_.find(id);
+    if (it != endpoints_.end()) return it->second;
+  }
+  LOOM_ASSIGN_OR_RETURN(auto ep, store_->GetEndpoint(id));
+  if (!ep) return NotFound("endpoint '" + id + "' is not registered; see `loom endpoint list`");
+  std::lock_guard lock(cache_mu_);
+  endpoints_[id] = *ep;
+  return *ep;
+}
+
+void LoomApi::EndpointUpdated(const v1::EndpointRecord& e) {
+  std::lock_guard lock(cache_mu_);
+  endpoints_[e.id()] = e;
+}
+
+Result<v1::Function> LoomApi::GetFunction(const v1::GetFunctionRequest& req, const std::string&) {
+  return LookupFunction(req.name());
+}
+
+Result<v1::ListFunctionsResponse> LoomApi::ListFunctions(const std::string&) {
+  LOOM_ASSIGN_OR_RETURN(auto fns, store_->ListFunctions());
+  v1::ListFunctionsResponse resp;
+  for (auto& f : fns) *resp.add_functions() = std::move(f);
+  return resp;
+}
+
+Result<v1::EndpointRecord> LoomApi::CreateEndpoint(const v1::CreateEndpointRequest& req, const std::string& user) {
+  if (!ValidName(req.name())) return InvalidArgument("endpoint name '" + req.name() + "' is invalid: use " + kNameRule);
+  std::string id = req.id().empty() ? req.name() : req.id();
+  if (!ValidName(id)) return InvalidArgument("endpoint id '" + id + "' is invalid: use " + kNameRule);
+  LOOM_ASSIGN_OR_RETURN(auto existing, store_->GetEndpoint(id));
+  if (existing) return AlreadyExists("endpoint '" + id + "' already exists");
+  v1::EndpointRecord e;
+  e.set_id(id);
+  e.set_name(req.name());
+  e.set_owner(user);
+  e.set_status(v1::ENDPOINT_STATUS_NEVER_CONNECTED);
+  e.set_created_unix_nanos(NowNanos());
+  LOOM_RETURN_IF_ERROR(store_->PutEndpoint(e));
+  EndpointUpdated(e);
+  return e;
+}
+
+Result<v1::ListEndpointsResponse> LoomApi::ListEndpoints(const std::string&) {
+  LOOM_ASSIGN_OR_RETURN(auto eps, store_->ListEndpoints());
+  v1::ListEndpointsResponse resp;
+  for (auto& e : eps) {
+    LOOM_ASSIGN_OR_RETURN(int64_t depth, store_->QueueDepth(e.id()));
+    LOOM_ASSIGN_OR_RETURN(int64_t inflight, store_->InFlightCount(e.id()));
+    e.set_queue_depth(depth);
+    e.set_in_flight(inflight);
+    *resp.add_endpoints() = std::move(e);
+  }
+  return resp;
+}
+
+Result<v1::EndpointRecord> LoomApi::GetEndpoint(const v1::GetEndpointRequest& req, const std::string&) {
+  LOOM_ASSIGN_OR_RETURN(auto ep, store_->GetEndpoint(req.id()));
+  if (!ep) return NotFound("endpoint '" + req.id() + "' is not registered; see `loom endpoint list`");
+  LOOM_ASSIGN_OR_RETURN(int64_t depth, store_->QueueDepth(req.id()));
+  LOOM_ASSIGN_OR_RETURN(int64_t inflight, store_->InFlightCount(req.id()));
+  ep->set_queue_depth(depth);
+  ep->set_in_flight(inflight);
+  return *ep;
+}
+
+Status LoomApi::Validate(const v1::SubmitRequest& req, NewTask* task, int64_t received_ns) {
+  if (req.function().empty()) return InvalidArgument("no function named: set 'function'");
+  if (req.endpoint().empty()) return InvalidArgument("no endpoint named: set 'endpoint'");
+  LOOM_ASSIGN_OR_RETURN(auto fn, LookupFunction(req.function()));
+  LOOM_ASSIGN_OR_RETURN(auto ep, LookupEndpoint(req.endpoint()));
+  if (ep.kernels_size() > 0) {
+    const v1::KernelInfo* kernel = nullptr;
+    for (const auto& k : ep.kernels()) {
+      if (k.name() + "@" + k.version() == fn.kernel()) kernel = &k;
+    }
+    if (kernel == nullptr) {
+      std::string offered;
+      for (const auto& k : ep.kernels()) offered += (offered.empty() ? "" : ", ") + k.name() + "@" + k.version();
+      return FailedPrecondition("endpoint '" + ep.id() + "' does not offer kernel '" + fn.kernel() +
+                                "' (function '" + fn.name() + "'); it offers: " + offered);
+    }
+    LOOM_RETURN_IF_ERROR(ValidateArgs(*kernel, req.args(), req.kwargs()));
+  } else {
+    // The endpoint has not told us its kernels yet: check what can be checked without them.
+    for (const auto& a : req.args()) {
+      if (a.has_tensor_value()) LOOM_RETURN_IF_ERROR(ValidateTensor(a.tensor_value()));
+    }
+  }
+  task->id = NewId();
+  task->owner = kLocalUser;
+  task->function = fn.name();
+  task->endpoint = ep.id();
+  task->received_ns = received_ns;
+  auto& spec = task->spec;
+  spec.set_task_id(task->id);
+  spec.set_function(fn.name());
+  spec.set_kernel(fn.kernel());
+  *spec.mutable_args() = req.args();
+  *spec.mutable_kwargs() = req.kwargs();
+  *spec.mutable_config() = fn.config();
+  const int64_t size = static_cast<int64_t>(spec.ByteSizeLong());
+  if (size > limits_.max_message_bytes) {
+    return ResourceExhausted("task arguments take " + std::to_string(size) + " bytes, over the limit of " +
+                             std::to_string(limits_.max_message_bytes) + " (max_message_bytes)");
+  }
+  return Status::Ok();
+}
+
+Result<v1::SubmitResponse> LoomApi::Submit(const v1::SubmitRequest& req, const std::string& user) {
+  v1::SubmitBatchRequest batch;
+  *batch.add_tasks() = req;
+  LOOM_ASSIGN_OR_RETURN(auto ids, SubmitBatch(batch, user));
+  v1::SubmitResponse resp;
+  resp.set_task_id(ids.task_ids(0));
+  return resp;
+}
+
+Result<v1::SubmitBatchResponse> LoomApi::SubmitBatch(const v1::SubmitBatchRequest& req, const std::string&) {
+  const int64_t received = NowNanos();
+  if (req.tasks_size() == 0) return InvalidArgument("the batch holds no tasks");
+  if (req.tasks_size() > limits_.max_batch) {
+    return ResourceExhausted("a batch of " + std::to_string(req.tasks_size()) + " tasks exceeds the limit of " +
+                             std::to_string(limits_.max_batch) + " (max_batch); split it");
+  }
+  std::vector<NewTask> tasks(req.tasks_size());
+  for (int i = 0; i < req.tasks_size(); ++i) {
+    Status s = Validate(req.tasks(i), &tasks[i], received);
+    if (!s.ok()) {
+      if (req.tasks_size() == 1) return s;
+      return Status(s.code(), "task " + std::to_string(i) + ": " + s.message());
+    }
+  }
+  LOOM_RETURN_IF_ERROR(Commit(&tasks));
+  v1::SubmitBatchResponse resp;
+  std::set<std::string> endpoints;
+  for (auto& t : tasks) {
+    endpoints.insert(t.endpoint);
+    resp.add_task_ids(std::move(t.id));
+  }
+  notifier_->TasksQueued(std::vector<std::string>(endpoints.begin(), endpoints.end()));
+  return resp;
+}
+
+Status LoomApi::Commit(std::vector<NewTask>* tasks) {
+  PendingCommit p{tasks, Status::Ok()};
+  std::unique_lock lock(commit_mu_);
+  if (stopping_) return Unavailable("the service is shutting down");
+  commit_queue_.push_back(&p);
+  commit_cv_.notify_one();
+  commit_done_cv_.wait(lock, [&] { return p.done; });
+  return p.status;
+}
+
+void LoomApi::CommitLoop() {
+  std::unique_lock lock(commit_mu_);
+  while (true) {
+    commit_cv_.wait(lock, [&] { return stopping_ || !commit_queue_.empty(); });
+    if (commit_queue_.empty() && stopping_) return;
+    std::vector<PendingCommit*> group(commit_queue_.begin(), commit_queue_.end());
+    commit_queue_.clear();
+    lock.unlock();
+    Status s;
+    if (group.size() == 1) {
+      s = store_->SubmitTasks(*group[0]->tasks, NowNanos());
+    } else {
+      // Move the tasks into one write, and back to their callers afterwards.
+      std::vector<NewTask> all;
+      for (auto* p : group) std::move(p->tasks->begin(), p->tasks->end(), std::back_inserter(all));
+      s = store_->SubmitTasks(all, NowNanos());
+      size_t k = 0;
+      for (auto* p : group) {
+        for (auto& t : *p->tasks) t = std::move(all[k++]);
+      }
+    }
+    lock.lock();
+    for (auto* p : group) {
+      p->status = s;
+      p->done = true;
+    }
+    commit_done_cv_.notify_all();
+  }
+}
+
+Result<v1::GetTasksResponse> LoomApi::GetTasks(const v1::GetTasksRequest& req, const std::string&) {
+  if (req.task_ids_size() > limits_.max_wait_ids) {
+    return ResourceExhausted("asked for " + std::to_string(req.task_ids_size()) + " tasks; the limit is " +
+                             std::to_string(limits_.max_wait_ids));
+  }
+  std::vector<std::string> ids(req.task_ids().begin(), req.task_ids().end());
+  LOOM_ASSIGN_OR_RETURN(auto recs, store_->GetTasks(ids, req.include_args()));
+  v1::GetTasksResponse resp;
+  for (size_t i = 0; i < recs.size(); ++i) {
+    if (!recs[i]) return NotFound("task '" + ids[i] + "' is not known");
+    *resp.add_tasks() = std::move(*recs[i]);
+  }
+  return resp;
+}
+
+Status LoomApi::WaitResults(const v1::WaitResultsRequest& req, const std::string&,
+                            const std::function<bool(const v1::TaskRecord&)>& write,
+                            const std::function<bool()>& cancelled) {
+  using Clock = std::chrono::steady_clock;
+  if (req.task_ids_size() > limits_.max_wait_ids) {
+    return ResourceExhausted("asked to wait for " + std::to_string(req.task_ids_size()) +
+                             " tasks; the limit is " + std::to_string(limits_.max_wait_ids));
+  }
+  std::set<std::string> pending(req.task_ids().begin(), req.task_ids().end());
+  std::vector<std::string> ids(pending.begin(), pending.end());
+  const auto deadline = req.timeout_ms() > 0 ? Clock::now() + std::chrono::milliseconds(req.timeout_ms())
+                                             : Clock::time_point::max();
+  auto sub = hub_->Subscribe(ids);
+  struct Unsub {
+    CompletionHub* hub;
+    std::shared_ptr<CompletionHub::Subscription> sub;
+    ~Unsub() { hub->Unsubscribe(sub); }
+  } unsub{hub_, sub};
+  // Subscribed first, then read: a task finishing in between is seen at least once.
+  LOOM_ASSIGN_OR_RETURN(auto recs, store_->GetTasks(ids, false));
+  for (size_t i = 0; i < recs.size(); ++i) {
+    if (!recs[i]) return NotFound("task '" + ids[i] + "' is not known");
+  }
+  for (auto& r : recs) {
+    if (IsTerminal(r->state()) && pending.erase(r->id())) {
+      if (!write(*r)) return Status(StatusCode::kCancelled, "the client went away");
+    }
+  }
+  while (!pending.empty()) {
+    if (cancelled()) return Status(StatusCode::kCancelled, "the client cancelled the wait");
+    const auto now = Clock::now();
+    if (now >= deadline) {
+      return DeadlineExceeded(std::to_string(pending.size()) + " task(s) did not finish within " +
+                              std::to_string(req.timeout_ms()) + " ms");
+    }
+    // Wake up now and then to notice a client that went away.
+    auto batch = sub->Take(std::min(deadline, now + std::chrono::milliseconds(200)));
+    for (const auto& r : batch) {
+      if (pending.erase(r.id()) && !write(r)) return Status(StatusCode::kCancelled, "the client went away");
+    }
+  }
+  return Status::Ok();
+}
+
+Result<v1::CancelResponse> LoomApi::Cancel(const v1::CancelRequest& req, const std::string&) {
+  LOOM_ASSIGN_OR_RETURN(auto rec, store_->CancelTask(req.task_id(), NowNanos()));
+  if (!rec) return NotFound("task '" + req.task_id() + "' is not known");
+  if (rec->state() == v1::TASK_STATE_CANCELLED) {
+    hub_->Publish({*rec});
+    notifier_->TasksCancelled(rec->endpoint(), {rec->id()});
+  }
+  v1::CancelResponse resp;
+  *resp.mutable_task() = std::move(*rec);
+  return resp;
+}
+
+}  // namespace loom::service

@@ -1,0 +1,101 @@
+// LoomApi: the service's request handlers, independent of transport. The gRPC server maps
+// onto it one call to one method, and the REST gateway will map onto the same methods.
+//
+// Submits are group-committed: concurrent submit calls are gathered by one committer thread
+// into a single store write, and each call returns only after its tasks are in the store.
+// Thread-safe.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/status.h"
+#include "loom.pb.h"
+#include "service/completion_hub.h"
+#include "service/task_store.h"
+
+namespace loom::service {
+
+struct ServiceLimits {
+  int64_t max_message_bytes = 10 * 1024 * 1024;  // one request, one task's arguments, one result
+  int max_batch = 10000;                         // tasks in one SubmitBatch
+  int max_wait_ids = 100000;                     // task ids in one WaitResults / GetTasks
+};
+
+// Wakes the dispatcher (the broker) when tasks were queued or cancelled.
+class DispatchNotifier {
+ public:
+  virtual ~DispatchNotifier() = default;
+  virtual void TasksQueued(const std::vector<std::string>& endpoints) = 0;
+  virtual void TasksCancelled(const std::string& endpoint, const std::vector<std::string>& task_ids) = 0;
+};
+
+// Until authentication lands every caller is this one local user.
+inline constexpr const char* kLocalUser = "local";
+
+class LoomApi {
+ public:
+  LoomApi(TaskStore* store, CompletionHub* hub, DispatchNotifier* notifier, ServiceLimits limits);
+  ~LoomApi();
+  LoomApi(const LoomApi&) = delete;
+  LoomApi& operator=(const LoomApi&) = delete;
+
+  Result<v1::RegisterFunctionResponse> RegisterFunction(const v1::RegisterFunctionRequest& req,
+                                                        const std::string& user);
+  Result<v1::Function> GetFunction(const v1::GetFunctionRequest& req, const std::string& user);
+  Result<v1::ListFunctionsResponse> ListFunctions(const std::string& user);
+  Result<v1::EndpointRecord> CreateEndpoint(const v1::CreateEndpointRequest& req, const std::string& user);
+  Result<v1::ListEndpointsResponse> ListEndpoints(const std::string& user);
+  Result<v1::EndpointRecord> GetEndpoint(const v1::GetEndpointRequest& req, const std::string& user);
+  Result<v1::SubmitResponse> Submit(const v1::SubmitRequest& req, const std::string& user);
+  Result<v1::SubmitBatchResponse> SubmitBatch(const v1::SubmitBatchRequest& req, const std::string& user);
+  Result<v1::GetTasksResponse> GetTasks(const v1::GetTasksRequest& req, const std::string& user);
+  // Calls `write` once per listed task as it reaches a terminal state, in completion order.
+  // Returns OK when every task was written, DEADLINE_EXCEEDED when timeout_ms passed first,
+  // CANCELLED when `cancelled` turned true or `write` returned false.
+  Status WaitResults(const v1::WaitResultsRequest& req, const std::string& user,
+                     const std::function<bool(const v1::TaskRecord&)>& write,
+                     const std::function<bool()>& cancelled);
+  Result<v1::CancelResponse> Cancel(const v1::CancelRequest& req, const std::string& user);
+
+  // The broker reports endpoint registrations here, so submits check against current kernels.
+  void EndpointUpdated(const v1::EndpointRecord& e);
+  const ServiceLimits& limits() const { return limits_; }
+
+ private:
+  Result<v1::Function> LookupFunction(const std::string& name);
+  Result<v1::EndpointRecord> LookupEndpoint(const std::string& id);
+  Status Validate(const v1::SubmitRequest& req, NewTask* task, int64_t received_ns);
+  // Blocks until `tasks` are committed (or the commit failed).
+  Status Commit(std::vector<NewTask>* tasks);
+  void CommitLoop();
+
+  TaskStore* store_;
+  CompletionHub* hub_;
+  DispatchNotifier* notifier_;
+  const ServiceLimits limits_;
+
+  std::mutex cache_mu_;
+  std::map<std::string, v1::Function> functions_;        // GUARDED_BY(cache_mu_); functions never change
+  std::map<std::string, v1::EndpointRecord> endpoints_;  // GUARDED_BY(cache_mu_)
+
+  struct PendingCommit {
+    std::vector<NewTask>* tasks;
+    Status status;
+    bool done = false;
+  };
+  std::mutex commit_mu_;
+  std::condition_variable commit_cv_;       // wakes the committer
+  std::condition_variable commit_done_cv_;  // wakes callers
+  std::deque<PendingCommit*> commit_queue_;  // GUARDED_BY(commit_mu_)
+  bool stopping_ = false;                   // GUARDED_BY(commit_mu_)
+  std::thread committer_;
+};
+
+}  // namespace loom::service

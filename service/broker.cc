@@ -1,0 +1,366 @@
+#include "service/broker.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "common/util.h"
+#include "common/wire.h"
+
+namespace loom::service {
+
+using Clock = std::chrono::steady_clock;
+
+Broker::Broker(TaskStore* store, CompletionHub* hub, BrokerOptions options, EndpointListener on_endpoint)
+    : store_(store), hub_(hub), options_(std::move(options)), on_endpoint_(std::move(on_endpoint)),
+      router_(ctx_, zmq::socket_type::router) {
+  wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  LOOM_CHECK(wake_fd_ >= 0);
+}
+
+Broker::~Broker() {
+  Stop();
+  ::close(wake_fd_);
+}
+
+Status Broker::Bind() {
+  try {
+    router_.set(zmq::sockopt::router_mandatory, 1);
+    router_.set(zmq::sockopt::maxmsgsize, options_.max_message_bytes + (1 << 20));
+    router_.set(zmq::sockopt::sndhwm, options_.high_water_mark);
+    router_.set(zmq::sockopt::rcvhwm, options_.high_water_mark);
+    router_.set(zmq::sockopt::linger, 0);
+    router_.bind(options_.bind);
+    bound_address_ = router_.get(zmq::sockopt::last_endpoint);
+  } catch (const zmq::error_t& e) {
+    return Unavailable("cannot bind the endpoint socket on '" + options_.bind + "': " + e.what());
+  }
+  return Status::Ok();
+}
+
+void Broker::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
+
+void Broker::Stop() {
+  if (!thread_.joinable()) return;
+  stop_ = true;
+  Wake();
+  thread_.join();
+}
+
+void Broker::Wake() {
+  uint64_t one = 1;
+  (void)!::write(wake_fd_, &one, sizeof(one));
+}
+
+void Broker::TasksQueued(const std::vector<std::string>& endpoints) {
+  {
+    std::lock_guard lock(mu_);
+    queued_.insert(endpoints.begin(), endpoints.end());
+  }
+  Wake();
+}
+
+void Broker::TasksCancelled(const std::string& endpoint, const std::vector<std::string>& task_ids) {
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& id : task_ids) cancelled_.emplace_back(endpoint, id);
+  }
+  Wake();
+}
+
+bool Broker::Send(const std::string& routing_id, const v1::Envelope& env) {
+  try {
+    if (!router_.send(zmq::buffer(routing_id), zmq::send_flags::sndmore | zmq::send_flags::dontwait)) return false;
+    return router_.send(ToMessage(env), zmq::send_flags::dontwait).has_value();
+  } catch (const zmq::error_t& e) {
+    // EHOSTUNREACH: the peer is gone (ROUTER_MANDATORY).
+    spdlog::debug("send to {} failed: {}", routing_id, e.what());
+    return false;
+  }
+}
+
+void Broker::SendReregister(const std::string& routing_id, const std::string& reason) {
+  v1::Envelope env;
+  env.mutable_reregister()->set_reason(reason);
+  Send(routing_id, env);
+}
+
+Broker::Session* Broker::SessionFor(const std::string& routing_id) {
+  auto it = sessions_.find(routing_id);
+  return it == sessions_.end() ? nullptr : &it->second;
+}
+
+void Broker::Run() {
+  zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
+  auto next_liveness = Clock::now() + options_.heartbeat_period;
+  while (!stop_) {
+    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_liveness - Clock::now());
+    try {
+      zmq::poll(items, 2, std::max(wait, std::chrono::milliseconds(0)));
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EINTR) continue;
+      spdlog::error("poll failed: {}", e.what());
+      continue;
+    }
+    if (items[1].revents & ZMQ_POLLIN) {
+      uint64_t v;
+      (void)!::read(wake_fd_, &v, sizeof(v));
+    }
+    // Drain what arrived (bounded, so timers still run under load), then act on it in bulk.
+    for (int n = 0; n < 10000; ++n) {
+      zmq::message_t id, body;
+      try {
+        if (!router_.recv(id, zmq::recv_flags::dontwait)) break;
+        if (!id.more()) {
+          ++stats_.garbage_frames;
+          continue;
+        }
+        (void)router_.recv(body);
+        bool extra = false;
+        for (bool more = body.more(); more;) {  // an envelope is exactly one frame: drop the rest
+          zmq::message_t rest;
+          (void)router_.recv(rest);
+          more = rest.more();
+          extra = true;
+        }
+        if (extra) {
+          ++stats_.garbage_frames;
+          continue;
+        }
+      } catch (const zmq::error_t& e) {
+        spdlog::warn("receive failed: {}", e.what());
+        break;
+      }
+      HandleMessage(id.to_string(), body);
+    }
+    CommitResults();
+    std::set<std::string> queued;
+    std::vector<std::pair<std::string, std::string>> cancelled;
+    {
+      std::lock_guard lock(mu_);
+      queued.swap(queued_);
+      cancelled.swap(cancelled_);
+    }
+    want_dispatch_.insert(queued.begin(), queued.end());
+    std::map<std::string, v1::Envelope> cancels;
+    for (const auto& [ep, task] : cancelled) cancels[ep].mutable_cancel()->add_task_ids(task);
+    for (const auto& [ep, env] : cancels) {
+      auto it = by_endpoint_.find(ep);
+      if (it != by_endpoint_.end()) Send(it->second, env);
+    }
+    std::set<std::string> want;
+    want.swap(want_dispatch_);
+    for (const auto& ep : want) Dispatch(ep);
+    if (Clock::now() >= next_liveness) {
+      CheckLiveness();
+      next_liveness = Clock::now() + options_.heartbeat_period;
+    }
+  }
+}
+
+void Broker::HandleMessage(const std::string& routing_id, const zmq::message_t& payload) {
+  v1::Envelope env;
+  if (!FromMessage(payload, &env) || env.body_case() == v1::Envelope::BODY_NOT_SET) {
+    ++stats_.garbage_frames;
+    return;
+  }
+  if (env.has_register_()) {
+    HandleRegister(routing_id, env.register_());
+    return;
+  }
+  Session* s = SessionFor(routing_id);
+  if (s == nullptr) {
+    // Typically: this service restarted and the endpoint's socket reconnected by itself.
+    SendReregister(routing_id, "unknown session");
+    return;
+  }
+  s->last_seen = Clock::now();
+  switch (env.body_case()) {
+    case v1::Envelope::kHeartbeat: {
+      v1::Envelope reply;
+      reply.mutable_heartbeat()->set_session_id(s->session_id);
+      reply.mutable_heartbeat()->set_unix_nanos(NowNanos());
+      Send(routing_id, reply);
+      break;
+    }
+    case v1::Envelope::kCredit:
+      s->credit += env.credit().credit();
+      want_dispatch_.insert(s->endpoint_id);
+      break;
+    case v1::Envelope::kResults: {
+      auto& out = results_[s->endpoint_id];
+      for (auto& r : *env.mutable_results()->mutable_results()) out.push_back(std::move(r));
+      for (auto& st : *env.mutable_results()->mutable_started()) started_.push_back(std::move(st));
+      break;
+    }
+    default:
+      ++stats_.garbage_frames;
+      break;
+  }
+}
+
+void Broker::HandleRegister(const std::string& routing_id, const v1::EndpointRegister& reg) {
+  if (reg.endpoint_id().empty() || reg.session_id().empty()) {
+    ++stats_.garbage_frames;
+    return;
+  }
+  // One live session per endpoint id: a newer connection replaces the older one.
+  if (auto it = by_endpoint_.find(reg.endpoint_id()); it != by_endpoint_.end() && it->second != routing_id) {
+    spdlog::info("endpoint {} connected again (session {}); dropping the previous session", reg.endpoint_id(),
+                 reg.session_id());
+    SendReregister(it->second, "replaced by a newer session of the same endpoint");
+    sessions_.erase(it->second);
+  }
+  auto existing = store_->GetEndpoint(reg.endpoint_id());
+  if (!existing.ok()) {
+    ++stats_.store_errors;
+    spdlog::warn("endpoint {} cannot register: {}", reg.endpoint_id(), existing.status().ToString());
+    return;  // it retries registering until it hears back
+  }
+  v1::EndpointRecord rec;
+  if (existing->has_value()) {
+    rec = **existing;
+  } else {
+    rec.set_id(reg.endpoint_id());
+    rec.set_owner(kLocalUser);
+    rec.set_created_unix_nanos(NowNanos());
+  }
+  rec.set_name(reg.name().empty() ? reg.endpoint_id() : reg.name());
+  rec.set_status(v1::ENDPOINT_STATUS_ONLINE);
+  *rec.mutable_kernels() = reg.kernels();
+  *rec.mutable_devices() = reg.devices();
+  rec.set_worker_count(reg.worker_count());
+  rec.set_hostname(reg.hostname());
+  rec.set_session_id(reg.session_id());
+  rec.set_last_seen_unix_nanos(NowNanos());
+  // Tasks the service thinks are on this endpoint but that it does not hold were lost with a
+  // previous session (or their results were): put them back in the queue.
+  std::vector<std::string> held(reg.held_task_ids().begin(), reg.held_task_ids().end());
+  auto requeued = store_->RequeueInFlight(reg.endpoint_id(), held, NowNanos());
+  Status put = store_->PutEndpoint(rec);
+  if (!requeued.ok() || !put.ok()) {
+    ++stats_.store_errors;
+    spdlog::warn("endpoint {} cannot register: {}", reg.endpoint_id(),
+                 (!put.ok() ? put : requeued.status()).ToString());
+    return;
+  }
+  Session& s = sessions_[routing_id];
+  s.endpoint_id = reg.endpoint_id();
+  s.session_id = reg.session_id();
+  s.routing_id = routing_id;
+  s.credit = reg.credit();
+  s.last_seen = Clock::now();
+  s.record = rec;
+  by_endpoint_[reg.endpoint_id()] = routing_id;
+  on_endpoint_(rec);
+  spdlog::info("endpoint {} online: session {}, {} workers, {} kernels, {} task(s) requeued", rec.id(),
+               reg.session_id(), reg.worker_count(), reg.kernels_size(), *requeued);
+  v1::Envelope reply;
+  auto* ok = reply.mutable_registered();
+  ok->set_session_id(reg.session_id());
+  ok->set_heartbeat_period_ms(options_.heartbeat_period.count());
+  ok->set_max_message_bytes(options_.max_message_bytes);
+  Send(routing_id, reply);
+  want_dispatch_.insert(reg.endpoint_id());
+}
+
+void Broker::CommitResults() {
+  const int64_t now = NowNanos();
+  if (!started_.empty()) {
+    if (!store_->MarkRunning(started_).ok()) ++stats_.store_errors;
+    started_.clear();
+  }
+  for (auto& [ep, results] : results_) {
+    if (results.empty()) continue;
+    auto committed = store_->CompleteTasks(ep, results, now);
+    if (!committed.ok()) {
+      // The tasks stay in flight in the store; the endpoint's next registration or the
+      // recovery path requeues them.
+      ++stats_.store_errors;
+      spdlog::warn("cannot commit {} result(s) from endpoint {}: {}", results.size(), ep,
+                   committed.status().ToString());
+    } else {
+      stats_.results_committed += committed->size();
+      stats_.results_ignored += results.size() - committed->size();
+      hub_->Publish(*committed);
+    }
+    results.clear();
+  }
+}
+
+void Broker::Dispatch(const std::string& endpoint_id) {
+  auto it = by_endpoint_.find(endpoint_id);
+  if (it == by_endpoint_.end()) return;
+  const std::string routing_id = it->second;
+  Session* s = SessionFor(routing_id);
+  if (s == nullptr) return;
+  while (s->credit > 0) {
+    int want = static_cast<int>(std::min<int64_t>(s->credit, options_.max_dispatch_batch));
+    auto specs = store_->LeaseTasks(endpoint_id, want, NowNanos());
+    if (!specs.ok()) {
+      ++stats_.store_errors;
+      spdlog::warn("cannot lease tasks for endpoint {}: {}", endpoint_id, specs.status().ToString());
+      want_dispatch_.insert(endpoint_id);  // try again on the next round
+      return;
+    }
+    if (specs->empty()) return;
+    // Split into messages under the size limit.
+    v1::Envelope env;
+    int64_t bytes = 0;
+    bool ok = true;
+    for (auto& spec : *specs) {
+      int64_t size = static_cast<int64_t>(spec.ByteSizeLong());
+      if (env.tasks().tasks_size() > 0 && bytes + size > options_.max_message_bytes) {
+        ok = ok && Send(routing_id, env);
+        env.Clear();
+        bytes = 0;
+      }
+      bytes += size;
+      *env.mutable_tasks()->add_tasks() = std::move(spec);
+    }
+    if (env.tasks().tasks_size() > 0) ok = ok && Send(routing_id, env);
+    if (!ok) {
+      DropSession(routing_id, "cannot send to it");
+      return;
+    }
+    s->credit -= static_cast<int64_t>(specs->size());
+    stats_.tasks_dispatched += specs->size();
+    if (static_cast<int>(specs->size()) < want) return;
+  }
+}
+
+void Broker::DropSession(const std::string& routing_id, const char* why) {
+  auto it = sessions_.find(routing_id);
+  if (it == sessions_.end()) return;
+  Session s = std::move(it->second);
+  sessions_.erase(it);
+  if (auto e = by_endpoint_.find(s.endpoint_id); e != by_endpoint_.end() && e->second == routing_id) {
+    by_endpoint_.erase(e);
+  }
+  auto requeued = store_->RequeueInFlight(s.endpoint_id, {}, NowNanos());
+  s.record.set_status(v1::ENDPOINT_STATUS_OFFLINE);
+  Status put = store_->PutEndpoint(s.record);
+  if (!requeued.ok() || !put.ok()) ++stats_.store_errors;
+  on_endpoint_(s.record);
+  spdlog::warn("endpoint {} offline ({}); {} task(s) back in its queue", s.endpoint_id, why,
+               requeued.ok() ? *requeued : -1);
+}
+
+void Broker::CheckLiveness() {
+  const auto limit = options_.heartbeat_period * options_.heartbeat_misses;
+  const auto now = Clock::now();
+  std::vector<std::string> dead;
+  for (auto& [rid, s] : sessions_) {
+    if (now - s.last_seen > limit) {
+      dead.push_back(rid);
+    } else {
+      s.record.set_last_seen_unix_nanos(NowNanos());
+      if (!store_->PutEndpoint(s.record).ok()) ++stats_.store_errors;
+    }
+  }
+  for (const auto& rid : dead) DropSession(rid, "missed heartbeats");
+}
+
+}  // namespace loom::service

@@ -1,0 +1,112 @@
+// Broker: the service's side of the endpoint link. Owns a ZeroMQ ROUTER socket that endpoints
+// connect out to (DEALER), so endpoints behind NAT and firewalls work. It registers endpoint
+// sessions, hands out tasks against each endpoint's credit (credit-based flow control: an
+// endpoint asks for as many tasks as it has room for), commits results to the store before
+// publishing them, and requeues the tasks of endpoints that fall silent.
+//
+// One thread (Run) owns the socket. TasksQueued/TasksCancelled may be called from any thread:
+// they queue the request and wake the loop through an eventfd polled next to the socket.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "service/api.h"
+#include "service/completion_hub.h"
+#include "service/task_store.h"
+
+namespace loom::service {
+
+struct BrokerOptions {
+  std::string bind = "tcp://127.0.0.1:*";
+  int64_t max_message_bytes = 10 * 1024 * 1024;
+  std::chrono::milliseconds heartbeat_period{1000};
+  int heartbeat_misses = 3;  // an endpoint silent for this many periods is offline
+  int high_water_mark = 100000;
+  int max_dispatch_batch = 1000;  // tasks leased per store call
+};
+
+struct BrokerStats {
+  std::atomic<uint64_t> garbage_frames{0};
+  std::atomic<uint64_t> tasks_dispatched{0};
+  std::atomic<uint64_t> results_committed{0};
+  std::atomic<uint64_t> results_ignored{0};
+  std::atomic<uint64_t> store_errors{0};
+};
+
+class Broker final : public DispatchNotifier {
+ public:
+  using EndpointListener = std::function<void(const v1::EndpointRecord&)>;
+  Broker(TaskStore* store, CompletionHub* hub, BrokerOptions options, EndpointListener on_endpoint);
+  ~Broker() override;
+
+  // Binds the ROUTER socket; after OK, bound_address() is the address endpoints connect to.
+  Status Bind();
+  const std::string& bound_address() const { return bound_address_; }
+  // Runs the loop on a thread of its own until Stop().
+  void Start();
+  void Stop();
+
+  void TasksQueued(const std::vector<std::string>& endpoints) override;
+  void TasksCancelled(const std::string& endpoint, const std::vector<std::string>& task_ids) override;
+
+  const BrokerStats& stats() const { return stats_; }
+
+ private:
+  struct Session {
+    std::string endpoint_id;
+    std::string session_id;
+    std::string routing_id;
+    int64_t credit = 0;
+    std::chrono::steady_clock::time_point last_seen;
+    v1::EndpointRecord record;
+  };
+
+  void Run();
+  void Wake();
+  void HandleMessage(const std::string& routing_id, const zmq::message_t& payload);
+  void HandleRegister(const std::string& routing_id, const v1::EndpointRegister& reg);
+  void CommitResults();
+  void Dispatch(const std::string& endpoint_id);
+  void CheckLiveness();
+  void DropSession(const std::string& routing_id, const char* why);
+  bool Send(const std::string& routing_id, const v1::Envelope& env);
+  void SendReregister(const std::string& routing_id, const std::string& reason);
+  Session* SessionFor(const std::string& routing_id);
+
+  TaskStore* store_;
+  CompletionHub* hub_;
+  const BrokerOptions options_;
+  EndpointListener on_endpoint_;
+  BrokerStats stats_;
+
+  zmq::context_t ctx_{1};
+  zmq::socket_t router_;
+  std::string bound_address_;
+  int wake_fd_ = -1;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+
+  // Requests from other threads.
+  std::mutex mu_;
+  std::set<std::string> queued_;                                 // GUARDED_BY(mu_)
+  std::vector<std::pair<std::string, std::string>> cancelled_;   // GUARDED_BY(mu_) (endpoint, task)
+
+  // Owned by the loop thread.
+  std::map<std::string, Session> sessions_;          // by routing id
+  std::map<std::string, std::string> by_endpoint_;   // endpoint id -> routing id
+  std::set<std::string> want_dispatch_;
+  std::map<std::string, std::vector<v1::TaskResult>> results_;  // by endpoint id, awaiting commit
+  std::vector<v1::TaskStarted> started_;
+};
+
+}  // namespace loom::service

@@ -1,0 +1,46 @@
+// CompletionHub: tells waiting result streams about tasks that reached a terminal state.
+// Records are published only after they are committed to the store, so a subscriber never sees
+// a result that a restart could lose. Thread-safe.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "loom.pb.h"
+
+namespace loom::service {
+
+class CompletionHub {
+ public:
+  // The records published for one subscriber's ids, in publication order.
+  class Subscription {
+   public:
+    // Waits until a record is available or `deadline` passes; returns what is available.
+    std::vector<v1::TaskRecord> Take(std::chrono::steady_clock::time_point deadline);
+
+   private:
+    friend class CompletionHub;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    std::deque<v1::TaskRecord> ready_;  // GUARDED_BY(mu_)
+    std::vector<std::string> ids_;
+  };
+
+  // Subscribe before reading the store, so that nothing completing in between is missed.
+  std::shared_ptr<Subscription> Subscribe(std::vector<std::string> ids);
+  void Unsubscribe(const std::shared_ptr<Subscription>& sub);
+  void Publish(const std::vector<v1::TaskRecord>& records);
+
+ private:
+  std::mutex mu_;
+  // A task id may be watched by several streams.
+  std::unordered_multimap<std::string, Subscription*> watchers_;  // GUARDED_BY(mu_)
+};
+
+}  // namespace loom::service

@@ -1,0 +1,34 @@
+#include "service/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+namespace loom::service {
+
+Status LoadServiceConfigFile(const std::string& path, ServiceConfig* c) {
+  try {
+    YAML::Node n = YAML::LoadFile(path);
+    if (!n.IsMap()) return InvalidArgument("config file '" + path + "' is not a YAML map");
+    for (const auto& kv : n) {
+      const std::string key = kv.first.as<std::string>();
+      const YAML::Node& v = kv.second;
+      if (key == "grpc_address") c->grpc_address = v.as<std::string>();
+      else if (key == "endpoint_address") c->endpoint_address = v.as<std::string>();
+      else if (key == "redis") {
+        if (v["host"]) c->redis_host = v["host"].as<std::string>();
+        if (v["port"]) c->redis_port = v["port"].as<int>();
+        if (v["timeout_ms"]) c->redis_timeout_ms = v["timeout_ms"].as<int>();
+      } else if (key == "max_message_bytes") c->max_message_bytes = v.as<int64_t>();
+      else if (key == "max_batch") c->max_batch = v.as<int>();
+      else if (key == "heartbeat_period_ms") c->heartbeat_period_ms = v.as<int>();
+      else if (key == "heartbeat_misses") c->heartbeat_misses = v.as<int>();
+      else if (key == "log_level") c->log_level = v.as<std::string>();
+      else if (key == "ready_file") c->ready_file = v.as<std::string>();
+      else return InvalidArgument("config file '" + path + "': unknown key '" + key + "'");
+    }
+  } catch (const YAML::Exception& e) {
+    return InvalidArgument("config file '" + path + "': " + e.what());
+  }
+  return Status::Ok();
+}
+
+}  // namespace loom::service

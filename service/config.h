@@ -1,0 +1,28 @@
+// ServiceConfig: every setting of loom-service, read from an optional YAML file and then from
+// command-line flags (a flag wins over the file).
+#pragma once
+
+#include <string>
+
+#include "common/status.h"
+
+namespace loom::service {
+
+struct ServiceConfig {
+  std::string grpc_address = "127.0.0.1:50051";          // host:port; port 0 picks a free one
+  std::string endpoint_address = "tcp://127.0.0.1:50052";  // ZeroMQ bind address; port * picks one
+  std::string redis_host = "127.0.0.1";
+  int redis_port = 6379;
+  int redis_timeout_ms = 2000;
+  int64_t max_message_bytes = 10 * 1024 * 1024;
+  int max_batch = 10000;
+  int heartbeat_period_ms = 1000;
+  int heartbeat_misses = 3;
+  std::string log_level = "info";
+  std::string ready_file;  // written with the bound addresses once serving
+};
+
+// Reads YAML keys of the same names as the fields above (redis as a map: host, port, timeout_ms).
+Status LoadServiceConfigFile(const std::string& path, ServiceConfig* config);
+
+}  // namespace loom::service

@@ -1,0 +1,65 @@
+#include "service/grpc_server.h"
+
+namespace loom::service {
+
+grpc::Status ToGrpc(const Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), s.message());
+}
+
+namespace {
+template <typename T>
+grpc::Status Reply(Result<T> r, T* out) {
+  if (!r.ok()) return ToGrpc(r.status());
+  *out = std::move(r).value();
+  return grpc::Status::OK;
+}
+}  // namespace
+
+grpc::Status LoomGrpcService::RegisterFunction(grpc::ServerContext*, const v1::RegisterFunctionRequest* req,
+                                               v1::RegisterFunctionResponse* resp) {
+  return Reply(api_->RegisterFunction(*req, kLocalUser), resp);
+}
+grpc::Status LoomGrpcService::GetFunction(grpc::ServerContext*, const v1::GetFunctionRequest* req,
+                                          v1::Function* resp) {
+  return Reply(api_->GetFunction(*req, kLocalUser), resp);
+}
+grpc::Status LoomGrpcService::ListFunctions(grpc::ServerContext*, const v1::ListFunctionsRequest*,
+                                            v1::ListFunctionsResponse* resp) {
+  return Reply(api_->ListFunctions(kLocalUser), resp);
+}
+grpc::Status LoomGrpcService::CreateEndpoint(grpc::ServerContext*, const v1::CreateEndpointRequest* req,
+                                             v1::EndpointRecord* resp) {
+  return Reply(api_->CreateEndpoint(*req, kLocalUser), resp);
+}
+grpc::Status LoomGrpcService::ListEndpoints(grpc::ServerContext*, const v1::ListEndpointsRequest*,
+                                            v1::ListEndpointsResponse* resp) {
+  return Reply(api_->ListEndpoints(kLocalUser), resp);
+}
+grpc::Status LoomGrpcService::GetEndpoint(grpc::ServerContext*, const v1::GetEndpointRequest* req,
+                                          v1::EndpointRecord* resp) {
+  return Reply(api_->GetEndpoint(*req, kLocalUser), resp);
+}
+grpc::Status LoomGrpcService::Submit(grpc::ServerContext*, const v1::SubmitRequest* req, v1::SubmitResponse* resp) {
+  return Reply(api_->Submit(*req, kLocalUser), resp);
+}
+grpc::Status LoomGrpcService::SubmitBatch(grpc::ServerContext*, const v1::SubmitBatchRequest* req,
+                                          v1::SubmitBatchResponse* resp) {
+  return Reply(api_->SubmitBatch(*req, kLocalUser), resp);
+}
+grpc::Status LoomGrpcService::GetTasks(grpc::ServerContext*, const v1::GetTasksRequest* req,
+                                       v1::GetTasksResponse* resp) {
+  return Reply(api_->GetTasks(*req, kLocalUser), resp);
+}
+grpc::Status LoomGrpcService::WaitResults(grpc::ServerContext* ctx, const v1::WaitResultsRequest* req,
+                                          grpc::ServerWriter<v1::TaskRecord>* writer) {
+  Status s = api_->WaitResults(
+      *req, kLocalUser, [&](const v1::TaskRecord& r) { return writer->Write(r); },
+      [&] { return ctx->IsCancelled(); });
+  return ToGrpc(s);
+}
+grpc::Status LoomGrpcService::Cancel(grpc::ServerContext*, const v1::CancelRequest* req, v1::CancelResponse* resp) {
+  return Reply(api_->Cancel(*req, kLocalUser), resp);
+}
+
+}  // namespace loom::service

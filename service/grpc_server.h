@@ -1,0 +1,36 @@
+// LoomGrpcService: the gRPC face of LoomApi, one RPC to one method, Status codes mapped one to
+// one. Thread-safe (LoomApi is).
+#pragma once
+
+#include "loom.grpc.pb.h"
+#include "service/api.h"
+
+namespace loom::service {
+
+grpc::Status ToGrpc(const Status& s);
+
+class LoomGrpcService final : public v1::Loom::Service {
+ public:
+  explicit LoomGrpcService(LoomApi* api) : api_(api) {}
+
+  grpc::Status RegisterFunction(grpc::ServerContext*, const v1::RegisterFunctionRequest*,
+                                v1::RegisterFunctionResponse*) override;
+  grpc::Status GetFunction(grpc::ServerContext*, const v1::GetFunctionRequest*, v1::Function*) override;
+  grpc::Status ListFunctions(grpc::ServerContext*, const v1::ListFunctionsRequest*,
+                             v1::ListFunctionsResponse*) override;
+  grpc::Status CreateEndpoint(grpc::ServerContext*, const v1::CreateEndpointRequest*, v1::EndpointRecord*) override;
+  grpc::Status ListEndpoints(grpc::ServerContext*, const v1::ListEndpointsRequest*,
+                             v1::ListEndpointsResponse*) override;
+  grpc::Status GetEndpoint(grpc::ServerContext*, const v1::GetEndpointRequest*, v1::EndpointRecord*) override;
+  grpc::Status Submit(grpc::ServerContext*, const v1::SubmitRequest*, v1::SubmitResponse*) override;
+  grpc::Status SubmitBatch(grpc::ServerContext*, const v1::SubmitBatchRequest*, v1::SubmitBatchResponse*) override;
+  grpc::Status GetTasks(grpc::ServerContext*, const v1::GetTasksRequest*, v1::GetTasksResponse*) override;
+  grpc::Status WaitResults(grpc::ServerContext*, const v1::WaitResultsRequest*,
+                           grpc::ServerWriter<v1::TaskRecord>*) override;
+  grpc::Status Cancel(grpc::ServerContext*, const v1::CancelRequest*, v1::CancelResponse*) override;
+
+ private:
+  LoomApi* api_;
+};
+
+}  // namespace loom::service

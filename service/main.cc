@@ -1,0 +1,133 @@
+// loom-service: the central broker. Serves the SDK over gRPC, keeps every durable record in
+// Redis, and routes tasks over ZeroMQ to the endpoints that connect to it.
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <fstream>
+#include <thread>
+
+#include "common/util.h"
+#include "service/api.h"
+#include "service/broker.h"
+#include "service/config.h"
+#include "service/grpc_server.h"
+#include "service/redis_task_store.h"
+
+using namespace loom;           // NOLINT
+using namespace loom::service;  // NOLINT
+
+int main(int argc, char** argv) {
+  ServiceConfig c;
+  CLI::App app{"loom-service: the Loom broker (gRPC API, Redis state, ZeroMQ link to endpoints)"};
+  std::string config_file;
+  app.add_option("--config", config_file, "YAML config file; flags override it");
+  app.add_option("--grpc-address", c.grpc_address, "gRPC listen address host:port (port 0: pick a free one)");
+  app.add_option("--endpoint-address", c.endpoint_address, "ZeroMQ address endpoints connect to (tcp://host:port)");
+  app.add_option("--redis-host", c.redis_host, "Redis host");
+  app.add_option("--redis-port", c.redis_port, "Redis port");
+  app.add_option("--redis-timeout-ms", c.redis_timeout_ms, "Redis connect and command timeout");
+  app.add_option("--max-message-bytes", c.max_message_bytes, "largest request, task or result, in bytes");
+  app.add_option("--max-batch", c.max_batch, "most tasks in one batch submit");
+  app.add_option("--heartbeat-period-ms", c.heartbeat_period_ms, "endpoint heartbeat period");
+  app.add_option("--heartbeat-misses", c.heartbeat_misses, "missed periods before an endpoint is offline");
+  app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error");
+  app.add_option("--ready-file", c.ready_file, "file to write the bound addresses to once serving");
+  // Parse twice: first to find --config, then let flags override the file.
+  try {
+    app.parse(argc, argv);
+    if (!config_file.empty()) {
+      Status s = LoadServiceConfigFile(config_file, &c);
+      if (!s.ok()) {
+        std::fprintf(stderr, "error: %s\n", s.message().c_str());
+        return 2;
+      }
+      app.parse(argc, argv);
+    }
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  InitLogging(c.log_level, "service");
+
+  // Block the stop signals in every thread; main waits for them with sigwait.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  RedisOptions ro;
+  ro.host = c.redis_host;
+  ro.port = c.redis_port;
+  ro.connect_timeout = std::chrono::milliseconds(c.redis_timeout_ms);
+  ro.command_timeout = std::chrono::milliseconds(c.redis_timeout_ms);
+  RedisTaskStore store(ro);
+  // Wait for Redis with backoff: it may be starting next to us.
+  for (int attempt = 0;; ++attempt) {
+    Status s = store.Ping();
+    if (s.ok()) break;
+    if (attempt == 50) {
+      spdlog::critical("giving up: {}", s.message());
+      return 1;
+    }
+    spdlog::warn("waiting for Redis: {}", s.message());
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::min(100 * (attempt + 1), 1000)));
+  }
+
+  CompletionHub hub;
+  BrokerOptions bo;
+  bo.bind = c.endpoint_address;
+  bo.max_message_bytes = c.max_message_bytes;
+  bo.heartbeat_period = std::chrono::milliseconds(c.heartbeat_period_ms);
+  bo.heartbeat_misses = c.heartbeat_misses;
+  LoomApi* api_ptr = nullptr;
+  Broker broker(&store, &hub, bo, [&](const v1::EndpointRecord& e) {
+    if (api_ptr) api_ptr->EndpointUpdated(e);
+  });
+  Status bound = broker.Bind();
+  if (!bound.ok()) {
+    spdlog::critical("{}", bound.message());
+    return 1;
+  }
+  ServiceLimits limits;
+  limits.max_message_bytes = c.max_message_bytes;
+  limits.max_batch = c.max_batch;
+  LoomApi api(&store, &hub, &broker, limits);
+  api_ptr = &api;
+  broker.Start();
+
+  LoomGrpcService grpc_service(&api);
+  grpc::ServerBuilder builder;
+  int grpc_port = 0;
+  builder.AddListeningPort(c.grpc_address, grpc::InsecureServerCredentials(), &grpc_port);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(c.max_message_bytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(c.max_message_bytes + (1 << 20)));
+  builder.RegisterService(&grpc_service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || grpc_port == 0) {
+    spdlog::critical("cannot listen for gRPC on '{}'", c.grpc_address);
+    broker.Stop();
+    return 1;
+  }
+  std::string host = c.grpc_address.substr(0, c.grpc_address.rfind(':'));
+  std::string grpc_bound = host + ":" + std::to_string(grpc_port);
+  spdlog::info("serving: grpc={} endpoints={} redis={}:{}", grpc_bound, broker.bound_address(), c.redis_host,
+               c.redis_port);
+  if (!c.ready_file.empty()) {
+    std::string tmp = c.ready_file + ".tmp";
+    {
+      std::ofstream out(tmp);
+      out << "grpc=" << grpc_bound << "\nendpoint=" << broker.bound_address() << "\npid=" << ::getpid() << "\n";
+    }
+    std::rename(tmp.c_str(), c.ready_file.c_str());
+  }
+
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  spdlog::info("signal {}: shutting down", sig);
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  broker.Stop();
+  return 0;
+}

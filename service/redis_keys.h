@@ -1,0 +1,46 @@
+// Every Redis key and hash field Loom uses is built here, and nowhere else.
+//
+//   loom:fns                 SET     names of registered functions
+//   loom:fn:<name>           STRING  v1::Function (serialized)
+//   loom:eps                 SET     ids of known endpoints
+//   loom:ep:<id>             STRING  v1::EndpointRecord (serialized)
+//   loom:task:<id>           HASH    one task (fields below)
+//   loom:q:<endpoint>        LIST    ids of tasks waiting for the endpoint, oldest first
+//   loom:inflight:<endpoint> ZSET    ids of tasks dispatched to the endpoint, scored by dispatch order
+//   loom:seq:<endpoint>      STRING  counter giving that order
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace loom::service::keys {
+
+inline constexpr std::string_view kFunctions = "loom:fns";
+inline constexpr std::string_view kFunctionPrefix = "loom:fn:";
+inline constexpr std::string_view kEndpoints = "loom:eps";
+inline constexpr std::string_view kEndpointPrefix = "loom:ep:";
+inline constexpr std::string_view kTaskPrefix = "loom:task:";
+inline constexpr std::string_view kQueuePrefix = "loom:q:";
+inline constexpr std::string_view kInFlightPrefix = "loom:inflight:";
+inline constexpr std::string_view kSeqPrefix = "loom:seq:";
+
+inline std::string Function(std::string_view name) { return std::string(kFunctionPrefix).append(name); }
+inline std::string Endpoint(std::string_view id) { return std::string(kEndpointPrefix).append(id); }
+inline std::string Task(std::string_view id) { return std::string(kTaskPrefix).append(id); }
+inline std::string Queue(std::string_view endpoint) { return std::string(kQueuePrefix).append(endpoint); }
+inline std::string InFlight(std::string_view endpoint) { return std::string(kInFlightPrefix).append(endpoint); }
+inline std::string Seq(std::string_view endpoint) { return std::string(kSeqPrefix).append(endpoint); }
+
+// Fields of a task hash. Short names: there is one hash per task, so bytes per field add up.
+namespace field {
+inline constexpr std::string_view kState = "s";       // TaskState as a decimal number
+inline constexpr std::string_view kOwner = "o";
+inline constexpr std::string_view kFunction = "f";
+inline constexpr std::string_view kEndpoint = "e";
+inline constexpr std::string_view kSpec = "a";        // v1::TaskSpec: kernel, args, kwargs, config
+inline constexpr std::string_view kResult = "r";      // v1::Value
+inline constexpr std::string_view kError = "x";
+inline constexpr std::string_view kTimestamps = "t";  // "stage=unix_nanos;" repeated, in the order written
+}  // namespace field
+
+}  // namespace loom::service::keys

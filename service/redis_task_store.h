@@ -1,0 +1,54 @@
+// RedisTaskStore: the production TaskStore. Each multi-key transition is one Lua script, so it
+// is atomic; a batch of tasks is one script call, so a batch costs one round trip. Key names
+// come from redis_keys.h; the legal transitions are passed to the scripts from
+// common/task_state.h. Thread-safe: each call borrows a connection from a pool.
+#pragma once
+
+#include <memory>
+
+#include "common/redis.h"
+#include "service/task_store.h"
+
+namespace loom::service {
+
+class RedisTaskStore final : public TaskStore {
+ public:
+  explicit RedisTaskStore(RedisOptions options);
+
+  // Checks that Redis answers (PING).
+  Status Ping();
+
+  Result<bool> PutFunction(const v1::Function& f) override;
+  Result<std::optional<v1::Function>> GetFunction(const std::string& name) override;
+  Result<std::vector<v1::Function>> ListFunctions() override;
+  Status PutEndpoint(const v1::EndpointRecord& e) override;
+  Result<std::optional<v1::EndpointRecord>> GetEndpoint(const std::string& id) override;
+  Result<std::vector<v1::EndpointRecord>> ListEndpoints() override;
+  Status SubmitTasks(const std::vector<NewTask>& tasks, int64_t now_ns) override;
+  Result<std::vector<v1::TaskSpec>> LeaseTasks(const std::string& endpoint, int max, int64_t now_ns) override;
+  Status MarkRunning(const std::vector<v1::TaskStarted>& started) override;
+  Result<std::vector<v1::TaskRecord>> CompleteTasks(const std::string& endpoint,
+                                                    const std::vector<v1::TaskResult>& results,
+                                                    int64_t now_ns) override;
+  Result<std::vector<std::optional<v1::TaskRecord>>> GetTasks(const std::vector<std::string>& ids,
+                                                              bool include_args) override;
+  Result<std::optional<v1::TaskRecord>> CancelTask(const std::string& id, int64_t now_ns) override;
+  Result<int64_t> RequeueInFlight(const std::string& endpoint, const std::vector<std::string>& keep,
+                                  int64_t now_ns) override;
+  Result<int64_t> QueueDepth(const std::string& endpoint) override;
+  Result<int64_t> InFlightCount(const std::string& endpoint) override;
+
+ private:
+  struct Script {
+    std::string source;
+    std::string sha;  // SHA1 of source, for EVALSHA
+  };
+  // EVALSHA, falling back to EVAL when Redis lost its script cache (e.g. it restarted).
+  Result<RedisReply> Eval(const Script& script, const std::vector<std::string_view>& args);
+  Result<RedisReply> Command(const std::vector<std::string_view>& argv);
+
+  RedisPool pool_;
+  Script submit_, lease_, running_, complete_, cancel_, requeue_, put_function_;
+};
+
+}  // namespace loom::service
