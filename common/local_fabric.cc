@@ -1,0 +1,189 @@
+#include "common/local_fabric.h"
+
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "common/redis.h"
+#include "common/util.h"
+
+namespace loom {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+LocalFabric::LocalFabric(LocalFabricOptions options) : options_(std::move(options)) {
+  std::error_code ec;
+  fs::create_directories(options_.state_dir, ec);
+}
+
+LocalFabric::~LocalFabric() {
+  if (options_.detach) {
+    redis_.Release();
+    service_.Release();
+    for (auto& [id, p] : endpoints_) p.Release();
+    return;
+  }
+  StopAll();
+  if (options_.remove_state_dir) {
+    std::error_code ec;
+    fs::remove_all(options_.state_dir, ec);
+  }
+}
+
+std::string LocalFabric::LogPath(const std::string& name) const {
+  return (fs::path(options_.state_dir) / (name + ".log")).string();
+}
+
+std::string LocalFabric::LogTail(const std::string& name, size_t bytes) const {
+  std::string all = ReadFileOrEmpty(LogPath(name));
+  return all.size() > bytes ? all.substr(all.size() - bytes) : all;
+}
+
+SpawnOptions LocalFabric::Spawn(const std::string& name) const {
+  SpawnOptions o;
+  o.log_path = LogPath(name);
+  o.new_process_group = options_.detach;
+  return o;
+}
+
+Status LocalFabric::WaitForFile(const std::string& path, Subprocess& proc, const std::string& name) {
+  const auto deadline = Clock::now() + options_.ready_timeout;
+  auto pause = std::chrono::milliseconds(2);
+  while (!fs::exists(path)) {
+    if (!proc.Running()) {
+      return Unavailable(name + " exited during start-up (" +
+                         (proc.exit_status() ? DescribeWaitStatus(*proc.exit_status()) : std::string("?")) +
+                         "); log tail:\n" + LogTail(name));
+    }
+    if (Clock::now() > deadline) return DeadlineExceeded(name + " was not ready in time; log tail:\n" + LogTail(name));
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::milliseconds(50));
+  }
+  return Status::Ok();
+}
+
+Status LocalFabric::StartRedis() {
+  const std::string dir = (fs::path(options_.state_dir) / "redis").string();
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  Status last = Internal("no attempt");
+  // The port was free a moment ago; if another process took it meanwhile, pick again.
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    if (redis_port_ == 0 || attempt > 0) redis_port_ = FreeLoopbackPort();
+    std::vector<std::string> argv = {options_.redis_server, "--port",    std::to_string(redis_port_),
+                                     "--bind",              "127.0.0.1", "--dir",
+                                     dir,                   "--appendonly", "yes",
+                                     "--appendfsync",       options_.appendfsync, "--save",
+                                     "",                    "--daemonize", "no"};
+    LOOM_ASSIGN_OR_RETURN(redis_, Subprocess::Spawn(argv, Spawn("redis")));
+    RedisOptions ro;
+    ro.port = redis_port_;
+    const auto deadline = Clock::now() + options_.ready_timeout;
+    while (Clock::now() < deadline && redis_.Running()) {
+      auto conn = RedisConnection::Connect(ro);
+      if (conn.ok() && (*conn)->Command({"PING"}).ok()) return Status::Ok();
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    last = Unavailable("redis-server did not start on port " + std::to_string(redis_port_) + "; log tail:\n" +
+                       LogTail("redis"));
+    redis_.Stop();
+  }
+  return last;
+}
+
+Status LocalFabric::StartService() {
+  if (grpc_port_ == 0) {
+    grpc_port_ = FreeLoopbackPort();
+    zmq_port_ = FreeLoopbackPort();
+    grpc_address_ = "127.0.0.1:" + std::to_string(grpc_port_);
+    endpoint_address_ = "tcp://127.0.0.1:" + std::to_string(zmq_port_);
+  }
+  const std::string ready = (fs::path(options_.state_dir) / "service.ready").string();
+  std::error_code ec;
+  fs::remove(ready, ec);
+  std::vector<std::string> argv = {(fs::path(options_.bin_dir) / "loom-service").string(),
+                                   "--grpc-address",
+                                   grpc_address_,
+                                   "--endpoint-address",
+                                   endpoint_address_,
+                                   "--redis-port",
+                                   std::to_string(redis_port_),
+                                   "--ready-file",
+                                   ready,
+                                   "--log-level",
+                                   options_.log_level};
+  argv.insert(argv.end(), options_.service_args.begin(), options_.service_args.end());
+  LOOM_ASSIGN_OR_RETURN(service_, Subprocess::Spawn(argv, Spawn("service")));
+  return WaitForFile(ready, service_, "service");
+}
+
+Status LocalFabric::StartEndpoint(const std::string& id, int workers, const std::vector<std::string>& extra_args) {
+  const std::string ready = (fs::path(options_.state_dir) / ("endpoint-" + id + ".ready")).string();
+  std::error_code ec;
+  fs::remove(ready, ec);
+  std::vector<std::string> argv = {(fs::path(options_.bin_dir) / "loom-endpoint").string(),
+                                   "--id",
+                                   id,
+                                   "--service",
+                                   endpoint_address_,
+                                   "--workers",
+                                   std::to_string(workers),
+                                   "--ready-file",
+                                   ready,
+                                   "--log-level",
+                                   options_.log_level};
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  const std::string name = "endpoint-" + id;
+  LOOM_ASSIGN_OR_RETURN(auto proc, Subprocess::Spawn(argv, Spawn(name)));
+  endpoints_[id] = std::move(proc);
+  return WaitForFile(ready, endpoints_[id], name);
+}
+
+Status LocalFabric::StartAll(const std::string& endpoint_id, int workers) {
+  LOOM_RETURN_IF_ERROR(StartRedis());
+  LOOM_RETURN_IF_ERROR(StartService());
+  return StartEndpoint(endpoint_id, workers);
+}
+
+Subprocess* LocalFabric::endpoint(const std::string& id) {
+  auto it = endpoints_.find(id);
+  return it == endpoints_.end() ? nullptr : &it->second;
+}
+
+void LocalFabric::KillService(int sig) {
+  service_.Signal(sig);
+  service_.Wait(std::chrono::seconds(10));
+}
+
+void LocalFabric::KillEndpoint(const std::string& id, int sig) {
+  if (auto* p = endpoint(id)) {
+    p->Signal(sig);
+    p->Wait(std::chrono::seconds(10));
+  }
+}
+
+void LocalFabric::KillRedis(int sig) {
+  redis_.Signal(sig);
+  redis_.Wait(std::chrono::seconds(10));
+}
+
+void LocalFabric::StopAll() {
+  for (auto& [id, p] : endpoints_) p.Stop();
+  service_.Stop();
+  redis_.Stop();
+}
+
+std::string LocalFabric::PidLines() {
+  std::string out;
+  if (redis_.Running()) out += "redis " + std::to_string(redis_.pid()) + "\n";
+  if (service_.Running()) out += "service " + std::to_string(service_.pid()) + "\n";
+  for (auto& [id, p] : endpoints_) {
+    if (p.Running()) out += "endpoint-" + id + " " + std::to_string(p.pid()) + "\n";
+  }
+  return out;
+}
+
+}  // namespace loom

@@ -1,0 +1,238 @@
+// LoomApi against the in-memory store: validation at submit, group commit, result waiting.
+#include "service/api.h"
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "common/kernel_api.h"
+#include "common/util.h"
+#include "service/memory_task_store.h"
+
+namespace loom::service {
+namespace {
+
+class FakeNotifier : public DispatchNotifier {
+ public:
+  void TasksQueued(const std::vector<std::string>& endpoints) override {
+    std::lock_guard lock(mu);
+    queued.insert(queued.end(), endpoints.begin(), endpoints.end());
+  }
+  void TasksCancelled(const std::string&, const std::vector<std::string>& ids) override {
+    std::lock_guard lock(mu);
+    cancelled.insert(cancelled.end(), ids.begin(), ids.end());
+  }
+  std::mutex mu;
+  std::vector<std::string> queued, cancelled;
+};
+
+class ApiTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    limits_.max_batch = 100;
+    limits_.max_message_bytes = 4096;
+    api_ = std::make_unique<LoomApi>(&store_, &hub_, &notifier_, limits_);
+    v1::EndpointRecord ep;
+    ep.set_id("ep1");
+    ep.set_status(v1::ENDPOINT_STATUS_ONLINE);
+    *ep.add_kernels() = MakeKernelInfo("add", "1", "a+b",
+                                       {Param("a", v1::VALUE_TYPE_NUMBER, ""), Param("b", v1::VALUE_TYPE_NUMBER, "")},
+                                       v1::VALUE_TYPE_NUMBER);
+    *ep.add_kernels() = MakeKernelInfo("echo", "1", "", {Param("value", v1::VALUE_TYPE_ANY, "")}, v1::VALUE_TYPE_ANY);
+    ASSERT_TRUE(store_.PutEndpoint(ep).ok());
+    v1::EndpointRecord offline;
+    offline.set_id("never");
+    offline.set_status(v1::ENDPOINT_STATUS_NEVER_CONNECTED);
+    ASSERT_TRUE(store_.PutEndpoint(offline).ok());
+    Register("add", "add@1");
+    Register("echo", "echo@1");
+    Register("other", "braggnn@1");
+  }
+
+  void Register(const std::string& name, const std::string& kernel) {
+    v1::RegisterFunctionRequest r;
+    r.mutable_function()->set_name(name);
+    r.mutable_function()->set_kernel(kernel);
+    ASSERT_TRUE(api_->RegisterFunction(r, kLocalUser).ok());
+  }
+
+  static v1::SubmitRequest Req(const std::string& fn, const std::string& ep, std::vector<Value> args) {
+    v1::SubmitRequest r;
+    r.set_function(fn);
+    r.set_endpoint(ep);
+    for (auto& a : args) *r.add_args() = std::move(a);
+    return r;
+  }
+
+  InMemoryTaskStore store_;
+  CompletionHub hub_;
+  FakeNotifier notifier_;
+  ServiceLimits limits_;
+  std::unique_ptr<LoomApi> api_;
+};
+
+TEST_F(ApiTest, SubmitStoresTheTaskBeforeReplyingAndWakesTheDispatcher) {
+  auto r = api_->Submit(Req("add", "ep1", {IntValue(1), IntValue(2)}), kLocalUser);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  auto rec = store_.GetTasks({r->task_id()}, true);
+  ASSERT_TRUE((*rec)[0].has_value());
+  EXPECT_EQ((*rec)[0]->state(), v1::TASK_STATE_WAITING_FOR_ENDPOINT);
+  EXPECT_EQ((*rec)[0]->owner(), kLocalUser);
+  EXPECT_EQ(notifier_.queued, (std::vector<std::string>{"ep1"}));
+  auto specs = store_.LeaseTasks("ep1", 10, NowNanos());
+  ASSERT_EQ(specs->size(), 1u);
+  EXPECT_EQ((*specs)[0].kernel(), "add@1");
+}
+
+TEST_F(ApiTest, RejectsBadSubmitsWithClearErrors) {
+  auto unknown_fn = api_->Submit(Req("nope", "ep1", {}), kLocalUser);
+  EXPECT_EQ(unknown_fn.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(unknown_fn.status().message().find("function 'nope'"), std::string::npos);
+  auto unknown_ep = api_->Submit(Req("add", "mars", {IntValue(1), IntValue(2)}), kLocalUser);
+  EXPECT_EQ(unknown_ep.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(unknown_ep.status().message().find("endpoint 'mars'"), std::string::npos);
+  auto wrong_type = api_->Submit(Req("add", "ep1", {IntValue(1), StringValue("x")}), kLocalUser);
+  EXPECT_EQ(wrong_type.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(wrong_type.status().message().find("'b' must be number, got string"), std::string::npos)
+      << wrong_type.status().message();
+  auto missing = api_->Submit(Req("add", "ep1", {IntValue(1)}), kLocalUser);
+  EXPECT_EQ(missing.status().code(), StatusCode::kInvalidArgument);
+  auto no_kernel = api_->Submit(Req("other", "ep1", {}), kLocalUser);
+  EXPECT_EQ(no_kernel.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(no_kernel.status().message().find("braggnn@1"), std::string::npos);
+  auto too_big = api_->Submit(Req("echo", "ep1", {BytesValue(std::string(5000, 'x'))}), kLocalUser);
+  EXPECT_EQ(too_big.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(too_big.status().message().find("max_message_bytes"), std::string::npos);
+  EXPECT_TRUE(notifier_.queued.empty());
+  EXPECT_EQ(*store_.QueueDepth("ep1"), 0);
+}
+
+TEST_F(ApiTest, AcceptsTasksForAnEndpointThatHasNotConnectedYet) {
+  auto r = api_->Submit(Req("other", "never", {IntValue(1)}), kLocalUser);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*store_.QueueDepth("never"), 1);
+}
+
+TEST_F(ApiTest, BatchLimitsAreEnforcedAndAFaultyTaskRejectsTheWholeBatch) {
+  v1::SubmitBatchRequest big;
+  for (int i = 0; i < 101; ++i) *big.add_tasks() = Req("echo", "ep1", {IntValue(i)});
+  auto r = api_->SubmitBatch(big, kLocalUser);
+  EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(r.status().message().find("limit of 100"), std::string::npos);
+  v1::SubmitBatchRequest bad;
+  *bad.add_tasks() = Req("echo", "ep1", {IntValue(1)});
+  *bad.add_tasks() = Req("add", "ep1", {IntValue(1)});
+  auto rb = api_->SubmitBatch(bad, kLocalUser);
+  EXPECT_EQ(rb.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(rb.status().message().find("task 1"), std::string::npos);
+  EXPECT_EQ(*store_.QueueDepth("ep1"), 0);
+  EXPECT_EQ(api_->SubmitBatch(v1::SubmitBatchRequest(), kLocalUser).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(ApiTest, ConcurrentSubmitsAreAllCommitted) {
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 50; ++i) {
+        if (api_->Submit(Req("echo", "ep1", {IntValue(t * 1000 + i)}), kLocalUser).ok()) ++ok;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(ok.load(), 400);
+  EXPECT_EQ(*store_.QueueDepth("ep1"), 400);
+}
+
+TEST_F(ApiTest, RegisteringTheSameFunctionTwiceIsIdempotentButConflictsAreRejected) {
+  v1::RegisterFunctionRequest r;
+  r.mutable_function()->set_name("add");
+  r.mutable_function()->set_kernel("add@1");
+  auto again = api_->RegisterFunction(r, kLocalUser);
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->created());
+  r.mutable_function()->set_kernel("echo@1");
+  EXPECT_EQ(api_->RegisterFunction(r, kLocalUser).status().code(), StatusCode::kAlreadyExists);
+  r.mutable_function()->set_kernel("echo");  // no version
+  EXPECT_EQ(api_->RegisterFunction(r, kLocalUser).status().code(), StatusCode::kInvalidArgument);
+  r.mutable_function()->set_name("bad name");
+  EXPECT_EQ(api_->RegisterFunction(r, kLocalUser).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(ApiTest, WaitResultsStreamsInCompletionOrderAndEachTaskOnce) {
+  v1::SubmitBatchRequest b;
+  for (int i = 0; i < 3; ++i) *b.add_tasks() = Req("echo", "ep1", {IntValue(i)});
+  auto ids = api_->SubmitBatch(b, kLocalUser)->task_ids();
+  ASSERT_EQ(store_.LeaseTasks("ep1", 3, NowNanos())->size(), 3u);
+  // The first one finishes before the wait starts, the others while it waits, in reverse.
+  auto commit = [&](const std::string& id, int64_t v) {
+    v1::TaskResult r;
+    r.set_task_id(id);
+    r.set_ok(true);
+    *r.mutable_value() = IntValue(v);
+    auto done = store_.CompleteTasks("ep1", {r}, NowNanos());
+    hub_.Publish(*done);
+    hub_.Publish(*done);  // a duplicate publication must not duplicate the stream
+  };
+  commit(ids[0], 0);
+  std::vector<std::string> seen;
+  std::thread finisher([&] {
+    // Waits until the stream is subscribed (it has delivered the first result) before finishing the rest.
+    while (true) {
+      {
+        std::lock_guard lock(notifier_.mu);
+        if (!seen.empty()) break;
+      }
+      std::this_thread::yield();
+    }
+    commit(ids[2], 2);
+    commit(ids[1], 1);
+  });
+  v1::WaitResultsRequest w;
+  for (const auto& id : ids) w.add_task_ids(id);
+  w.set_timeout_ms(10000);
+  Status s = api_->WaitResults(
+      w, kLocalUser,
+      [&](const v1::TaskRecord& r) {
+        std::lock_guard lock(notifier_.mu);
+        seen.push_back(r.id());
+        return true;
+      },
+      [] { return false; });
+  finisher.join();
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(seen, (std::vector<std::string>{ids[0], ids[2], ids[1]}));
+}
+
+TEST_F(ApiTest, WaitResultsTimesOutAndRejectsUnknownIds) {
+  auto id = api_->Submit(Req("echo", "ep1", {IntValue(1)}), kLocalUser)->task_id();
+  v1::WaitResultsRequest w;
+  w.add_task_ids(id);
+  w.set_timeout_ms(50);
+  int writes = 0;
+  Status s = api_->WaitResults(w, kLocalUser, [&](const v1::TaskRecord&) { return ++writes > 0; }, [] { return false; });
+  EXPECT_EQ(s.code(), StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(writes, 0);
+  w.add_task_ids("missing");
+  EXPECT_EQ(api_->WaitResults(w, kLocalUser, [](const v1::TaskRecord&) { return true; }, [] { return false; }).code(),
+            StatusCode::kNotFound);
+}
+
+TEST_F(ApiTest, CancelMarksTheTaskPublishesItAndTellsTheDispatcher) {
+  auto id = api_->Submit(Req("echo", "ep1", {IntValue(1)}), kLocalUser)->task_id();
+  auto c = api_->Cancel([&] {
+    v1::CancelRequest r;
+    r.set_task_id(id);
+    return r;
+  }(), kLocalUser);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->task().state(), v1::TASK_STATE_CANCELLED);
+  EXPECT_EQ(notifier_.cancelled, (std::vector<std::string>{id}));
+  EXPECT_EQ(*store_.QueueDepth("ep1"), 0);
+  v1::CancelRequest unknown;
+  unknown.set_task_id("nope");
+  EXPECT_EQ(api_->Cancel(unknown, kLocalUser).status().code(), StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace loom::service
