@@ -9,8 +9,9 @@
 //     return 0;  // non-zero: the plugin refused to load
 //   }
 //
-// The worker resolves the plugin's references to Loom and protobuf symbols from its own
-// executable, so a plugin is built against these headers and links nothing of Loom itself.
+// A plugin is built against these headers and links the shared libloom_common (which brings
+// libloom_proto and libprotobuf): the worker that loads it uses the same shared libraries, so
+// there is one copy of every Loom and protobuf symbol in the process.
 #pragma once
 
 #include <functional>

@@ -1,0 +1,237 @@
+// loom-bench: measures Loom end to end through the SDK.
+//   throughput: no-op (echo) tasks submitted in batches, results streamed back, tasks/s from the
+//               first submit to the last result;
+//   latency:    one task at a time, submit -> result at the client, p50/p99/p99.9, and the median
+//               time spent in each hop, from the task's own timestamps.
+// It starts its own local fabric (redis-server with appendonly, loom-service, one endpoint with
+// --workers workers) on free loopback ports unless --service names a running one.
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "common/local_fabric.h"
+#include "common/util.h"
+#include "loom/client.h"
+
+namespace fs = std::filesystem;
+using namespace loom;  // NOLINT
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+std::string SelfDir() {
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) return ".";
+  buf[n] = '\0';
+  return fs::path(buf).parent_path().string();
+}
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t i = static_cast<size_t>(p / 100.0 * static_cast<double>(v.size() - 1) + 0.5);
+  return v[std::min(i, v.size() - 1)];
+}
+
+struct Throughput {
+  int tasks = 0;
+  double seconds = 0;
+  double tasks_per_s = 0;
+  int errors = 0;
+};
+
+Throughput MeasureThroughput(Client& c, const std::string& ep, int n, int batch) {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::vector<std::string>> chunks;
+  bool submitted_all = false;
+  int errors = 0;
+  const auto t0 = Clock::now();
+  std::thread producer([&] {
+    for (int done = 0; done < n; done += batch) {
+      std::vector<v1::SubmitRequest> reqs;
+      for (int i = done; i < std::min(n, done + batch); ++i) reqs.push_back(MakeSubmitRequest(ep, "bench-noop", {IntValue(i)}));
+      auto ids = c.SubmitBatch(std::move(reqs));
+      std::lock_guard lock(mu);
+      if (!ids.ok()) {
+        spdlog::error("submit failed: {}", ids.status().ToString());
+        ++errors;
+        break;
+      }
+      chunks.push_back(std::move(ids).value());
+      cv.notify_one();
+    }
+    std::lock_guard lock(mu);
+    submitted_all = true;
+    cv.notify_one();
+  });
+  int received = 0;
+  int next_report = n / 10;
+  while (true) {
+    std::vector<std::string> ids;
+    {
+      std::unique_lock lock(mu);
+      cv.wait(lock, [&] { return !chunks.empty() || submitted_all; });
+      if (chunks.empty()) break;
+      ids = std::move(chunks.front());
+      chunks.pop_front();
+    }
+    Status s = c.StreamResults(
+        ids,
+        [&](const v1::TaskRecord& r) {
+          ++received;
+          if (r.state() != v1::TASK_STATE_SUCCESS) ++errors;
+          return true;
+        },
+        std::chrono::minutes(5));
+    if (!s.ok()) {
+      spdlog::error("result stream failed: {}", s.ToString());
+      ++errors;
+    }
+    if (received >= next_report) {
+      spdlog::info("throughput: {}/{} results", received, n);
+      next_report += n / 10;
+    }
+  }
+  producer.join();
+  Throughput t;
+  t.tasks = received;
+  t.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  t.tasks_per_s = received / t.seconds;
+  t.errors = errors;
+  return t;
+}
+
+struct Latency {
+  std::vector<double> rtt_ms;
+  std::map<std::string, std::vector<double>> hops_us;  // hop name -> samples
+};
+
+// The hops of a task, from consecutive pairs of its stages.
+const std::vector<std::pair<std::string, std::pair<std::string, std::string>>> kHops = {
+    {"client -> service", {"client_sent", "received"}},
+    {"service: commit to Redis", {"received", "waiting-for-endpoint"}},
+    {"service: queue -> dispatch", {"waiting-for-endpoint", "dispatched"}},
+    {"service -> endpoint", {"dispatched", "endpoint_received"}},
+    {"endpoint -> worker", {"endpoint_received", "worker_started"}},
+    {"kernel", {"worker_started", "kernel_finished"}},
+    {"worker -> endpoint", {"kernel_finished", "endpoint_result"}},
+    {"endpoint -> service, commit", {"endpoint_result", "success"}},
+    {"service -> client", {"success", "client_received"}},
+};
+
+Latency MeasureLatency(Client& c, const std::string& ep, int samples) {
+  Latency l;
+  for (int i = 0; i < samples; ++i) {
+    const int64_t sent_ns = NowNanos();
+    const auto t0 = Clock::now();
+    auto id = c.Submit(ep, "bench-noop", {IntValue(i)});
+    if (!id.ok()) {
+      spdlog::error("submit failed: {}", id.status().ToString());
+      continue;
+    }
+    auto r = c.GetResult(*id, std::chrono::seconds(30));
+    const auto t1 = Clock::now();
+    const int64_t recv_ns = NowNanos();
+    if (!r.ok() || !r->has_value()) continue;
+    l.rtt_ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    std::map<std::string, int64_t> at = {{"client_sent", sent_ns}, {"client_received", recv_ns}};
+    for (const auto& t : (*r)->timestamps()) at[t.stage()] = t.unix_nanos();
+    for (const auto& [name, pair] : kHops) {
+      auto a = at.find(pair.first), b = at.find(pair.second);
+      if (a != at.end() && b != at.end()) l.hops_us[name].push_back((b->second - a->second) / 1000.0);
+    }
+    if ((i + 1) % std::max(1, samples / 5) == 0) spdlog::info("latency: {}/{} samples", i + 1, samples);
+  }
+  return l;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string service;
+  int workers = 2, tasks = 100000, batch = 1000, samples = 2000;
+  bool json = false;
+  std::string appendfsync = "everysec";
+  CLI::App app{"loom-bench: Loom's no-op throughput and single-task round trip, end to end"};
+  app.add_option("--service", service, "use this running service (host:port) instead of starting a local fabric");
+  app.add_option("--workers", workers, "workers of the local endpoint");
+  app.add_option("--tasks", tasks, "tasks in the throughput run");
+  app.add_option("--batch", batch, "tasks per SubmitBatch call");
+  app.add_option("--latency-samples", samples, "single tasks timed one after another");
+  app.add_option("--appendfsync", appendfsync, "Redis AOF fsync policy of the local fabric: everysec or always");
+  app.add_flag("--json", json, "print one JSON line instead of the table");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  InitLogging("info", "bench");
+
+  std::unique_ptr<LocalFabric> fabric;
+  std::string endpoint = "bench";
+  if (service.empty()) {
+    LocalFabricOptions o;
+    o.bin_dir = SelfDir();
+    o.state_dir = (fs::temp_directory_path() / ("loom-bench-" + std::to_string(::getpid()))).string();
+    o.appendfsync = appendfsync;
+    o.remove_state_dir = true;
+    fabric = std::make_unique<LocalFabric>(o);
+    spdlog::info("starting a local fabric: redis (appendonly, appendfsync {}), service, endpoint with {} workers",
+                 appendfsync, workers);
+    Status s = fabric->StartAll(endpoint, workers);
+    if (!s.ok()) {
+      spdlog::critical("{}", s.ToString());
+      return 1;
+    }
+    service = fabric->grpc_address();
+  }
+  ClientOptions co;
+  co.address = service;
+  auto client = Client::Connect(co);
+  if (!client.ok()) {
+    spdlog::critical("{}", client.status().ToString());
+    return 1;
+  }
+  Client& c = **client;
+  if (auto f = c.RegisterFunction("bench-noop", "echo@1", "loom-bench no-op"); !f.ok()) {
+    spdlog::critical("{}", f.status().ToString());
+    return 1;
+  }
+  // Warm up: connections, caches, workers.
+  (void)MeasureThroughput(c, endpoint, std::min(tasks, 2000), batch);
+  Throughput t = MeasureThroughput(c, endpoint, tasks, batch);
+  Latency l = MeasureLatency(c, endpoint, samples);
+  const double p50 = Percentile(l.rtt_ms, 50), p99 = Percentile(l.rtt_ms, 99), p999 = Percentile(l.rtt_ms, 99.9);
+  if (json) {
+    std::printf(
+        "{\"tasks\":%d,\"batch\":%d,\"workers\":%d,\"seconds\":%.3f,\"tasks_per_s\":%.0f,\"errors\":%d,"
+        "\"latency_samples\":%zu,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"appendfsync\":\"%s\"}\n",
+        t.tasks, batch, workers, t.seconds, t.tasks_per_s, t.errors, l.rtt_ms.size(), p50, p99, p999,
+        appendfsync.c_str());
+  } else {
+    std::printf("\nLoom no-op benchmark (%d workers, Redis appendonly, appendfsync %s)\n", workers,
+                appendfsync.c_str());
+    std::printf("  throughput  %d tasks in batches of %d: %.3f s, %.0f tasks/s, %d errors\n", t.tasks, batch,
+                t.seconds, t.tasks_per_s, t.errors);
+    std::printf("  round trip  %zu single tasks: p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms\n", l.rtt_ms.size(), p50,
+                p99, p999);
+    std::printf("  median time per hop (us):\n");
+    for (const auto& [name, pair] : kHops) {
+      auto it = l.hops_us.find(name);
+      if (it != l.hops_us.end()) std::printf("    %-30s %8.1f\n", name.c_str(), Percentile(it->second, 50));
+    }
+  }
+  if (fabric) fabric->StopAll();
+  return t.errors == 0 ? 0 : 1;
+}

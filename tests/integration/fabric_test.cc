@@ -1,0 +1,426 @@
+// End-to-end tests: real redis-server, loom-service, loom-endpoint and loom-worker processes on
+// 127.0.0.1 with ports picked at run time, driven through the C++ SDK.
+#include <dirent.h>
+#include <google/protobuf/util/message_differencer.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <fstream>
+#include <map>
+#include <random>
+#include <sstream>
+#include <set>
+#include <zmq.hpp>
+
+#include "common/local_fabric.h"
+#include "common/util.h"
+#include "common/value.h"
+#include "loom/client.h"
+#include "tests/support/test_env.h"
+
+namespace loom {
+namespace {
+
+using namespace std::chrono_literals;
+using loom::testing::MakeFabric;
+using loom::testing::WaitFor;
+
+// Pids of the processes whose parent is `parent`.
+std::set<pid_t> ChildPids(pid_t parent) {
+  std::set<pid_t> out;
+  DIR* d = ::opendir("/proc");
+  if (d == nullptr) return out;
+  while (dirent* e = ::readdir(d)) {
+    pid_t pid = static_cast<pid_t>(std::atoi(e->d_name));
+    if (pid <= 0) continue;
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    auto close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 2));
+    char state;
+    pid_t ppid;
+    rest >> state >> ppid;
+    if (ppid == parent && state != 'Z') out.insert(pid);
+  }
+  ::closedir(d);
+  return out;
+}
+
+std::unique_ptr<Client> Connect(const LocalFabric& f) {
+  ClientOptions o;
+  o.address = f.grpc_address();
+  o.rpc_timeout = 10s;
+  auto c = Client::Connect(o);
+  EXPECT_TRUE(c.ok()) << c.status().ToString();
+  return c.ok() ? std::move(c).value() : nullptr;
+}
+
+void RegisterBuiltins(Client& c) {
+  for (const auto& [name, kernel] : std::vector<std::pair<std::string, std::string>>{
+           {"echo", "echo@1"}, {"add", "add@1"}, {"sleep", "sleep@1"}, {"fail", "fail@1"}, {"crash", "crash@1"}}) {
+    auto r = c.RegisterFunction(name, kernel);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+  }
+}
+
+// Runs one task and waits for its terminal record.
+v1::TaskRecord RunTask(Client& c, const std::string& ep, const std::string& fn, std::vector<Value> args,
+                   std::chrono::milliseconds timeout = 30s) {
+  auto id = c.Submit(ep, fn, std::move(args));
+  EXPECT_TRUE(id.ok()) << id.status().ToString();
+  if (!id.ok()) return {};
+  auto r = c.GetResult(*id, timeout);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(r.ok() && r->has_value()) << "task " << *id << " did not finish in time";
+  return r.ok() && r->has_value() ? **r : v1::TaskRecord();
+}
+
+std::vector<std::string> Stages(const v1::TaskRecord& r) {
+  std::vector<std::string> out;
+  for (const auto& t : r.timestamps()) out.push_back(t.stage());
+  return out;
+}
+
+// One fabric shared by the tests that do not kill anything.
+class FabricTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    fabric_ = MakeFabric("fabric").release();
+    Status s = fabric_->StartAll("ep", 2);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+  }
+  static void TearDownTestSuite() {
+    delete fabric_;
+    fabric_ = nullptr;
+  }
+  void SetUp() override {
+    ASSERT_NE(fabric_, nullptr);
+    client_ = Connect(*fabric_);
+    ASSERT_NE(client_, nullptr);
+    RegisterBuiltins(*client_);
+  }
+  static LocalFabric* fabric_;
+  std::unique_ptr<Client> client_;
+};
+LocalFabric* FabricTest::fabric_ = nullptr;
+
+TEST_F(FabricTest, EndpointRegistersItsKernelsDevicesAndWorkers) {
+  auto ep = client_->GetEndpoint("ep");
+  ASSERT_TRUE(ep.ok()) << ep.status().ToString();
+  EXPECT_EQ(ep->status(), v1::ENDPOINT_STATUS_ONLINE);
+  EXPECT_EQ(ep->worker_count(), 2);
+  std::set<std::string> kernels;
+  for (const auto& k : ep->kernels()) kernels.insert(k.name() + "@" + k.version());
+  for (const char* k : {"echo@1", "add@1", "sleep@1", "fail@1", "crash@1"}) EXPECT_TRUE(kernels.contains(k)) << k;
+  ASSERT_GE(ep->devices_size(), 1);
+  EXPECT_EQ(ep->devices(0).kind(), "cpu");
+  auto list = client_->ListEndpoints();
+  ASSERT_TRUE(list.ok());
+  EXPECT_EQ(list->size(), 1u);
+}
+
+TEST_F(FabricTest, EchoReturnsEveryKindOfValue) {
+  std::vector<float> data = {1.5f, -2.0f, 3.25f, 0.0f, 7.0f, 8.0f};
+  Value nested = MapValue({{"list", ListValue({IntValue(1), StringValue("two"), NullValue()})},
+                           {"t", TensorValue({2, 3}, std::span<const float>(data))},
+                           {"b", BytesValue(std::string("\0\1\2", 3))}});
+  auto r = RunTask(*client_, "ep", "echo", {nested});
+  ASSERT_EQ(r.state(), v1::TASK_STATE_SUCCESS) << r.error();
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(r.result(), nested)) << DebugString(r.result());
+  EXPECT_EQ(RunTask(*client_, "ep", "echo", {StringValue("hello")}).result().string_value(), "hello");
+}
+
+TEST_F(FabricTest, AddWorksOnNumbersAndTensors) {
+  EXPECT_EQ(RunTask(*client_, "ep", "add", {IntValue(40), IntValue(2)}).result().int_value(), 42);
+  EXPECT_DOUBLE_EQ(RunTask(*client_, "ep", "add", {DoubleValue(1.25), IntValue(2)}).result().double_value(), 3.25);
+  std::vector<double> a = {1, 2, 3}, b = {10, 20, 30};
+  auto r = RunTask(*client_, "ep", "add",
+               {TensorValue({3}, std::span<const double>(a)), TensorValue({3}, std::span<const double>(b))});
+  ASSERT_EQ(r.state(), v1::TASK_STATE_SUCCESS) << r.error();
+  const auto& t = r.result().tensor_value();
+  ASSERT_EQ(t.shape_size(), 1);
+  EXPECT_EQ(t.shape(0), 3);
+  EXPECT_DOUBLE_EQ(TensorElementAsDouble(t, 0), 11);
+  EXPECT_DOUBLE_EQ(TensorElementAsDouble(t, 2), 33);
+}
+
+TEST_F(FabricTest, SleepRunsAndReportsRunningOnTheWay) {
+  auto id = client_->Submit("ep", "sleep", {DoubleValue(0.3)});
+  ASSERT_TRUE(id.ok());
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        auto s = client_->GetStatus(*id);
+        return s.ok() && s->state() == v1::TASK_STATE_RUNNING;
+      },
+      10s))
+      << "the task was never seen running";
+  auto r = client_->GetResult(*id, 30s);
+  ASSERT_TRUE(r.ok() && r->has_value());
+  EXPECT_EQ((*r)->state(), v1::TASK_STATE_SUCCESS);
+  EXPECT_GE((*r)->result().double_value(), 0.3);
+}
+
+TEST_F(FabricTest, KernelErrorBecomesAFailedTaskWithItsMessage) {
+  auto r = RunTask(*client_, "ep", "fail", {StringValue("detector saturated")});
+  EXPECT_EQ(r.state(), v1::TASK_STATE_FAILED);
+  EXPECT_EQ(r.error(), "detector saturated");
+}
+
+TEST_F(FabricTest, CrashFailsTheTaskAndTheEndpointKeepsServing) {
+  auto r = RunTask(*client_, "ep", "crash", {});
+  EXPECT_EQ(r.state(), v1::TASK_STATE_FAILED);
+  EXPECT_NE(r.error().find("worker process died"), std::string::npos) << r.error();
+  EXPECT_NE(r.error().find("signal 9"), std::string::npos) << r.error();
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(RunTask(*client_, "ep", "add", {IntValue(i), IntValue(1)}).result().int_value(), i + 1);
+}
+
+TEST_F(FabricTest, RecordsATimestampForEveryHop) {
+  auto r = RunTask(*client_, "ep", "echo", {IntValue(1)});
+  ASSERT_EQ(r.state(), v1::TASK_STATE_SUCCESS);
+  auto stages = Stages(r);
+  for (const char* s : {"received", "waiting-for-endpoint", "dispatched", "endpoint_received", "worker_started",
+                        "kernel_finished", "endpoint_result", "success"}) {
+    EXPECT_NE(std::find(stages.begin(), stages.end(), s), stages.end()) << "missing stage " << s;
+  }
+  EXPECT_EQ(stages.front(), "received");
+  EXPECT_EQ(stages.back(), "success");
+}
+
+TEST_F(FabricTest, BadSubmitsGetClearErrors) {
+  auto unknown_fn = client_->Submit("ep", "no-such-function", {});
+  EXPECT_EQ(unknown_fn.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(unknown_fn.status().message().find("no-such-function"), std::string::npos);
+  auto unknown_ep = client_->Submit("no-such-endpoint", "echo", {IntValue(1)});
+  EXPECT_EQ(unknown_ep.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(unknown_ep.status().message().find("no-such-endpoint"), std::string::npos);
+  auto wrong = client_->Submit("ep", "add", {StringValue("one"), IntValue(2)});
+  EXPECT_EQ(wrong.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(wrong.status().message().find("'a' must be number or tensor, got string"), std::string::npos)
+      << wrong.status().message();
+  auto bad_kernel = client_->RegisterFunction("badref", "no-version");
+  EXPECT_EQ(bad_kernel.status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(FabricTest, MessageOverTheSizeLimitGetsAClearError) {
+  auto r = client_->Submit("ep", "echo", {BytesValue(std::string(11 * 1024 * 1024, 'x'))});
+  EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted) << r.status().ToString();
+  EXPECT_FALSE(r.status().message().empty());
+  // The service is unharmed.
+  EXPECT_EQ(RunTask(*client_, "ep", "echo", {IntValue(5)}).result().int_value(), 5);
+}
+
+TEST_F(FabricTest, BatchOfTenThousandEchoTasksReturnsEveryResultExactlyOnce) {
+  constexpr int kN = 10000;
+  std::vector<v1::SubmitRequest> reqs;
+  for (int i = 0; i < kN; ++i) reqs.push_back(MakeSubmitRequest("ep", "echo", {IntValue(i)}));
+  auto ids = client_->SubmitBatch(std::move(reqs));
+  ASSERT_TRUE(ids.ok()) << ids.status().ToString();
+  ASSERT_EQ(ids->size(), static_cast<size_t>(kN));
+  std::map<std::string, int> index;
+  for (int i = 0; i < kN; ++i) index[(*ids)[i]] = i;
+  ASSERT_EQ(index.size(), static_cast<size_t>(kN)) << "task ids are not unique";
+  std::map<std::string, int> seen;
+  int wrong = 0;
+  Status s = client_->StreamResults(
+      *ids,
+      [&](const v1::TaskRecord& r) {
+        ++seen[r.id()];
+        if (r.state() != v1::TASK_STATE_SUCCESS || r.result().int_value() != index[r.id()]) ++wrong;
+        return true;
+      },
+      120s);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(seen.size(), static_cast<size_t>(kN));
+  EXPECT_EQ(wrong, 0);
+  for (const auto& [id, n] : seen) ASSERT_EQ(n, 1) << id;
+  // And the store agrees: every one is a success with the right value.
+  auto recs = client_->GetTasks(*ids);
+  ASSERT_TRUE(recs.ok()) << recs.status().ToString();
+  for (int i = 0; i < kN; ++i) {
+    ASSERT_EQ((*recs)[i].state(), v1::TASK_STATE_SUCCESS);
+    ASSERT_EQ((*recs)[i].result().int_value(), i);
+  }
+}
+
+TEST_F(FabricTest, CancelledQueuedTaskNeverRuns) {
+  ASSERT_TRUE(client_->CreateEndpoint("parked", "parked").ok());
+  auto id = client_->Submit("parked", "echo", {IntValue(1)});
+  ASSERT_TRUE(id.ok());
+  auto c = client_->Cancel(*id);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->state(), v1::TASK_STATE_CANCELLED);
+  auto r = client_->GetResult(*id, 1s);
+  ASSERT_TRUE(r.ok() && r->has_value());
+  EXPECT_EQ((*r)->state(), v1::TASK_STATE_CANCELLED);
+  EXPECT_EQ(client_->GetEndpoint("parked")->queue_depth(), 0);
+}
+
+TEST_F(FabricTest, GarbageOnTheEndpointSocketDoesNotCrashOrStallTheService) {
+  zmq::context_t ctx;
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  s.set(zmq::sockopt::linger, 0);
+  s.connect(fabric_->endpoint_address());
+  std::mt19937 rng(7);
+  for (int i = 0; i < 200; ++i) {
+    std::string junk(rng() % 512, '\0');
+    for (auto& ch : junk) ch = static_cast<char>(rng());
+    s.send(zmq::buffer(junk), zmq::send_flags::none);
+  }
+  s.send(zmq::str_buffer("part one"), zmq::send_flags::sndmore);
+  s.send(zmq::str_buffer("part two"), zmq::send_flags::none);
+  s.send(zmq::message_t(), zmq::send_flags::none);
+  // A well-formed message from a session the service never saw.
+  v1::Envelope env;
+  auto* res = env.mutable_results()->add_results();
+  res->set_task_id("forged");
+  res->set_ok(true);
+  std::string body = env.SerializeAsString();
+  s.send(zmq::buffer(body), zmq::send_flags::none);
+  // A frame over the size limit: the service drops that connection.
+  s.send(zmq::buffer(std::string(12 * 1024 * 1024, 'z')), zmq::send_flags::none);
+  // Still serving, promptly.
+  EXPECT_EQ(RunTask(*client_, "ep", "echo", {IntValue(99)}, 10s).result().int_value(), 99);
+  EXPECT_TRUE(fabric_->service().Running());
+}
+
+// ---------------------------------------------------------------- faults, each on its own fabric
+
+TEST(FabricFaultTest, TaskSubmittedToAnOfflineEndpointRunsOnceItStarts) {
+  auto fabric = MakeFabric("offline");
+  ASSERT_TRUE(fabric->StartRedis().ok());
+  ASSERT_TRUE(fabric->StartService().ok());
+  auto client = Connect(*fabric);
+  ASSERT_NE(client, nullptr);
+  RegisterBuiltins(*client);
+  ASSERT_TRUE(client->CreateEndpoint("late", "late").ok());
+  auto id = client->Submit("late", "add", {IntValue(2), IntValue(3)});
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  EXPECT_EQ(client->GetStatus(*id)->state(), v1::TASK_STATE_WAITING_FOR_ENDPOINT);
+  ASSERT_TRUE(fabric->StartEndpoint("late", 1).ok());
+  auto r = client->GetResult(*id, 30s);
+  ASSERT_TRUE(r.ok() && r->has_value());
+  EXPECT_EQ((*r)->state(), v1::TASK_STATE_SUCCESS);
+  EXPECT_EQ((*r)->result().int_value(), 5);
+
+  // The same after the endpoint was killed: its tasks wait in Redis for its return.
+  fabric->KillEndpoint("late", SIGKILL);
+  ASSERT_TRUE(WaitFor([&] { return client->GetEndpoint("late")->status() == v1::ENDPOINT_STATUS_OFFLINE; }, 20s));
+  auto id2 = client->Submit("late", "echo", {StringValue("waited")});
+  ASSERT_TRUE(id2.ok());
+  ASSERT_TRUE(fabric->StartEndpoint("late", 1).ok());
+  auto r2 = client->GetResult(*id2, 30s);
+  ASSERT_TRUE(r2.ok() && r2->has_value());
+  EXPECT_EQ((*r2)->result().string_value(), "waited");
+}
+
+TEST(FabricFaultTest, WorkerKilledWithSigkillIsReplacedAndTheEndpointKeepsServing) {
+  auto fabric = MakeFabric("worker-kill");
+  ASSERT_TRUE(fabric->StartAll("ep", 2).ok());
+  auto client = Connect(*fabric);
+  RegisterBuiltins(*client);
+  const pid_t ep_pid = fabric->endpoint("ep")->pid();
+  ASSERT_TRUE(WaitFor([&] { return ChildPids(ep_pid).size() == 2; }, 10s));
+  auto before = ChildPids(ep_pid);
+  // Kill a worker in the middle of a long task: that task fails, nothing else does.
+  auto long_id = client->Submit("ep", "sleep", {DoubleValue(30)});
+  ASSERT_TRUE(long_id.ok());
+  ASSERT_TRUE(WaitFor([&] { return client->GetStatus(*long_id)->state() == v1::TASK_STATE_RUNNING; }, 10s));
+  // The busy worker is the one whose CPU time does not matter; kill both candidates in turn
+  // until the long task fails (it runs on exactly one of them).
+  std::set<pid_t> killed;
+  for (pid_t w : before) {
+    ::kill(w, SIGKILL);
+    killed.insert(w);
+    if (WaitFor([&] { return client->GetStatus(*long_id)->state() == v1::TASK_STATE_FAILED; }, 3s)) break;
+  }
+  auto rec = client->GetStatus(*long_id);
+  ASSERT_EQ(rec->state(), v1::TASK_STATE_FAILED);
+  EXPECT_NE(rec->error().find("worker process died"), std::string::npos) << rec->error();
+  // Replacements come up: two workers, none of them a killed one.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto now = ChildPids(ep_pid);
+        if (now.size() != 2) return false;
+        for (pid_t p : now) {
+          if (killed.contains(p)) return false;
+        }
+        return true;
+      },
+      15s));
+  std::vector<v1::SubmitRequest> reqs;
+  for (int i = 0; i < 200; ++i) reqs.push_back(MakeSubmitRequest("ep", "add", {IntValue(i), IntValue(i)}));
+  auto ids = client->SubmitBatch(std::move(reqs));
+  ASSERT_TRUE(ids.ok());
+  int good = 0;
+  ASSERT_TRUE(client
+                  ->StreamResults(
+                      *ids, [&](const v1::TaskRecord& r) { return r.state() == v1::TASK_STATE_SUCCESS && ++good; },
+                      60s)
+                  .ok());
+  EXPECT_EQ(good, 200);
+}
+
+TEST(FabricFaultTest, ServiceKilledMidBatchAndRestartedCompletesEveryAcceptedTask) {
+  auto fabric = MakeFabric("service-kill");
+  ASSERT_TRUE(fabric->StartAll("ep", 2).ok());
+  auto client = Connect(*fabric);
+  RegisterBuiltins(*client);
+  constexpr int kN = 3000;
+  std::vector<v1::SubmitRequest> reqs;
+  // ~2 ms each on 2 workers: about 3 s of work, so the kill lands mid-batch.
+  for (int i = 0; i < kN; ++i) reqs.push_back(MakeSubmitRequest("ep", "sleep", {DoubleValue(0.002)}));
+  auto ids = client->SubmitBatch(std::move(reqs));
+  ASSERT_TRUE(ids.ok()) << ids.status().ToString();
+  // Wait until some, but not all, are done.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto recs = client->GetTasks(*ids);
+        if (!recs.ok()) return false;
+        int done = 0;
+        for (const auto& r : *recs) done += r.state() == v1::TASK_STATE_SUCCESS;
+        return done >= 100;
+      },
+      30s));
+  fabric->KillService(SIGKILL);
+  ASSERT_FALSE(fabric->service().Running());
+  ASSERT_TRUE(fabric->StartService().ok());
+  std::map<std::string, int> seen;
+  int failed = 0;
+  Status s = client->StreamResults(
+      *ids,
+      [&](const v1::TaskRecord& r) {
+        ++seen[r.id()];
+        failed += r.state() != v1::TASK_STATE_SUCCESS;
+        return true;
+      },
+      120s);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(seen.size(), static_cast<size_t>(kN));
+  EXPECT_EQ(failed, 0);
+  auto recs = client->GetTasks(*ids);
+  ASSERT_TRUE(recs.ok());
+  for (const auto& r : *recs) ASSERT_EQ(r.state(), v1::TASK_STATE_SUCCESS) << r.id();
+}
+
+TEST(FabricFaultTest, PluginKernelRuns) {
+  auto fabric = MakeFabric("plugin");
+  ASSERT_TRUE(fabric->StartRedis().ok());
+  ASSERT_TRUE(fabric->StartService().ok());
+  ASSERT_TRUE(fabric->StartEndpoint("ep", 1, {"--plugin", LOOM_EXAMPLE_PLUGIN}).ok());
+  auto client = Connect(*fabric);
+  ASSERT_TRUE(client->RegisterFunction("stats", "stats@1").ok());
+  std::vector<double> v = {2, 4, 4, 4, 5, 5, 7, 9};
+  auto r = RunTask(*client, "ep", "stats", {TensorValue({8}, std::span<const double>(v))});
+  ASSERT_EQ(r.state(), v1::TASK_STATE_SUCCESS) << r.error();
+  const auto& m = r.result().map_value().entries();
+  EXPECT_EQ(m.at("count").int_value(), 8);
+  EXPECT_DOUBLE_EQ(m.at("mean").double_value(), 5.0);
+  EXPECT_DOUBLE_EQ(m.at("std").double_value(), 2.0);
+  EXPECT_DOUBLE_EQ(m.at("min").double_value(), 2.0);
+  EXPECT_DOUBLE_EQ(m.at("max").double_value(), 9.0);
+}
+
+}  // namespace
+}  // namespace loom

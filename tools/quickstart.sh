@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Loom's set-up and run script for a Debian 12 machine.
+#
+#   tools/quickstart.sh demo   install what is missing, build, start a local fabric (redis-server,
+#                              loom-service, one loom-endpoint with workers) on free loopback
+#                              ports, run the demo against it, stop everything
+#   tools/quickstart.sh test   install what is missing, build, run the whole test suite (ctest)
+#   tools/quickstart.sh build  install what is missing and build into build/
+#   tools/quickstart.sh up     build, then start a local fabric and leave it running (.loom/)
+#   tools/quickstart.sh down   stop the fabric that `up` started
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  build-essential cmake pkg-config ccache
+  libzmq3-dev cppzmq-dev
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libhiredis-dev redis-server
+  libspdlog-dev libssl-dev libyaml-cpp-dev libcli11-dev
+  libgtest-dev libgmock-dev
+)
+
+log() { printf '\n==> %s\n' "$*"; }
+
+install_packages() {
+  local missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then
+    log "all ${#PACKAGES[@]} Debian packages are installed"
+    return
+  fi
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  log "installing ${missing[*]}"
+  $sudo apt-get update -qq
+  # RUNLEVEL=1 keeps the redis-server package from starting a system-wide Redis: Loom starts
+  # its own on free ports.
+  $sudo env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+build() {
+  log "building into build/ (cmake, -j2)"
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+  cmake --build build -j2
+}
+
+case "${1:-}" in
+  demo)
+    install_packages
+    build
+    log "running the demo on a fresh local fabric"
+    exec build/bin/loom-local run --state-dir build/state -- build/bin/loom-demo --service '{grpc}' --endpoint local
+    ;;
+  test)
+    install_packages
+    build -DLOOM_WERROR=ON
+    log "running the test suite"
+    cd build
+    exec ctest --output-on-failure --timeout 600
+    ;;
+  build)
+    install_packages
+    build
+    ;;
+  up)
+    install_packages
+    build
+    exec build/bin/loom-local up --state-dir .loom
+    ;;
+  down)
+    exec build/bin/loom-local down --state-dir .loom
+    ;;
+  *)
+    sed -n '2,12p' "$0"
+    exit 2
+    ;;
+esac
