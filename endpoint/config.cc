@@ -16,6 +16,7 @@ Status LoadEndpointConfigFile(const std::string& path, EndpointConfig* c) {
       else if (key == "service") c->service = v.as<std::string>();
       else if (key == "workers") c->workers = v.as<int>();
       else if (key == "prefetch") c->prefetch = v.as<int>();
+      else if (key == "queue_capacity") c->queue_capacity = v.as<int>();
       else if (key == "worker_binary") c->worker_binary = v.as<std::string>();
       else if (key == "plugins") c->plugins = v.as<std::vector<std::string>>();
       else if (key == "plugin_dirs") c->plugin_dirs = v.as<std::vector<std::string>>();

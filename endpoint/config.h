@@ -14,6 +14,7 @@ struct EndpointConfig {
   std::string service = "tcp://127.0.0.1:50052";   // the service's endpoint address
   int workers = 2;
   int prefetch = 16;               // tasks handed to one worker ahead of time
+  int queue_capacity = 256;        // tasks held here beyond what the workers hold
   std::string worker_binary;       // default: loom-worker next to loom-endpoint
   std::vector<std::string> plugins;
   std::vector<std::string> plugin_dirs;

@@ -112,7 +112,9 @@ Status Endpoint::SpawnWorker(const std::string& slot) {
   return Status::Ok();
 }
 
-int Endpoint::Capacity() const { return config_.workers * config_.prefetch; }
+// Credit covers what the workers hold plus a local buffer, so the pipe from the service never
+// runs dry while results travel back.
+int Endpoint::Capacity() const { return config_.workers * config_.prefetch + config_.queue_capacity; }
 int Endpoint::Outstanding() const { return static_cast<int>(held_.size()); }
 
 void Endpoint::SendToService(const v1::Envelope& env) {
