@@ -10,18 +10,9 @@
 namespace loom::service {
 
 LoomApi::LoomApi(TaskStore* store, CompletionHub* hub, DispatchNotifier* notifier, ServiceLimits limits)
-    : store_(store), hub_(hub), notifier_(notifier), limits_(limits) {
-  committer_ = std::thread([this] { CommitLoop(); });
-}
+    : store_(store), hub_(hub), notifier_(notifier), limits_(limits) {}
 
-LoomApi::~LoomApi() {
-  {
-    std::lock_guard lock(commit_mu_);
-    stopping_ = true;
-  }
-  commit_cv_.notify_all();
-  committer_.join();
-}
+LoomApi::~LoomApi() = default;
 
 namespace {
 bool ValidName(const std::string& s) {
@@ -215,43 +206,36 @@ Result<v1::SubmitBatchResponse> LoomApi::SubmitBatch(const v1::SubmitBatchReques
 }
 
 Status LoomApi::Commit(std::vector<NewTask>* tasks) {
-  PendingCommit p{tasks, Status::Ok()};
+  PendingCommit mine{tasks, Status::Ok()};
   std::unique_lock lock(commit_mu_);
-  if (stopping_) return Unavailable("the service is shutting down");
-  commit_queue_.push_back(&p);
-  commit_cv_.notify_one();
-  commit_done_cv_.wait(lock, [&] { return p.done; });
-  return p.status;
-}
-
-void LoomApi::CommitLoop() {
-  std::unique_lock lock(commit_mu_);
-  while (true) {
-    commit_cv_.wait(lock, [&] { return stopping_ || !commit_queue_.empty(); });
-    if (commit_queue_.empty() && stopping_) return;
-    std::vector<PendingCommit*> group(commit_queue_.begin(), commit_queue_.end());
-    commit_queue_.clear();
-    lock.unlock();
-    Status s;
-    if (group.size() == 1) {
-      s = store_->SubmitTasks(*group[0]->tasks, NowNanos());
-    } else {
-      // Move the tasks into one write, and back to their callers afterwards.
-      std::vector<NewTask> all;
-      for (auto* p : group) std::move(p->tasks->begin(), p->tasks->end(), std::back_inserter(all));
-      s = store_->SubmitTasks(all, NowNanos());
-      size_t k = 0;
-      for (auto* p : group) {
-        for (auto& t : *p->tasks) t = std::move(all[k++]);
-      }
-    }
-    lock.lock();
+  commit_queue_.push_back(&mine);
+  commit_cv_.wait(lock, [&] { return mine.done || commit_queue_.front() == &mine; });
+  if (mine.done) return mine.status;  // a leader wrote our tasks with its own
+  // We lead: write every queued caller's tasks in one store call.
+  std::vector<PendingCommit*> group(commit_queue_.begin(), commit_queue_.end());
+  lock.unlock();
+  Status s;
+  if (group.size() == 1) {
+    s = store_->SubmitTasks(*tasks, NowNanos());
+  } else {
+    // Move the tasks into one write, and back to their callers afterwards.
+    std::vector<NewTask> all;
+    for (auto* p : group) std::move(p->tasks->begin(), p->tasks->end(), std::back_inserter(all));
+    s = store_->SubmitTasks(all, NowNanos());
+    size_t k = 0;
     for (auto* p : group) {
-      p->status = s;
-      p->done = true;
+      for (auto& t : *p->tasks) t = std::move(all[k++]);
     }
-    commit_done_cv_.notify_all();
   }
+  lock.lock();
+  for (auto* p : group) {
+    p->status = s;
+    p->done = true;
+    commit_queue_.pop_front();
+  }
+  // Wake the followers, and the next leader if more callers queued meanwhile.
+  commit_cv_.notify_all();
+  return s;
 }
 
 Result<v1::GetTasksResponse> LoomApi::GetTasks(const v1::GetTasksRequest& req, const std::string&) {

@@ -1,9 +1,10 @@
 // LoomApi: the service's request handlers, independent of transport. The gRPC server maps
 // onto it one call to one method, and the REST gateway will map onto the same methods.
 //
-// Submits are group-committed: concurrent submit calls are gathered by one committer thread
-// into a single store write, and each call returns only after its tasks are in the store.
-// Thread-safe.
+// Submits are group-committed (as LevelDB groups writes): the caller at the head of the commit
+// queue writes its own tasks and those of every caller queued behind it in one store call;
+// the others wait for it. A lone submit pays no thread hand-off. Each call returns only after
+// its tasks are in the store. Thread-safe.
 #pragma once
 
 #include <condition_variable>
@@ -12,7 +13,6 @@
 #include <map>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "common/status.h"
@@ -74,7 +74,6 @@ class LoomApi {
   Status Validate(const v1::SubmitRequest& req, NewTask* task, int64_t received_ns);
   // Blocks until `tasks` are committed (or the commit failed).
   Status Commit(std::vector<NewTask>* tasks);
-  void CommitLoop();
 
   TaskStore* store_;
   CompletionHub* hub_;
@@ -91,11 +90,8 @@ class LoomApi {
     bool done = false;
   };
   std::mutex commit_mu_;
-  std::condition_variable commit_cv_;       // wakes the committer
-  std::condition_variable commit_done_cv_;  // wakes callers
-  std::deque<PendingCommit*> commit_queue_;  // GUARDED_BY(commit_mu_)
-  bool stopping_ = false;                   // GUARDED_BY(commit_mu_)
-  std::thread committer_;
+  std::condition_variable commit_cv_;
+  std::deque<PendingCommit*> commit_queue_;  // GUARDED_BY(commit_mu_); the head is writing
 };
 
 }  // namespace loom::service
