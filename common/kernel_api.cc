@@ -1,5 +1,7 @@
 #include "common/kernel_api.h"
 
+#include <cstdlib>
+
 namespace loom {
 
 std::pair<std::string, std::string> SplitKernelRef(const std::string& ref) {
@@ -25,9 +27,17 @@ const KernelDef* KernelRegistry::Find(const std::string& ref) const {
     auto it = kernels_.find(ref);
     return it == kernels_.end() ? nullptr : &it->second;
   }
+  // The highest version: numeric when both versions are numbers (10 > 9), else by text.
+  auto higher = [](const std::string& a, const std::string& b) {
+    char* ea = nullptr;
+    char* eb = nullptr;
+    long long na = std::strtoll(a.c_str(), &ea, 10), nb = std::strtoll(b.c_str(), &eb, 10);
+    if (!a.empty() && !b.empty() && *ea == '\0' && *eb == '\0') return na > nb;
+    return a > b;
+  };
   const KernelDef* best = nullptr;
   for (const auto& [key, def] : kernels_) {
-    if (def.info.name() == name) best = &def;  // map order: the last is the highest version string
+    if (def.info.name() == name && (best == nullptr || higher(def.info.version(), best->info.version()))) best = &def;
   }
   return best;
 }

@@ -58,7 +58,8 @@ std::string ReadFileOrEmpty(const std::string& path) {
 }
 
 void InitLogging(const std::string& level, const std::string& process_name) {
-  auto logger = spdlog::stderr_color_mt(process_name);
+  auto logger = spdlog::get(process_name);
+  if (!logger) logger = spdlog::stderr_color_mt(process_name);
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%L%$ [%n %P] %v");
   spdlog::set_level(spdlog::level::from_str(level));

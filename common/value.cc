@@ -3,6 +3,9 @@
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -184,6 +187,9 @@ Status ValidateTensor(const Tensor& t) {
     }
     n *= d;
   }
+  if (n > std::numeric_limits<int64_t>::max() / static_cast<int64_t>(width)) {
+    return InvalidArgument("tensor shape and dtype " + std::string(DTypeName(t.dtype())) + " overflow a byte count");
+  }
   if (static_cast<uint64_t>(n) * width != t.data().size()) {
     return InvalidArgument("tensor data holds " + std::to_string(t.data().size()) + " bytes but shape and dtype " +
                            DTypeName(t.dtype()) + " need " + std::to_string(n * static_cast<int64_t>(width)));
@@ -350,7 +356,7 @@ Result<Value> ParseValueLiteral(const std::string& text) {
   char* end = nullptr;
   errno = 0;
   long long i = std::strtoll(text.c_str(), &end, 10);
-  if (errno == 0 && end != nullptr && *end == '\0' && (std::isdigit(text[0]) || text[0] == '-')) {
+  if (errno == 0 && end != nullptr && *end == '\0' && (std::isdigit(static_cast<unsigned char>(text[0])) || text[0] == '-')) {
     return IntValue(i);
   }
   google::protobuf::Value j;

@@ -56,7 +56,9 @@ Status ValidateArgs(const v1::KernelInfo& kernel,
 std::string DebugString(const Value& v);
 
 // Parses a command-line literal: null, true, false, integers, doubles, JSON-style
-// "quoted strings", [lists] and {"maps": ...}; anything else is a bare string.
+// "quoted strings", [lists] and {"maps": ...}; anything else is a bare string. Inside lists and
+// maps, JSON numbers without a fraction become ints ([1.0] is [1]): JSON does not keep the
+// difference.
 Result<Value> ParseValueLiteral(const std::string& text);
 
 }  // namespace loom

@@ -1,0 +1,424 @@
+// `loom`: the command-line client of the Loom service, built on the C++ SDK (loom/client.h).
+//
+//   loom [--service ADDR] [--json] [--rpc-timeout SECONDS] <command>
+//     function register NAME --kernel name@version [--description D] [--config key=literal ...]
+//     function list | function get NAME
+//     endpoint create NAME [--id ID] | endpoint list | endpoint status ID
+//     run --endpoint EP --function F [ARG ...] [--kwarg key=literal ...] [--timeout SECONDS]
+//     task status ID | task result ID [--wait SECONDS] | task cancel ID
+//
+// Exit codes: 0 success, 1 the task failed or was cancelled, 2 usage or RPC error, 3 timeout.
+// Errors go to stderr as `error: CODE: message`; --json prints protobuf JSON, one object a line.
+#include <google/protobuf/util/json_util.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "common/task_state.h"
+#include "common/util.h"
+#include "common/value.h"
+#include "loom/client.h"
+
+namespace loom {
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitTaskFailed = 1;
+constexpr int kExitError = 2;
+constexpr int kExitTimeout = 3;
+
+struct GlobalFlags {
+  std::string service = "127.0.0.1:50051";
+  bool json = false;
+  double rpc_timeout_s = 30;
+};
+
+int Fail(const Status& st) {
+  std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
+  return kExitError;
+}
+
+void PrintJson(const google::protobuf::Message& m) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = false;
+  if (!google::protobuf::util::MessageToJsonString(m, &out, options).ok()) out = "{}";
+  std::printf("%s\n", out.c_str());
+}
+
+// Left-aligned columns, two spaces apart.
+void PrintTable(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width(header.size());
+  for (size_t c = 0; c < header.size(); ++c) width[c] = header[c].size();
+  for (const auto& row : rows) {
+    for (size_t c = 0; c < row.size() && c < width.size(); ++c) width[c] = std::max(width[c], row[c].size());
+  }
+  auto print_row = [&](const std::vector<std::string>& row) {
+    std::string line;
+    for (size_t c = 0; c < row.size(); ++c) {
+      line += row[c];
+      if (c + 1 < row.size()) line += std::string(width[c] - row[c].size() + 2, ' ');
+    }
+    std::printf("%s\n", line.c_str());
+  };
+  print_row(header);
+  for (const auto& row : rows) print_row(row);
+}
+
+// "ENDPOINT_STATUS_NEVER_CONNECTED" -> "never-connected".
+std::string EndpointStatusName(v1::EndpointStatus s) {
+  std::string name = v1::EndpointStatus_Name(s);
+  const std::string prefix = "ENDPOINT_STATUS_";
+  if (name.rfind(prefix, 0) == 0) name = name.substr(prefix.size());
+  std::transform(name.begin(), name.end(), name.begin(),
+                 [](unsigned char c) { return c == '_' ? '-' : std::tolower(c); });
+  return name;
+}
+
+// Parses "key=literal" items into named values.
+Result<Kwargs> ParseAssignments(const std::vector<std::string>& items, const std::string& flag) {
+  Kwargs out;
+  for (const auto& item : items) {
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return InvalidArgument(flag + " takes key=literal, got '" + item + "'");
+    }
+    LOOM_ASSIGN_OR_RETURN(Value v, ParseValueLiteral(item.substr(eq + 1)));
+    out[item.substr(0, eq)] = std::move(v);
+  }
+  return out;
+}
+
+std::chrono::milliseconds Seconds(double s) {
+  return std::chrono::milliseconds(static_cast<int64_t>(std::llround(std::max(0.0, s) * 1000)));
+}
+
+std::string FormatSeconds(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%g", s);
+  return buf;
+}
+
+void PrintTaskRecord(const v1::TaskRecord& r) {
+  std::printf("task      %s\n", r.id().c_str());
+  std::printf("function  %s\n", r.function().c_str());
+  std::printf("endpoint  %s\n", r.endpoint().c_str());
+  std::printf("state     %s\n", TaskStateName(r.state()));
+  if (r.state() == v1::TASK_STATE_SUCCESS) std::printf("result    %s\n", DebugString(r.result()).c_str());
+  if (!r.error().empty()) std::printf("error     %s\n", r.error().c_str());
+  const std::vector<StageTiming> timeline = Timeline(r);
+  if (timeline.empty()) return;
+  // Deltas count from "received" when the record has it, else from the first stage.
+  int64_t origin = timeline.front().unix_nanos;
+  for (const auto& t : timeline) {
+    if (t.stage == "received") {
+      origin = t.unix_nanos;
+      break;
+    }
+  }
+  std::vector<std::vector<std::string>> rows;
+  char buf[64];
+  for (const auto& t : timeline) {
+    std::vector<std::string> row{"  " + t.stage};
+    std::snprintf(buf, sizeof(buf), "%+.1f", static_cast<double>(t.unix_nanos - origin) / 1e3);
+    row.emplace_back(buf);
+    std::snprintf(buf, sizeof(buf), "%.1f", t.since_previous_us);
+    row.emplace_back(buf);
+    rows.push_back(std::move(row));
+  }
+  std::printf("timestamps:\n");
+  PrintTable({"  stage", "us-since-received", "us-since-previous"}, rows);
+}
+
+// Prints a finished task the way `run` and `task result` do; returns the exit code.
+int ReportFinished(const v1::TaskRecord& r, bool json) {
+  if (json) PrintJson(r);
+  if (r.state() == v1::TASK_STATE_SUCCESS) {
+    if (!json) std::printf("%s\n", DebugString(r.result()).c_str());
+    return kExitOk;
+  }
+  std::fprintf(stderr, "error: task %s %s: %s\n", r.id().c_str(), TaskStateName(r.state()),
+               r.error().empty() ? "(no message)" : r.error().c_str());
+  return kExitTaskFailed;
+}
+
+int NotFinished(Client& client, const std::string& id, double waited_s) {
+  std::string state = "unknown";
+  if (auto r = client.GetStatus(id); r.ok()) state = TaskStateName(r->state());
+  std::fprintf(stderr,
+               "error: DEADLINE_EXCEEDED: task %s is not finished after %s s (state: %s); wait longer with "
+               "`loom task result %s --wait SECONDS`\n",
+               id.c_str(), FormatSeconds(waited_s).c_str(), state.c_str(), id.c_str());
+  return kExitTimeout;
+}
+
+// CLI11 splits a value "[a,b]" of a multi-value option into "a" and "b", which would turn the
+// list literal `loom run ... [1,2]` into two arguments. Values of `run` that look like that are
+// marked before parsing so CLI11 leaves them whole, and unmarked after.
+constexpr char kProtectMark = '\x1f';
+
+void ProtectBracketLiterals(std::vector<std::string>& args) {
+  auto run = std::find(args.begin(), args.end(), "run");
+  if (run == args.end()) return;
+  for (auto it = run + 1; it != args.end(); ++it) {
+    if (it->size() >= 2 && it->front() == '[' && it->back() == ']') it->insert(it->begin(), kProtectMark);
+  }
+}
+
+void Unprotect(std::string& value) {
+  if (!value.empty() && value.front() == kProtectMark) value.erase(value.begin());
+}
+
+int Main(int argc, char** argv) {
+  GlobalFlags g;
+  CLI::App app{"loom: the command-line client of the Loom function-as-a-service fabric", "loom"};
+  app.fallthrough();
+  app.require_subcommand(1);
+  app.add_option("--service", g.service, "Address of the Loom service, host:port")
+      ->envname("LOOM_SERVICE")
+      ->capture_default_str();
+  app.add_flag("--json", g.json, "Print protobuf JSON, one object per line");
+  app.add_option("--rpc-timeout", g.rpc_timeout_s, "Seconds to wait for the service on each call")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+
+  // The chosen command; runs after parsing, with a connected client.
+  std::function<int(Client&)> action;
+
+  // ---------------------------------------------------------------- function
+  auto* function = app.add_subcommand("function", "Register and list functions")->require_subcommand(1);
+  std::string fn_name, fn_kernel, fn_description;
+  std::vector<std::string> fn_config;
+  auto* fn_register = function->add_subcommand("register", "Bind a function name to a kernel name@version");
+  fn_register->add_option("NAME", fn_name, "Function name")->required();
+  fn_register->add_option("--kernel", fn_kernel, "Kernel reference, name@version")->required();
+  fn_register->add_option("--description", fn_description, "What the function does");
+  fn_register->add_option("--config", fn_config, "Default configuration entry key=literal (repeatable)")
+      ->allow_extra_args(false);
+  fn_register->callback([&] {
+    action = [&](Client& client) {
+      auto config = ParseAssignments(fn_config, "--config");
+      if (!config.ok()) return Fail(config.status());
+      bool created = false;
+      auto f = client.RegisterFunction(fn_name, fn_kernel, fn_description, *config, &created);
+      if (!f.ok()) return Fail(f.status());
+      if (g.json) {
+        PrintJson(*f);
+      } else {
+        std::printf("%s function %s -> %s\n", created ? "registered" : "already registered", f->name().c_str(),
+                    f->kernel().c_str());
+      }
+      return kExitOk;
+    };
+  });
+  function->add_subcommand("list", "List registered functions")->callback([&] {
+    action = [&](Client& client) {
+      auto fns = client.ListFunctions();
+      if (!fns.ok()) return Fail(fns.status());
+      if (g.json) {
+        for (const auto& f : *fns) PrintJson(f);
+        return kExitOk;
+      }
+      std::vector<std::vector<std::string>> rows;
+      for (const auto& f : *fns) {
+        std::string config;
+        std::vector<std::string> keys;
+        for (const auto& [k, unused] : f.config()) keys.push_back(k);
+        std::sort(keys.begin(), keys.end());
+        for (const auto& k : keys) config += (config.empty() ? "" : " ") + k + "=" + DebugString(f.config().at(k));
+        rows.push_back({f.name(), f.kernel(), config.empty() ? "-" : config, f.description()});
+      }
+      PrintTable({"NAME", "KERNEL", "CONFIG", "DESCRIPTION"}, rows);
+      return kExitOk;
+    };
+  });
+  auto* fn_get = function->add_subcommand("get", "Show one function");
+  fn_get->add_option("NAME", fn_name, "Function name")->required();
+  fn_get->callback([&] {
+    action = [&](Client& client) {
+      auto f = client.GetFunction(fn_name);
+      if (!f.ok()) return Fail(f.status());
+      if (g.json) {
+        PrintJson(*f);
+      } else {
+        std::printf("name         %s\nkernel       %s\ndescription  %s\n", f->name().c_str(), f->kernel().c_str(),
+                    f->description().c_str());
+        for (const auto& [k, v] : f->config()) std::printf("config       %s=%s\n", k.c_str(), DebugString(v).c_str());
+      }
+      return kExitOk;
+    };
+  });
+
+  // ---------------------------------------------------------------- endpoint
+  auto* endpoint = app.add_subcommand("endpoint", "Create and inspect endpoints")->require_subcommand(1);
+  std::string ep_name, ep_id;
+  auto* ep_create = endpoint->add_subcommand("create", "Create an endpoint record (start loom-endpoint with its id)");
+  ep_create->add_option("NAME", ep_name, "Endpoint name")->required();
+  ep_create->add_option("--id", ep_id, "Endpoint id (default: the service picks one)");
+  ep_create->callback([&] {
+    action = [&](Client& client) {
+      auto e = client.CreateEndpoint(ep_name, ep_id);
+      if (!e.ok()) return Fail(e.status());
+      if (g.json) {
+        PrintJson(*e);
+      } else {
+        std::printf("created endpoint %s (%s)\n", e->id().c_str(), e->name().c_str());
+      }
+      return kExitOk;
+    };
+  });
+  endpoint->add_subcommand("list", "List endpoints")->callback([&] {
+    action = [&](Client& client) {
+      auto eps = client.ListEndpoints();
+      if (!eps.ok()) return Fail(eps.status());
+      if (g.json) {
+        for (const auto& e : *eps) PrintJson(e);
+        return kExitOk;
+      }
+      std::vector<std::vector<std::string>> rows;
+      for (const auto& e : *eps) {
+        rows.push_back({e.id(), e.name(), EndpointStatusName(e.status()), std::to_string(e.worker_count()),
+                        std::to_string(e.kernels_size()), std::to_string(e.queue_depth()),
+                        std::to_string(e.in_flight())});
+      }
+      PrintTable({"ID", "NAME", "STATUS", "WORKERS", "KERNELS", "QUEUE", "IN-FLIGHT"}, rows);
+      return kExitOk;
+    };
+  });
+  auto* ep_status = endpoint->add_subcommand("status", "Show one endpoint: state, workers, kernels, devices, load");
+  ep_status->add_option("ID", ep_id, "Endpoint id")->required();
+  ep_status->callback([&] {
+    action = [&](Client& client) {
+      auto e = client.GetEndpoint(ep_id);
+      if (!e.ok()) return Fail(e.status());
+      if (g.json) {
+        PrintJson(*e);
+        return kExitOk;
+      }
+      std::printf("id           %s\n", e->id().c_str());
+      std::printf("name         %s\n", e->name().c_str());
+      std::printf("status       %s\n", EndpointStatusName(e->status()).c_str());
+      if (!e->hostname().empty()) std::printf("hostname     %s\n", e->hostname().c_str());
+      std::printf("workers      %d\n", e->worker_count());
+      std::printf("queue depth  %lld\n", static_cast<long long>(e->queue_depth()));
+      std::printf("in flight    %lld\n", static_cast<long long>(e->in_flight()));
+      if (e->last_seen_unix_nanos() > 0) {
+        std::printf("last seen    %.1f s ago\n", static_cast<double>(NowNanos() - e->last_seen_unix_nanos()) / 1e9);
+      }
+      std::vector<std::string> kernels;
+      for (const auto& k : e->kernels()) kernels.push_back(k.name() + "@" + k.version());
+      std::sort(kernels.begin(), kernels.end());
+      std::string joined;
+      for (const auto& k : kernels) joined += (joined.empty() ? "" : " ") + k;
+      std::printf("kernels      %s\n", joined.empty() ? "-" : joined.c_str());
+      for (const auto& d : e->devices()) {
+        std::printf("device       %s %s x%d (%lld bytes)\n", d.kind().c_str(), d.name().c_str(), d.count(),
+                    static_cast<long long>(d.memory_bytes()));
+      }
+      return kExitOk;
+    };
+  });
+
+  // ---------------------------------------------------------------- run
+  std::string run_endpoint, run_function;
+  std::vector<std::string> run_args, run_kwargs;
+  double run_timeout_s = 30;
+  auto* run = app.add_subcommand("run", "Submit one task, wait for it and print its result");
+  run->add_option("--endpoint", run_endpoint, "Endpoint id")->required();
+  run->add_option("--function", run_function, "Function name")->required();
+  run->add_option("ARG", run_args, "Positional arguments as literals: 3, 2.5, true, null, \"text\", [1,2], {\"k\":1}");
+  run->add_option("--kwarg", run_kwargs, "Keyword argument key=literal (repeatable)")->allow_extra_args(false);
+  run->add_option("--timeout", run_timeout_s, "Seconds to wait for the result")->capture_default_str();
+  run->callback([&] {
+    for (auto* value : {&run_endpoint, &run_function}) Unprotect(*value);
+    for (auto& a : run_args) Unprotect(a);
+    action = [&](Client& client) {
+      std::vector<Value> args;
+      for (const auto& a : run_args) {
+        auto v = ParseValueLiteral(a);
+        if (!v.ok()) return Fail(v.status());
+        args.push_back(std::move(*v));
+      }
+      auto kwargs = ParseAssignments(run_kwargs, "--kwarg");
+      if (!kwargs.ok()) return Fail(kwargs.status());
+      auto id = client.Submit(run_endpoint, run_function, std::move(args), *kwargs);
+      if (!id.ok()) return Fail(id.status());
+      auto r = client.GetResult(*id, Seconds(run_timeout_s));
+      if (!r.ok()) return Fail(r.status());
+      if (!r->has_value()) return NotFinished(client, *id, run_timeout_s);
+      return ReportFinished(**r, g.json);
+    };
+  });
+
+  // ---------------------------------------------------------------- task
+  auto* task = app.add_subcommand("task", "Inspect, wait for and cancel tasks")->require_subcommand(1);
+  std::string task_id;
+  double wait_s = 0;
+  auto* task_status = task->add_subcommand("status", "Show a task's state and timestamps");
+  task_status->add_option("ID", task_id, "Task id")->required();
+  task_status->callback([&] {
+    action = [&](Client& client) {
+      auto r = client.GetStatus(task_id);
+      if (!r.ok()) return Fail(r.status());
+      if (g.json) {
+        PrintJson(*r);
+      } else {
+        PrintTaskRecord(*r);
+      }
+      return kExitOk;
+    };
+  });
+  auto* task_result = task->add_subcommand("result", "Print a task's result (exit 3 if not finished)");
+  task_result->add_option("ID", task_id, "Task id")->required();
+  task_result->add_option("--wait", wait_s, "Seconds to wait for the task to finish")->capture_default_str();
+  task_result->callback([&] {
+    action = [&](Client& client) {
+      auto r = client.GetResult(task_id, Seconds(wait_s));
+      if (!r.ok()) return Fail(r.status());
+      if (!r->has_value()) return NotFinished(client, task_id, wait_s);
+      return ReportFinished(**r, g.json);
+    };
+  });
+  auto* task_cancel = task->add_subcommand("cancel", "Cancel a task that has not finished");
+  task_cancel->add_option("ID", task_id, "Task id")->required();
+  task_cancel->callback([&] {
+    action = [&](Client& client) {
+      auto r = client.Cancel(task_id);
+      if (!r.ok()) return Fail(r.status());
+      if (g.json) {
+        PrintJson(*r);
+      } else {
+        std::printf("task %s: %s\n", r->id().c_str(), TaskStateName(r->state()));
+      }
+      return kExitOk;
+    };
+  });
+
+  std::vector<std::string> args(argv + 1, argv + argc);
+  ProtectBracketLiterals(args);
+  std::reverse(args.begin(), args.end());  // CLI11 takes the arguments reversed
+  try {
+    app.parse(args);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? kExitOk : kExitError;
+  }
+  if (!action) return kExitError;
+
+  ClientOptions options;
+  options.address = g.service;
+  options.rpc_timeout = Seconds(g.rpc_timeout_s);
+  auto client = Client::Connect(options);
+  if (!client.ok()) return Fail(client.status());
+  return action(**client);
+}
+
+}  // namespace
+}  // namespace loom
+
+int main(int argc, char** argv) { return loom::Main(argc, argv); }

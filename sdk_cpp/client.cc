@@ -1,0 +1,273 @@
+#include "loom/client.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+
+#include "common/task_state.h"
+#include "sdk_cpp/internal.h"
+#include "sdk_cpp/result_watcher.h"
+
+namespace loom {
+
+using sdk_internal::FromGrpc;
+using Clock = std::chrono::system_clock;
+
+namespace {
+
+// One unary call with a deadline of rpc_timeout from now.
+template <typename Fn>
+Status Unary(const ClientOptions& options, Fn&& fn) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(Clock::now() + options.rpc_timeout);
+  return FromGrpc(fn(&ctx));
+}
+
+// now + timeout, saturating instead of overflowing for huge timeouts.
+Clock::time_point DeadlineAfter(std::chrono::milliseconds timeout) {
+  const auto now = Clock::now();
+  const auto room = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::time_point::max() - now);
+  if (timeout >= room) return Clock::time_point::max();
+  return now + std::max(timeout, std::chrono::milliseconds(0));
+}
+
+}  // namespace
+
+v1::SubmitRequest MakeSubmitRequest(const std::string& endpoint, const std::string& function, std::vector<Value> args,
+                                    const Kwargs& kwargs) {
+  v1::SubmitRequest request;
+  request.set_endpoint(endpoint);
+  request.set_function(function);
+  request.mutable_args()->Reserve(static_cast<int>(args.size()));
+  for (auto& a : args) *request.add_args() = std::move(a);
+  for (const auto& [k, v] : kwargs) (*request.mutable_kwargs())[k] = v;
+  return request;
+}
+
+std::vector<StageTiming> Timeline(const v1::TaskRecord& record) {
+  std::vector<StageTiming> out;
+  out.reserve(static_cast<size_t>(record.timestamps_size()));
+  for (const auto& t : record.timestamps()) out.push_back({t.stage(), t.unix_nanos(), 0, 0});
+  std::stable_sort(out.begin(), out.end(),
+                   [](const StageTiming& a, const StageTiming& b) { return a.unix_nanos < b.unix_nanos; });
+  for (size_t i = 0; i < out.size(); ++i) {
+    out[i].since_first_us = static_cast<double>(out[i].unix_nanos - out.front().unix_nanos) / 1e3;
+    out[i].since_previous_us = i == 0 ? 0 : static_cast<double>(out[i].unix_nanos - out[i - 1].unix_nanos) / 1e3;
+  }
+  return out;
+}
+
+Result<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
+  if (options.max_message_bytes <= 0 || options.max_message_bytes > std::numeric_limits<int>::max()) {
+    return InvalidArgument("max_message_bytes must be in 1.." + std::to_string(std::numeric_limits<int>::max()) +
+                           ", got " + std::to_string(options.max_message_bytes));
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
+  args.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, sdk_internal::kChannelMinReconnectMs);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, sdk_internal::kChannelMinReconnectMs);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, sdk_internal::kChannelMaxReconnectMs);
+  auto channel = grpc::CreateCustomChannel(options.address, grpc::InsecureChannelCredentials(), args);
+  if (!channel->WaitForConnected(DeadlineAfter(options.rpc_timeout))) {
+    return Unavailable("cannot connect to the Loom service at " + options.address + " within " +
+                       std::to_string(options.rpc_timeout.count()) +
+                       " ms; check that loom-service runs there (set the address with --service or LOOM_SERVICE)");
+  }
+  return std::unique_ptr<Client>(new Client(std::move(options), std::move(channel)));
+}
+
+Client::Client(ClientOptions options, std::shared_ptr<grpc::Channel> channel)
+    : options_(std::move(options)), channel_(std::move(channel)), stub_(v1::Loom::NewStub(channel_)) {}
+
+Client::~Client() = default;
+
+Result<v1::Function> Client::RegisterFunction(const std::string& name, const std::string& kernel_ref,
+                                              const std::string& description, const Kwargs& config, bool* created) {
+  v1::RegisterFunctionRequest request;
+  v1::Function* f = request.mutable_function();
+  f->set_name(name);
+  f->set_kernel(kernel_ref);
+  f->set_description(description);
+  for (const auto& [k, v] : config) (*f->mutable_config())[k] = v;
+  v1::RegisterFunctionResponse response;
+  LOOM_RETURN_IF_ERROR(
+      Unary(options_, [&](grpc::ClientContext* c) { return stub_->RegisterFunction(c, request, &response); }));
+  if (created != nullptr) *created = response.created();
+  return std::move(*response.mutable_function());
+}
+
+Result<v1::Function> Client::GetFunction(const std::string& name) {
+  v1::GetFunctionRequest request;
+  request.set_name(name);
+  v1::Function response;
+  LOOM_RETURN_IF_ERROR(
+      Unary(options_, [&](grpc::ClientContext* c) { return stub_->GetFunction(c, request, &response); }));
+  return response;
+}
+
+Result<std::vector<v1::Function>> Client::ListFunctions() {
+  v1::ListFunctionsResponse response;
+  LOOM_RETURN_IF_ERROR(Unary(options_, [&](grpc::ClientContext* c) {
+    return stub_->ListFunctions(c, v1::ListFunctionsRequest(), &response);
+  }));
+  return std::vector<v1::Function>(std::make_move_iterator(response.mutable_functions()->begin()),
+                                   std::make_move_iterator(response.mutable_functions()->end()));
+}
+
+Result<v1::EndpointRecord> Client::CreateEndpoint(const std::string& name, const std::string& id) {
+  v1::CreateEndpointRequest request;
+  request.set_name(name);
+  request.set_id(id);
+  v1::EndpointRecord response;
+  LOOM_RETURN_IF_ERROR(
+      Unary(options_, [&](grpc::ClientContext* c) { return stub_->CreateEndpoint(c, request, &response); }));
+  return response;
+}
+
+Result<std::vector<v1::EndpointRecord>> Client::ListEndpoints() {
+  v1::ListEndpointsResponse response;
+  LOOM_RETURN_IF_ERROR(Unary(options_, [&](grpc::ClientContext* c) {
+    return stub_->ListEndpoints(c, v1::ListEndpointsRequest(), &response);
+  }));
+  return std::vector<v1::EndpointRecord>(std::make_move_iterator(response.mutable_endpoints()->begin()),
+                                         std::make_move_iterator(response.mutable_endpoints()->end()));
+}
+
+Result<v1::EndpointRecord> Client::GetEndpoint(const std::string& id) {
+  v1::GetEndpointRequest request;
+  request.set_id(id);
+  v1::EndpointRecord response;
+  LOOM_RETURN_IF_ERROR(
+      Unary(options_, [&](grpc::ClientContext* c) { return stub_->GetEndpoint(c, request, &response); }));
+  return response;
+}
+
+Result<std::string> Client::Submit(const std::string& endpoint, const std::string& function, std::vector<Value> args,
+                                   const Kwargs& kwargs) {
+  const v1::SubmitRequest request = MakeSubmitRequest(endpoint, function, std::move(args), kwargs);
+  v1::SubmitResponse response;
+  LOOM_RETURN_IF_ERROR(Unary(options_, [&](grpc::ClientContext* c) { return stub_->Submit(c, request, &response); }));
+  return std::move(*response.mutable_task_id());
+}
+
+Result<std::vector<std::string>> Client::SubmitBatch(std::vector<v1::SubmitRequest> tasks) {
+  std::vector<size_t> sizes;
+  sizes.reserve(tasks.size());
+  for (const auto& t : tasks) sizes.push_back(sdk_internal::RepeatedFieldBytes(t.ByteSizeLong()));
+  LOOM_ASSIGN_OR_RETURN(
+      std::vector<size_t> ends,
+      sdk_internal::ChunkBySize(sizes, options_.max_batch, sdk_internal::RequestBudget(options_.max_message_bytes)));
+  std::vector<std::string> ids;
+  ids.reserve(tasks.size());
+  size_t begin = 0;
+  for (size_t end : ends) {
+    v1::SubmitBatchRequest request;
+    request.mutable_tasks()->Reserve(static_cast<int>(end - begin));
+    for (size_t i = begin; i < end; ++i) *request.add_tasks() = std::move(tasks[i]);
+    v1::SubmitBatchResponse response;
+    Status st = Unary(options_, [&](grpc::ClientContext* c) { return stub_->SubmitBatch(c, request, &response); });
+    if (st.ok() && static_cast<size_t>(response.task_ids_size()) != end - begin) {
+      st = Internal("the service answered a batch of " + std::to_string(end - begin) + " tasks with " +
+                    std::to_string(response.task_ids_size()) + " ids");
+    }
+    if (!st.ok()) {
+      if (begin == 0) return st;
+      return Status(st.code(), st.message() + " (the first " + std::to_string(begin) + " of " +
+                                   std::to_string(tasks.size()) + " tasks were submitted before this error)");
+    }
+    for (auto& id : *response.mutable_task_ids()) ids.push_back(std::move(id));
+    begin = end;
+  }
+  return ids;
+}
+
+Result<v1::TaskRecord> Client::GetStatus(const std::string& task_id) {
+  LOOM_ASSIGN_OR_RETURN(std::vector<v1::TaskRecord> records, GetTasks({task_id}));
+  if (records.empty()) return NotFound("task '" + task_id + "' is not known to the service");
+  return std::move(records.front());
+}
+
+Result<std::vector<v1::TaskRecord>> Client::GetTasks(const std::vector<std::string>& task_ids) {
+  std::vector<v1::TaskRecord> records;
+  records.reserve(task_ids.size());
+  const size_t chunk = std::max<size_t>(options_.max_batch, 1);
+  for (size_t begin = 0; begin < task_ids.size(); begin += chunk) {
+    const size_t end = std::min(task_ids.size(), begin + chunk);
+    v1::GetTasksRequest request;
+    for (size_t i = begin; i < end; ++i) request.add_task_ids(task_ids[i]);
+    v1::GetTasksResponse response;
+    LOOM_RETURN_IF_ERROR(
+        Unary(options_, [&](grpc::ClientContext* c) { return stub_->GetTasks(c, request, &response); }));
+    for (auto& r : *response.mutable_tasks()) records.push_back(std::move(r));
+  }
+  return records;
+}
+
+Result<std::optional<v1::TaskRecord>> Client::GetResult(const std::string& task_id, std::chrono::milliseconds timeout) {
+  if (timeout <= std::chrono::milliseconds(0)) {
+    LOOM_ASSIGN_OR_RETURN(v1::TaskRecord record, GetStatus(task_id));
+    if (IsTerminal(record.state())) return std::optional<v1::TaskRecord>(std::move(record));
+    return std::optional<v1::TaskRecord>();
+  }
+  std::optional<v1::TaskRecord> result;
+  Status st = StreamResults(
+      {task_id},
+      [&](const v1::TaskRecord& r) {
+        result = r;
+        return false;
+      },
+      timeout);
+  if (st.code() == StatusCode::kDeadlineExceeded) return std::optional<v1::TaskRecord>();
+  LOOM_RETURN_IF_ERROR(st);
+  return result;
+}
+
+Status Client::StreamResults(const std::vector<std::string>& task_ids,
+                             const std::function<bool(const v1::TaskRecord&)>& on_result,
+                             std::chrono::milliseconds timeout) {
+  grpc::CompletionQueue cq;
+  sdk_internal::WatchOptions watch;
+  watch.deadline = DeadlineAfter(timeout);
+  watch.max_ids_per_stream = options_.max_batch;
+  watch.max_request_bytes = sdk_internal::RequestBudget(options_.max_message_bytes);
+  watch.channel = channel_.get();
+  Status result;
+  size_t delivered = 0;
+  sdk_internal::ResultWatcher* self = nullptr;
+  sdk_internal::ResultWatcher watcher(
+      *stub_, cq, watch,
+      [&](v1::TaskRecord& record) {
+        ++delivered;
+        if (!on_result(record)) self->CancelAll();
+      },
+      [&](std::vector<std::string> ids, const Status& status) {
+        if (result.ok()) {
+          result = status.code() == StatusCode::kDeadlineExceeded
+                       ? DeadlineExceeded(std::to_string(self->watched() + ids.size()) + " of " +
+                                          std::to_string(delivered + self->watched() + ids.size()) +
+                                          " task(s) not finished within " + std::to_string(timeout.count()) + " ms")
+                       : status;
+        }
+        self->CancelAll();
+      });
+  self = &watcher;
+  watcher.Watch(task_ids);
+  void* tag = nullptr;
+  bool ok = false;
+  while (!watcher.idle() && cq.Next(&tag, &ok)) static_cast<sdk_internal::CqOp*>(tag)->OnEvent(ok);
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+  return result;
+}
+
+Result<v1::TaskRecord> Client::Cancel(const std::string& task_id) {
+  v1::CancelRequest request;
+  request.set_task_id(task_id);
+  v1::CancelResponse response;
+  LOOM_RETURN_IF_ERROR(Unary(options_, [&](grpc::ClientContext* c) { return stub_->Cancel(c, request, &response); }));
+  return std::move(*response.mutable_task());
+}
+
+}  // namespace loom

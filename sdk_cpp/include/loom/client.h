@@ -1,0 +1,140 @@
+// loom::Client: the C++ SDK's connection to the Loom service. It registers functions, creates
+// and inspects endpoints, submits tasks (one at a time or in batches) and follows them to their
+// results, mapping every gRPC status one to one onto loom::Status with the service's message.
+//
+//   auto client = loom::Client::Connect({.address = "127.0.0.1:50051"});
+//   if (!client.ok()) { /* client.status(): UNAVAILABLE, names the address */ }
+//   auto id = (*client)->Submit("my-endpoint", "my-add", {loom::IntValue(1), loom::IntValue(2)});
+//   auto record = (*client)->GetResult(*id, std::chrono::seconds(10));  // nullopt: not done yet
+//
+// For many concurrent tasks with futures, see loom::Executor (executor.h).
+//
+// Thread-safe: one Client is meant to be shared by every thread of a program; each call is
+// independent (gRPC channels multiplex calls over one connection).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "common/value.h"
+#include "loom.grpc.pb.h"
+#include "loom.pb.h"
+
+namespace loom {
+
+class Executor;
+
+struct ClientOptions {
+  // host:port of the Loom service.
+  std::string address = "127.0.0.1:50051";
+  // The largest gRPC message sent or received. Batches of tasks and of ids are split to stay
+  // under it; the service must accept at least this much too.
+  int64_t max_message_bytes = int64_t{16} << 20;
+  // Deadline of each unary call, and how long Connect waits for the service.
+  std::chrono::milliseconds rpc_timeout{30000};
+  // The most tasks (or ids) one SubmitBatch call or one WaitResults stream carries.
+  size_t max_batch = 10000;
+};
+
+// Arguments of a task by name.
+using Kwargs = std::map<std::string, Value>;
+
+// Builds the request that Client::SubmitBatch takes for one task.
+v1::SubmitRequest MakeSubmitRequest(const std::string& endpoint, const std::string& function, std::vector<Value> args,
+                                    const Kwargs& kwargs = {});
+
+// One stage of a task's life (TaskRecord.timestamps), with microseconds since the first stage
+// and since the previous one.
+struct StageTiming {
+  std::string stage;
+  int64_t unix_nanos = 0;
+  double since_first_us = 0;
+  double since_previous_us = 0;
+};
+
+// The record's timestamps in time order (equal times keep the record's order). Works with
+// whatever stages are present: the set differs between paths (e.g. a cancelled task).
+std::vector<StageTiming> Timeline(const v1::TaskRecord& record);
+
+class Client {
+ public:
+  // Opens a channel to options.address and waits up to options.rpc_timeout for it to connect.
+  // UNAVAILABLE (naming the address) when the service cannot be reached in that time.
+  static Result<std::unique_ptr<Client>> Connect(ClientOptions options = {});
+
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  const ClientOptions& options() const { return options_; }
+
+  // ---------------------------------------------------------------- functions
+
+  // Binds `name` to a kernel reference "kernel@version". Registering an identical function
+  // again succeeds with *created = false; a different one under the same name is an error
+  // from the service.
+  Result<v1::Function> RegisterFunction(const std::string& name, const std::string& kernel_ref,
+                                        const std::string& description = "", const Kwargs& config = {},
+                                        bool* created = nullptr);
+  Result<v1::Function> GetFunction(const std::string& name);
+  Result<std::vector<v1::Function>> ListFunctions();
+
+  // ---------------------------------------------------------------- endpoints
+
+  // Creates an endpoint record; the service picks the id when `id` is empty.
+  Result<v1::EndpointRecord> CreateEndpoint(const std::string& name, const std::string& id = "");
+  Result<std::vector<v1::EndpointRecord>> ListEndpoints();
+  Result<v1::EndpointRecord> GetEndpoint(const std::string& id);
+
+  // ---------------------------------------------------------------- tasks
+
+  // Submits one task; returns its id.
+  Result<std::string> Submit(const std::string& endpoint, const std::string& function, std::vector<Value> args,
+                             const Kwargs& kwargs = {});
+  // Submits many tasks in as few calls as options allow (chunks of at most max_batch tasks and
+  // under max_message_bytes); returns the ids in input order. INVALID_ARGUMENT, before anything is
+  // sent, when one task alone is over max_message_bytes. If a later chunk fails, the earlier
+  // chunks' tasks were submitted: the error message says how many.
+  Result<std::vector<std::string>> SubmitBatch(std::vector<v1::SubmitRequest> tasks);
+
+  // The task's record now (without its arguments).
+  Result<v1::TaskRecord> GetStatus(const std::string& task_id);
+  // Records in the order of `task_ids`.
+  Result<std::vector<v1::TaskRecord>> GetTasks(const std::vector<std::string>& task_ids);
+
+  // Waits up to `timeout` for the task to reach a terminal state (success, failed, cancelled)
+  // and returns its record, or nullopt if it is still running then. Rides out a service
+  // restart like StreamResults.
+  Result<std::optional<v1::TaskRecord>> GetResult(const std::string& task_id, std::chrono::milliseconds timeout);
+
+  // Calls on_result once for each of `task_ids` as it reaches a terminal state, in completion
+  // order, on the calling thread, until all were delivered (OK), on_result returned false (OK),
+  // or `timeout` passed (DEADLINE_EXCEEDED, saying how many are still running). When the stream
+  // breaks with UNAVAILABLE (e.g. the service restarted) it reconnects with backoff and
+  // resubscribes for the ids not delivered yet; it never delivers one id twice (duplicates in
+  // `task_ids` are delivered once). Long id lists are followed over several streams.
+  // Other errors (e.g. NOT_FOUND for an unknown id) end the call with that status.
+  Status StreamResults(const std::vector<std::string>& task_ids,
+                       const std::function<bool(const v1::TaskRecord&)>& on_result, std::chrono::milliseconds timeout);
+
+  // Cancels a task that has not finished; returns its record afterwards.
+  Result<v1::TaskRecord> Cancel(const std::string& task_id);
+
+ private:
+  friend class Executor;  // runs its own asynchronous calls on this client's channel
+
+  Client(ClientOptions options, std::shared_ptr<grpc::Channel> channel);
+
+  ClientOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Loom::StubInterface> stub_;
+};
+
+}  // namespace loom

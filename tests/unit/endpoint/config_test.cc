@@ -1,0 +1,63 @@
+#include "endpoint/config.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "tests/support/test_env.h"
+
+namespace loom::endpoint {
+namespace {
+
+TEST(EndpointConfigTest, ReadsEveryKeyFromYaml) {
+  std::string path = loom::testing::MakeTempDir("endpoint-config") + "/endpoint.yaml";
+  std::ofstream(path) << R"(
+id: gpu-box
+name: GPU box by the detector
+service: tcp://10.0.0.1:5000
+workers: 8
+prefetch: 4
+queue_capacity: 64
+worker_binary: /opt/loom/loom-worker
+plugins: [/opt/a.so, /opt/b.so]
+plugin_dirs: [/opt/plugins]
+heartbeat_period_ms: 500
+heartbeat_misses: 4
+max_message_bytes: 1000
+run_dir: /run/loom
+ready_file: /run/loom/ready
+log_level: warn
+)";
+  EndpointConfig c;
+  Status s = LoadEndpointConfigFile(path, &c);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(c.id, "gpu-box");
+  EXPECT_EQ(c.name, "GPU box by the detector");
+  EXPECT_EQ(c.service, "tcp://10.0.0.1:5000");
+  EXPECT_EQ(c.workers, 8);
+  EXPECT_EQ(c.prefetch, 4);
+  EXPECT_EQ(c.queue_capacity, 64);
+  EXPECT_EQ(c.worker_binary, "/opt/loom/loom-worker");
+  EXPECT_EQ(c.plugins, (std::vector<std::string>{"/opt/a.so", "/opt/b.so"}));
+  EXPECT_EQ(c.plugin_dirs, (std::vector<std::string>{"/opt/plugins"}));
+  EXPECT_EQ(c.heartbeat_period_ms, 500);
+  EXPECT_EQ(c.heartbeat_misses, 4);
+  EXPECT_EQ(c.max_message_bytes, 1000);
+  EXPECT_EQ(c.run_dir, "/run/loom");
+  EXPECT_EQ(c.ready_file, "/run/loom/ready");
+  EXPECT_EQ(c.log_level, "warn");
+}
+
+TEST(EndpointConfigTest, RejectsUnknownKeysAndBadValues) {
+  std::string dir = loom::testing::MakeTempDir("endpoint-config");
+  std::ofstream(dir + "/a.yaml") << "wokers: 3\n";
+  std::ofstream(dir + "/b.yaml") << "workers: many\n";
+  EndpointConfig c;
+  Status typo = LoadEndpointConfigFile(dir + "/a.yaml", &c);
+  EXPECT_EQ(typo.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(typo.message().find("wokers"), std::string::npos);
+  EXPECT_EQ(LoadEndpointConfigFile(dir + "/b.yaml", &c).code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace loom::endpoint

@@ -1,0 +1,59 @@
+#include "service/config.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "tests/support/test_env.h"
+
+namespace loom::service {
+namespace {
+
+std::string WriteFile(const std::string& text) {
+  std::string dir = loom::testing::MakeTempDir("service-config");
+  std::string path = dir + "/service.yaml";
+  std::ofstream(path) << text;
+  return path;
+}
+
+TEST(ServiceConfigTest, ReadsEveryKeyFromYaml) {
+  ServiceConfig c;
+  Status s = LoadServiceConfigFile(WriteFile(R"(
+grpc_address: 127.0.0.1:6000
+endpoint_address: tcp://127.0.0.1:6001
+redis: {host: 127.0.0.2, port: 7000, timeout_ms: 500}
+max_message_bytes: 2048
+max_batch: 7
+heartbeat_period_ms: 250
+heartbeat_misses: 5
+log_level: debug
+ready_file: /tmp/x
+)"),
+                                     &c);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(c.grpc_address, "127.0.0.1:6000");
+  EXPECT_EQ(c.endpoint_address, "tcp://127.0.0.1:6001");
+  EXPECT_EQ(c.redis_host, "127.0.0.2");
+  EXPECT_EQ(c.redis_port, 7000);
+  EXPECT_EQ(c.redis_timeout_ms, 500);
+  EXPECT_EQ(c.max_message_bytes, 2048);
+  EXPECT_EQ(c.max_batch, 7);
+  EXPECT_EQ(c.heartbeat_period_ms, 250);
+  EXPECT_EQ(c.heartbeat_misses, 5);
+  EXPECT_EQ(c.log_level, "debug");
+  EXPECT_EQ(c.ready_file, "/tmp/x");
+}
+
+TEST(ServiceConfigTest, RejectsUnknownKeysBadValuesAndMissingFiles) {
+  ServiceConfig c;
+  Status unknown = LoadServiceConfigFile(WriteFile("grpc_adress: x\n"), &c);
+  EXPECT_EQ(unknown.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(unknown.message().find("grpc_adress"), std::string::npos);
+  EXPECT_EQ(LoadServiceConfigFile(WriteFile("max_batch: lots\n"), &c).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(LoadServiceConfigFile(WriteFile("- a list\n"), &c).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(LoadServiceConfigFile("/nonexistent/loom.yaml", &c).code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace loom::service

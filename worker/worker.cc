@@ -1,0 +1,131 @@
+#include "worker/worker.h"
+
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <csignal>
+
+#include "common/util.h"
+#include "worker/builtin_kernels.h"
+#include "worker/plugin_loader.h"
+#include "worker/zmq_worker_transport.h"
+
+namespace loom::worker {
+namespace {
+
+volatile std::sig_atomic_t g_stop_requested = 0;
+
+void OnStopSignal(int) { g_stop_requested = 1; }
+
+}  // namespace
+
+std::optional<int> ParseWorkerFlags(int argc, char** argv, WorkerFlags* flags) {
+  CLI::App app{"loom-worker: runs kernels for a Loom endpoint, one task at a time.\n"
+               "Started by loom-endpoint; connects to the endpoint's ZeroMQ ROUTER socket."};
+  app.add_option("--endpoint", flags->endpoint, "the endpoint's ZeroMQ ROUTER address, e.g. ipc:///tmp/ep.ipc")
+      ->required();
+  app.add_option("--worker-id", flags->worker_id, "this worker's ZeroMQ routing id, unique within the endpoint")
+      ->required();
+  app.add_option("--plugin", flags->plugins, "a kernel plugin (.so) to load; repeatable");
+  app.add_option("--plugin-dir", flags->plugin_dirs, "a directory whose *.so kernel plugins to load; repeatable");
+  app.add_option("--max-message-bytes", flags->max_message_bytes,
+                 "largest ZeroMQ message accepted or sent (ZMQ_MAXMSGSIZE)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  // Checked here because spdlog quietly turns a name it does not know into "off".
+  app.add_option("--log-level", flags->log_level, "trace, debug, info, warn, error, critical or off")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "warning", "error", "critical", "off"}));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  return std::nullopt;
+}
+
+Result<std::vector<std::string>> LoadKernels(const WorkerFlags& flags, KernelRegistry* registry) {
+  LOOM_RETURN_IF_ERROR(RegisterBuiltinKernels(registry));
+  std::vector<std::string> errors;
+  std::vector<std::string> paths = flags.plugins;
+  for (const auto& dir : flags.plugin_dirs) {
+    auto in_dir = PluginsInDir(dir);
+    if (!in_dir.ok()) {
+      errors.push_back(in_dir.status().message());
+      continue;
+    }
+    paths.insert(paths.end(), in_dir->begin(), in_dir->end());
+  }
+  for (const auto& path : paths) {
+    Status s = LoadPlugin(path, registry);
+    if (!s.ok()) errors.push_back(s.message());
+  }
+  return errors;
+}
+
+void InstallStopSignalHandlers() {
+  struct sigaction sa {};
+  sa.sa_handler = OnStopSignal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;  // no SA_RESTART: see the header
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::sigaction(SIGINT, &sa, nullptr);
+}
+
+bool StopRequested() { return g_stop_requested != 0; }
+
+int WorkerMain(int argc, char** argv) {
+  WorkerFlags flags;
+  if (auto code = ParseWorkerFlags(argc, argv, &flags)) return *code;
+  InitLogging(flags.log_level, "loom-worker");
+  // Before anything slow: a stop signal during start-up must not kill the process uncleanly.
+  InstallStopSignalHandlers();
+
+  KernelRegistry registry;
+  auto load_errors = LoadKernels(flags, &registry);
+  if (!load_errors.ok()) {
+    spdlog::critical("cannot register the built-in kernels: {}", load_errors.status().ToString());
+    return 1;
+  }
+  for (const auto& e : *load_errors) spdlog::error("{}", e);
+
+  v1::WorkerHello hello;
+  hello.set_pid(static_cast<int32_t>(::getpid()));
+  std::string names;
+  for (auto& info : registry.List()) {
+    names += (names.empty() ? "" : ", ") + info.name() + "@" + info.version();
+    *hello.add_kernels() = std::move(info);
+  }
+  for (const auto& e : *load_errors) hello.add_load_errors(e);
+
+  ZmqWorkerTransportOptions transport_options;
+  transport_options.endpoint = flags.endpoint;
+  transport_options.worker_id = flags.worker_id;
+  transport_options.max_message_bytes = flags.max_message_bytes;
+  auto transport = ZmqWorkerTransport::Connect(transport_options);
+  if (!transport.ok()) {
+    spdlog::critical("{}", transport.status().message());
+    return 1;
+  }
+  spdlog::info("worker '{}' (pid {}) connecting to {} with {} kernel(s): {}", flags.worker_id, ::getpid(),
+               flags.endpoint, hello.kernels_size(), names);
+
+  WorkerLoopOptions loop_options;
+  loop_options.max_message_bytes = flags.max_message_bytes;
+  loop_options.now = NowNanos;
+  loop_options.should_stop = StopRequested;
+  WorkerLoop loop(registry, **transport, std::move(loop_options));
+  Status s = loop.Run(hello);
+  const auto& st = loop.stats();
+  spdlog::info("worker '{}' stopping: {} task(s) run, {} result(s) in {} batch(es), {} garbage frame(s), {} dropped",
+               flags.worker_id, st.tasks_run, st.results_sent, st.batches_sent, st.garbage_frames, st.tasks_dropped);
+  if (!s.ok()) {
+    spdlog::critical("worker loop failed: {}", s.ToString());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace loom::worker

@@ -1,0 +1,50 @@
+// The loom-worker process: its flags, kernel loading (built-ins, then plugins), stop signals,
+// and the wiring of WorkerLoop to a ZmqWorkerTransport. An endpoint starts one loom-worker per
+// worker slot; main.cc only calls WorkerMain.
+//
+//   loom-worker --endpoint ipc:///path/ep.ipc --worker-id w-0 [--plugin lib.so]...
+//               [--plugin-dir dir]... [--max-message-bytes N] [--log-level info]
+//
+// SIGTERM and SIGINT end the process with exit code 0 after pending results are sent; a task
+// that is running when the signal arrives is finished first (kernels cannot be interrupted).
+// Everything here runs on the main thread; StopRequested() is async-signal-safe to set.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/kernel_api.h"
+#include "common/status.h"
+#include "worker/worker_loop.h"
+
+namespace loom::worker {
+
+struct WorkerFlags {
+  std::string endpoint;                  // --endpoint (required)
+  std::string worker_id;                 // --worker-id (required)
+  std::vector<std::string> plugins;      // --plugin, repeatable
+  std::vector<std::string> plugin_dirs;  // --plugin-dir, repeatable
+  int64_t max_message_bytes = kDefaultMaxMessageBytes;  // --max-message-bytes
+  std::string log_level = "info";        // --log-level
+};
+
+// Parses loom-worker's command line into `flags`. Returns an exit code when the process should
+// end at once: 0 after --help (printed to stdout), non-zero after a usage error (on stderr).
+std::optional<int> ParseWorkerFlags(int argc, char** argv, WorkerFlags* flags);
+
+// Registers the built-in kernels, then each --plugin in order, then the *.so files of each
+// --plugin-dir in name order. A plugin that fails to load adds nothing and is not fatal: its
+// error is returned, for the log and WorkerHello.load_errors. Fails only if the built-ins do.
+Result<std::vector<std::string>> LoadKernels(const WorkerFlags& flags, KernelRegistry* registry);
+
+// Makes SIGTERM and SIGINT set the flag StopRequested() reads. The handlers are installed without
+// SA_RESTART, so a blocking ZeroMQ call on this thread returns EINTR and the loop sees the flag.
+void InstallStopSignalHandlers();
+bool StopRequested();
+
+// Everything loom-worker does; returns its exit code.
+int WorkerMain(int argc, char** argv);
+
+}  // namespace loom::worker
