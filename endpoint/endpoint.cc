@@ -205,11 +205,29 @@ void Endpoint::Flush() {
 }
 
 void Endpoint::NoteHeadStarted(Worker& w) {
-  if (w.assigned.empty() || w.head_started_sent) return;
-  w.head_started_sent = true;
-  auto* s = outgoing_.add_started();
-  s->set_task_id(w.assigned.front());
-  s->set_unix_nanos(NowNanos());
+  if (w.assigned.empty() || w.started_ns != 0) return;
+  w.started_ns = NowNanos();
+  w.head_started_sent = false;
+}
+
+bool Endpoint::ReportLongRunning() {
+  // A task that finishes within the delay never costs the service a "running" write; one that
+  // runs longer is reported with the time it really started.
+  const int64_t now = NowNanos();
+  const int64_t delay = static_cast<int64_t>(kRunningReportDelay.count()) * 1000;
+  bool waiting = false;
+  for (auto& [id, w] : workers_) {
+    if (w.assigned.empty() || w.started_ns == 0 || w.head_started_sent) continue;
+    if (now - w.started_ns >= delay) {
+      auto* s = outgoing_.add_started();
+      s->set_task_id(w.assigned.front());
+      s->set_unix_nanos(w.started_ns);
+      w.head_started_sent = true;
+    } else {
+      waiting = true;
+    }
+  }
+  return waiting;
 }
 
 void Endpoint::AssignTasks() {
@@ -328,7 +346,7 @@ void Endpoint::HandleWorkerMessage(const std::string& worker_id, const zmq::mess
       // Results arrive in the order the worker ran its tasks.
       if (!w.assigned.empty() && w.assigned.front() == r.task_id()) {
         w.assigned.pop_front();
-        w.head_started_sent = false;
+        w.started_ns = 0;
       }
       AddResult(std::move(r));
     }
@@ -372,9 +390,12 @@ void Endpoint::Run() {
   const auto period = std::chrono::milliseconds(config_.heartbeat_period_ms);
   last_heard_from_service_ = Clock::now();
   auto last_reap = Clock::now();
+  bool head_waiting = false;
   while (true) {
+    const auto idle = std::chrono::milliseconds(std::max(10, config_.heartbeat_period_ms / 4));
     try {
-      zmq::poll(items, 4, std::chrono::milliseconds(std::max(10, config_.heartbeat_period_ms / 4)));
+      zmq::poll(items, 4, head_waiting ? std::chrono::duration_cast<std::chrono::milliseconds>(kRunningReportDelay)
+                                       : idle);
     } catch (const zmq::error_t& e) {
       if (e.num() != EINTR) spdlog::error("poll failed: {}", e.what());
       continue;
@@ -402,6 +423,7 @@ void Endpoint::Run() {
       spdlog::warn("receive failed: {}", e.what());
     }
     AssignTasks();
+    head_waiting = ReportLongRunning();
     Flush();
     SendCreditIfNeeded();
     const auto now = Clock::now();

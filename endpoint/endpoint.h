@@ -42,8 +42,8 @@ class Endpoint {
     Subprocess process;
     bool ready = false;
     std::deque<std::string> assigned;  // task ids in the order the worker runs them
-    bool head_started_sent = false;
-    int64_t started_ns = 0;
+    int64_t started_ns = 0;          // when the task at the head of `assigned` started; 0: none
+    bool head_started_sent = false;  // the service was told it runs
   };
   struct Held {
     v1::TaskSpec spec;
@@ -61,6 +61,10 @@ class Endpoint {
   void SendToService(const v1::Envelope& env);
   void AddResult(v1::TaskResult result);
   void NoteHeadStarted(Worker& w);
+  // Tells the service about tasks running longer than kRunningReportDelay; returns whether a
+  // task may still need telling (so the loop wakes up in time).
+  bool ReportLongRunning();
+  static constexpr std::chrono::microseconds kRunningReportDelay{2000};
   int Capacity() const;
   int Outstanding() const;
 
