@@ -33,6 +33,10 @@ LocalFabric::~LocalFabric() {
   }
 }
 
+std::string LocalFabric::RedisSocket() const {
+  return (fs::path(options_.state_dir) / "redis" / "redis.sock").string();
+}
+
 std::string LocalFabric::LogPath(const std::string& name) const {
   return (fs::path(options_.state_dir) / (name + ".log")).string();
 }
@@ -77,7 +81,8 @@ Status LocalFabric::StartRedis() {
                                      "--bind",              "127.0.0.1", "--dir",
                                      dir,                   "--appendonly", "yes",
                                      "--appendfsync",       options_.appendfsync, "--save",
-                                     "",                    "--daemonize", "no"};
+                                     "",                    "--daemonize", "no",
+                                     "--unixsocket",        RedisSocket(), "--unixsocketperm", "700"};
     LOOM_ASSIGN_OR_RETURN(redis_, Subprocess::Spawn(argv, Spawn("redis")));
     RedisOptions ro;
     ro.port = redis_port_;
@@ -111,6 +116,8 @@ Status LocalFabric::StartService() {
                                    endpoint_address_,
                                    "--redis-port",
                                    std::to_string(redis_port_),
+                                   "--redis-socket",
+                                   RedisSocket(),
                                    "--ready-file",
                                    ready,
                                    "--log-level",

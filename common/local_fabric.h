@@ -52,6 +52,9 @@ class LocalFabric {
   const std::string& grpc_address() const { return grpc_address_; }
   const std::string& endpoint_address() const { return endpoint_address_; }
   int redis_port() const { return redis_port_; }
+  // The service talks to Redis over this Unix socket (cheaper than loopback TCP); tools and
+  // tests may use either.
+  std::string RedisSocket() const;
   const std::string& state_dir() const { return options_.state_dir; }
   std::string LogPath(const std::string& name) const;
   // The last lines of a log, for error messages.

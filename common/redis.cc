@@ -12,10 +12,13 @@ timeval ToTimeval(std::chrono::milliseconds ms) {
 }  // namespace
 
 Result<std::unique_ptr<RedisConnection>> RedisConnection::Connect(const RedisOptions& o) {
-  redisContext* c = redisConnectWithTimeout(o.host.c_str(), o.port, ToTimeval(o.connect_timeout));
+  redisContext* c = o.unix_socket.empty()
+                        ? redisConnectWithTimeout(o.host.c_str(), o.port, ToTimeval(o.connect_timeout))
+                        : redisConnectUnixWithTimeout(o.unix_socket.c_str(), ToTimeval(o.connect_timeout));
   if (c == nullptr) return Unavailable("redis: cannot allocate a connection");
   if (c->err) {
-    std::string msg = "redis at " + o.host + ":" + std::to_string(o.port) + " is unreachable: " + c->errstr;
+    std::string where = o.unix_socket.empty() ? o.host + ":" + std::to_string(o.port) : o.unix_socket;
+    std::string msg = "redis at " + where + " is unreachable: " + c->errstr;
     redisFree(c);
     return Unavailable(msg);
   }

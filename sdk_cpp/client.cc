@@ -68,6 +68,9 @@ Result<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, sdk_internal::kChannelMinReconnectMs);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, sdk_internal::kChannelMinReconnectMs);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, sdk_internal::kChannelMaxReconnectMs);
+  // BDP probing sends an HTTP/2 PING with reads to size flow-control windows; for Loom's small,
+  // latency-bound messages it only adds packets and wake-ups.
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   auto channel = grpc::CreateCustomChannel(options.address, grpc::InsecureChannelCredentials(), args);
   if (!channel->WaitForConnected(DeadlineAfter(options.rpc_timeout))) {
     return Unavailable("cannot connect to the Loom service at " + options.address + " within " +

@@ -16,6 +16,7 @@ Status LoadServiceConfigFile(const std::string& path, ServiceConfig* c) {
       else if (key == "redis") {
         if (v["host"]) c->redis_host = v["host"].as<std::string>();
         if (v["port"]) c->redis_port = v["port"].as<int>();
+        if (v["socket"]) c->redis_socket = v["socket"].as<std::string>();
         if (v["timeout_ms"]) c->redis_timeout_ms = v["timeout_ms"].as<int>();
       } else if (key == "max_message_bytes") c->max_message_bytes = v.as<int64_t>();
       else if (key == "max_batch") c->max_batch = v.as<int>();

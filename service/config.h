@@ -13,6 +13,7 @@ struct ServiceConfig {
   std::string endpoint_address = "tcp://127.0.0.1:50052";  // ZeroMQ bind address; port * picks one
   std::string redis_host = "127.0.0.1";
   int redis_port = 6379;
+  std::string redis_socket;  // a Unix socket path; when set, used instead of host and port
   int redis_timeout_ms = 2000;
   int64_t max_message_bytes = 10 * 1024 * 1024;
   int max_batch = 10000;

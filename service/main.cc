@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   app.add_option("--endpoint-address", c.endpoint_address, "ZeroMQ address endpoints connect to (tcp://host:port)");
   app.add_option("--redis-host", c.redis_host, "Redis host");
   app.add_option("--redis-port", c.redis_port, "Redis port");
+  app.add_option("--redis-socket", c.redis_socket, "Redis Unix socket (instead of host and port)");
   app.add_option("--redis-timeout-ms", c.redis_timeout_ms, "Redis connect and command timeout");
   app.add_option("--max-message-bytes", c.max_message_bytes, "largest request, task or result, in bytes");
   app.add_option("--max-batch", c.max_batch, "most tasks in one batch submit");
@@ -61,6 +62,7 @@ int main(int argc, char** argv) {
   RedisOptions ro;
   ro.host = c.redis_host;
   ro.port = c.redis_port;
+  ro.unix_socket = c.redis_socket;
   ro.connect_timeout = std::chrono::milliseconds(c.redis_timeout_ms);
   ro.command_timeout = std::chrono::milliseconds(c.redis_timeout_ms);
   RedisTaskStore store(ro);
@@ -104,6 +106,8 @@ int main(int argc, char** argv) {
   builder.AddListeningPort(c.grpc_address, grpc::InsecureServerCredentials(), &grpc_port);
   builder.SetMaxReceiveMessageSize(static_cast<int>(c.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(c.max_message_bytes + (1 << 20)));
+  // See the SDK's channel: BDP pings only add packets and wake-ups for small messages.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   builder.RegisterService(&grpc_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || grpc_port == 0) {
@@ -113,8 +117,8 @@ int main(int argc, char** argv) {
   }
   std::string host = c.grpc_address.substr(0, c.grpc_address.rfind(':'));
   std::string grpc_bound = host + ":" + std::to_string(grpc_port);
-  spdlog::info("serving: grpc={} endpoints={} redis={}:{}", grpc_bound, broker.bound_address(), c.redis_host,
-               c.redis_port);
+  spdlog::info("serving: grpc={} endpoints={} redis={}", grpc_bound, broker.bound_address(),
+               c.redis_socket.empty() ? c.redis_host + ":" + std::to_string(c.redis_port) : c.redis_socket);
   if (!c.ready_file.empty()) {
     std::string tmp = c.ready_file + ".tmp";
     {
