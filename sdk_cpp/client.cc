@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
+#include <thread>
 
 #include "common/task_state.h"
 #include "sdk_cpp/internal.h"
@@ -213,17 +214,38 @@ Result<std::optional<v1::TaskRecord>> Client::GetResult(const std::string& task_
     if (IsTerminal(record.state())) return std::optional<v1::TaskRecord>(std::move(record));
     return std::optional<v1::TaskRecord>();
   }
-  std::optional<v1::TaskRecord> result;
-  Status st = StreamResults(
-      {task_id},
-      [&](const v1::TaskRecord& r) {
-        result = r;
-        return false;
-      },
-      timeout);
-  if (st.code() == StatusCode::kDeadlineExceeded) return std::optional<v1::TaskRecord>();
-  LOOM_RETURN_IF_ERROR(st);
-  return result;
+  // One unary long poll (GetTasks with wait_ms) per attempt: cheaper than a stream for one
+  // task. Polls are kept shorter than the RPC deadline; a service restart (UNAVAILABLE) is
+  // ridden out with backoff, like StreamResults.
+  const auto deadline = DeadlineAfter(timeout);
+  const auto max_poll = std::max(options_.rpc_timeout - std::chrono::milliseconds(1000), std::chrono::milliseconds(100));
+  auto backoff = std::chrono::milliseconds(sdk_internal::kChannelMinReconnectMs);
+  Status last_error;
+  while (true) {
+    const auto now = Clock::now();
+    if (now >= deadline) break;
+    const auto wait = std::min(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now), max_poll);
+    v1::GetTasksRequest request;
+    request.add_task_ids(task_id);
+    request.set_wait_ms(std::max<int64_t>(1, wait.count()));
+    v1::GetTasksResponse response;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(Clock::now() + wait + options_.rpc_timeout);
+    Status st = FromGrpc(stub_->GetTasks(&ctx, request, &response));
+    if (st.ok()) {
+      if (response.tasks_size() == 0) return NotFound("task '" + task_id + "' is not known to the service");
+      if (IsTerminal(response.tasks(0).state())) return std::optional<v1::TaskRecord>(std::move(*response.mutable_tasks(0)));
+      continue;
+    }
+    if (st.code() != StatusCode::kUnavailable) return st;
+    last_error = st;
+    const auto left = deadline - Clock::now();
+    if (left <= std::chrono::milliseconds(0)) break;
+    std::this_thread::sleep_for(std::min<Clock::duration>(backoff, left));
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+  }
+  if (!last_error.ok()) return last_error;
+  return std::optional<v1::TaskRecord>();
 }
 
 Status Client::StreamResults(const std::vector<std::string>& task_ids,

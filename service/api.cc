@@ -1,5 +1,6 @@
 #include "service/api.h"
 
+#include <map>
 #include <set>
 
 #include "common/kernel_api.h"
@@ -244,12 +245,43 @@ Result<v1::GetTasksResponse> LoomApi::GetTasks(const v1::GetTasksRequest& req, c
                              std::to_string(limits_.max_wait_ids));
   }
   std::vector<std::string> ids(req.task_ids().begin(), req.task_ids().end());
+  // A long poll subscribes before it reads, so a task finishing in between is not missed.
+  std::shared_ptr<CompletionHub::Subscription> sub;
+  if (req.wait_ms() > 0) sub = hub_->Subscribe(ids);
+  struct Unsub {
+    CompletionHub* hub;
+    std::shared_ptr<CompletionHub::Subscription> sub;
+    ~Unsub() {
+      if (sub) hub->Unsubscribe(sub);
+    }
+  } unsub{hub_, sub};
   LOOM_ASSIGN_OR_RETURN(auto recs, store_->GetTasks(ids, req.include_args()));
-  v1::GetTasksResponse resp;
   for (size_t i = 0; i < recs.size(); ++i) {
     if (!recs[i]) return NotFound("task '" + ids[i] + "' is not known");
-    *resp.add_tasks() = std::move(*recs[i]);
   }
+  if (sub) {
+    std::map<std::string, size_t> pending;
+    for (size_t i = 0; i < recs.size(); ++i) {
+      if (!IsTerminal(recs[i]->state())) pending.emplace(ids[i], i);
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(req.wait_ms());
+    while (!pending.empty() && std::chrono::steady_clock::now() < deadline) {
+      for (auto& r : sub->Take(deadline)) {
+        auto it = pending.find(r.id());
+        if (it == pending.end()) continue;
+        v1::TaskRecord& slot = *recs[it->second];
+        // Published records carry no arguments: keep the ones read above.
+        if (req.include_args()) {
+          *r.mutable_args() = slot.args();
+          *r.mutable_kwargs() = slot.kwargs();
+        }
+        slot = std::move(r);
+        pending.erase(it);
+      }
+    }
+  }
+  v1::GetTasksResponse resp;
+  for (auto& r : recs) *resp.add_tasks() = std::move(*r);
   return resp;
 }
 

@@ -228,14 +228,33 @@ grpc::Status FakeLoomApi::SubmitBatch(grpc::ServerContext*, const v1::SubmitBatc
   return grpc::Status::OK;
 }
 
-grpc::Status FakeLoomApi::GetTasks(grpc::ServerContext*, const v1::GetTasksRequest* request,
+grpc::Status FakeLoomApi::GetTasks(grpc::ServerContext* ctx, const v1::GetTasksRequest* request,
                                    v1::GetTasksResponse* response) {
-  std::lock_guard<std::mutex> lock(state_.mu_);
+  std::unique_lock<std::mutex> lock(state_.mu_);
   for (const auto& id : request->task_ids()) {
-    auto it = state_.tasks_.find(id);
-    if (it == state_.tasks_.end()) return {grpc::StatusCode::NOT_FOUND, "task '" + id + "' does not exist"};
+    if (state_.tasks_.count(id) == 0) return {grpc::StatusCode::NOT_FOUND, "task '" + id + "' does not exist"};
+  }
+  if (request->wait_ms() > 0) {
+    // Long poll, as the service does: until every task is terminal or wait_ms passed.
+    state_.wait_requests_.emplace_back(request->task_ids().begin(), request->task_ids().end());
+    ++state_.active_waits_;
+    state_.NotifyAll();
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(request->wait_ms());
+    auto all_done = [&] {
+      for (const auto& id : request->task_ids()) {
+        if (!IsTerminal(state_.tasks_.at(id).state())) return false;
+      }
+      return true;
+    };
+    while (!all_done() && !shutting_down_ && !ctx->IsCancelled() && std::chrono::steady_clock::now() < deadline) {
+      state_.cv_.wait_for(lock, std::chrono::milliseconds(5));
+    }
+    --state_.active_waits_;
+    if (shutting_down_) return {grpc::StatusCode::UNAVAILABLE, "fake service is shutting down"};
+  }
+  for (const auto& id : request->task_ids()) {
     v1::TaskRecord* r = response->add_tasks();
-    *r = it->second;
+    *r = state_.tasks_.at(id);
     if (!request->include_args()) {
       r->clear_args();
       r->clear_kwargs();

@@ -218,6 +218,36 @@ TEST_F(ApiTest, WaitResultsTimesOutAndRejectsUnknownIds) {
             StatusCode::kNotFound);
 }
 
+TEST_F(ApiTest, GetTasksLongPollWaitsForTheResultOrTheTimeout) {
+  auto id = api_->Submit(Req("echo", "ep1", {IntValue(8)}), kLocalUser)->task_id();
+  ASSERT_EQ(store_.LeaseTasks("ep1", 1, NowNanos())->size(), 1u);
+  v1::GetTasksRequest req;
+  req.add_task_ids(id);
+  req.set_wait_ms(30);
+  auto early = api_->GetTasks(req, kLocalUser);  // nothing finishes: returns as it is
+  ASSERT_TRUE(early.ok());
+  EXPECT_EQ(early->tasks(0).state(), v1::TASK_STATE_DISPATCHED);
+  std::atomic<bool> waiting{false};
+  std::thread finisher([&] {
+    while (!waiting) std::this_thread::yield();
+    v1::TaskResult r;
+    r.set_task_id(id);
+    r.set_ok(true);
+    *r.mutable_value() = IntValue(8);
+    hub_.Publish(*store_.CompleteTasks("ep1", {r}, NowNanos()));
+  });
+  req.set_wait_ms(10000);
+  req.set_include_args(true);
+  waiting = true;
+  auto done = api_->GetTasks(req, kLocalUser);
+  finisher.join();
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->tasks(0).state(), v1::TASK_STATE_SUCCESS);
+  EXPECT_EQ(done->tasks(0).result().int_value(), 8);
+  ASSERT_EQ(done->tasks(0).args_size(), 1);  // the arguments asked for are kept
+  EXPECT_EQ(done->tasks(0).args(0).int_value(), 8);
+}
+
 TEST_F(ApiTest, CancelMarksTheTaskPublishesItAndTellsTheDispatcher) {
   auto id = api_->Submit(Req("echo", "ep1", {IntValue(1)}), kLocalUser)->task_id();
   auto c = api_->Cancel([&] {
