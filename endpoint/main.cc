@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <thread>
 
+#include "common/cli.h"
 #include "common/util.h"
 #include "endpoint/config.h"
 #include "endpoint/endpoint.h"
@@ -34,18 +35,9 @@ int main(int argc, char** argv) {
   app.add_option("--run-dir", c.run_dir, "directory for the worker socket (default: a new temp dir)");
   app.add_option("--ready-file", c.ready_file, "file written once registered with the service");
   app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error");
-  try {
-    app.parse(argc, argv);
-    if (!config_file.empty()) {
-      Status s = LoadEndpointConfigFile(config_file, &c);
-      if (!s.ok()) {
-        std::fprintf(stderr, "error: %s\n", s.message().c_str());
-        return 2;
-      }
-      app.parse(argc, argv);
-    }
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+  if (auto rc = ParseFlagsAndConfig(app, argc, argv, config_file,
+                                    [&](const std::string& path) { return LoadEndpointConfigFile(path, &c); })) {
+    return *rc;
   }
   InitLogging(c.log_level, "endpoint");
 

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <thread>
 
+#include "common/cli.h"
 #include "common/util.h"
 #include "service/api.h"
 #include "service/broker.h"
@@ -36,19 +37,9 @@ int main(int argc, char** argv) {
   app.add_option("--heartbeat-misses", c.heartbeat_misses, "missed periods before an endpoint is offline");
   app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error");
   app.add_option("--ready-file", c.ready_file, "file to write the bound addresses to once serving");
-  // Parse twice: first to find --config, then let flags override the file.
-  try {
-    app.parse(argc, argv);
-    if (!config_file.empty()) {
-      Status s = LoadServiceConfigFile(config_file, &c);
-      if (!s.ok()) {
-        std::fprintf(stderr, "error: %s\n", s.message().c_str());
-        return 2;
-      }
-      app.parse(argc, argv);
-    }
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+  if (auto rc = ParseFlagsAndConfig(app, argc, argv, config_file,
+                                    [&](const std::string& path) { return LoadServiceConfigFile(path, &c); })) {
+    return *rc;
   }
   InitLogging(c.log_level, "service");
 
