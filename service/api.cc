@@ -10,8 +10,9 @@
 
 namespace loom::service {
 
-LoomApi::LoomApi(TaskStore* store, CompletionHub* hub, DispatchNotifier* notifier, ServiceLimits limits)
-    : store_(store), hub_(hub), notifier_(notifier), limits_(limits) {}
+LoomApi::LoomApi(TaskStore* store, CompletionHub* hub, DispatchNotifier* notifier, ServiceLimits limits,
+                 CreditBook* credit)
+    : store_(store), hub_(hub), notifier_(notifier), limits_(limits), credit_(credit) {}
 
 LoomApi::~LoomApi() = default;
 
@@ -195,19 +196,52 @@ Result<v1::SubmitBatchResponse> LoomApi::SubmitBatch(const v1::SubmitBatchReques
       return Status(s.code(), "task " + std::to_string(i) + ": " + s.message());
     }
   }
-  LOOM_RETURN_IF_ERROR(Commit(&tasks));
+  // Credit taken per endpoint: (session, amount). The first tasks of each endpoint, up to its
+  // credit, may go out at once.
+  std::map<std::string, std::pair<std::string, int64_t>> taken;
+  if (credit_ != nullptr) {
+    std::map<std::string, int64_t> per_endpoint;
+    for (const auto& t : tasks) ++per_endpoint[t.endpoint];
+    for (const auto& [ep, n] : per_endpoint) {
+      auto got = credit_->Take(ep, n);
+      if (got.second > 0) taken[ep] = got;
+    }
+    std::map<std::string, int64_t> left;
+    for (const auto& [ep, got] : taken) left[ep] = got.second;
+    for (auto& t : tasks) {
+      auto it = left.find(t.endpoint);
+      if (it != left.end() && it->second > 0) {
+        t.direct = true;
+        --it->second;
+      }
+    }
+  }
+  std::vector<bool> dispatched;
+  Status committed = Commit(&tasks, &dispatched);
+  std::map<std::string, std::vector<v1::TaskSpec>> sent;
+  std::set<std::string> queued;
   v1::SubmitBatchResponse resp;
-  std::set<std::string> endpoints;
-  for (auto& t : tasks) {
-    endpoints.insert(t.endpoint);
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    auto& t = tasks[i];
+    if (committed.ok() && dispatched[i]) {
+      sent[t.endpoint].push_back(std::move(t.spec));
+    } else {
+      queued.insert(t.endpoint);
+    }
     resp.add_task_ids(std::move(t.id));
   }
-  notifier_->TasksQueued(std::vector<std::string>(endpoints.begin(), endpoints.end()));
+  for (const auto& [ep, got] : taken) {
+    const int64_t used = sent.contains(ep) ? static_cast<int64_t>(sent[ep].size()) : 0;
+    if (got.second > used) credit_->Return(ep, got.first, got.second - used);
+  }
+  LOOM_RETURN_IF_ERROR(committed);
+  for (auto& [ep, specs] : sent) notifier_->TasksDispatched(ep, taken[ep].first, std::move(specs));
+  if (!queued.empty()) notifier_->TasksQueued(std::vector<std::string>(queued.begin(), queued.end()));
   return resp;
 }
 
-Status LoomApi::Commit(std::vector<NewTask>* tasks) {
-  PendingCommit mine{tasks, Status::Ok()};
+Status LoomApi::Commit(std::vector<NewTask>* tasks, std::vector<bool>* dispatched) {
+  PendingCommit mine{tasks, dispatched, Status::Ok()};
   std::unique_lock lock(commit_mu_);
   commit_queue_.push_back(&mine);
   commit_cv_.wait(lock, [&] { return mine.done || commit_queue_.front() == &mine; });
@@ -217,15 +251,20 @@ Status LoomApi::Commit(std::vector<NewTask>* tasks) {
   lock.unlock();
   Status s;
   if (group.size() == 1) {
-    s = store_->SubmitTasks(*tasks, NowNanos());
+    s = store_->SubmitTasks(*tasks, NowNanos(), dispatched);
   } else {
     // Move the tasks into one write, and back to their callers afterwards.
     std::vector<NewTask> all;
     for (auto* p : group) std::move(p->tasks->begin(), p->tasks->end(), std::back_inserter(all));
-    s = store_->SubmitTasks(all, NowNanos());
+    std::vector<bool> all_dispatched;
+    s = store_->SubmitTasks(all, NowNanos(), &all_dispatched);
     size_t k = 0;
     for (auto* p : group) {
-      for (auto& t : *p->tasks) t = std::move(all[k++]);
+      p->dispatched->assign(p->tasks->size(), false);
+      for (size_t i = 0; i < p->tasks->size(); ++i, ++k) {
+        (*p->tasks)[i] = std::move(all[k]);
+        if (s.ok()) (*p->dispatched)[i] = all_dispatched[k];
+      }
     }
   }
   lock.lock();

@@ -1,6 +1,8 @@
 // LoomApi: the service's request handlers, independent of transport. The gRPC server maps
 // onto it one call to one method, and the REST gateway will map onto the same methods.
 //
+// A submit whose endpoint has asked for work (credit) and has nothing queued is dispatched in
+// the same store write, and handed to the broker to send: no second Redis call on the path.
 // Submits are group-committed (as LevelDB groups writes): the caller at the head of the commit
 // queue writes its own tasks and those of every caller queued behind it in one store call;
 // the others wait for it. A lone submit pays no thread hand-off. Each call returns only after
@@ -18,6 +20,7 @@
 #include "common/status.h"
 #include "loom.pb.h"
 #include "service/completion_hub.h"
+#include "service/credit_book.h"
 #include "service/task_store.h"
 
 namespace loom::service {
@@ -28,11 +31,15 @@ struct ServiceLimits {
   int max_wait_ids = 100000;                     // task ids in one WaitResults / GetTasks
 };
 
-// Wakes the dispatcher (the broker) when tasks were queued or cancelled.
+// Wakes the dispatcher (the broker) when tasks were queued, dispatched by the submit path, or
+// cancelled.
 class DispatchNotifier {
  public:
   virtual ~DispatchNotifier() = default;
   virtual void TasksQueued(const std::vector<std::string>& endpoints) = 0;
+  // Tasks already marked dispatched in the store against credit taken from `session`: send them.
+  virtual void TasksDispatched(const std::string& endpoint, const std::string& session,
+                               std::vector<v1::TaskSpec> specs) = 0;
   virtual void TasksCancelled(const std::string& endpoint, const std::vector<std::string>& task_ids) = 0;
 };
 
@@ -41,7 +48,9 @@ inline constexpr const char* kLocalUser = "local";
 
 class LoomApi {
  public:
-  LoomApi(TaskStore* store, CompletionHub* hub, DispatchNotifier* notifier, ServiceLimits limits);
+  // `credit` (may be null) lets submits dispatch at once to endpoints that have asked for work.
+  LoomApi(TaskStore* store, CompletionHub* hub, DispatchNotifier* notifier, ServiceLimits limits,
+          CreditBook* credit = nullptr);
   ~LoomApi();
   LoomApi(const LoomApi&) = delete;
   LoomApi& operator=(const LoomApi&) = delete;
@@ -73,13 +82,15 @@ class LoomApi {
   Result<v1::Function> LookupFunction(const std::string& name);
   Result<v1::EndpointRecord> LookupEndpoint(const std::string& id);
   Status Validate(const v1::SubmitRequest& req, NewTask* task, int64_t received_ns);
-  // Blocks until `tasks` are committed (or the commit failed).
-  Status Commit(std::vector<NewTask>* tasks);
+  // Blocks until `tasks` are committed (or the commit failed); `dispatched` says which went out
+  // at once.
+  Status Commit(std::vector<NewTask>* tasks, std::vector<bool>* dispatched);
 
   TaskStore* store_;
   CompletionHub* hub_;
   DispatchNotifier* notifier_;
   const ServiceLimits limits_;
+  CreditBook* credit_;
 
   std::mutex cache_mu_;
   std::map<std::string, v1::Function> functions_;        // GUARDED_BY(cache_mu_); functions never change
@@ -87,6 +98,7 @@ class LoomApi {
 
   struct PendingCommit {
     std::vector<NewTask>* tasks;
+    std::vector<bool>* dispatched;
     Status status;
     bool done = false;
   };

@@ -11,8 +11,9 @@ namespace loom::service {
 
 using Clock = std::chrono::steady_clock;
 
-Broker::Broker(TaskStore* store, CompletionHub* hub, BrokerOptions options, EndpointListener on_endpoint)
-    : store_(store), hub_(hub), options_(std::move(options)), on_endpoint_(std::move(on_endpoint)),
+Broker::Broker(TaskStore* store, CompletionHub* hub, CreditBook* credit, BrokerOptions options,
+               EndpointListener on_endpoint)
+    : store_(store), hub_(hub), credit_(credit), options_(std::move(options)), on_endpoint_(std::move(on_endpoint)),
       router_(ctx_, zmq::socket_type::router) {
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   LOOM_CHECK(wake_fd_ >= 0);
@@ -58,6 +59,14 @@ void Broker::TasksQueued(const std::vector<std::string>& endpoints) {
   {
     std::lock_guard lock(mu_);
     queued_.insert(endpoints.begin(), endpoints.end());
+  }
+  Wake();
+}
+
+void Broker::TasksDispatched(const std::string& endpoint, const std::string&, std::vector<v1::TaskSpec> specs) {
+  {
+    std::lock_guard lock(mu_);
+    direct_.emplace_back(endpoint, std::move(specs));
   }
   Wake();
 }
@@ -138,10 +147,25 @@ void Broker::Run() {
     CommitResults();
     std::set<std::string> queued;
     std::vector<std::pair<std::string, std::string>> cancelled;
+    std::vector<std::pair<std::string, std::vector<v1::TaskSpec>>> direct;
     {
       std::lock_guard lock(mu_);
       queued.swap(queued_);
       cancelled.swap(cancelled_);
+      direct.swap(direct_);
+    }
+    // Tasks the submit path already marked dispatched. They go to the endpoint's current session
+    // (a newer session than the one whose credit they used still runs them). With no session,
+    // they stay in flight, and the endpoint's next registration puts them back in its queue.
+    for (auto& [ep, specs] : direct) {
+      auto it = by_endpoint_.find(ep);
+      if (it == by_endpoint_.end()) continue;
+      const std::string rid = it->second;
+      if (SendTasks(rid, specs)) {
+        stats_.tasks_dispatched += specs.size();
+      } else {
+        DropSession(rid, "cannot send to it");
+      }
     }
     want_dispatch_.insert(queued.begin(), queued.end());
     std::map<std::string, v1::Envelope> cancels;
@@ -186,7 +210,7 @@ void Broker::HandleMessage(const std::string& routing_id, const zmq::message_t& 
       break;
     }
     case v1::Envelope::kCredit:
-      s->credit += env.credit().credit();
+      credit_->Add(s->endpoint_id, routing_id, env.credit().credit());
       want_dispatch_.insert(s->endpoint_id);
       break;
     case v1::Envelope::kResults: {
@@ -250,7 +274,7 @@ void Broker::HandleRegister(const std::string& routing_id, const v1::EndpointReg
   s.endpoint_id = reg.endpoint_id();
   s.session_id = reg.session_id();
   s.routing_id = routing_id;
-  s.credit = reg.credit();
+  credit_->Open(reg.endpoint_id(), routing_id, reg.credit());
   s.last_seen = Clock::now();
   s.record = rec;
   by_endpoint_[reg.endpoint_id()] = routing_id;
@@ -290,44 +314,48 @@ void Broker::CommitResults() {
   }
 }
 
+bool Broker::SendTasks(const std::string& routing_id, std::vector<v1::TaskSpec>& specs) {
+  v1::Envelope env;
+  int64_t bytes = 0;
+  bool ok = true;
+  for (auto& spec : specs) {
+    int64_t size = static_cast<int64_t>(spec.ByteSizeLong());
+    if (env.tasks().tasks_size() > 0 && bytes + size > options_.max_message_bytes) {
+      ok = ok && Send(routing_id, env);
+      env.Clear();
+      bytes = 0;
+    }
+    bytes += size;
+    *env.mutable_tasks()->add_tasks() = std::move(spec);
+  }
+  if (env.tasks().tasks_size() > 0) ok = ok && Send(routing_id, env);
+  return ok;
+}
+
 void Broker::Dispatch(const std::string& endpoint_id) {
   auto it = by_endpoint_.find(endpoint_id);
   if (it == by_endpoint_.end()) return;
   const std::string routing_id = it->second;
-  Session* s = SessionFor(routing_id);
-  if (s == nullptr) return;
-  while (s->credit > 0) {
-    int want = static_cast<int>(std::min<int64_t>(s->credit, options_.max_dispatch_batch));
-    auto specs = store_->LeaseTasks(endpoint_id, want, NowNanos());
+  while (true) {
+    auto [session, want] = credit_->Take(endpoint_id, options_.max_dispatch_batch);
+    if (want == 0) return;
+    auto specs = store_->LeaseTasks(endpoint_id, static_cast<int>(want), NowNanos());
     if (!specs.ok()) {
+      credit_->Return(endpoint_id, session, want);
       ++stats_.store_errors;
       spdlog::warn("cannot lease tasks for endpoint {}: {}", endpoint_id, specs.status().ToString());
       want_dispatch_.insert(endpoint_id);  // try again on the next round
       return;
     }
-    if (specs->empty()) return;
-    // Split into messages under the size limit.
-    v1::Envelope env;
-    int64_t bytes = 0;
-    bool ok = true;
-    for (auto& spec : *specs) {
-      int64_t size = static_cast<int64_t>(spec.ByteSizeLong());
-      if (env.tasks().tasks_size() > 0 && bytes + size > options_.max_message_bytes) {
-        ok = ok && Send(routing_id, env);
-        env.Clear();
-        bytes = 0;
-      }
-      bytes += size;
-      *env.mutable_tasks()->add_tasks() = std::move(spec);
-    }
-    if (env.tasks().tasks_size() > 0) ok = ok && Send(routing_id, env);
-    if (!ok) {
+    const int64_t got = static_cast<int64_t>(specs->size());
+    if (got < want) credit_->Return(endpoint_id, session, want - got);
+    if (got == 0) return;
+    if (!SendTasks(routing_id, *specs)) {
       DropSession(routing_id, "cannot send to it");
       return;
     }
-    s->credit -= static_cast<int64_t>(specs->size());
-    stats_.tasks_dispatched += specs->size();
-    if (static_cast<int>(specs->size()) < want) return;
+    stats_.tasks_dispatched += got;
+    if (got < want) return;
   }
 }
 
@@ -336,6 +364,7 @@ void Broker::DropSession(const std::string& routing_id, const char* why) {
   if (it == sessions_.end()) return;
   Session s = std::move(it->second);
   sessions_.erase(it);
+  credit_->Close(s.endpoint_id, routing_id);
   if (auto e = by_endpoint_.find(s.endpoint_id); e != by_endpoint_.end() && e->second == routing_id) {
     by_endpoint_.erase(e);
   }

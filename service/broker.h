@@ -22,6 +22,7 @@
 
 #include "service/api.h"
 #include "service/completion_hub.h"
+#include "service/credit_book.h"
 #include "service/task_store.h"
 
 namespace loom::service {
@@ -46,7 +47,9 @@ struct BrokerStats {
 class Broker final : public DispatchNotifier {
  public:
   using EndpointListener = std::function<void(const v1::EndpointRecord&)>;
-  Broker(TaskStore* store, CompletionHub* hub, BrokerOptions options, EndpointListener on_endpoint);
+  // `credit` is shared with the submit path (LoomApi), which may dispatch against it too.
+  Broker(TaskStore* store, CompletionHub* hub, CreditBook* credit, BrokerOptions options,
+         EndpointListener on_endpoint);
   ~Broker() override;
 
   // Binds the ROUTER socket; after OK, bound_address() is the address endpoints connect to.
@@ -57,6 +60,8 @@ class Broker final : public DispatchNotifier {
   void Stop();
 
   void TasksQueued(const std::vector<std::string>& endpoints) override;
+  void TasksDispatched(const std::string& endpoint, const std::string& session,
+                       std::vector<v1::TaskSpec> specs) override;
   void TasksCancelled(const std::string& endpoint, const std::vector<std::string>& task_ids) override;
 
   const BrokerStats& stats() const { return stats_; }
@@ -66,7 +71,6 @@ class Broker final : public DispatchNotifier {
     std::string endpoint_id;
     std::string session_id;
     std::string routing_id;
-    int64_t credit = 0;
     std::chrono::steady_clock::time_point last_seen;
     v1::EndpointRecord record;
   };
@@ -77,6 +81,8 @@ class Broker final : public DispatchNotifier {
   void HandleRegister(const std::string& routing_id, const v1::EndpointRegister& reg);
   void CommitResults();
   void Dispatch(const std::string& endpoint_id);
+  // Sends specs to the endpoint's session, split under the message size limit.
+  bool SendTasks(const std::string& routing_id, std::vector<v1::TaskSpec>& specs);
   void CheckLiveness();
   void DropSession(const std::string& routing_id, const char* why);
   bool Send(const std::string& routing_id, const v1::Envelope& env);
@@ -85,6 +91,7 @@ class Broker final : public DispatchNotifier {
 
   TaskStore* store_;
   CompletionHub* hub_;
+  CreditBook* credit_;
   const BrokerOptions options_;
   EndpointListener on_endpoint_;
   BrokerStats stats_;
@@ -100,6 +107,7 @@ class Broker final : public DispatchNotifier {
   std::mutex mu_;
   std::set<std::string> queued_;                                 // GUARDED_BY(mu_)
   std::vector<std::pair<std::string, std::string>> cancelled_;   // GUARDED_BY(mu_) (endpoint, task)
+  std::vector<std::pair<std::string, std::vector<v1::TaskSpec>>> direct_;  // GUARDED_BY(mu_)
 
   // Owned by the loop thread.
   std::map<std::string, Session> sessions_;          // by routing id

@@ -70,13 +70,14 @@ int main(int argc, char** argv) {
   }
 
   CompletionHub hub;
+  CreditBook credit;
   BrokerOptions bo;
   bo.bind = c.endpoint_address;
   bo.max_message_bytes = c.max_message_bytes;
   bo.heartbeat_period = std::chrono::milliseconds(c.heartbeat_period_ms);
   bo.heartbeat_misses = c.heartbeat_misses;
   LoomApi* api_ptr = nullptr;
-  Broker broker(&store, &hub, bo, [&](const v1::EndpointRecord& e) {
+  Broker broker(&store, &hub, &credit, bo, [&](const v1::EndpointRecord& e) {
     if (api_ptr) api_ptr->EndpointUpdated(e);
   });
   Status bound = broker.Bind();
@@ -87,7 +88,7 @@ int main(int argc, char** argv) {
   ServiceLimits limits;
   limits.max_message_bytes = c.max_message_bytes;
   limits.max_batch = c.max_batch;
-  LoomApi api(&store, &hub, &broker, limits);
+  LoomApi api(&store, &hub, &broker, limits, &credit);
   api_ptr = &api;
   broker.Start();
 

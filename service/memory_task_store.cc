@@ -65,9 +65,12 @@ Result<std::vector<v1::EndpointRecord>> InMemoryTaskStore::ListEndpoints() {
   return out;
 }
 
-Status InMemoryTaskStore::SubmitTasks(const std::vector<NewTask>& tasks, int64_t now_ns) {
+Status InMemoryTaskStore::SubmitTasks(const std::vector<NewTask>& tasks, int64_t now_ns,
+                                      std::vector<bool>* dispatched) {
   std::lock_guard lock(mu_);
-  for (const auto& t : tasks) {
+  if (dispatched) dispatched->assign(tasks.size(), false);
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    const auto& t = tasks[i];
     Task rec;
     rec.state = v1::TASK_STATE_WAITING_FOR_ENDPOINT;
     rec.owner = t.owner;
@@ -76,8 +79,16 @@ Status InMemoryTaskStore::SubmitTasks(const std::vector<NewTask>& tasks, int64_t
     rec.spec = t.spec.SerializeAsString();
     rec.stamps = EncodeStamp(TaskStateName(v1::TASK_STATE_RECEIVED), t.received_ns) +
                  EncodeStamp(TaskStateName(v1::TASK_STATE_WAITING_FOR_ENDPOINT), now_ns);
+    auto& q = queues_[t.endpoint];
+    if (t.direct && q.empty()) {
+      rec.state = v1::TASK_STATE_DISPATCHED;
+      rec.stamps += EncodeStamp(TaskStateName(v1::TASK_STATE_DISPATCHED), now_ns);
+      inflight_[t.endpoint][++seq_[t.endpoint]] = t.id;
+      if (dispatched) (*dispatched)[i] = true;
+    } else {
+      q.push_back(t.id);
+    }
     tasks_[t.id] = std::move(rec);
-    queues_[t.endpoint].push_back(t.id);
   }
   return Status::Ok();
 }

@@ -38,23 +38,36 @@ std::string TerminalArg() {
          StateArg(v1::TASK_STATE_CANCELLED) + ",";
 }
 
-// ARGV: 1 waiting state, 2 task prefix, 3 queue prefix, then per task: id, owner, function,
-// endpoint, spec, stamps.
+// ARGV: 1 waiting state, 2 task prefix, 3 queue prefix, 4 dispatched state, 5 dispatched stamp,
+// 6 in-flight prefix, 7 sequence prefix, then per task: id, owner, function, endpoint, spec,
+// stamps, direct ("1"/"0"). A direct task whose queue is empty (nothing pending ahead of it) is
+// dispatched at once. Returns one 0/1 per task: dispatched.
 constexpr const char* kSubmit = R"lua(
-local queues = {}
-for i = 4, #ARGV, 6 do
-  local id = ARGV[i]
-  redis.call('HSET', ARGV[2] .. id, 's', ARGV[1], 'o', ARGV[i + 1], 'f', ARGV[i + 2], 'e', ARGV[i + 3],
-             'a', ARGV[i + 4], 't', ARGV[i + 5])
-  local q = queues[ARGV[i + 3]]
-  if not q then q = {}; queues[ARGV[i + 3]] = q end
-  q[#q + 1] = id
-  if #q == 1000 then redis.call('RPUSH', ARGV[3] .. ARGV[i + 3], unpack(q)); queues[ARGV[i + 3]] = {} end
+local pending = {}  -- endpoint -> ids to RPUSH
+local queued = {}   -- endpoint -> true once this script queued a task for it
+local out = {}
+for i = 8, #ARGV, 7 do
+  local id, ep = ARGV[i], ARGV[i + 3]
+  if ARGV[i + 6] == '1' and not queued[ep] and redis.call('LLEN', ARGV[3] .. ep) == 0 then
+    redis.call('HSET', ARGV[2] .. id, 's', ARGV[4], 'o', ARGV[i + 1], 'f', ARGV[i + 2], 'e', ep,
+               'a', ARGV[i + 4], 't', ARGV[i + 5] .. ARGV[5])
+    redis.call('ZADD', ARGV[6] .. ep, redis.call('INCR', ARGV[7] .. ep), id)
+    out[#out + 1] = 1
+  else
+    redis.call('HSET', ARGV[2] .. id, 's', ARGV[1], 'o', ARGV[i + 1], 'f', ARGV[i + 2], 'e', ep,
+               'a', ARGV[i + 4], 't', ARGV[i + 5])
+    queued[ep] = true
+    local q = pending[ep]
+    if not q then q = {}; pending[ep] = q end
+    q[#q + 1] = id
+    if #q == 1000 then redis.call('RPUSH', ARGV[3] .. ep, unpack(q)); pending[ep] = {} end
+    out[#out + 1] = 0
+  end
 end
-for ep, q in pairs(queues) do
+for ep, q in pairs(pending) do
   if #q > 0 then redis.call('RPUSH', ARGV[3] .. ep, unpack(q)) end
 end
-return 1
+return out
 )lua";
 
 // ARGV: 1 queue key, 2 in-flight key, 3 sequence key, 4 task prefix, 5 max, 6 stamp,
@@ -284,8 +297,12 @@ Result<std::vector<v1::EndpointRecord>> RedisTaskStore::ListEndpoints() {
   return ListAll<v1::EndpointRecord>(pool_, keys::kEndpoints, keys::kEndpointPrefix);
 }
 
-Status RedisTaskStore::SubmitTasks(const std::vector<NewTask>& tasks, int64_t now_ns) {
+Status RedisTaskStore::SubmitTasks(const std::vector<NewTask>& tasks, int64_t now_ns,
+                                   std::vector<bool>* dispatched) {
+  if (dispatched) dispatched->assign(tasks.size(), false);
   if (tasks.empty()) return Status::Ok();
+  std::string dispatched_state = StateArg(v1::TASK_STATE_DISPATCHED);
+  std::string dispatched_stamp = EncodeStamp(TaskStateName(v1::TASK_STATE_DISPATCHED), now_ns);
   std::string waiting_stamp = EncodeStamp(TaskStateName(v1::TASK_STATE_WAITING_FOR_ENDPOINT), now_ns);
   std::string waiting = StateArg(v1::TASK_STATE_WAITING_FOR_ENDPOINT);
   std::vector<std::string> specs, stamps;
@@ -295,13 +312,17 @@ Status RedisTaskStore::SubmitTasks(const std::vector<NewTask>& tasks, int64_t no
     specs.push_back(t.spec.SerializeAsString());
     stamps.push_back(EncodeStamp(TaskStateName(v1::TASK_STATE_RECEIVED), t.received_ns) + waiting_stamp);
   }
-  std::vector<std::string_view> args = {"0", waiting, keys::kTaskPrefix, keys::kQueuePrefix};
-  args.reserve(4 + tasks.size() * 6);
+  std::vector<std::string_view> args = {"0",           waiting,          keys::kTaskPrefix,    keys::kQueuePrefix,
+                                        dispatched_state, dispatched_stamp, keys::kInFlightPrefix, keys::kSeqPrefix};
+  args.reserve(args.size() + tasks.size() * 7);
   for (size_t i = 0; i < tasks.size(); ++i) {
     const auto& t = tasks[i];
-    args.insert(args.end(), {t.id, t.owner, t.function, t.endpoint, specs[i], stamps[i]});
+    args.insert(args.end(), {t.id, t.owner, t.function, t.endpoint, specs[i], stamps[i], t.direct ? "1" : "0"});
   }
   LOOM_ASSIGN_OR_RETURN(auto r, Eval(submit_, args));
+  if (dispatched) {
+    for (size_t i = 0; i < r->elements && i < tasks.size(); ++i) (*dispatched)[i] = r->element[i]->integer == 1;
+  }
   return Status::Ok();
 }
 

@@ -22,6 +22,9 @@ struct NewTask {
   std::string endpoint;
   v1::TaskSpec spec;  // what the endpoint needs to run it; spec.task_id == id
   int64_t received_ns = 0;  // when the service received the submit
+  // Dispatch at once (state dispatched, in flight on the endpoint, no queue) if the endpoint's
+  // queue is empty at that moment; the caller holds credit for it.
+  bool direct = false;
 };
 
 // A task's own timestamps, e.g. {"worker_started", 1700000000000000000}.
@@ -44,7 +47,10 @@ class TaskStore {
 
   // Records every task (state waiting-for-endpoint, stamped "received" at its `received_ns` and
   // "waiting-for-endpoint" at `now_ns`) and appends it to its endpoint's queue, all or nothing.
-  virtual Status SubmitTasks(const std::vector<NewTask>& tasks, int64_t now_ns) = 0;
+  // A task marked `direct` whose endpoint's queue is empty is dispatched instead (also stamped
+  // "dispatched"); `dispatched`, when given, says which were (one entry per task).
+  virtual Status SubmitTasks(const std::vector<NewTask>& tasks, int64_t now_ns,
+                             std::vector<bool>* dispatched = nullptr) = 0;
 
   // Takes up to `max` waiting tasks from the head of the endpoint's queue, marks them
   // dispatched and in flight on the endpoint, and returns their specs in queue order. Tasks

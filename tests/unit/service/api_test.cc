@@ -18,12 +18,18 @@ class FakeNotifier : public DispatchNotifier {
     std::lock_guard lock(mu);
     queued.insert(queued.end(), endpoints.begin(), endpoints.end());
   }
+  void TasksDispatched(const std::string& endpoint, const std::string& session,
+                       std::vector<v1::TaskSpec> specs) override {
+    std::lock_guard lock(mu);
+    for (auto& s : specs) dispatched.emplace_back(endpoint + "/" + session, s.task_id());
+  }
   void TasksCancelled(const std::string&, const std::vector<std::string>& ids) override {
     std::lock_guard lock(mu);
     cancelled.insert(cancelled.end(), ids.begin(), ids.end());
   }
   std::mutex mu;
   std::vector<std::string> queued, cancelled;
+  std::vector<std::pair<std::string, std::string>> dispatched;  // (endpoint/session, task id)
 };
 
 class ApiTest : public ::testing::Test {
@@ -82,6 +88,35 @@ TEST_F(ApiTest, SubmitStoresTheTaskBeforeReplyingAndWakesTheDispatcher) {
   auto specs = store_.LeaseTasks("ep1", 10, NowNanos());
   ASSERT_EQ(specs->size(), 1u);
   EXPECT_EQ((*specs)[0].kernel(), "add@1");
+}
+
+TEST_F(ApiTest, SubmitDispatchesAtOnceAgainstCreditAndQueuesTheRest) {
+  CreditBook credit;
+  LoomApi api(&store_, &hub_, &notifier_, limits_, &credit);
+  credit.Open("ep1", "s1", 2);
+  v1::SubmitBatchRequest b;
+  for (int i = 0; i < 3; ++i) *b.add_tasks() = Req("echo", "ep1", {IntValue(i)});
+  auto ids = api.SubmitBatch(b, kLocalUser);
+  ASSERT_TRUE(ids.ok()) << ids.status().ToString();
+  // Two went out with the credit, in order; the third waits in the queue.
+  ASSERT_EQ(notifier_.dispatched.size(), 2u);
+  EXPECT_EQ(notifier_.dispatched[0], std::make_pair(std::string("ep1/s1"), ids->task_ids(0)));
+  EXPECT_EQ(notifier_.dispatched[1].second, ids->task_ids(1));
+  EXPECT_EQ(notifier_.queued, (std::vector<std::string>{"ep1"}));
+  auto recs = store_.GetTasks({ids->task_ids(0), ids->task_ids(2)}, false);
+  EXPECT_EQ((*recs)[0]->state(), v1::TASK_STATE_DISPATCHED);
+  EXPECT_EQ((*recs)[1]->state(), v1::TASK_STATE_WAITING_FOR_ENDPOINT);
+  EXPECT_EQ(*store_.InFlightCount("ep1"), 2);
+  EXPECT_EQ(*store_.QueueDepth("ep1"), 1);
+  EXPECT_EQ(credit.Take("ep1", 10).second, 0);
+  // With credit again but a task queued ahead, a new task must not jump the queue; the unused
+  // credit is given back.
+  credit.Add("ep1", "s1", 5);
+  notifier_.dispatched.clear();
+  ASSERT_TRUE(api.Submit(Req("echo", "ep1", {IntValue(9)}), kLocalUser).ok());
+  EXPECT_TRUE(notifier_.dispatched.empty());
+  EXPECT_EQ(*store_.QueueDepth("ep1"), 2);
+  EXPECT_EQ(credit.Take("ep1", 10).second, 5);
 }
 
 TEST_F(ApiTest, RejectsBadSubmitsWithClearErrors) {

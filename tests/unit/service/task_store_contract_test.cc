@@ -189,6 +189,31 @@ TEST_P(TaskStoreContract, SubmittedTasksWaitInTheirEndpointsQueueWithTimestamps)
   EXPECT_FALSE((*unknown)[1].has_value());
 }
 
+TEST_P(TaskStoreContract, DirectTasksAreDispatchedOnlyWhenNothingIsQueuedAheadOfThem) {
+  std::vector<NewTask> tasks = {Task("d1", "ep1"), Task("d2", "ep1"), Task("q1", "ep1"), Task("d3", "ep1"),
+                                Task("o1", "ep2")};
+  tasks[0].direct = tasks[1].direct = tasks[3].direct = tasks[4].direct = true;
+  std::vector<bool> dispatched;
+  ASSERT_TRUE(store_->SubmitTasks(tasks, 200, &dispatched).ok());
+  // d3 is direct but q1 is queued ahead of it, so it queues too.
+  EXPECT_EQ(dispatched, (std::vector<bool>{true, true, false, false, true}));
+  EXPECT_EQ(Get("d1").state(), v1::TASK_STATE_DISPATCHED);
+  EXPECT_EQ(Stages(Get("d1")), (std::vector<std::string>{"received", "waiting-for-endpoint", "dispatched"}));
+  EXPECT_EQ(Get("q1").state(), v1::TASK_STATE_WAITING_FOR_ENDPOINT);
+  EXPECT_EQ(*store_->InFlightCount("ep1"), 2);
+  EXPECT_EQ(*store_->QueueDepth("ep1"), 2);
+  EXPECT_EQ(*store_->InFlightCount("ep2"), 1);
+  // Direct tasks are in flight like leased ones: completed, or requeued ahead of the queue.
+  EXPECT_EQ(store_->CompleteTasks("ep1", {Ok("d1", 1)}, 300)->size(), 1u);
+  EXPECT_EQ(*store_->RequeueInFlight("ep1", {}, 400), 1);
+  EXPECT_EQ(Ids(*store_->LeaseTasks("ep1", 10, 500)), (std::vector<std::string>{"d2", "q1", "d3"}));
+  // Later direct submits see an empty queue again.
+  std::vector<NewTask> later = {Task("d4", "ep1")};
+  later[0].direct = true;
+  ASSERT_TRUE(store_->SubmitTasks(later, 600, &dispatched).ok());
+  EXPECT_EQ(dispatched, (std::vector<bool>{true}));
+}
+
 TEST_P(TaskStoreContract, LeasesInQueueOrderUpToTheLimit) {
   Submit({"a", "b", "c", "d", "e"});
   auto first = store_->LeaseTasks("ep1", 3, 300);
@@ -311,10 +336,14 @@ TEST_P(TaskStoreContract, RequeueSkipsTasksThatFinishedMeanwhile) {
 
 TEST_P(TaskStoreContract, HandlesLargeBatchesAtomically) {
   std::vector<NewTask> tasks;
-  for (int i = 0; i < 2500; ++i) tasks.push_back(Task("t" + std::to_string(i), i % 2 ? "odd" : "even", i));
+  for (int i = 0; i < 2500; ++i) {
+    tasks.push_back(Task("t" + std::to_string(i), i % 2 ? "odd" : "even", i));
+    tasks.back().direct = i >= 2000;  // asks to go direct, but tasks are queued ahead of it
+  }
   ASSERT_TRUE(store_->SubmitTasks(tasks, 200).ok());
   EXPECT_EQ(*store_->QueueDepth("odd"), 1250);
   EXPECT_EQ(*store_->QueueDepth("even"), 1250);
+  EXPECT_EQ(*store_->InFlightCount("even"), 0);
   auto leased = store_->LeaseTasks("even", 2000, 300);
   ASSERT_EQ(leased->size(), 1250u);
   for (size_t i = 0; i < leased->size(); ++i) EXPECT_EQ((*leased)[i].args(0).int_value(), static_cast<int64_t>(2 * i));
