@@ -1,6 +1,7 @@
 #include "common/local_fabric.h"
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -34,7 +35,13 @@ LocalFabric::~LocalFabric() {
 }
 
 std::string LocalFabric::RedisSocket() const {
-  return (fs::path(options_.state_dir) / "redis" / "redis.sock").string();
+  // A Unix socket path must fit in sun_path (108 bytes); a deep state dir falls back to /tmp.
+  std::string path = (fs::path(options_.state_dir) / "redis" / "redis.sock").string();
+  if (path.size() < 100) return path;
+  return (fs::temp_directory_path() / ("loom-redis-" + std::to_string(::getpid()) + "-" +
+                                       std::to_string(std::hash<std::string>{}(options_.state_dir) % 1000000) +
+                                       ".sock"))
+      .string();
 }
 
 std::string LocalFabric::LogPath(const std::string& name) const {

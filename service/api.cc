@@ -278,7 +278,8 @@ Status LoomApi::Commit(std::vector<NewTask>* tasks, std::vector<bool>* dispatche
   return s;
 }
 
-Result<v1::GetTasksResponse> LoomApi::GetTasks(const v1::GetTasksRequest& req, const std::string&) {
+Result<v1::GetTasksResponse> LoomApi::GetTasks(const v1::GetTasksRequest& req, const std::string&,
+                                               const std::function<bool()>& cancelled) {
   if (req.task_ids_size() > limits_.max_wait_ids) {
     return ResourceExhausted("asked for " + std::to_string(req.task_ids_size()) + " tasks; the limit is " +
                              std::to_string(limits_.max_wait_ids));
@@ -305,7 +306,9 @@ Result<v1::GetTasksResponse> LoomApi::GetTasks(const v1::GetTasksRequest& req, c
     }
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(req.wait_ms());
     while (!pending.empty() && std::chrono::steady_clock::now() < deadline) {
-      for (auto& r : sub->Take(deadline)) {
+      if (cancelled()) return Status(StatusCode::kCancelled, "the client went away");
+      // Wake up now and then to notice a client that went away.
+      for (auto& r : sub->Take(std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(200)))) {
         auto it = pending.find(r.id());
         if (it == pending.end()) continue;
         v1::TaskRecord& slot = *recs[it->second];

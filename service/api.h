@@ -64,8 +64,10 @@ class LoomApi {
   Result<v1::EndpointRecord> GetEndpoint(const v1::GetEndpointRequest& req, const std::string& user);
   Result<v1::SubmitResponse> Submit(const v1::SubmitRequest& req, const std::string& user);
   Result<v1::SubmitBatchResponse> SubmitBatch(const v1::SubmitBatchRequest& req, const std::string& user);
-  // With wait_ms > 0, a long poll: returns when every task is terminal or wait_ms passed.
-  Result<v1::GetTasksResponse> GetTasks(const v1::GetTasksRequest& req, const std::string& user);
+  // With wait_ms > 0, a long poll: returns when every task is terminal, wait_ms passed, or
+  // `cancelled` turned true (the client went away).
+  Result<v1::GetTasksResponse> GetTasks(const v1::GetTasksRequest& req, const std::string& user,
+                                        const std::function<bool()>& cancelled = [] { return false; });
   // Calls `write` once per listed task as it reaches a terminal state, in completion order.
   // Returns OK when every task was written, DEADLINE_EXCEEDED when timeout_ms passed first,
   // CANCELLED when `cancelled` turned true or `write` returned false.

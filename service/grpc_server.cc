@@ -47,9 +47,9 @@ grpc::Status LoomGrpcService::SubmitBatch(grpc::ServerContext*, const v1::Submit
                                           v1::SubmitBatchResponse* resp) {
   return Reply(api_->SubmitBatch(*req, kLocalUser), resp);
 }
-grpc::Status LoomGrpcService::GetTasks(grpc::ServerContext*, const v1::GetTasksRequest* req,
+grpc::Status LoomGrpcService::GetTasks(grpc::ServerContext* ctx, const v1::GetTasksRequest* req,
                                        v1::GetTasksResponse* resp) {
-  return Reply(api_->GetTasks(*req, kLocalUser), resp);
+  return Reply(api_->GetTasks(*req, kLocalUser, [&] { return ctx->IsCancelled(); }), resp);
 }
 grpc::Status LoomGrpcService::WaitResults(grpc::ServerContext* ctx, const v1::WaitResultsRequest* req,
                                           grpc::ServerWriter<v1::TaskRecord>* writer) {
