@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <cstdio>
 #include <thread>
 
@@ -40,6 +41,7 @@ int main(int argc, char** argv) {
     return *rc;
   }
   InitLogging(c.log_level, "endpoint");
+  std::signal(SIGPIPE, SIG_IGN);  // a closed peer is an error to handle, not a reason to die
 
   // Block these in every thread (before any is created): SIGCHLD is read through a signalfd,
   // SIGINT/SIGTERM by the waiter thread below.

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <thread>
@@ -42,6 +43,9 @@ int main(int argc, char** argv) {
     return *rc;
   }
   InitLogging(c.log_level, "service");
+  // A write to a Redis connection that the server closed must be an error, not the death of
+  // the process.
+  std::signal(SIGPIPE, SIG_IGN);
 
   // Block the stop signals in every thread; main waits for them with sigwait.
   sigset_t stop_signals;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -89,7 +90,8 @@ int Down(const Options& o) {
   std::string name;
   pid_t pid;
   while (in >> name >> pid) procs.emplace_back(name, pid);
-  std::stable_partition(procs.begin(), procs.end(), [](const auto& p) { return p.first.rfind("endpoint", 0) == 0; });
+  auto rank = [](const std::string& n) { return n.rfind("endpoint", 0) == 0 ? 0 : n == "service" ? 1 : 2; };
+  std::stable_sort(procs.begin(), procs.end(), [&](const auto& a, const auto& b) { return rank(a.first) < rank(b.first); });
   for (const auto& [n, p] : procs) {
     if (::kill(p, SIGTERM) != 0) continue;
     for (int i = 0; i < 100 && ::kill(p, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));

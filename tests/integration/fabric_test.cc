@@ -404,6 +404,20 @@ TEST(FabricFaultTest, ServiceKilledMidBatchAndRestartedCompletesEveryAcceptedTas
   for (const auto& r : *recs) ASSERT_EQ(r.state(), v1::TASK_STATE_SUCCESS) << r.id();
 }
 
+TEST(FabricFaultTest, ServiceSurvivesRedisGoingAwayAndAnswersWithAnError) {
+  auto fabric = MakeFabric("redis-gone");
+  ASSERT_TRUE(fabric->StartAll("ep", 1).ok());
+  auto client = Connect(*fabric);
+  RegisterBuiltins(*client);
+  ASSERT_EQ(RunTask(*client, "ep", "echo", {IntValue(1)}).state(), v1::TASK_STATE_SUCCESS);
+  fabric->KillRedis(SIGKILL);
+  auto r = client->Submit("ep", "echo", {IntValue(2)});
+  EXPECT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().ToString();
+  EXPECT_TRUE(fabric->service().Running()) << fabric->LogTail("service");
+  EXPECT_TRUE(fabric->endpoint("ep")->Running());
+}
+
 TEST(FabricFaultTest, PluginKernelRuns) {
   auto fabric = MakeFabric("plugin");
   ASSERT_TRUE(fabric->StartRedis().ok());
