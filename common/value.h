@@ -27,6 +27,17 @@ Value MapValue(std::vector<std::pair<std::string, Value>> entries);
 Value TensorValue(const std::vector<int64_t>& shape, std::span<const float> data);
 Value TensorValue(const std::vector<int64_t>& shape, std::span<const double> data);
 Value TensorValue(const std::vector<int64_t>& shape, std::span<const int64_t> data);
+// A tensor of any element type. REQUIRES: sizeof(T) == DTypeSize(dtype); data.size() equals
+// the product of `shape` (tests break this on purpose to check validation).
+template <typename T>
+Value TensorValueOf(v1::DType dtype, const std::vector<int64_t>& shape, const std::vector<T>& data) {
+  Value v;
+  auto* t = v.mutable_tensor_value();
+  t->set_dtype(dtype);
+  for (int64_t d : shape) t->add_shape(d);
+  t->set_data(reinterpret_cast<const char*>(data.data()), data.size() * sizeof(T));
+  return v;
+}
 
 bool IsNull(const Value& v);
 // "null", "bool", "int", "double", "string", "bytes", "tensor", "list", "map".

@@ -47,16 +47,6 @@ void ExpectRoundTrips(const Value& v) {
   EXPECT_EQ(back.kind_case(), v.kind_case());
 }
 
-template <typename T>
-Value MakeTensor(v1::DType dtype, const std::vector<int64_t>& shape, const std::vector<T>& data) {
-  Value v;
-  auto* t = v.mutable_tensor_value();
-  t->set_dtype(dtype);
-  for (int64_t d : shape) t->add_shape(d);
-  t->set_data(reinterpret_cast<const char*>(data.data()), data.size() * sizeof(T));
-  return v;
-}
-
 // ---------------------------------------------------------------- round trips
 
 TEST(ValueRoundTripTest, NullBothAsExplicitNullAndAsUnsetKind) {
@@ -132,11 +122,11 @@ TEST(ValueRoundTripTest, TensorsOfSeveralDtypesAndShapes) {
       TensorValue({2, 3}, std::span<const float>(f32)),
       TensorValue({4}, std::span<const double>(f64)),
       TensorValue({2, 2}, std::span<const int64_t>(i64)),
-      MakeTensor<int8_t>(v1::DTYPE_INT8, {3}, {-128, 0, 127}),
-      MakeTensor<uint16_t>(v1::DTYPE_UINT16, {1, 3, 1}, {0, 1, 65535}),
-      MakeTensor<uint8_t>(v1::DTYPE_BOOL, {2}, {0, 1}),
-      MakeTensor<float>(v1::DTYPE_FLOAT32, {}, {42.0f}),     // a scalar tensor
-      MakeTensor<int32_t>(v1::DTYPE_INT32, {0, 5}, {}),      // empty
+      TensorValueOf<int8_t>(v1::DTYPE_INT8, {3}, {-128, 0, 127}),
+      TensorValueOf<uint16_t>(v1::DTYPE_UINT16, {1, 3, 1}, {0, 1, 65535}),
+      TensorValueOf<uint8_t>(v1::DTYPE_BOOL, {2}, {0, 1}),
+      TensorValueOf<float>(v1::DTYPE_FLOAT32, {}, {42.0f}),     // a scalar tensor
+      TensorValueOf<int32_t>(v1::DTYPE_INT32, {0, 5}, {}),      // empty
   };
   for (const auto& v : cases) {
     ASSERT_TRUE(ValidateTensor(v.tensor_value()).ok()) << DebugString(v);
@@ -175,25 +165,25 @@ TEST(ValueRoundTripTest, NestedListsAndMaps) {
 // ---------------------------------------------------------------- ValidateTensor
 
 TEST(ValidateTensorTest, AcceptsMatchingShapeDtypeAndBytes) {
-  EXPECT_TRUE(ValidateTensor(MakeTensor<int16_t>(v1::DTYPE_INT16, {2, 2}, {1, 2, 3, 4}).tensor_value()).ok());
+  EXPECT_TRUE(ValidateTensor(TensorValueOf<int16_t>(v1::DTYPE_INT16, {2, 2}, {1, 2, 3, 4}).tensor_value()).ok());
 }
 
 TEST(ValidateTensorTest, RejectsMissingDtype) {
-  Value v = MakeTensor<float>(v1::DTYPE_UNSPECIFIED, {1}, {1.0f});
+  Value v = TensorValueOf<float>(v1::DTYPE_UNSPECIFIED, {1}, {1.0f});
   Status s = ValidateTensor(v.tensor_value());
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("no dtype"), std::string::npos) << s.message();
 }
 
 TEST(ValidateTensorTest, RejectsNegativeDimension) {
-  Value v = MakeTensor<float>(v1::DTYPE_FLOAT32, {-1}, {});
+  Value v = TensorValueOf<float>(v1::DTYPE_FLOAT32, {-1}, {});
   Status s = ValidateTensor(v.tensor_value());
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("negative"), std::string::npos) << s.message();
 }
 
 TEST(ValidateTensorTest, RejectsByteCountThatDisagreesWithShapeAndDtype) {
-  Value v = MakeTensor<float>(v1::DTYPE_FLOAT32, {2, 3}, {1, 2, 3, 4, 5});  // 5 floats, 6 needed
+  Value v = TensorValueOf<float>(v1::DTYPE_FLOAT32, {2, 3}, {1, 2, 3, 4, 5});  // 5 floats, 6 needed
   Status s = ValidateTensor(v.tensor_value());
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("holds 20 bytes"), std::string::npos) << s.message();
@@ -201,7 +191,7 @@ TEST(ValidateTensorTest, RejectsByteCountThatDisagreesWithShapeAndDtype) {
 }
 
 TEST(ValidateTensorTest, RejectsShapeWhoseElementCountOverflows) {
-  Value v = MakeTensor<float>(v1::DTYPE_FLOAT32, {int64_t{1} << 40, int64_t{1} << 40}, {});
+  Value v = TensorValueOf<float>(v1::DTYPE_FLOAT32, {int64_t{1} << 40, int64_t{1} << 40}, {});
   Status s = ValidateTensor(v.tensor_value());
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("overflows"), std::string::npos) << s.message();
@@ -210,7 +200,7 @@ TEST(ValidateTensorTest, RejectsShapeWhoseElementCountOverflows) {
 // 2^62 elements of 8 bytes is 2^65 bytes, which would wrap to 0 in a uint64 byte count and let
 // an empty data field pass.
 TEST(ValidateTensorTest, RejectsShapeWhoseByteCountOverflows) {
-  Value v = MakeTensor<double>(v1::DTYPE_FLOAT64, {int64_t{1} << 62}, {});
+  Value v = TensorValueOf<double>(v1::DTYPE_FLOAT64, {int64_t{1} << 62}, {});
   EXPECT_FALSE(ValidateTensor(v.tensor_value()).ok());
 }
 
@@ -247,7 +237,7 @@ TEST_F(ValidateArgsTest, AcceptsRequiredOnlyWithOptionalsOmitted) { EXPECT_TRUE(
 
 TEST_F(ValidateArgsTest, AcceptsEveryParameterByNameOrMixed) {
   EXPECT_TRUE(Check({}, {{"x", IntValue(1)}, {"y", DoubleValue(2.5)}}).ok());
-  EXPECT_TRUE(Check({IntValue(1), IntValue(2)}, {{"z", MakeTensor<float>(v1::DTYPE_FLOAT32, {1}, {1.0f})}}).ok());
+  EXPECT_TRUE(Check({IntValue(1), IntValue(2)}, {{"z", TensorValueOf<float>(v1::DTYPE_FLOAT32, {1}, {1.0f})}}).ok());
 }
 
 TEST_F(ValidateArgsTest, NumberAcceptsIntAndDouble) {
@@ -280,7 +270,7 @@ TEST_F(ValidateArgsTest, RejectsParameterGivenBothByPositionAndByName) {
 }
 
 TEST_F(ValidateArgsTest, RejectsMalformedTensorNamingTheParameter) {
-  EXPECT_INVALID_WITH(Check({IntValue(1), IntValue(2), MakeTensor<float>(v1::DTYPE_FLOAT32, {3}, {1.0f})}),
+  EXPECT_INVALID_WITH(Check({IntValue(1), IntValue(2), TensorValueOf<float>(v1::DTYPE_FLOAT32, {3}, {1.0f})}),
                       "parameter 'z': tensor data holds 4 bytes");
 }
 
@@ -378,12 +368,12 @@ TEST(DebugStringTest, TensorsShowDtypeShapeAndSmallContents) {
   EXPECT_EQ(DebugString(TensorValue({2, 3}, std::span<const float>(six))), "tensor<float32>[2x3]{1, 2, 3, 4, 5, 6}");
   const std::vector<double> nine(9, 0.5);
   EXPECT_EQ(DebugString(TensorValue({9}, std::span<const double>(nine))), "tensor<float64>[9]");
-  EXPECT_EQ(DebugString(MakeTensor<int32_t>(v1::DTYPE_INT32, {2}, {1})), "tensor<int32>[2]");  // malformed
+  EXPECT_EQ(DebugString(TensorValueOf<int32_t>(v1::DTYPE_INT32, {2}, {1})), "tensor<int32>[2]");  // malformed
 }
 
 TEST(ValueTypesTest, MatchesAndNames) {
   EXPECT_TRUE(Matches(IntValue(1), v1::VALUE_TYPE_NUMBER_OR_TENSOR));
-  EXPECT_TRUE(Matches(MakeTensor<float>(v1::DTYPE_FLOAT32, {1}, {1}), v1::VALUE_TYPE_NUMBER_OR_TENSOR));
+  EXPECT_TRUE(Matches(TensorValueOf<float>(v1::DTYPE_FLOAT32, {1}, {1}), v1::VALUE_TYPE_NUMBER_OR_TENSOR));
   EXPECT_FALSE(Matches(StringValue("1"), v1::VALUE_TYPE_NUMBER_OR_TENSOR));
   EXPECT_TRUE(Matches(Value(), v1::VALUE_TYPE_NULL));
   EXPECT_TRUE(Matches(StringValue("x"), v1::VALUE_TYPE_ANY));

@@ -20,16 +20,6 @@ namespace loom::worker {
 namespace {
 
 template <typename T>
-Value MakeTensor(v1::DType dtype, const std::vector<int64_t>& shape, const std::vector<T>& data) {
-  Value v;
-  auto* t = v.mutable_tensor_value();
-  t->set_dtype(dtype);
-  for (int64_t d : shape) t->add_shape(d);
-  t->set_data(reinterpret_cast<const char*>(data.data()), data.size() * sizeof(T));
-  return v;
-}
-
-template <typename T>
 std::vector<T> Elements(const Value& v) {
   const auto& data = v.tensor_value().data();
   std::vector<T> out(data.size() / sizeof(T));
@@ -141,8 +131,8 @@ TEST_F(BuiltinKernelsTest, IntOverflowIsAnError) {
 }
 
 TEST_F(BuiltinKernelsTest, AddsFloat32TensorsElementwise) {
-  auto r = Run("add@1", {MakeTensor<float>(v1::DTYPE_FLOAT32, {2, 2}, {1, 2, 3, 4}),
-                         MakeTensor<float>(v1::DTYPE_FLOAT32, {2, 2}, {0.5f, -2, 10, 0.25f})});
+  auto r = Run("add@1", {TensorValueOf<float>(v1::DTYPE_FLOAT32, {2, 2}, {1, 2, 3, 4}),
+                         TensorValueOf<float>(v1::DTYPE_FLOAT32, {2, 2}, {0.5f, -2, 10, 0.25f})});
   ASSERT_TRUE(r.ok()) << r.status().message();
   EXPECT_EQ(r->tensor_value().dtype(), v1::DTYPE_FLOAT32);
   EXPECT_EQ(Shape(*r), (std::vector<int64_t>{2, 2}));
@@ -150,18 +140,18 @@ TEST_F(BuiltinKernelsTest, AddsFloat32TensorsElementwise) {
 }
 
 TEST_F(BuiltinKernelsTest, AddsInt32TensorsElementwise) {
-  auto r = Run("add@1", {MakeTensor<int32_t>(v1::DTYPE_INT32, {3}, {1, -2, 2000000000}),
-                         MakeTensor<int32_t>(v1::DTYPE_INT32, {3}, {10, 2, 147483647})});
+  auto r = Run("add@1", {TensorValueOf<int32_t>(v1::DTYPE_INT32, {3}, {1, -2, 2000000000}),
+                         TensorValueOf<int32_t>(v1::DTYPE_INT32, {3}, {10, 2, 147483647})});
   ASSERT_TRUE(r.ok()) << r.status().message();
   EXPECT_EQ(r->tensor_value().dtype(), v1::DTYPE_INT32);
   EXPECT_EQ(Elements<int32_t>(*r), (std::vector<int32_t>{11, 0, 2147483647}));
 }
 
 TEST_F(BuiltinKernelsTest, IntTensorOverflowIsAnError) {
-  EXPECT_CONTAINS(ErrorOf("add@1", {MakeTensor<int8_t>(v1::DTYPE_INT8, {2}, {1, 100}),
-                                    MakeTensor<int8_t>(v1::DTYPE_INT8, {2}, {1, 100})}),
+  EXPECT_CONTAINS(ErrorOf("add@1", {TensorValueOf<int8_t>(v1::DTYPE_INT8, {2}, {1, 100}),
+                                    TensorValueOf<int8_t>(v1::DTYPE_INT8, {2}, {1, 100})}),
                   "100 + 100 overflows the int8 elements");
-  EXPECT_CONTAINS(ErrorOf("add@1", {MakeTensor<uint8_t>(v1::DTYPE_UINT8, {1}, {250}), IntValue(10)}),
+  EXPECT_CONTAINS(ErrorOf("add@1", {TensorValueOf<uint8_t>(v1::DTYPE_UINT8, {1}, {250}), IntValue(10)}),
                   "overflows the uint8 elements");
 }
 
@@ -170,8 +160,8 @@ class AddAllDtypesTest : public BuiltinKernelsTest, public ::testing::WithParamI
 
 template <typename T>
 void ExpectAddsInDtype(v1::DType dtype, const std::function<Result<Value>(std::vector<Value>)>& run) {
-  const Value x = MakeTensor<T>(dtype, {1, 3}, {1, 2, 3});
-  auto r = run({x, MakeTensor<T>(dtype, {1, 3}, {10, 20, 30})});
+  const Value x = TensorValueOf<T>(dtype, {1, 3}, {1, 2, 3});
+  auto r = run({x, TensorValueOf<T>(dtype, {1, 3}, {10, 20, 30})});
   ASSERT_TRUE(r.ok()) << r.status().message();
   EXPECT_EQ(r->tensor_value().dtype(), dtype);
   EXPECT_EQ(Shape(*r), (std::vector<int64_t>{1, 3}));
@@ -210,7 +200,7 @@ INSTANTIATE_TEST_SUITE_P(NumericDtypes, AddAllDtypesTest,
                          [](const auto& test_info) { return std::string(DTypeName(test_info.param)); });
 
 TEST_F(BuiltinKernelsTest, ScalarBroadcastsOverAFloat32Tensor) {
-  auto r = Run("add@1", {MakeTensor<float>(v1::DTYPE_FLOAT32, {2, 1}, {1, 2}), DoubleValue(0.5)});
+  auto r = Run("add@1", {TensorValueOf<float>(v1::DTYPE_FLOAT32, {2, 1}, {1, 2}), DoubleValue(0.5)});
   ASSERT_TRUE(r.ok()) << r.status().message();
   EXPECT_EQ(r->tensor_value().dtype(), v1::DTYPE_FLOAT32);
   EXPECT_EQ(Shape(*r), (std::vector<int64_t>{2, 1}));
@@ -218,29 +208,29 @@ TEST_F(BuiltinKernelsTest, ScalarBroadcastsOverAFloat32Tensor) {
 }
 
 TEST_F(BuiltinKernelsTest, ScalarThatAnIntTensorCannotHoldIsAnError) {
-  const Value t = MakeTensor<int32_t>(v1::DTYPE_INT32, {2}, {1, 2});
+  const Value t = TensorValueOf<int32_t>(v1::DTYPE_INT32, {2}, {1, 2});
   EXPECT_CONTAINS(ErrorOf("add@1", {t, DoubleValue(0.5)}), "cannot add 0.5 to the int32[2] tensor");
-  EXPECT_CONTAINS(ErrorOf("add@1", {MakeTensor<uint8_t>(v1::DTYPE_UINT8, {1}, {1}), IntValue(-1)}),
+  EXPECT_CONTAINS(ErrorOf("add@1", {TensorValueOf<uint8_t>(v1::DTYPE_UINT8, {1}, {1}), IntValue(-1)}),
                   "uint8 cannot hold -1 exactly");
-  EXPECT_CONTAINS(ErrorOf("add@1", {MakeTensor<int16_t>(v1::DTYPE_INT16, {1}, {1}), IntValue(40000)}),
+  EXPECT_CONTAINS(ErrorOf("add@1", {TensorValueOf<int16_t>(v1::DTYPE_INT16, {1}, {1}), IntValue(40000)}),
                   "int16 cannot hold 40000 exactly");
 }
 
 TEST_F(BuiltinKernelsTest, ShapeMismatchNamesBothShapes) {
-  const std::string e = ErrorOf("add@1", {MakeTensor<float>(v1::DTYPE_FLOAT32, {2, 2}, {1, 2, 3, 4}),
-                                          MakeTensor<float>(v1::DTYPE_FLOAT32, {4}, {1, 2, 3, 4})});
+  const std::string e = ErrorOf("add@1", {TensorValueOf<float>(v1::DTYPE_FLOAT32, {2, 2}, {1, 2, 3, 4}),
+                                          TensorValueOf<float>(v1::DTYPE_FLOAT32, {4}, {1, 2, 3, 4})});
   EXPECT_CONTAINS(e, "same dtype and shape");
   EXPECT_CONTAINS(e, "float32[2x2] and float32[4]");
 }
 
 TEST_F(BuiltinKernelsTest, DtypeMismatchNamesBothDtypes) {
-  const std::string e = ErrorOf("add@1", {MakeTensor<float>(v1::DTYPE_FLOAT32, {2}, {1, 2}),
-                                          MakeTensor<int32_t>(v1::DTYPE_INT32, {2}, {1, 2})});
+  const std::string e = ErrorOf("add@1", {TensorValueOf<float>(v1::DTYPE_FLOAT32, {2}, {1, 2}),
+                                          TensorValueOf<int32_t>(v1::DTYPE_INT32, {2}, {1, 2})});
   EXPECT_CONTAINS(e, "float32[2] and int32[2]");
 }
 
 TEST_F(BuiltinKernelsTest, BoolTensorsAreRejected) {
-  EXPECT_CONTAINS(ErrorOf("add@1", {MakeTensor<uint8_t>(v1::DTYPE_BOOL, {1}, {1}), IntValue(1)}),
+  EXPECT_CONTAINS(ErrorOf("add@1", {TensorValueOf<uint8_t>(v1::DTYPE_BOOL, {1}, {1}), IntValue(1)}),
                   "bool tensors are not supported");
 }
 

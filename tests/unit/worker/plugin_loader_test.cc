@@ -24,16 +24,6 @@ namespace {
 #define EXPECT_CONTAINS(haystack, needle) \
   EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << "in: " << (haystack)
 
-template <typename T>
-Value MakeTensor(v1::DType dtype, const std::vector<int64_t>& shape, const std::vector<T>& data) {
-  Value v;
-  auto* t = v.mutable_tensor_value();
-  t->set_dtype(dtype);
-  for (int64_t d : shape) t->add_shape(d);
-  t->set_data(reinterpret_cast<const char*>(data.data()), data.size() * sizeof(T));
-  return v;
-}
-
 v1::TaskSpec StatsTask(Value values) {
   v1::TaskSpec spec;
   spec.set_task_id("t-stats");
@@ -73,10 +63,10 @@ TEST_F(ExamplePluginTest, RegistersStatsWithADescribedTensorInput) {
 TEST_F(ExamplePluginTest, ComputesExactStatisticsOverAllElements) {
   // Mean 5 and population standard deviation exactly 2, whatever the shape or dtype.
   const std::vector<double> data = {2, 4, 4, 4, 5, 5, 7, 9};
-  for (const Value& values : {MakeTensor<double>(v1::DTYPE_FLOAT64, {2, 4}, data),
-                              MakeTensor<float>(v1::DTYPE_FLOAT32, {8}, {2, 4, 4, 4, 5, 5, 7, 9}),
-                              MakeTensor<int32_t>(v1::DTYPE_INT32, {2, 2, 2}, {9, 7, 5, 5, 4, 4, 4, 2}),
-                              MakeTensor<uint8_t>(v1::DTYPE_UINT8, {1, 8}, {4, 2, 9, 4, 5, 7, 4, 5})}) {
+  for (const Value& values : {TensorValueOf<double>(v1::DTYPE_FLOAT64, {2, 4}, data),
+                              TensorValueOf<float>(v1::DTYPE_FLOAT32, {8}, {2, 4, 4, 4, 5, 5, 7, 9}),
+                              TensorValueOf<int32_t>(v1::DTYPE_INT32, {2, 2, 2}, {9, 7, 5, 5, 4, 4, 4, 2}),
+                              TensorValueOf<uint8_t>(v1::DTYPE_UINT8, {1, 8}, {4, 2, 9, 4, 5, 7, 4, 5})}) {
     SCOPED_TRACE(DebugString(values));
     auto m = Stats(values);
     ASSERT_EQ(m.size(), 5u);
@@ -90,14 +80,14 @@ TEST_F(ExamplePluginTest, ComputesExactStatisticsOverAllElements) {
 }
 
 TEST_F(ExamplePluginTest, SingleElementHasZeroSpread) {
-  auto m = Stats(MakeTensor<int64_t>(v1::DTYPE_INT64, {}, {-3}));
+  auto m = Stats(TensorValueOf<int64_t>(v1::DTYPE_INT64, {}, {-3}));
   EXPECT_EQ(m.at("count").int_value(), 1);
   EXPECT_EQ(m.at("mean").double_value(), -3.0);
   EXPECT_EQ(m.at("std").double_value(), 0.0);
 }
 
 TEST_F(ExamplePluginTest, EmptyTensorIsAnError) {
-  auto r = registry_.Run(StatsTask(MakeTensor<float>(v1::DTYPE_FLOAT32, {0, 3}, {})));
+  auto r = registry_.Run(StatsTask(TensorValueOf<float>(v1::DTYPE_FLOAT32, {0, 3}, {})));
   ASSERT_FALSE(r.ok());
   EXPECT_CONTAINS(r.status().message(), "empty tensor");
 }
