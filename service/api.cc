@@ -251,13 +251,13 @@ Status LoomApi::Commit(std::vector<NewTask>* tasks, std::vector<bool>* dispatche
   lock.unlock();
   Status s;
   if (group.size() == 1) {
-    s = store_->SubmitTasks(*tasks, NowNanos(), dispatched);
+    s = store_->SubmitTasks(*tasks, NowNanos(), dispatched, limits_.max_queue_depth);
   } else {
     // Move the tasks into one write, and back to their callers afterwards.
     std::vector<NewTask> all;
     for (auto* p : group) std::move(p->tasks->begin(), p->tasks->end(), std::back_inserter(all));
     std::vector<bool> all_dispatched;
-    s = store_->SubmitTasks(all, NowNanos(), &all_dispatched);
+    s = store_->SubmitTasks(all, NowNanos(), &all_dispatched, limits_.max_queue_depth);
     size_t k = 0;
     for (auto* p : group) {
       p->dispatched->assign(p->tasks->size(), false);
@@ -265,6 +265,21 @@ Status LoomApi::Commit(std::vector<NewTask>* tasks, std::vector<bool>* dispatche
         (*p->tasks)[i] = std::move(all[k]);
         if (s.ok()) (*p->dispatched)[i] = all_dispatched[k];
       }
+    }
+    if (s.code() == StatusCode::kResourceExhausted) {
+      // One caller's batch overfilled a queue: that caller alone must hear it.
+      lock.lock();
+      for (auto* p : group) {
+        lock.unlock();
+        p->status = store_->SubmitTasks(*p->tasks, NowNanos(), p->dispatched, limits_.max_queue_depth);
+        lock.lock();
+      }
+      for (auto* p : group) {
+        p->done = true;
+        commit_queue_.pop_front();
+      }
+      commit_cv_.notify_all();
+      return mine.status;
     }
   }
   lock.lock();

@@ -29,6 +29,7 @@ struct ServiceLimits {
   int64_t max_message_bytes = 10 * 1024 * 1024;  // one request, one task's arguments, one result
   int max_batch = 10000;                         // tasks in one SubmitBatch
   int max_wait_ids = 100000;                     // task ids in one WaitResults / GetTasks
+  int64_t max_queue_depth = 1000000;             // tasks waiting for one endpoint; 0: no limit
 };
 
 // Wakes the dispatcher (the broker) when tasks were queued, dispatched by the submit path, or

@@ -20,6 +20,7 @@ Status LoadServiceConfigFile(const std::string& path, ServiceConfig* c) {
         if (v["timeout_ms"]) c->redis_timeout_ms = v["timeout_ms"].as<int>();
       } else if (key == "max_message_bytes") c->max_message_bytes = v.as<int64_t>();
       else if (key == "max_batch") c->max_batch = v.as<int>();
+      else if (key == "max_queue_depth") c->max_queue_depth = v.as<int64_t>();
       else if (key == "heartbeat_period_ms") c->heartbeat_period_ms = v.as<int>();
       else if (key == "heartbeat_misses") c->heartbeat_misses = v.as<int>();
       else if (key == "log_level") c->log_level = v.as<std::string>();

@@ -17,6 +17,7 @@ struct ServiceConfig {
   int redis_timeout_ms = 2000;
   int64_t max_message_bytes = 10 * 1024 * 1024;
   int max_batch = 10000;
+  int64_t max_queue_depth = 1000000;  // tasks waiting for one endpoint; 0: no limit
   int heartbeat_period_ms = 1000;
   int heartbeat_misses = 3;
   std::string log_level = "info";

@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
   app.add_option("--redis-timeout-ms", c.redis_timeout_ms, "Redis connect and command timeout");
   app.add_option("--max-message-bytes", c.max_message_bytes, "largest request, task or result, in bytes");
   app.add_option("--max-batch", c.max_batch, "most tasks in one batch submit");
+  app.add_option("--max-queue-depth", c.max_queue_depth, "most tasks waiting for one endpoint (0: no limit)");
   app.add_option("--heartbeat-period-ms", c.heartbeat_period_ms, "endpoint heartbeat period");
   app.add_option("--heartbeat-misses", c.heartbeat_misses, "missed periods before an endpoint is offline");
   app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error");
@@ -92,6 +93,7 @@ int main(int argc, char** argv) {
   ServiceLimits limits;
   limits.max_message_bytes = c.max_message_bytes;
   limits.max_batch = c.max_batch;
+  limits.max_queue_depth = c.max_queue_depth;
   LoomApi api(&store, &hub, &broker, limits, &credit);
   api_ptr = &api;
   broker.Start();

@@ -66,8 +66,16 @@ Result<std::vector<v1::EndpointRecord>> InMemoryTaskStore::ListEndpoints() {
 }
 
 Status InMemoryTaskStore::SubmitTasks(const std::vector<NewTask>& tasks, int64_t now_ns,
-                                      std::vector<bool>* dispatched) {
+                                      std::vector<bool>* dispatched, int64_t max_queue_depth) {
   std::lock_guard lock(mu_);
+  if (max_queue_depth > 0) {
+    std::map<std::string, int64_t> adding;
+    for (const auto& t : tasks) ++adding[t.endpoint];
+    for (const auto& [ep, n] : adding) {
+      const int64_t depth = static_cast<int64_t>(queues_[ep].size());
+      if (depth + n > max_queue_depth) return ResourceExhausted(QueueFullMessage(ep, depth, n, max_queue_depth));
+    }
+  }
   if (dispatched) dispatched->assign(tasks.size(), false);
   for (size_t i = 0; i < tasks.size(); ++i) {
     const auto& t = tasks[i];

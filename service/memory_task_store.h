@@ -19,8 +19,8 @@ class InMemoryTaskStore final : public TaskStore {
   Status PutEndpoint(const v1::EndpointRecord& e) override;
   Result<std::optional<v1::EndpointRecord>> GetEndpoint(const std::string& id) override;
   Result<std::vector<v1::EndpointRecord>> ListEndpoints() override;
-  Status SubmitTasks(const std::vector<NewTask>& tasks, int64_t now_ns,
-                     std::vector<bool>* dispatched = nullptr) override;
+  Status SubmitTasks(const std::vector<NewTask>& tasks, int64_t now_ns, std::vector<bool>* dispatched = nullptr,
+                     int64_t max_queue_depth = 0) override;
   Result<std::vector<v1::TaskSpec>> LeaseTasks(const std::string& endpoint, int max, int64_t now_ns) override;
   Status MarkRunning(const std::vector<v1::TaskStarted>& started) override;
   Result<std::vector<v1::TaskRecord>> CompleteTasks(const std::string& endpoint,

@@ -41,12 +41,23 @@ std::string TerminalArg() {
 // ARGV: 1 waiting state, 2 task prefix, 3 queue prefix, 4 dispatched state, 5 dispatched stamp,
 // 6 in-flight prefix, 7 sequence prefix, then per task: id, owner, function, endpoint, spec,
 // stamps, direct ("1"/"0"). A direct task whose queue is empty (nothing pending ahead of it) is
-// dispatched at once. Returns one 0/1 per task: dispatched.
+// dispatched at once. ARGV[8] is the most tasks an endpoint may have queued (0: no limit); a
+// batch that would pass it changes nothing and returns {'full', endpoint, depth, adding}.
+// Otherwise returns one 0/1 per task: dispatched.
 constexpr const char* kSubmit = R"lua(
+local max_depth = tonumber(ARGV[8])
+if max_depth > 0 then
+  local adding = {}
+  for i = 9, #ARGV, 7 do adding[ARGV[i + 3]] = (adding[ARGV[i + 3]] or 0) + 1 end
+  for ep, n in pairs(adding) do
+    local depth = redis.call('LLEN', ARGV[3] .. ep)
+    if depth + n > max_depth then return {'full', ep, depth, n} end
+  end
+end
 local pending = {}  -- endpoint -> ids to RPUSH
 local queued = {}   -- endpoint -> true once this script queued a task for it
 local out = {}
-for i = 8, #ARGV, 7 do
+for i = 9, #ARGV, 7 do
   local id, ep = ARGV[i], ARGV[i + 3]
   if ARGV[i + 6] == '1' and not queued[ep] and redis.call('LLEN', ARGV[3] .. ep) == 0 then
     redis.call('HSET', ARGV[2] .. id, 's', ARGV[4], 'o', ARGV[i + 1], 'f', ARGV[i + 2], 'e', ep,
@@ -298,7 +309,7 @@ Result<std::vector<v1::EndpointRecord>> RedisTaskStore::ListEndpoints() {
 }
 
 Status RedisTaskStore::SubmitTasks(const std::vector<NewTask>& tasks, int64_t now_ns,
-                                   std::vector<bool>* dispatched) {
+                                   std::vector<bool>* dispatched, int64_t max_queue_depth) {
   if (dispatched) dispatched->assign(tasks.size(), false);
   if (tasks.empty()) return Status::Ok();
   std::string dispatched_state = StateArg(v1::TASK_STATE_DISPATCHED);
@@ -312,14 +323,20 @@ Status RedisTaskStore::SubmitTasks(const std::vector<NewTask>& tasks, int64_t no
     specs.push_back(t.spec.SerializeAsString());
     stamps.push_back(EncodeStamp(TaskStateName(v1::TASK_STATE_RECEIVED), t.received_ns) + waiting_stamp);
   }
+  std::string max_depth = std::to_string(std::max<int64_t>(0, max_queue_depth));
   std::vector<std::string_view> args = {"0",           waiting,          keys::kTaskPrefix,    keys::kQueuePrefix,
-                                        dispatched_state, dispatched_stamp, keys::kInFlightPrefix, keys::kSeqPrefix};
+                                        dispatched_state, dispatched_stamp, keys::kInFlightPrefix, keys::kSeqPrefix,
+                                        max_depth};
   args.reserve(args.size() + tasks.size() * 7);
   for (size_t i = 0; i < tasks.size(); ++i) {
     const auto& t = tasks[i];
     args.insert(args.end(), {t.id, t.owner, t.function, t.endpoint, specs[i], stamps[i], t.direct ? "1" : "0"});
   }
   LOOM_ASSIGN_OR_RETURN(auto r, Eval(submit_, args));
+  if (r->elements == 4 && r->element[0]->type == REDIS_REPLY_STRING && ReplyString(r->element[0]) == "full") {
+    return ResourceExhausted(QueueFullMessage(ReplyString(r->element[1]), r->element[2]->integer,
+                                              r->element[3]->integer, max_queue_depth));
+  }
   if (dispatched) {
     for (size_t i = 0; i < r->elements && i < tasks.size(); ++i) (*dispatched)[i] = r->element[i]->integer == 1;
   }

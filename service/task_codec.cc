@@ -29,6 +29,12 @@ void DecodeStamps(std::string_view encoded, google::protobuf::RepeatedPtrField<v
                    [](const v1::Timestamp& a, const v1::Timestamp& b) { return a.unix_nanos() < b.unix_nanos(); });
 }
 
+std::string QueueFullMessage(const std::string& endpoint, int64_t depth, int64_t adding, int64_t max_queue_depth) {
+  return "endpoint '" + endpoint + "' has " + std::to_string(depth) + " task(s) queued; " + std::to_string(adding) +
+         " more would pass the limit of " + std::to_string(max_queue_depth) +
+         " (max_queue_depth): wait for it to drain or start the endpoint";
+}
+
 v1::TaskRecord MakeRecord(const std::string& id, int state, const std::string& owner, const std::string& function,
                           const std::string& endpoint, const std::string& stamps, const std::string& result,
                           const std::string& error, const std::string& spec) {

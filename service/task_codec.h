@@ -14,6 +14,9 @@ std::string EncodeStamp(std::string_view stage, int64_t unix_nanos);
 // Parses the entries into `out`, sorted by time (stable), later duplicates of a stage kept.
 void DecodeStamps(std::string_view encoded, google::protobuf::RepeatedPtrField<v1::Timestamp>* out);
 
+// The error for a submit that would overfill an endpoint's queue.
+std::string QueueFullMessage(const std::string& endpoint, int64_t depth, int64_t adding, int64_t max_queue_depth);
+
 // Builds a record from stored fields. `spec` may be empty (args not wanted).
 v1::TaskRecord MakeRecord(const std::string& id, int state, const std::string& owner, const std::string& function,
                           const std::string& endpoint, const std::string& stamps, const std::string& result,

@@ -49,8 +49,10 @@ class TaskStore {
   // "waiting-for-endpoint" at `now_ns`) and appends it to its endpoint's queue, all or nothing.
   // A task marked `direct` whose endpoint's queue is empty is dispatched instead (also stamped
   // "dispatched"); `dispatched`, when given, says which were (one entry per task).
+  // With max_queue_depth > 0, a batch that would take an endpoint's queue past it is refused
+  // whole with kResourceExhausted naming the endpoint and the limit.
   virtual Status SubmitTasks(const std::vector<NewTask>& tasks, int64_t now_ns,
-                             std::vector<bool>* dispatched = nullptr) = 0;
+                             std::vector<bool>* dispatched = nullptr, int64_t max_queue_depth = 0) = 0;
 
   // Takes up to `max` waiting tasks from the head of the endpoint's queue, marks them
   // dispatched and in flight on the endpoint, and returns their specs in queue order. Tasks

@@ -119,6 +119,33 @@ TEST_F(ApiTest, SubmitDispatchesAtOnceAgainstCreditAndQueuesTheRest) {
   EXPECT_EQ(credit.Take("ep1", 10).second, 5);
 }
 
+TEST_F(ApiTest, QueueDepthLimitRejectsOnlyTheSubmitThatWouldOverfillIt) {
+  ServiceLimits small = limits_;
+  small.max_queue_depth = 2;
+  LoomApi api(&store_, &hub_, &notifier_, small);
+  ASSERT_TRUE(api.Submit(Req("echo", "ep1", {IntValue(1)}), kLocalUser).ok());
+  v1::SubmitBatchRequest two;
+  for (int i = 0; i < 2; ++i) *two.add_tasks() = Req("echo", "ep1", {IntValue(i)});
+  auto r = api.SubmitBatch(two, kLocalUser);
+  EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(r.status().message().find("limit of 2 (max_queue_depth)"), std::string::npos) << r.status().message();
+  EXPECT_EQ(*store_.QueueDepth("ep1"), 1);
+  // Many concurrent single submits: exactly up to the limit get in, the rest hear why.
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0}, full{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      auto s = api.Submit(Req("echo", "ep1", {IntValue(7)}), kLocalUser);
+      if (s.ok()) ++ok;
+      if (s.status().code() == StatusCode::kResourceExhausted) ++full;
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(ok.load(), 1);
+  EXPECT_EQ(full.load(), 3);
+  EXPECT_EQ(*store_.QueueDepth("ep1"), 2);
+}
+
 TEST_F(ApiTest, RejectsBadSubmitsWithClearErrors) {
   auto unknown_fn = api_->Submit(Req("nope", "ep1", {}), kLocalUser);
   EXPECT_EQ(unknown_fn.status().code(), StatusCode::kNotFound);

@@ -25,6 +25,7 @@ endpoint_address: tcp://127.0.0.1:6001
 redis: {host: 127.0.0.2, port: 7000, timeout_ms: 500}
 max_message_bytes: 2048
 max_batch: 7
+max_queue_depth: 99
 heartbeat_period_ms: 250
 heartbeat_misses: 5
 log_level: debug
@@ -39,6 +40,7 @@ ready_file: /tmp/x
   EXPECT_EQ(c.redis_timeout_ms, 500);
   EXPECT_EQ(c.max_message_bytes, 2048);
   EXPECT_EQ(c.max_batch, 7);
+  EXPECT_EQ(c.max_queue_depth, 99);
   EXPECT_EQ(c.heartbeat_period_ms, 250);
   EXPECT_EQ(c.heartbeat_misses, 5);
   EXPECT_EQ(c.log_level, "debug");

@@ -214,6 +214,24 @@ TEST_P(TaskStoreContract, DirectTasksAreDispatchedOnlyWhenNothingIsQueuedAheadOf
   EXPECT_EQ(dispatched, (std::vector<bool>{true}));
 }
 
+TEST_P(TaskStoreContract, RefusesABatchThatWouldOverfillAQueueWhole) {
+  Submit({"a", "b", "c"}, "ep1");
+  std::vector<NewTask> batch = {Task("x", "ep2"), Task("d", "ep1"), Task("e", "ep1")};
+  Status s = store_->SubmitTasks(batch, 300, nullptr, /*max_queue_depth=*/4);
+  EXPECT_EQ(s.code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(s.message().find("endpoint 'ep1' has 3 task(s) queued"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("max_queue_depth"), std::string::npos);
+  // Nothing of the batch was written, not even the task for the other endpoint.
+  EXPECT_EQ(*store_->QueueDepth("ep1"), 3);
+  EXPECT_EQ(*store_->QueueDepth("ep2"), 0);
+  auto x = store_->GetTasks({"x"}, false);
+  EXPECT_FALSE((*x)[0].has_value());
+  // Up to the limit is fine.
+  std::vector<NewTask> one = {Task("d", "ep1")};
+  EXPECT_TRUE(store_->SubmitTasks(one, 300, nullptr, 4).ok());
+  EXPECT_EQ(*store_->QueueDepth("ep1"), 4);
+}
+
 TEST_P(TaskStoreContract, LeasesInQueueOrderUpToTheLimit) {
   Submit({"a", "b", "c", "d", "e"});
   auto first = store_->LeaseTasks("ep1", 3, 300);
