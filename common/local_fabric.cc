@@ -149,6 +149,10 @@ Status LocalFabric::StartEndpoint(const std::string& id, int workers, const std:
                                    ready,
                                    "--log-level",
                                    options_.log_level};
+  // The worker socket lives in the state dir, so a killed endpoint leaves nothing behind;
+  // a path too long for a Unix socket keeps the endpoint's own temp dir.
+  const std::string run_dir = (fs::path(options_.state_dir) / ("endpoint-" + id + "-run")).string();
+  if (run_dir.size() + std::string("/workers.sock").size() < 100) argv.insert(argv.end(), {"--run-dir", run_dir});
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   const std::string name = "endpoint-" + id;
   LOOM_ASSIGN_OR_RETURN(auto proc, Subprocess::Spawn(argv, Spawn(name)));

@@ -24,6 +24,12 @@ std::unique_ptr<LocalFabric> MakeFabric(const std::string& name, std::vector<std
   return std::make_unique<LocalFabric>(o);
 }
 
+TempDir::~TempDir() {
+  if (std::getenv("LOOM_KEEP_TEST_STATE") != nullptr) return;
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
 bool WaitFor(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   auto pause = std::chrono::milliseconds(1);

@@ -13,9 +13,22 @@ namespace loom::testing {
 
 // build/bin, baked in at configure time.
 std::string BinDir();
-// A new empty directory under the system temp dir (kept for post-mortem only when
-// LOOM_KEEP_TEST_STATE is set).
+// A new empty directory under the system temp dir.
 std::string MakeTempDir(const std::string& prefix);
+
+// A temporary directory removed with this object (kept for post-mortem when
+// LOOM_KEEP_TEST_STATE is set).
+class TempDir {
+ public:
+  explicit TempDir(const std::string& prefix) : path_(MakeTempDir(prefix)) {}
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
 std::unique_ptr<LocalFabric> MakeFabric(const std::string& name, std::vector<std::string> service_args = {});
 // Polls `condition` until it holds or `timeout` passes; returns whether it held.
 bool WaitFor(const std::function<bool()>& condition, std::chrono::milliseconds timeout);

@@ -10,7 +10,8 @@ namespace loom::endpoint {
 namespace {
 
 TEST(EndpointConfigTest, ReadsEveryKeyFromYaml) {
-  std::string path = loom::testing::MakeTempDir("endpoint-config") + "/endpoint.yaml";
+  loom::testing::TempDir dir("endpoint-config");
+  std::string path = dir.path() + "/endpoint.yaml";
   std::ofstream(path) << R"(
 id: gpu-box
 name: GPU box by the detector
@@ -49,7 +50,8 @@ log_level: warn
 }
 
 TEST(EndpointConfigTest, RejectsUnknownKeysAndBadValues) {
-  std::string dir = loom::testing::MakeTempDir("endpoint-config");
+  loom::testing::TempDir tmp("endpoint-config");
+  const std::string dir = tmp.path();
   std::ofstream(dir + "/a.yaml") << "wokers: 3\n";
   std::ofstream(dir + "/b.yaml") << "workers: many\n";
   EndpointConfig c;

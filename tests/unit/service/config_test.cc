@@ -10,14 +10,18 @@
 namespace loom::service {
 namespace {
 
-std::string WriteFile(const std::string& text) {
-  std::string dir = loom::testing::MakeTempDir("service-config");
-  std::string path = dir + "/service.yaml";
-  std::ofstream(path) << text;
-  return path;
-}
+class ServiceConfigTest : public ::testing::Test {
+ protected:
+  std::string WriteFile(const std::string& text) {
+    std::string path = dir_.path() + "/service" + std::to_string(++n_) + ".yaml";
+    std::ofstream(path) << text;
+    return path;
+  }
+  loom::testing::TempDir dir_{"service-config"};
+  int n_ = 0;
+};
 
-TEST(ServiceConfigTest, ReadsEveryKeyFromYaml) {
+TEST_F(ServiceConfigTest, ReadsEveryKeyFromYaml) {
   ServiceConfig c;
   Status s = LoadServiceConfigFile(WriteFile(R"(
 grpc_address: 127.0.0.1:6000
@@ -47,7 +51,7 @@ ready_file: /tmp/x
   EXPECT_EQ(c.ready_file, "/tmp/x");
 }
 
-TEST(ServiceConfigTest, RejectsUnknownKeysBadValuesAndMissingFiles) {
+TEST_F(ServiceConfigTest, RejectsUnknownKeysBadValuesAndMissingFiles) {
   ServiceConfig c;
   Status unknown = LoadServiceConfigFile(WriteFile("grpc_adress: x\n"), &c);
   EXPECT_EQ(unknown.code(), StatusCode::kInvalidArgument);
