@@ -28,14 +28,6 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-std::string SelfDir() {
-  char buf[4096];
-  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  if (n <= 0) return ".";
-  buf[n] = '\0';
-  return fs::path(buf).parent_path().string();
-}
-
 double Percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -182,7 +174,7 @@ int main(int argc, char** argv) {
   std::string endpoint = "bench";
   if (service.empty()) {
     LocalFabricOptions o;
-    o.bin_dir = SelfDir();
+    o.bin_dir = ExecutableDir();
     o.state_dir = (fs::temp_directory_path() / ("loom-bench-" + std::to_string(::getpid()))).string();
     o.appendfsync = appendfsync;
     o.remove_state_dir = true;

@@ -19,21 +19,11 @@ namespace loom::endpoint {
 using Clock = std::chrono::steady_clock;
 namespace fs = std::filesystem;
 
-namespace {
-std::string DefaultWorkerBinary() {
-  char buf[PATH_MAX];
-  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  if (n <= 0) return "loom-worker";
-  buf[n] = '\0';
-  return (fs::path(buf).parent_path() / "loom-worker").string();
-}
-}  // namespace
-
 Endpoint::Endpoint(EndpointConfig config)
     : config_(std::move(config)), session_id_(NewId()), service_(ctx_, zmq::socket_type::dealer),
       workers_sock_(ctx_, zmq::socket_type::router) {
   if (config_.name.empty()) config_.name = config_.id;
-  if (config_.worker_binary.empty()) config_.worker_binary = DefaultWorkerBinary();
+  if (config_.worker_binary.empty()) config_.worker_binary = ExecutableDir() + "/loom-worker";
   stop_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   LOOM_CHECK(stop_fd_ >= 0);
 }

@@ -25,14 +25,6 @@ using namespace loom;  // NOLINT
 
 namespace {
 
-std::string SelfDir() {
-  char buf[4096];
-  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  if (n <= 0) return ".";
-  buf[n] = '\0';
-  return fs::path(buf).parent_path().string();
-}
-
 struct Options {
   std::string state_dir = ".loom";
   std::string endpoint_id = "local";
@@ -44,7 +36,7 @@ struct Options {
 
 LocalFabricOptions FabricOptions(const Options& o, bool detach) {
   LocalFabricOptions f;
-  f.bin_dir = SelfDir();
+  f.bin_dir = ExecutableDir();
   f.state_dir = fs::absolute(o.state_dir).string();
   f.appendfsync = o.appendfsync;
   f.log_level = o.log_level;
