@@ -26,16 +26,6 @@ struct CliResult {
   std::string output;  // stdout and stderr together
 };
 
-void AutoComplete(v1::TaskRecord& r) {
-  if (r.function() == "add") {
-    r.mutable_result()->set_int_value(r.args(0).int_value() + r.args(1).int_value());
-    r.set_state(v1::TASK_STATE_SUCCESS);
-  } else if (r.function() == "fail") {
-    r.set_error("boom");
-    r.set_state(v1::TASK_STATE_FAILED);
-  }
-}
-
 class CliTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -43,7 +33,7 @@ class CliTest : public ::testing::Test {
     state_.AddFunction("add", "add@1");
     state_.AddFunction("fail", "fail@1");
     state_.AddFunction("slow", "sleep@1");
-    state_.set_on_submit(AutoComplete);
+    state_.set_on_submit(sdk_test::AutoComplete);
   }
 
   // Runs `loom --service <fake> args...` (no --service when with_service is false).

@@ -19,17 +19,6 @@ using ::testing::HasSubstr;
 
 constexpr auto kWait = std::chrono::seconds(10);
 
-// The fake's "add" computes a + b at once; "fail" fails with "boom"; others stay pending.
-void AutoComplete(v1::TaskRecord& r) {
-  if (r.function() == "add") {
-    r.mutable_result()->set_int_value(r.args(0).int_value() + r.args(1).int_value());
-    r.set_state(v1::TASK_STATE_SUCCESS);
-  } else if (r.function() == "fail") {
-    r.set_error("boom");
-    r.set_state(v1::TASK_STATE_FAILED);
-  }
-}
-
 class ExecutorTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -37,7 +26,7 @@ class ExecutorTest : public ::testing::Test {
     state_.AddFunction("add", "add@1");
     state_.AddFunction("fail", "fail@1");
     state_.AddFunction("slow", "sleep@1");
-    state_.set_on_submit(AutoComplete);
+    state_.set_on_submit(sdk_test::AutoComplete);
     ClientOptions options;
     options.address = server_.address();
     options.rpc_timeout = std::chrono::seconds(5);

@@ -351,4 +351,14 @@ void FakeLoomServer::Stop(bool graceful) {
   api_.reset();
 }
 
+void AutoComplete(v1::TaskRecord& r) {
+  if (r.function() == "add") {
+    r.mutable_result()->set_int_value(r.args(0).int_value() + r.args(1).int_value());
+    r.set_state(v1::TASK_STATE_SUCCESS);
+  } else if (r.function() == "fail") {
+    r.set_error("boom");
+    r.set_state(v1::TASK_STATE_FAILED);
+  }
+}
+
 }  // namespace loom::sdk_test

@@ -124,4 +124,8 @@ class FakeLoomServer {
   int port_ = 0;
 };
 
+// An on_submit hook for tests: "add" computes a + b at once, "fail" fails with "boom", every
+// other function stays pending.
+void AutoComplete(v1::TaskRecord& r);
+
 }  // namespace loom::sdk_test
