@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -38,9 +39,9 @@ std::string LocalFabric::RedisSocket() const {
   // A Unix socket path must fit in sun_path (108 bytes); a deep state dir falls back to /tmp.
   std::string path = (fs::path(options_.state_dir) / "redis" / "redis.sock").string();
   if (path.size() < 100) return path;
-  return (fs::temp_directory_path() / ("loom-redis-" + std::to_string(::getpid()) + "-" +
-                                       std::to_string(std::hash<std::string>{}(options_.state_dir) % 1000000) +
-                                       ".sock"))
+  return (fs::temp_directory_path() /
+          ("loom-redis-" + std::to_string(::getpid()) + "-" +
+           std::to_string(std::hash<std::string>{}(options_.state_dir) % 1000000) + ".sock"))
       .string();
 }
 
@@ -84,12 +85,25 @@ Status LocalFabric::StartRedis() {
   // The port was free a moment ago; if another process took it meanwhile, pick again.
   for (int attempt = 0; attempt < 5; ++attempt) {
     if (redis_port_ == 0 || attempt > 0) redis_port_ = FreeLoopbackPort();
-    std::vector<std::string> argv = {options_.redis_server, "--port",    std::to_string(redis_port_),
-                                     "--bind",              "127.0.0.1", "--dir",
-                                     dir,                   "--appendonly", "yes",
-                                     "--appendfsync",       options_.appendfsync, "--save",
-                                     "",                    "--daemonize", "no",
-                                     "--unixsocket",        RedisSocket(), "--unixsocketperm", "700"};
+    std::vector<std::string> argv = {options_.redis_server,
+                                     "--port",
+                                     std::to_string(redis_port_),
+                                     "--bind",
+                                     "127.0.0.1",
+                                     "--dir",
+                                     dir,
+                                     "--appendonly",
+                                     "yes",
+                                     "--appendfsync",
+                                     options_.appendfsync,
+                                     "--save",
+                                     "",
+                                     "--daemonize",
+                                     "no",
+                                     "--unixsocket",
+                                     RedisSocket(),
+                                     "--unixsocketperm",
+                                     "700"};
     LOOM_ASSIGN_OR_RETURN(redis_, Subprocess::Spawn(argv, Spawn("redis")));
     RedisOptions ro;
     ro.port = redis_port_;
@@ -153,6 +167,11 @@ Status LocalFabric::StartEndpoint(const std::string& id, int workers, const std:
   // a path too long for a Unix socket keeps the endpoint's own temp dir.
   const std::string run_dir = (fs::path(options_.state_dir) / ("endpoint-" + id + "-run")).string();
   if (run_dir.size() + std::string("/workers.sock").size() < 100) argv.insert(argv.end(), {"--run-dir", run_dir});
+  // Unacknowledged results survive a restart of this endpoint in its state dir.
+  argv.insert(argv.end(), {"--spool-dir", (fs::path(options_.state_dir) / ("endpoint-" + id + "-spool")).string()});
+  // Extra arguments may point the endpoint elsewhere (e.g. through a fault proxy).
+  if (std::find(extra_args.begin(), extra_args.end(), "--service") != extra_args.end())
+    argv.erase(argv.begin() + 3, argv.begin() + 5);
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   const std::string name = "endpoint-" + id;
   LOOM_ASSIGN_OR_RETURN(auto proc, Subprocess::Spawn(argv, Spawn(name)));

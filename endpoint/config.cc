@@ -11,22 +11,42 @@ Status LoadEndpointConfigFile(const std::string& path, EndpointConfig* c) {
     for (const auto& kv : n) {
       const std::string key = kv.first.as<std::string>();
       const YAML::Node& v = kv.second;
-      if (key == "id") c->id = v.as<std::string>();
-      else if (key == "name") c->name = v.as<std::string>();
-      else if (key == "service") c->service = v.as<std::string>();
-      else if (key == "workers") c->workers = v.as<int>();
-      else if (key == "prefetch") c->prefetch = v.as<int>();
-      else if (key == "queue_capacity") c->queue_capacity = v.as<int>();
-      else if (key == "worker_binary") c->worker_binary = v.as<std::string>();
-      else if (key == "plugins") c->plugins = v.as<std::vector<std::string>>();
-      else if (key == "plugin_dirs") c->plugin_dirs = v.as<std::vector<std::string>>();
-      else if (key == "heartbeat_period_ms") c->heartbeat_period_ms = v.as<int>();
-      else if (key == "heartbeat_misses") c->heartbeat_misses = v.as<int>();
-      else if (key == "max_message_bytes") c->max_message_bytes = v.as<int64_t>();
-      else if (key == "run_dir") c->run_dir = v.as<std::string>();
-      else if (key == "ready_file") c->ready_file = v.as<std::string>();
-      else if (key == "log_level") c->log_level = v.as<std::string>();
-      else return InvalidArgument("config file '" + path + "': unknown key '" + key + "'");
+      if (key == "id")
+        c->id = v.as<std::string>();
+      else if (key == "name")
+        c->name = v.as<std::string>();
+      else if (key == "service")
+        c->service = v.as<std::string>();
+      else if (key == "workers")
+        c->workers = v.as<int>();
+      else if (key == "prefetch")
+        c->prefetch = v.as<int>();
+      else if (key == "queue_capacity")
+        c->queue_capacity = v.as<int>();
+      else if (key == "worker_binary")
+        c->worker_binary = v.as<std::string>();
+      else if (key == "plugins")
+        c->plugins = v.as<std::vector<std::string>>();
+      else if (key == "plugin_dirs")
+        c->plugin_dirs = v.as<std::vector<std::string>>();
+      else if (key == "heartbeat_period_ms")
+        c->heartbeat_period_ms = v.as<int>();
+      else if (key == "heartbeat_misses")
+        c->heartbeat_misses = v.as<int>();
+      else if (key == "max_message_bytes")
+        c->max_message_bytes = v.as<int64_t>();
+      else if (key == "run_dir")
+        c->run_dir = v.as<std::string>();
+      else if (key == "spool_dir")
+        c->spool_dir = v.as<std::string>();
+      else if (key == "spool_fsync")
+        c->spool_fsync = v.as<bool>();
+      else if (key == "ready_file")
+        c->ready_file = v.as<std::string>();
+      else if (key == "log_level")
+        c->log_level = v.as<std::string>();
+      else
+        return InvalidArgument("config file '" + path + "': unknown key '" + key + "'");
     }
   } catch (const YAML::Exception& e) {
     return InvalidArgument("config file '" + path + "': " + e.what());

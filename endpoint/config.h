@@ -9,20 +9,24 @@
 namespace loom::endpoint {
 
 struct EndpointConfig {
-  std::string id;                                   // required: the endpoint's id at the service
-  std::string name;                                 // display name; defaults to the id
-  std::string service = "tcp://127.0.0.1:50052";   // the service's endpoint address
+  std::string id;                                 // required: the endpoint's id at the service
+  std::string name;                               // display name; defaults to the id
+  std::string service = "tcp://127.0.0.1:50052";  // the service's endpoint address
   int workers = 2;
-  int prefetch = 16;               // tasks handed to one worker ahead of time
-  int queue_capacity = 256;        // tasks held here beyond what the workers hold
-  std::string worker_binary;       // default: loom-worker next to loom-endpoint
+  int prefetch = 16;          // tasks handed to one worker ahead of time
+  int queue_capacity = 256;   // tasks held here beyond what the workers hold
+  std::string worker_binary;  // default: loom-worker next to loom-endpoint
   std::vector<std::string> plugins;
   std::vector<std::string> plugin_dirs;
   int heartbeat_period_ms = 1000;
   int heartbeat_misses = 3;
   int64_t max_message_bytes = 10 * 1024 * 1024;
-  std::string run_dir;             // where the worker socket lives; default: a fresh temp dir
-  std::string ready_file;          // written once registered with the service
+  std::string run_dir;  // where the worker socket lives; default: a fresh temp dir
+  // Results not yet acknowledged by the service are kept here, so they survive a restart.
+  // Default: $XDG_STATE_HOME/loom/endpoint-<id>/spool (~/.local/state/... without it).
+  std::string spool_dir;
+  bool spool_fsync = false;  // fdatasync each spool write: survives power loss too
+  std::string ready_file;    // written once registered with the service
   std::string log_level = "info";
 };
 

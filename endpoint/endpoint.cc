@@ -7,8 +7,13 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <random>
 #include <thread>
 
 #include "common/util.h"
@@ -20,7 +25,9 @@ using Clock = std::chrono::steady_clock;
 namespace fs = std::filesystem;
 
 Endpoint::Endpoint(EndpointConfig config)
-    : config_(std::move(config)), session_id_(NewId()), service_(ctx_, zmq::socket_type::dealer),
+    : config_(std::move(config)),
+      session_id_(NewId()),
+      service_(ctx_, zmq::socket_type::dealer),
       workers_sock_(ctx_, zmq::socket_type::router) {
   if (config_.name.empty()) config_.name = config_.id;
   if (config_.worker_binary.empty()) config_.worker_binary = ExecutableDir() + "/loom-worker";
@@ -71,27 +78,112 @@ Status Endpoint::Start() {
     workers_sock_.set(zmq::sockopt::sndhwm, 0);
     workers_sock_.set(zmq::sockopt::rcvhwm, 0);
     workers_sock_.bind(worker_address_);
-    service_.set(zmq::sockopt::routing_id, session_id_);
-    service_.set(zmq::sockopt::maxmsgsize, max_msg);
-    service_.set(zmq::sockopt::linger, 0);
-    service_.set(zmq::sockopt::sndhwm, 0);
-    service_.set(zmq::sockopt::rcvhwm, 0);
-    service_.set(zmq::sockopt::reconnect_ivl, 100);
-    service_.set(zmq::sockopt::reconnect_ivl_max, 2000);
-    service_.connect(config_.service);
   } catch (const zmq::error_t& e) {
-    return Unavailable(std::string("endpoint sockets: ") + e.what());
+    return Unavailable(std::string("endpoint worker socket: ") + e.what());
   }
+  LOOM_RETURN_IF_ERROR(OpenSpool());
+  LOOM_RETURN_IF_ERROR(Reconnect());
   for (int i = 0; i < config_.workers; ++i) LOOM_RETURN_IF_ERROR(SpawnWorker("w" + std::to_string(i)));
   spdlog::info("endpoint {} starting {} worker(s); service {}", config_.id, config_.workers, config_.service);
   return Status::Ok();
 }
 
+Status Endpoint::OpenSpool() {
+  if (config_.spool_dir.empty()) {
+    const char* state = std::getenv("XDG_STATE_HOME");
+    const char* home = std::getenv("HOME");
+    fs::path base = state != nullptr && *state != '\0' ? fs::path(state)
+                    : home != nullptr                  ? fs::path(home) / ".local" / "state"
+                                                       : fs::temp_directory_path();
+    config_.spool_dir = (base / "loom" / ("endpoint-" + config_.id) / "spool").string();
+  }
+  SpoolOptions o;
+  o.dir = config_.spool_dir;
+  o.fsync = config_.spool_fsync;
+  LOOM_ASSIGN_OR_RETURN(spool_, ResultSpool::Open(o));
+  for (auto& r : spool_->Pending()) {
+    std::string id = r.task_id();
+    unacked_[id] = Unacked{std::move(r), {}};
+  }
+  if (!unacked_.empty()) {
+    spdlog::info("{} result(s) from before a restart wait in {} for the service", unacked_.size(), o.dir);
+  }
+  return Status::Ok();
+}
+
+// A fresh connection to the service: after a silence, the old one may be dead in a way TCP
+// does not notice (a black-holed route). The routing id stays the session id, and the service
+// lets a reconnecting peer take it over.
+Status Endpoint::Reconnect() {
+  try {
+    const int64_t max_msg = config_.max_message_bytes + (1 << 20);
+    service_ = zmq::socket_t(ctx_, zmq::socket_type::dealer);
+    service_.set(zmq::sockopt::routing_id, session_id_);
+    service_.set(zmq::sockopt::maxmsgsize, max_msg);
+    service_.set(zmq::sockopt::linger, 0);
+    // Bounded: credit keeps the steady state far below this; a service that stops reading
+    // makes sends fail (and results wait for their resend) instead of growing memory.
+    service_.set(zmq::sockopt::sndhwm, 100000);
+    service_.set(zmq::sockopt::rcvhwm, 0);
+    service_.set(zmq::sockopt::reconnect_ivl, 100);
+    service_.set(zmq::sockopt::reconnect_ivl_max, 2000);
+    const std::string events = "inproc://service-events-" + std::to_string(++monitor_generation_);
+    if (zmq_socket_monitor(service_.handle(), events.c_str(), ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED) !=
+        0) {
+      return Internal("cannot monitor the service socket: " + std::string(zmq_strerror(zmq_errno())));
+    }
+    monitor_ = zmq::socket_t(ctx_, zmq::socket_type::pair);
+    monitor_.set(zmq::sockopt::linger, 0);
+    monitor_.connect(events);
+    service_.connect(config_.service);
+  } catch (const zmq::error_t& e) {
+    return Unavailable(std::string("endpoint service socket: ") + e.what());
+  }
+  connected_ = false;
+  registered_ = false;
+  last_connect_ = Clock::now();
+  return Status::Ok();
+}
+
+void Endpoint::HandleMonitorEvents() {
+  while (true) {
+    zmq::message_t head, addr;
+    try {
+      if (!monitor_.recv(head, zmq::recv_flags::dontwait)) return;
+      if (head.more()) (void)monitor_.recv(addr);
+    } catch (const zmq::error_t&) {
+      return;
+    }
+    if (head.size() < sizeof(uint16_t)) continue;
+    uint16_t event = 0;
+    std::memcpy(&event, head.data(), sizeof(event));
+    if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+      connected_ = true;
+      // Whatever was in flight on a dropped connection may be lost: register again, so the
+      // service requeues what we do not hold, and resend what it has not acknowledged.
+      if (registered_) spdlog::info("reconnected to the service; registering again");
+      registered_ = false;
+      register_backoff_ = std::chrono::milliseconds(100);
+      if (!kernels_.empty()) SendRegister();
+    } else if (event == ZMQ_EVENT_DISCONNECTED) {
+      if (connected_) spdlog::warn("connection to the service dropped; ZeroMQ reconnects");
+      connected_ = false;
+      registered_ = false;
+    }
+  }
+}
+
 Status Endpoint::SpawnWorker(const std::string& slot) {
   std::string id = slot + "." + std::to_string(++worker_generation_);
-  std::vector<std::string> argv = {config_.worker_binary,      "--endpoint", worker_address_, "--worker-id", id,
-                                   "--max-message-bytes",      std::to_string(config_.max_message_bytes + (1 << 20)),
-                                   "--log-level",              config_.log_level};
+  std::vector<std::string> argv = {config_.worker_binary,
+                                   "--endpoint",
+                                   worker_address_,
+                                   "--worker-id",
+                                   id,
+                                   "--max-message-bytes",
+                                   std::to_string(config_.max_message_bytes + (1 << 20)),
+                                   "--log-level",
+                                   config_.log_level};
   for (const auto& p : config_.plugins) argv.insert(argv.end(), {"--plugin", p});
   for (const auto& d : config_.plugin_dirs) argv.insert(argv.end(), {"--plugin-dir", d});
   LOOM_ASSIGN_OR_RETURN(auto proc, Subprocess::Spawn(argv));
@@ -105,7 +197,7 @@ Status Endpoint::SpawnWorker(const std::string& slot) {
 // Credit covers what the workers hold plus a local buffer, so the pipe from the service never
 // runs dry while results travel back.
 int Endpoint::Capacity() const { return config_.workers * config_.prefetch + config_.queue_capacity; }
-int Endpoint::Outstanding() const { return static_cast<int>(held_.size()); }
+int Endpoint::Outstanding() const { return static_cast<int>(held_.size() + unacked_.size()); }
 
 void Endpoint::SendToService(const v1::Envelope& env) {
   try {
@@ -116,6 +208,7 @@ void Endpoint::SendToService(const v1::Envelope& env) {
 }
 
 void Endpoint::SendRegister() {
+  const auto now = Clock::now();
   v1::Envelope env;
   auto* r = env.mutable_register_();
   r->set_endpoint_id(config_.id);
@@ -132,12 +225,12 @@ void Endpoint::SendRegister() {
   ::gethostname(host, sizeof(host) - 1);
   r->set_hostname(host);
   for (const auto& [id, h] : held_) r->add_held_task_ids(id);
-  for (const auto& res : outgoing_.results()) r->add_held_task_ids(res.task_id());
+  for (const auto& [id, u] : unacked_) r->add_held_task_ids(id);
   // A fresh session starts with no credit at the service: ask for everything we can take.
   requested_ = std::max(0, Capacity() - Outstanding());
   r->set_credit(static_cast<int32_t>(requested_));
   SendToService(env);
-  last_register_sent_ = Clock::now();
+  last_register_sent_ = now;
 }
 
 void Endpoint::SendCreditIfNeeded() {
@@ -153,6 +246,7 @@ void Endpoint::SendCreditIfNeeded() {
 }
 
 void Endpoint::AddResult(v1::TaskResult result) {
+  if (cancelled_.erase(result.task_id()) > 0) return;  // the service no longer wants it
   auto it = held_.find(result.task_id());
   if (it != held_.end()) {
     auto* ts = result.mutable_timestamps();
@@ -165,33 +259,126 @@ void Endpoint::AddResult(v1::TaskResult result) {
   auto* t = result.add_timestamps();
   t->set_stage("endpoint_result");
   t->set_unix_nanos(NowNanos());
-  int64_t size = static_cast<int64_t>(result.ByteSizeLong());
+  const int64_t size = static_cast<int64_t>(result.ByteSizeLong());
   if (size > config_.max_message_bytes) {
     std::string id = result.task_id();
     auto stamps = result.timestamps();
     result.Clear();
     result.set_task_id(id);
     result.set_ok(false);
+    result.set_failure(v1::FAILURE_KIND_REJECTED);
     result.set_error("the result takes " + std::to_string(size) + " bytes, over the limit of " +
                      std::to_string(config_.max_message_bytes) + " (max_message_bytes)");
     *result.mutable_timestamps() = stamps;
-    size = static_cast<int64_t>(result.ByteSizeLong());
   }
+  to_spool_.push_back(result);
+  QueueToSend(result);
+  std::string id = result.task_id();
+  unacked_[id] = Unacked{std::move(result), {}};
+}
+
+void Endpoint::QueueToSend(const v1::TaskResult& result) {
+  const int64_t size = static_cast<int64_t>(result.ByteSizeLong());
   if (outgoing_bytes_ + size > config_.max_message_bytes) Flush();
   outgoing_bytes_ += size;
-  *outgoing_.add_results() = std::move(result);
+  *outgoing_.add_results() = result;
 }
 
 void Endpoint::Flush() {
+  if (!to_spool_.empty()) {
+    // One write for the batch, before the results leave: a result the service may have seen
+    // is on disk.
+    Status s = spool_->Append(to_spool_);
+    if (!s.ok()) spdlog::error("cannot spool {} result(s): {}", to_spool_.size(), s.ToString());
+    to_spool_.clear();
+  }
   if (outgoing_.results_size() == 0 && outgoing_.started_size() == 0) return;
   if (registered_) {
+    const auto now = Clock::now();
+    for (const auto& r : outgoing_.results()) {
+      auto it = unacked_.find(r.task_id());
+      if (it != unacked_.end()) it->second.sent = now;
+    }
     v1::Envelope env;
     env.mutable_results()->Swap(&outgoing_);
     SendToService(env);
-    outgoing_.Clear();
-    outgoing_bytes_ = 0;
   }
-  // While unregistered, results wait here and are reported as held when registering.
+  // While unregistered nothing is sent: the results wait in unacked_ and go out again once
+  // registered.
+  outgoing_.Clear();
+  outgoing_bytes_ = 0;
+}
+
+void Endpoint::ResendUnacked(Clock::time_point before) {
+  int n = 0;
+  for (const auto& [id, u] : unacked_) {
+    if (u.sent < before) {
+      QueueToSend(u.result);
+      ++n;
+    }
+  }
+  if (n > 0) spdlog::info("sending {} unacknowledged result(s) again", n);
+  Flush();
+}
+
+void Endpoint::HandleAck(const v1::ResultAck& ack) {
+  std::vector<std::string> ids;
+  ids.reserve(ack.task_ids_size());
+  for (const auto& id : ack.task_ids()) {
+    if (unacked_.erase(id) > 0) ids.push_back(id);
+  }
+  if (ids.empty()) return;
+  Status s = spool_->Ack(ids);
+  if (!s.ok()) spdlog::warn("cannot record {} ack(s) in the spool: {}", ids.size(), s.ToString());
+}
+
+void Endpoint::KillWorker(Worker& w, v1::FailureKind reason) {
+  if (w.kill_task.empty() && !w.assigned.empty()) {
+    w.kill_reason = reason;
+    w.kill_task = w.assigned.front();
+  }
+  w.ready = false;  // no more tasks for it
+  w.process.Signal(SIGKILL);
+}
+
+void Endpoint::HandleCancel(const v1::CancelTasks& cancel) {
+  for (const auto& id : cancel.task_ids()) {
+    auto it = held_.find(id);
+    if (it == held_.end()) continue;
+    held_.erase(it);  // not yet with a worker: AssignTasks skips it
+    for (auto& [wid, w] : workers_) {
+      auto pos = std::find(w.assigned.begin(), w.assigned.end(), id);
+      if (pos == w.assigned.end()) continue;
+      if (pos == w.assigned.begin()) {
+        // Running: stop the worker; ReapWorkers starts another and requeues the rest.
+        spdlog::info("task {} cancelled while running: stopping worker {}", id, wid);
+        KillWorker(w, v1::FAILURE_KIND_UNSPECIFIED);
+      } else {
+        cancelled_.insert(id);  // waiting in the worker: its result is dropped
+      }
+      break;
+    }
+  }
+}
+
+int64_t Endpoint::EnforceDeadlines() {
+  const int64_t now = NowNanos();
+  int64_t next_ms = std::numeric_limits<int64_t>::max();
+  for (auto& [wid, w] : workers_) {
+    if (w.assigned.empty() || w.started_ns == 0 || !w.kill_task.empty()) continue;
+    auto it = held_.find(w.assigned.front());
+    if (it == held_.end() || it->second.spec.timeout_ms() <= 0) continue;
+    const int64_t timeout_ns = it->second.spec.timeout_ms() * 1000000;
+    const int64_t left = w.started_ns + timeout_ns - now;
+    if (left <= 0) {
+      spdlog::info("task {} ran past its deadline of {} ms: stopping worker {}", it->first,
+                   it->second.spec.timeout_ms(), wid);
+      KillWorker(w, v1::FAILURE_KIND_TIMEOUT);
+    } else {
+      next_ms = std::min(next_ms, left / 1000000 + 1);
+    }
+  }
+  return next_ms;
 }
 
 void Endpoint::NoteHeadStarted(Worker& w) {
@@ -265,9 +452,22 @@ void Endpoint::HandleServiceMessage(const zmq::message_t& msg) {
   }
   last_heard_from_service_ = Clock::now();
   switch (env.body_case()) {
-    case v1::Envelope::kRegistered:
-      if (!registered_) spdlog::info("registered with the service (session {})", session_id_);
+    case v1::Envelope::kRegistered: {
+      const auto& reg = env.registered();
+      if (!registered_) {
+        spdlog::info("registered with the service (session {}, lease epoch {})", session_id_, reg.lease_epoch());
+      }
       registered_ = true;
+      lease_epoch_ = reg.lease_epoch();
+      register_backoff_ = std::chrono::milliseconds(100);
+      // The service's liveness settings win, so both sides judge silence alike.
+      if (reg.heartbeat_period_ms() > 0) config_.heartbeat_period_ms = reg.heartbeat_period_ms();
+      if (reg.heartbeat_misses() > 0) config_.heartbeat_misses = reg.heartbeat_misses();
+      // Results sent before (or under an earlier session) may not have arrived: send every
+      // unacknowledged one now; the service commits each at most once.
+      outgoing_.clear_results();
+      outgoing_bytes_ = 0;
+      ResendUnacked(Clock::now() + std::chrono::hours(1));
       if (!config_.ready_file.empty() && !ready_file_written_) {
         std::string tmp = config_.ready_file + ".tmp";
         {
@@ -277,6 +477,15 @@ void Endpoint::HandleServiceMessage(const zmq::message_t& msg) {
         std::rename(tmp.c_str(), config_.ready_file.c_str());
         ready_file_written_ = true;
       }
+      break;
+    }
+    case v1::Envelope::kAck:
+      HandleAck(env.ack());
+      break;
+    case v1::Envelope::kFenced:
+      spdlog::error("fenced off by the service: {}; stopping", env.fenced().reason());
+      fenced_ = true;
+      RequestStop();
       break;
     case v1::Envelope::kReregister:
       spdlog::info("service asks to register again: {}", env.reregister().reason());
@@ -298,16 +507,7 @@ void Endpoint::HandleServiceMessage(const zmq::message_t& msg) {
       break;
     }
     case v1::Envelope::kCancel:
-      for (const auto& id : env.cancel().task_ids()) {
-        // Not yet with a worker: drop it. With a worker: its result will be ignored by the service.
-        auto it = held_.find(id);
-        if (it == held_.end()) continue;
-        bool with_worker = false;
-        for (const auto& [wid, w] : workers_) {
-          for (const auto& a : w.assigned) with_worker = with_worker || a == id;
-        }
-        if (!with_worker) held_.erase(it);
-      }
+      HandleCancel(env.cancel());
       break;
     default:
       spdlog::warn("unexpected message from the service (case {})", static_cast<int>(env.body_case()));
@@ -328,7 +528,7 @@ void Endpoint::HandleWorkerMessage(const std::string& worker_id, const zmq::mess
     if (kernels_.empty()) kernels_.assign(env.hello().kernels().begin(), env.hello().kernels().end());
     for (const auto& e : env.hello().load_errors()) spdlog::error("worker {}: {}", worker_id, e);
     spdlog::debug("worker {} ready (pid {})", worker_id, env.hello().pid());
-    if (!registered_ && last_register_sent_ == Clock::time_point{}) SendRegister();
+    if (!registered_ && connected_ && last_register_sent_ == Clock::time_point{}) SendRegister();
     return;
   }
   if (env.has_results()) {
@@ -358,13 +558,36 @@ void Endpoint::ReapWorkers() {
     std::string how = w.process.exit_status() ? DescribeWaitStatus(*w.process.exit_status()) : "unknown status";
     spdlog::warn("worker {} exited ({}); {} task(s) in hand; starting a replacement", id, how, w.assigned.size());
     if (!w.assigned.empty()) {
-      // The task it was running failed with it; those waiting behind it go back to the queue.
-      v1::TaskResult r;
-      r.set_task_id(w.assigned.front());
-      r.set_ok(false);
-      r.set_error("the worker process died while running this task (" + how + ")");
-      AddResult(std::move(r));
-      for (auto it = w.assigned.rbegin(); it + 1 != w.assigned.rend(); ++it) queue_.push_front(*it);
+      const std::string head = w.assigned.front();
+      size_t requeue_from = 1;
+      if (!w.kill_task.empty() && head != w.kill_task) {
+        requeue_from = 0;  // the task we killed it for finished first: this one is blameless
+      } else if (!w.kill_task.empty() && w.kill_reason == v1::FAILURE_KIND_UNSPECIFIED) {
+        // Cancelled: the service already recorded that; nothing to report.
+      } else if (!w.kill_task.empty()) {
+        auto h = held_.find(head);
+        const int64_t timeout_ms = h == held_.end() ? 0 : h->second.spec.timeout_ms();
+        v1::TaskResult r;
+        r.set_task_id(head);
+        r.set_ok(false);
+        r.set_failure(v1::FAILURE_KIND_TIMEOUT);
+        r.set_error("ran past its deadline of " + std::to_string(timeout_ms) +
+                    " ms (timeout_ms); the worker was stopped");
+        AddResult(std::move(r));
+      } else {
+        // The task it was running died with it (the service retries it or calls it poison).
+        v1::TaskResult r;
+        r.set_task_id(head);
+        r.set_ok(false);
+        r.set_failure(v1::FAILURE_KIND_WORKER_LOST);
+        r.set_error("the worker process died while running this task (" + how + ")");
+        AddResult(std::move(r));
+      }
+      // Those waiting behind it go back to this endpoint's queue, in order.
+      for (size_t k = w.assigned.size(); k > requeue_from; --k) {
+        const std::string& t = w.assigned[k - 1];
+        if (cancelled_.erase(t) == 0) queue_.push_front(t);
+      }
     }
     std::string slot = id.substr(0, id.find('.'));
     Status s = SpawnWorker(slot);
@@ -376,16 +599,24 @@ void Endpoint::Run() {
   zmq::pollitem_t items[] = {{service_.handle(), 0, ZMQ_POLLIN, 0},
                              {workers_sock_.handle(), 0, ZMQ_POLLIN, 0},
                              {nullptr, stop_fd_, ZMQ_POLLIN, 0},
-                             {nullptr, child_fd_, ZMQ_POLLIN, 0}};
-  const auto period = std::chrono::milliseconds(config_.heartbeat_period_ms);
+                             {nullptr, child_fd_, ZMQ_POLLIN, 0},
+                             {monitor_.handle(), 0, ZMQ_POLLIN, 0}};
   last_heard_from_service_ = Clock::now();
   auto last_reap = Clock::now();
+  auto last_resend_check = Clock::now();
   bool head_waiting = false;
+  int64_t next_deadline_ms = std::numeric_limits<int64_t>::max();
+  std::mt19937 rng(std::random_device{}());
   while (true) {
-    const auto idle = std::chrono::milliseconds(std::max(10, config_.heartbeat_period_ms / 4));
+    const auto period = std::chrono::milliseconds(config_.heartbeat_period_ms);
+    const auto threshold = period * config_.heartbeat_misses;
+    int64_t wait_ms = std::max(10, config_.heartbeat_period_ms / 4);
+    if (head_waiting) wait_ms = std::chrono::duration_cast<std::chrono::milliseconds>(kRunningReportDelay).count();
+    wait_ms = std::min(wait_ms, next_deadline_ms);
+    items[0].socket = service_.handle();  // Reconnect() replaces these two
+    items[4].socket = monitor_.handle();
     try {
-      zmq::poll(items, 4, head_waiting ? std::chrono::duration_cast<std::chrono::milliseconds>(kRunningReportDelay)
-                                       : idle);
+      zmq::poll(items, 5, std::chrono::milliseconds(std::max<int64_t>(wait_ms, 0)));
     } catch (const zmq::error_t& e) {
       if (e.num() != EINTR) spdlog::error("poll failed: {}", e.what());
       continue;
@@ -396,8 +627,9 @@ void Endpoint::Run() {
       ReapWorkers();
       last_reap = Clock::now();
     }
+    HandleMonitorEvents();
     try {
-      for (int n = 0; n < 10000; ++n) {
+      for (int n = 0; n < 10000 && !fenced_; ++n) {
         zmq::message_t msg;
         if (!service_.recv(msg, zmq::recv_flags::dontwait)) break;
         HandleServiceMessage(msg);
@@ -412,12 +644,27 @@ void Endpoint::Run() {
     } catch (const zmq::error_t& e) {
       spdlog::warn("receive failed: {}", e.what());
     }
+    if (fenced_) break;
     AssignTasks();
     head_waiting = ReportLongRunning();
+    next_deadline_ms = EnforceDeadlines();
     Flush();
     SendCreditIfNeeded();
     const auto now = Clock::now();
-    if (!kernels_.empty() && !registered_ && now - last_register_sent_ >= period) SendRegister();
+    if (!registered_ && now - last_connect_ >= std::max<std::chrono::milliseconds>(threshold, register_backoff_)) {
+      // No handshake, or registrations unanswered, for a whole threshold: the connection may
+      // be dead in a way TCP does not notice (a black-holed route). Start a fresh one.
+      spdlog::warn("no answer from the service at {}; opening a new connection", config_.service);
+      Status s = Reconnect();
+      if (!s.ok()) spdlog::warn("{}", s.ToString());
+    }
+    if (!kernels_.empty() && !registered_ && connected_ && now - last_register_sent_ >= register_backoff_) {
+      SendRegister();
+      // Back off while the service does not answer: 100 ms doubling to 5 s, with jitter.
+      auto next = std::min<std::chrono::milliseconds>(register_backoff_ * 2, std::chrono::milliseconds(5000));
+      std::uniform_int_distribution<int64_t> jitter(-next.count() / 5, next.count() / 5);
+      register_backoff_ = next + std::chrono::milliseconds(jitter(rng));
+    }
     if (registered_ && now - last_heartbeat_sent_ >= period) {
       v1::Envelope hb;
       hb.mutable_heartbeat()->set_session_id(session_id_);
@@ -425,12 +672,18 @@ void Endpoint::Run() {
       SendToService(hb);
       last_heartbeat_sent_ = now;
     }
-    if (registered_ && now - last_heard_from_service_ > period * config_.heartbeat_misses) {
-      spdlog::warn("no word from the service for {} ms; registering again",
+    if (registered_ && now - last_resend_check >= period) {
+      // Results whose ack did not come within the threshold are sent again.
+      ResendUnacked(now - threshold);
+      last_resend_check = now;
+    }
+    if (registered_ && now - last_heard_from_service_ > threshold) {
+      spdlog::warn("no word from the service for {} ms; reconnecting and registering again",
                    std::chrono::duration_cast<std::chrono::milliseconds>(now - last_heard_from_service_).count());
-      registered_ = false;
       last_heard_from_service_ = now;
-      SendRegister();
+      register_backoff_ = std::chrono::milliseconds(100);
+      Status s = Reconnect();  // registers again once the new connection's handshake succeeds
+      if (!s.ok()) spdlog::warn("{}", s.ToString());
     }
   }
   spdlog::info("endpoint {} stopping", config_.id);

@@ -3,6 +3,12 @@
 // can take plus a prefetch), hands them to a pool of loom-worker processes over ipc (ROUTER),
 // returns results in batches, sends heartbeats, and replaces workers that die.
 //
+// Nothing lost: every result is written to a spool on disk and kept until the service
+// acknowledges it; unacknowledged results are sent again after a re-registration or a
+// timeout, also after a restart of this process. When the service falls silent the endpoint
+// reconnects (a fresh connection) and registers again with backoff. A cancelled or overdue
+// running task has its worker killed and replaced.
+//
 // Everything runs on the thread that calls Run(): both sockets, the worker processes (their
 // deaths arrive through a signalfd for SIGCHLD) and the timers. RequestStop() may be called
 // from any thread or a signal handler context via the stop fd.
@@ -14,13 +20,14 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
-
 #include <zmq.hpp>
 
 #include "common/status.h"
 #include "common/subprocess.h"
 #include "endpoint/config.h"
+#include "endpoint/spool.h"
 #include "loom.pb.h"
 
 namespace loom::endpoint {
@@ -35,6 +42,8 @@ class Endpoint {
   // Serves until RequestStop(); then stops the workers.
   void Run();
   void RequestStop();
+  // True once the service fenced this endpoint off (another process registered the same id).
+  bool fenced() const { return fenced_; }
 
  private:
   struct Worker {
@@ -42,8 +51,15 @@ class Endpoint {
     Subprocess process;
     bool ready = false;
     std::deque<std::string> assigned;  // task ids in the order the worker runs them
-    int64_t started_ns = 0;          // when the task at the head of `assigned` started; 0: none
-    bool head_started_sent = false;  // the service was told it runs
+    int64_t started_ns = 0;            // when the task at the head of `assigned` started; 0: none
+    bool head_started_sent = false;    // the service was told it runs
+    // Set when this endpoint killed the worker on purpose, for the task at the head then.
+    v1::FailureKind kill_reason = v1::FAILURE_KIND_UNSPECIFIED;  // TIMEOUT, or UNSPECIFIED: cancelled
+    std::string kill_task;
+  };
+  struct Unacked {
+    v1::TaskResult result;
+    std::chrono::steady_clock::time_point sent{};  // last sent; default: not yet
   };
   struct Held {
     v1::TaskSpec spec;
@@ -59,7 +75,22 @@ class Endpoint {
   void SendCreditIfNeeded();
   void Flush();
   void SendToService(const v1::Envelope& env);
+  // Records a result: spooled, kept until acknowledged, and queued to send.
   void AddResult(v1::TaskResult result);
+  void QueueToSend(const v1::TaskResult& result);
+  // Sends again every unacknowledged result sent before `before`.
+  void ResendUnacked(std::chrono::steady_clock::time_point before);
+  void HandleAck(const v1::ResultAck& ack);
+  void HandleCancel(const v1::CancelTasks& cancel);
+  // Kills a worker on purpose; its head task ends as `reason` (UNSPECIFIED: dropped, cancelled).
+  void KillWorker(Worker& w, v1::FailureKind reason);
+  // Kills workers whose running task passed its deadline; returns ms until the next deadline.
+  int64_t EnforceDeadlines();
+  Status Reconnect();
+  // Reads connection events of the service socket: a new connection (after a drop) means the
+  // service may have lost messages in both directions, so the endpoint registers again.
+  void HandleMonitorEvents();
+  Status OpenSpool();
   void NoteHeadStarted(Worker& w);
   // Tells the service about tasks running longer than kRunningReportDelay; returns whether a
   // task may still need telling (so the loop wakes up in time).
@@ -75,6 +106,9 @@ class Endpoint {
 
   zmq::context_t ctx_{1};
   zmq::socket_t service_;
+  zmq::socket_t monitor_;  // PAIR reading service_'s connection events
+  int monitor_generation_ = 0;
+  bool connected_ = false;  // the ZeroMQ handshake with the service succeeded and holds
   zmq::socket_t workers_sock_;
   int stop_fd_ = -1;
   int child_fd_ = -1;
@@ -83,14 +117,22 @@ class Endpoint {
   int worker_generation_ = 0;
   std::vector<v1::KernelInfo> kernels_;
   bool registered_ = false;
+  bool fenced_ = false;
+  int64_t lease_epoch_ = 0;
+  std::chrono::milliseconds register_backoff_{100};  // doubles while registering goes unanswered
+  std::chrono::steady_clock::time_point last_connect_{};
   std::chrono::steady_clock::time_point last_register_sent_{};
   std::chrono::steady_clock::time_point last_heard_from_service_{};
   std::chrono::steady_clock::time_point last_heartbeat_sent_{};
   bool ready_file_written_ = false;
 
-  std::deque<std::string> queue_;                  // received, not yet handed to a worker
-  std::unordered_map<std::string, Held> held_;     // every task received and not yet answered
-  int64_t requested_ = 0;                          // credit sent that the service has not used yet
+  std::deque<std::string> queue_;                     // received, not yet handed to a worker
+  std::unordered_map<std::string, Held> held_;        // every task received and not yet answered
+  std::unordered_map<std::string, Unacked> unacked_;  // results the service has not acknowledged
+  std::unordered_set<std::string> cancelled_;         // cancelled while queued in a worker: drop the result
+  std::unique_ptr<ResultSpool> spool_;
+  std::vector<v1::TaskResult> to_spool_;  // written to the spool at the next flush
+  int64_t requested_ = 0;                 // credit sent that the service has not used yet
   v1::ResultBatch outgoing_;
   int64_t outgoing_bytes_ = 0;
 };

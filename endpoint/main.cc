@@ -34,6 +34,10 @@ int main(int argc, char** argv) {
   app.add_option("--heartbeat-misses", c.heartbeat_misses, "missed periods before the service counts as lost");
   app.add_option("--max-message-bytes", c.max_message_bytes, "largest task or result in bytes");
   app.add_option("--run-dir", c.run_dir, "directory for the worker socket (default: a new temp dir)");
+  app.add_option("--spool-dir", c.spool_dir,
+                 "directory keeping results until the service acknowledges them (default: "
+                 "$XDG_STATE_HOME/loom/endpoint-<id>/spool)");
+  app.add_flag("--spool-fsync", c.spool_fsync, "fdatasync every spool write (survives power loss, costs latency)");
   app.add_option("--ready-file", c.ready_file, "file written once registered with the service");
   app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error");
   if (auto rc = ParseFlagsAndConfig(app, argc, argv, config_file,
@@ -69,5 +73,6 @@ int main(int argc, char** argv) {
   });
   waiter.detach();
   ep.Run();
+  if (ep.fenced()) return 3;  // another endpoint process took over this id: do not restart blindly
   return 0;
 }

@@ -25,6 +25,10 @@ bool ValidName(const std::string& s) {
   return true;
 }
 const char* kNameRule = "1-128 characters of letters, digits, '-', '_' or '.'";
+
+std::string UnknownTaskMessage(const std::string& id) {
+  return "task '" + id + "' is not known (never submitted, deleted, or expired after the result TTL)";
+}
 }  // namespace
 
 Result<v1::RegisterFunctionResponse> LoomApi::RegisterFunction(const v1::RegisterFunctionRequest& req,
@@ -142,8 +146,8 @@ Status LoomApi::Validate(const v1::SubmitRequest& req, NewTask* task, int64_t re
     if (kernel == nullptr) {
       std::string offered;
       for (const auto& k : ep.kernels()) offered += (offered.empty() ? "" : ", ") + k.name() + "@" + k.version();
-      return FailedPrecondition("endpoint '" + ep.id() + "' does not offer kernel '" + fn.kernel() +
-                                "' (function '" + fn.name() + "'); it offers: " + offered);
+      return FailedPrecondition("endpoint '" + ep.id() + "' does not offer kernel '" + fn.kernel() + "' (function '" +
+                                fn.name() + "'); it offers: " + offered);
     }
     LOOM_RETURN_IF_ERROR(ValidateArgs(*kernel, req.args(), req.kwargs()));
   } else {
@@ -152,8 +156,23 @@ Status LoomApi::Validate(const v1::SubmitRequest& req, NewTask* task, int64_t re
       if (a.has_tensor_value()) LOOM_RETURN_IF_ERROR(ValidateTensor(a.tensor_value()));
     }
   }
+  if (req.max_attempts() < 0 || req.max_attempts() > limits_.max_attempts_limit) {
+    return InvalidArgument("max_attempts " + std::to_string(req.max_attempts()) + " is out of range: use 1 to " +
+                           std::to_string(limits_.max_attempts_limit) + ", or 0 for the function's default");
+  }
+  if (req.timeout_ms() < 0) {
+    return InvalidArgument("timeout_ms " + std::to_string(req.timeout_ms()) + " is negative: use 0 for no deadline");
+  }
+  if (static_cast<int64_t>(req.idempotency_key().size()) > limits_.max_idempotency_key_bytes) {
+    return InvalidArgument("the idempotency key takes " + std::to_string(req.idempotency_key().size()) +
+                           " bytes, over the limit of " + std::to_string(limits_.max_idempotency_key_bytes));
+  }
   task->id = NewId();
   task->owner = kLocalUser;
+  task->idempotency_key = req.idempotency_key();
+  task->max_attempts = req.max_attempts() > 0  ? req.max_attempts()
+                       : fn.max_attempts() > 0 ? fn.max_attempts()
+                                               : limits_.default_max_attempts;
   task->function = fn.name();
   task->endpoint = ep.id();
   task->received_ns = received_ns;
@@ -164,6 +183,7 @@ Status LoomApi::Validate(const v1::SubmitRequest& req, NewTask* task, int64_t re
   *spec.mutable_args() = req.args();
   *spec.mutable_kwargs() = req.kwargs();
   *spec.mutable_config() = fn.config();
+  spec.set_timeout_ms(req.timeout_ms() > 0 ? req.timeout_ms() : fn.timeout_ms());
   const int64_t size = static_cast<int64_t>(spec.ByteSizeLong());
   if (size > limits_.max_message_bytes) {
     return ResourceExhausted("task arguments take " + std::to_string(size) + " bytes, over the limit of " +
@@ -198,32 +218,37 @@ Result<v1::SubmitBatchResponse> LoomApi::SubmitBatch(const v1::SubmitBatchReques
   }
   // Credit taken per endpoint: (session, amount). The first tasks of each endpoint, up to its
   // credit, may go out at once.
-  std::map<std::string, std::pair<std::string, int64_t>> taken;
+  std::map<std::string, CreditGrant> taken;
   if (credit_ != nullptr) {
     std::map<std::string, int64_t> per_endpoint;
     for (const auto& t : tasks) ++per_endpoint[t.endpoint];
     for (const auto& [ep, n] : per_endpoint) {
       auto got = credit_->Take(ep, n);
-      if (got.second > 0) taken[ep] = got;
+      if (got.n > 0) taken[ep] = got;
     }
     std::map<std::string, int64_t> left;
-    for (const auto& [ep, got] : taken) left[ep] = got.second;
+    for (const auto& [ep, got] : taken) left[ep] = got.n;
     for (auto& t : tasks) {
       auto it = left.find(t.endpoint);
       if (it != left.end() && it->second > 0) {
         t.direct = true;
+        t.lease_epoch = taken[t.endpoint].lease_epoch;
         --it->second;
       }
     }
   }
-  std::vector<bool> dispatched;
-  Status committed = Commit(&tasks, &dispatched);
+  SubmitOutcome outcome;
+  Status committed = Commit(&tasks, &outcome);
   std::map<std::string, std::vector<v1::TaskSpec>> sent;
   std::set<std::string> queued;
   v1::SubmitBatchResponse resp;
   for (size_t i = 0; i < tasks.size(); ++i) {
     auto& t = tasks[i];
-    if (committed.ok() && dispatched[i]) {
+    if (committed.ok() && !outcome.existing_ids[i].empty()) {
+      resp.add_task_ids(outcome.existing_ids[i]);  // a retried submit: the earlier task stands
+      continue;
+    }
+    if (committed.ok() && outcome.dispatched[i]) {
       sent[t.endpoint].push_back(std::move(t.spec));
     } else {
       queued.insert(t.endpoint);
@@ -232,16 +257,18 @@ Result<v1::SubmitBatchResponse> LoomApi::SubmitBatch(const v1::SubmitBatchReques
   }
   for (const auto& [ep, got] : taken) {
     const int64_t used = sent.contains(ep) ? static_cast<int64_t>(sent[ep].size()) : 0;
-    if (got.second > used) credit_->Return(ep, got.first, got.second - used);
+    if (got.n > used) credit_->Return(ep, got.session, got.n - used);
   }
   LOOM_RETURN_IF_ERROR(committed);
-  for (auto& [ep, specs] : sent) notifier_->TasksDispatched(ep, taken[ep].first, std::move(specs));
+  for (auto& [ep, specs] : sent) {
+    notifier_->TasksDispatched(ep, taken[ep].session, taken[ep].lease_epoch, std::move(specs));
+  }
   if (!queued.empty()) notifier_->TasksQueued(std::vector<std::string>(queued.begin(), queued.end()));
   return resp;
 }
 
-Status LoomApi::Commit(std::vector<NewTask>* tasks, std::vector<bool>* dispatched) {
-  PendingCommit mine{tasks, dispatched, Status::Ok()};
+Status LoomApi::Commit(std::vector<NewTask>* tasks, SubmitOutcome* outcome) {
+  PendingCommit mine{tasks, outcome, Status::Ok()};
   std::unique_lock lock(commit_mu_);
   commit_queue_.push_back(&mine);
   commit_cv_.wait(lock, [&] { return mine.done || commit_queue_.front() == &mine; });
@@ -251,29 +278,31 @@ Status LoomApi::Commit(std::vector<NewTask>* tasks, std::vector<bool>* dispatche
   lock.unlock();
   Status s;
   if (group.size() == 1) {
-    s = store_->SubmitTasks(*tasks, NowNanos(), dispatched, limits_.max_queue_depth);
+    s = store_->SubmitTasks(*tasks, NowNanos(), outcome, limits_.max_queue_depth);
   } else {
     // Move the tasks into one write, and back to their callers afterwards.
     std::vector<NewTask> all;
     for (auto* p : group) std::move(p->tasks->begin(), p->tasks->end(), std::back_inserter(all));
-    std::vector<bool> all_dispatched;
-    s = store_->SubmitTasks(all, NowNanos(), &all_dispatched, limits_.max_queue_depth);
+    SubmitOutcome all_outcome;
+    s = store_->SubmitTasks(all, NowNanos(), &all_outcome, limits_.max_queue_depth);
     size_t k = 0;
     for (auto* p : group) {
-      p->dispatched->assign(p->tasks->size(), false);
+      p->outcome->dispatched.assign(p->tasks->size(), false);
+      p->outcome->existing_ids.assign(p->tasks->size(), "");
       for (size_t i = 0; i < p->tasks->size(); ++i, ++k) {
         (*p->tasks)[i] = std::move(all[k]);
-        if (s.ok()) (*p->dispatched)[i] = all_dispatched[k];
+        if (s.ok()) {
+          p->outcome->dispatched[i] = all_outcome.dispatched[k];
+          p->outcome->existing_ids[i] = std::move(all_outcome.existing_ids[k]);
+        }
       }
     }
     if (s.code() == StatusCode::kResourceExhausted) {
       // One caller's batch overfilled a queue: that caller alone must hear it.
-      lock.lock();
       for (auto* p : group) {
-        lock.unlock();
-        p->status = store_->SubmitTasks(*p->tasks, NowNanos(), p->dispatched, limits_.max_queue_depth);
-        lock.lock();
+        p->status = store_->SubmitTasks(*p->tasks, NowNanos(), p->outcome, limits_.max_queue_depth);
       }
+      lock.lock();
       for (auto* p : group) {
         p->done = true;
         commit_queue_.pop_front();
@@ -312,7 +341,7 @@ Result<v1::GetTasksResponse> LoomApi::GetTasks(const v1::GetTasksRequest& req, c
   } unsub{hub_, sub};
   LOOM_ASSIGN_OR_RETURN(auto recs, store_->GetTasks(ids, req.include_args()));
   for (size_t i = 0; i < recs.size(); ++i) {
-    if (!recs[i]) return NotFound("task '" + ids[i] + "' is not known");
+    if (!recs[i]) return NotFound(UnknownTaskMessage(ids[i]));
   }
   if (sub) {
     std::map<std::string, size_t> pending;
@@ -347,13 +376,13 @@ Status LoomApi::WaitResults(const v1::WaitResultsRequest& req, const std::string
                             const std::function<bool()>& cancelled) {
   using Clock = std::chrono::steady_clock;
   if (req.task_ids_size() > limits_.max_wait_ids) {
-    return ResourceExhausted("asked to wait for " + std::to_string(req.task_ids_size()) +
-                             " tasks; the limit is " + std::to_string(limits_.max_wait_ids));
+    return ResourceExhausted("asked to wait for " + std::to_string(req.task_ids_size()) + " tasks; the limit is " +
+                             std::to_string(limits_.max_wait_ids));
   }
   std::set<std::string> pending(req.task_ids().begin(), req.task_ids().end());
   std::vector<std::string> ids(pending.begin(), pending.end());
-  const auto deadline = req.timeout_ms() > 0 ? Clock::now() + std::chrono::milliseconds(req.timeout_ms())
-                                             : Clock::time_point::max();
+  const auto deadline =
+      req.timeout_ms() > 0 ? Clock::now() + std::chrono::milliseconds(req.timeout_ms()) : Clock::time_point::max();
   auto sub = hub_->Subscribe(ids);
   struct Unsub {
     CompletionHub* hub;
@@ -363,7 +392,7 @@ Status LoomApi::WaitResults(const v1::WaitResultsRequest& req, const std::string
   // Subscribed first, then read: a task finishing in between is seen at least once.
   LOOM_ASSIGN_OR_RETURN(auto recs, store_->GetTasks(ids, false));
   for (size_t i = 0; i < recs.size(); ++i) {
-    if (!recs[i]) return NotFound("task '" + ids[i] + "' is not known");
+    if (!recs[i]) return NotFound(UnknownTaskMessage(ids[i]));
   }
   for (auto& r : recs) {
     if (IsTerminal(r->state()) && pending.erase(r->id())) {
@@ -388,13 +417,24 @@ Status LoomApi::WaitResults(const v1::WaitResultsRequest& req, const std::string
 
 Result<v1::CancelResponse> LoomApi::Cancel(const v1::CancelRequest& req, const std::string&) {
   LOOM_ASSIGN_OR_RETURN(auto rec, store_->CancelTask(req.task_id(), NowNanos()));
-  if (!rec) return NotFound("task '" + req.task_id() + "' is not known");
+  if (!rec) return NotFound(UnknownTaskMessage(req.task_id()));
   if (rec->state() == v1::TASK_STATE_CANCELLED) {
     hub_->Publish({*rec});
     notifier_->TasksCancelled(rec->endpoint(), {rec->id()});
   }
   v1::CancelResponse resp;
   *resp.mutable_task() = std::move(*rec);
+  return resp;
+}
+
+Result<v1::DeleteTasksResponse> LoomApi::DeleteTasks(const v1::DeleteTasksRequest& req, const std::string&) {
+  if (req.task_ids_size() > limits_.max_wait_ids) {
+    return ResourceExhausted("asked to delete " + std::to_string(req.task_ids_size()) + " tasks; the limit is " +
+                             std::to_string(limits_.max_wait_ids));
+  }
+  LOOM_ASSIGN_OR_RETURN(int64_t n, store_->DeleteTasks({req.task_ids().begin(), req.task_ids().end()}));
+  v1::DeleteTasksResponse resp;
+  resp.set_deleted(static_cast<int32_t>(n));
   return resp;
 }
 

@@ -30,6 +30,9 @@ struct ServiceLimits {
   int max_batch = 10000;                         // tasks in one SubmitBatch
   int max_wait_ids = 100000;                     // task ids in one WaitResults / GetTasks
   int64_t max_queue_depth = 1000000;             // tasks waiting for one endpoint; 0: no limit
+  int default_max_attempts = 3;                  // when neither the submit nor the function sets it
+  int max_attempts_limit = 100;                  // the most attempts a submit may ask for
+  int max_idempotency_key_bytes = 256;
 };
 
 // Wakes the dispatcher (the broker) when tasks were queued, dispatched by the submit path, or
@@ -39,7 +42,7 @@ class DispatchNotifier {
   virtual ~DispatchNotifier() = default;
   virtual void TasksQueued(const std::vector<std::string>& endpoints) = 0;
   // Tasks already marked dispatched in the store against credit taken from `session`: send them.
-  virtual void TasksDispatched(const std::string& endpoint, const std::string& session,
+  virtual void TasksDispatched(const std::string& endpoint, const std::string& session, int64_t lease_epoch,
                                std::vector<v1::TaskSpec> specs) = 0;
   virtual void TasksCancelled(const std::string& endpoint, const std::vector<std::string>& task_ids) = 0;
 };
@@ -67,15 +70,16 @@ class LoomApi {
   Result<v1::SubmitBatchResponse> SubmitBatch(const v1::SubmitBatchRequest& req, const std::string& user);
   // With wait_ms > 0, a long poll: returns when every task is terminal, wait_ms passed, or
   // `cancelled` turned true (the client went away).
-  Result<v1::GetTasksResponse> GetTasks(const v1::GetTasksRequest& req, const std::string& user,
-                                        const std::function<bool()>& cancelled = [] { return false; });
+  Result<v1::GetTasksResponse> GetTasks(
+      const v1::GetTasksRequest& req, const std::string& user,
+      const std::function<bool()>& cancelled = [] { return false; });
   // Calls `write` once per listed task as it reaches a terminal state, in completion order.
   // Returns OK when every task was written, DEADLINE_EXCEEDED when timeout_ms passed first,
   // CANCELLED when `cancelled` turned true or `write` returned false.
   Status WaitResults(const v1::WaitResultsRequest& req, const std::string& user,
-                     const std::function<bool(const v1::TaskRecord&)>& write,
-                     const std::function<bool()>& cancelled);
+                     const std::function<bool(const v1::TaskRecord&)>& write, const std::function<bool()>& cancelled);
   Result<v1::CancelResponse> Cancel(const v1::CancelRequest& req, const std::string& user);
+  Result<v1::DeleteTasksResponse> DeleteTasks(const v1::DeleteTasksRequest& req, const std::string& user);
 
   // The broker reports endpoint registrations here, so submits check against current kernels.
   void EndpointUpdated(const v1::EndpointRecord& e);
@@ -87,7 +91,7 @@ class LoomApi {
   Status Validate(const v1::SubmitRequest& req, NewTask* task, int64_t received_ns);
   // Blocks until `tasks` are committed (or the commit failed); `dispatched` says which went out
   // at once.
-  Status Commit(std::vector<NewTask>* tasks, std::vector<bool>* dispatched);
+  Status Commit(std::vector<NewTask>* tasks, SubmitOutcome* outcome);
 
   TaskStore* store_;
   CompletionHub* hub_;
@@ -101,7 +105,7 @@ class LoomApi {
 
   struct PendingCommit {
     std::vector<NewTask>* tasks;
-    std::vector<bool>* dispatched;
+    SubmitOutcome* outcome;
     Status status;
     bool done = false;
   };

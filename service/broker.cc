@@ -4,6 +4,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <limits>
+
 #include "common/util.h"
 #include "common/wire.h"
 
@@ -13,7 +15,11 @@ using Clock = std::chrono::steady_clock;
 
 Broker::Broker(TaskStore* store, CompletionHub* hub, CreditBook* credit, BrokerOptions options,
                EndpointListener on_endpoint)
-    : store_(store), hub_(hub), credit_(credit), options_(std::move(options)), on_endpoint_(std::move(on_endpoint)),
+    : store_(store),
+      hub_(hub),
+      credit_(credit),
+      options_(std::move(options)),
+      on_endpoint_(std::move(on_endpoint)),
       router_(ctx_, zmq::socket_type::router) {
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   LOOM_CHECK(wake_fd_ >= 0);
@@ -27,6 +33,9 @@ Broker::~Broker() {
 Status Broker::Bind() {
   try {
     router_.set(zmq::sockopt::router_mandatory, 1);
+    // An endpoint that reconnects (new TCP connection, same session id) takes over its
+    // routing id instead of being refused while the old connection still looks alive.
+    router_.set(zmq::sockopt::router_handover, 1);
     router_.set(zmq::sockopt::maxmsgsize, options_.max_message_bytes + (1 << 20));
     router_.set(zmq::sockopt::sndhwm, options_.high_water_mark);
     router_.set(zmq::sockopt::rcvhwm, options_.high_water_mark);
@@ -40,7 +49,25 @@ Status Broker::Bind() {
 }
 
 void Broker::Start() {
+  LoadInFlightEndpoints();
   thread_ = std::thread([this] { Run(); });
+}
+
+void Broker::LoadInFlightEndpoints() {
+  auto eps = store_->ListEndpoints();
+  if (!eps.ok()) {
+    ++stats_.store_errors;
+    spdlog::warn("cannot list endpoints to reconcile their tasks: {}", eps.status().ToString());
+    return;
+  }
+  const auto deadline = Clock::now() + options_.heartbeat_period * options_.heartbeat_misses;
+  for (const auto& e : *eps) {
+    auto n = store_->InFlightCount(e.id());
+    if (n.ok() && *n > 0) {
+      unclaimed_[e.id()] = deadline;
+      spdlog::info("endpoint {} had {} task(s) in flight; waiting for it to register again", e.id(), *n);
+    }
+  }
 }
 
 void Broker::Stop() {
@@ -63,10 +90,11 @@ void Broker::TasksQueued(const std::vector<std::string>& endpoints) {
   Wake();
 }
 
-void Broker::TasksDispatched(const std::string& endpoint, const std::string&, std::vector<v1::TaskSpec> specs) {
+void Broker::TasksDispatched(const std::string& endpoint, const std::string&, int64_t lease_epoch,
+                             std::vector<v1::TaskSpec> specs) {
   {
     std::lock_guard lock(mu_);
-    direct_.emplace_back(endpoint, std::move(specs));
+    direct_.push_back({endpoint, lease_epoch, std::move(specs)});
   }
   Wake();
 }
@@ -147,26 +175,14 @@ void Broker::Run() {
     CommitResults();
     std::set<std::string> queued;
     std::vector<std::pair<std::string, std::string>> cancelled;
-    std::vector<std::pair<std::string, std::vector<v1::TaskSpec>>> direct;
+    std::vector<DirectBatch> direct;
     {
       std::lock_guard lock(mu_);
       queued.swap(queued_);
       cancelled.swap(cancelled_);
       direct.swap(direct_);
     }
-    // Tasks the submit path already marked dispatched. They go to the endpoint's current session
-    // (a newer session than the one whose credit they used still runs them). With no session,
-    // they stay in flight, and the endpoint's next registration puts them back in its queue.
-    for (auto& [ep, specs] : direct) {
-      auto it = by_endpoint_.find(ep);
-      if (it == by_endpoint_.end()) continue;
-      const std::string rid = it->second;
-      if (SendTasks(rid, specs)) {
-        stats_.tasks_dispatched += specs.size();
-      } else {
-        DropSession(rid, "cannot send to it");
-      }
-    }
+    for (auto& batch : direct) SendDirect(batch);
     want_dispatch_.insert(queued.begin(), queued.end());
     std::map<std::string, v1::Envelope> cancels;
     for (const auto& [ep, task] : cancelled) cancels[ep].mutable_cancel()->add_task_ids(task);
@@ -184,6 +200,32 @@ void Broker::Run() {
   }
 }
 
+// Tasks the submit path already leased against a session's credit. If that session is no
+// longer the endpoint's current one, they were never sent: they go back to the queue, so the
+// current session gets them under its own lease and no result of theirs is fenced off.
+void Broker::SendDirect(DirectBatch& batch) {
+  auto it = by_endpoint_.find(batch.endpoint);
+  Session* s = it == by_endpoint_.end() ? nullptr : SessionFor(it->second);
+  if (s != nullptr && s->lease_epoch == batch.lease_epoch) {
+    const std::string rid = s->routing_id;
+    if (SendTasks(rid, batch.specs)) {
+      stats_.tasks_dispatched += batch.specs.size();
+    } else {
+      DropSession(rid, "cannot send to it");
+    }
+    return;
+  }
+  std::vector<std::string> ids;
+  for (const auto& spec : batch.specs) ids.push_back(spec.task_id());
+  auto back = store_->RelinquishTasks(batch.endpoint, batch.lease_epoch, ids, NowNanos());
+  if (!back.ok()) {
+    // They stay leased to the old epoch; the endpoint's next registration requeues them.
+    ++stats_.store_errors;
+    return;
+  }
+  want_dispatch_.insert(batch.endpoint);
+}
+
 void Broker::HandleMessage(const std::string& routing_id, const zmq::message_t& payload) {
   v1::Envelope env;
   if (!FromMessage(payload, &env) || env.body_case() == v1::Envelope::BODY_NOT_SET) {
@@ -196,7 +238,14 @@ void Broker::HandleMessage(const std::string& routing_id, const zmq::message_t& 
   }
   Session* s = SessionFor(routing_id);
   if (s == nullptr) {
-    // Typically: this service restarted and the endpoint's socket reconnected by itself.
+    // Typically: this service restarted, or dropped the session for missed heartbeats, and the
+    // endpoint's socket reconnected by itself. Results sent on a dead session are fenced off
+    // (the endpoint sends them again once registered, under its new lease).
+    if (env.has_results() && env.results().results_size() > 0) {
+      stats_.results_rejected += env.results().results_size();
+      spdlog::info("rejected {} result(s) sent on an unknown or expired session (fenced off)",
+                   env.results().results_size());
+    }
     SendReregister(routing_id, "unknown session");
     return;
   }
@@ -214,7 +263,10 @@ void Broker::HandleMessage(const std::string& routing_id, const zmq::message_t& 
       want_dispatch_.insert(s->endpoint_id);
       break;
     case v1::Envelope::kResults: {
-      auto& out = results_[s->endpoint_id];
+      auto& pending = results_[routing_id];
+      pending.endpoint_id = s->endpoint_id;
+      pending.lease_epoch = s->lease_epoch;
+      auto& out = pending.results;
       for (auto& r : *env.mutable_results()->mutable_results()) out.push_back(std::move(r));
       for (auto& st : *env.mutable_results()->mutable_started()) started_.push_back(std::move(st));
       break;
@@ -230,18 +282,34 @@ void Broker::HandleRegister(const std::string& routing_id, const v1::EndpointReg
     ++stats_.garbage_frames;
     return;
   }
-  // One live session per endpoint id: a newer connection replaces the older one.
-  if (auto it = by_endpoint_.find(reg.endpoint_id()); it != by_endpoint_.end() && it->second != routing_id) {
-    spdlog::info("endpoint {} connected again (session {}); dropping the previous session", reg.endpoint_id(),
-                 reg.session_id());
-    SendReregister(it->second, "replaced by a newer session of the same endpoint");
-    sessions_.erase(it->second);
-  }
   auto existing = store_->GetEndpoint(reg.endpoint_id());
   if (!existing.ok()) {
     ++stats_.store_errors;
     spdlog::warn("endpoint {} cannot register: {}", reg.endpoint_id(), existing.status().ToString());
     return;  // it retries registering until it hears back
+  }
+  // The new session takes the next lease epoch: the tasks it still holds move to it, the
+  // others were lost with earlier sessions. Results of earlier sessions are fenced off.
+  std::vector<std::string> held(reg.held_task_ids().begin(), reg.held_task_ids().end());
+  auto session = store_->RegisterSession(reg.endpoint_id(), held, "endpoint session replaced", NowNanos());
+  if (!session.ok()) {
+    ++stats_.store_errors;
+    spdlog::warn("endpoint {} cannot register: {}", reg.endpoint_id(), session.status().ToString());
+    return;
+  }
+  PublishLost(reg.endpoint_id(), session, "registration");
+  unclaimed_.erase(reg.endpoint_id());
+  // One live session per endpoint id: a second connection fences the first, which stops.
+  if (auto it = by_endpoint_.find(reg.endpoint_id()); it != by_endpoint_.end() && it->second != routing_id) {
+    spdlog::warn("endpoint {} registered from a second connection (session {}); fencing the previous one",
+                 reg.endpoint_id(), reg.session_id());
+    v1::Envelope fenced;
+    fenced.mutable_fenced()->set_reason("another loom-endpoint registered with id '" + reg.endpoint_id() +
+                                        "' (session " + reg.session_id() + ")");
+    Send(it->second, fenced);
+    credit_->Close(reg.endpoint_id(), it->second);
+    sessions_.erase(it->second);
+    ++stats_.sessions_fenced;
   }
   v1::EndpointRecord rec;
   if (existing->has_value()) {
@@ -259,35 +327,43 @@ void Broker::HandleRegister(const std::string& routing_id, const v1::EndpointReg
   rec.set_hostname(reg.hostname());
   rec.set_session_id(reg.session_id());
   rec.set_last_seen_unix_nanos(NowNanos());
-  // Tasks the service thinks are on this endpoint but that it does not hold were lost with a
-  // previous session (or their results were): put them back in the queue.
-  std::vector<std::string> held(reg.held_task_ids().begin(), reg.held_task_ids().end());
-  auto requeued = store_->RequeueInFlight(reg.endpoint_id(), held, NowNanos());
-  Status put = store_->PutEndpoint(rec);
-  if (!requeued.ok() || !put.ok()) {
+  if (Status put = store_->PutEndpoint(rec); !put.ok()) {
     ++stats_.store_errors;
-    spdlog::warn("endpoint {} cannot register: {}", reg.endpoint_id(),
-                 (!put.ok() ? put : requeued.status()).ToString());
-    return;
+    spdlog::warn("endpoint {}: cannot store its record: {}", reg.endpoint_id(), put.ToString());
   }
   Session& s = sessions_[routing_id];
   s.endpoint_id = reg.endpoint_id();
   s.session_id = reg.session_id();
   s.routing_id = routing_id;
-  credit_->Open(reg.endpoint_id(), routing_id, reg.credit());
+  s.lease_epoch = session->lease_epoch;
+  credit_->Open(reg.endpoint_id(), routing_id, s.lease_epoch, reg.credit());
   s.last_seen = Clock::now();
   s.record = rec;
   by_endpoint_[reg.endpoint_id()] = routing_id;
   on_endpoint_(rec);
-  spdlog::info("endpoint {} online: session {}, {} workers, {} kernels, {} task(s) requeued", rec.id(),
-               reg.session_id(), reg.worker_count(), reg.kernels_size(), *requeued);
+  spdlog::info(
+      "endpoint {} online: session {} (lease epoch {}), {} workers, {} kernels, holds {} task(s), "
+      "{} requeued, {} failed",
+      rec.id(), reg.session_id(), s.lease_epoch, reg.worker_count(), reg.kernels_size(), held.size(), session->requeued,
+      session->finished.size());
   v1::Envelope reply;
   auto* ok = reply.mutable_registered();
   ok->set_session_id(reg.session_id());
-  ok->set_heartbeat_period_ms(options_.heartbeat_period.count());
+  ok->set_heartbeat_period_ms(static_cast<int32_t>(options_.heartbeat_period.count()));
+  ok->set_heartbeat_misses(options_.heartbeat_misses);
   ok->set_max_message_bytes(options_.max_message_bytes);
+  ok->set_lease_epoch(s.lease_epoch);
   Send(routing_id, reply);
   want_dispatch_.insert(reg.endpoint_id());
+}
+
+void Broker::PublishLost(const std::string& endpoint_id, const Result<LostOutcome>& lost, const char* what) {
+  if (!lost.ok()) return;
+  if (!lost->finished.empty()) {
+    spdlog::warn("endpoint {}: {} task(s) failed for good at {} (no attempts left)", endpoint_id, lost->finished.size(),
+                 what);
+    hub_->Publish(lost->finished);
+  }
 }
 
 void Broker::CommitResults() {
@@ -296,22 +372,34 @@ void Broker::CommitResults() {
     if (!store_->MarkRunning(started_).ok()) ++stats_.store_errors;
     started_.clear();
   }
-  for (auto& [ep, results] : results_) {
-    if (results.empty()) continue;
-    auto committed = store_->CompleteTasks(ep, results, now);
-    if (!committed.ok()) {
-      // The tasks stay in flight in the store; the endpoint's next registration or the
-      // recovery path requeues them.
+  for (auto& [rid, pending] : results_) {
+    if (pending.results.empty()) continue;
+    auto done = store_->CompleteTasks(pending.endpoint_id, pending.lease_epoch, pending.results, now);
+    if (!done.ok()) {
+      // Not acknowledged: the endpoint keeps these results and sends them again.
       ++stats_.store_errors;
-      spdlog::warn("cannot commit {} result(s) from endpoint {}: {}", results.size(), ep,
-                   committed.status().ToString());
+      spdlog::warn("cannot commit {} result(s) from endpoint {}: {}", pending.results.size(), pending.endpoint_id,
+                   done.status().ToString());
     } else {
-      stats_.results_committed += committed->size();
-      stats_.results_ignored += results.size() - committed->size();
-      hub_->Publish(*committed);
+      stats_.results_committed += done->finished.size();
+      stats_.results_retried += done->retried;
+      stats_.results_rejected += done->rejected;
+      if (done->rejected > 0) {
+        spdlog::info("endpoint {}: rejected {} result(s) not leased to its session (lease epoch {})",
+                     pending.endpoint_id, done->rejected, pending.lease_epoch);
+      }
+      hub_->Publish(done->finished);
+      if (done->retried > 0) want_dispatch_.insert(pending.endpoint_id);
+      // Done with every one of them (committed, retried or refused for good): the endpoint may
+      // forget them.
+      v1::Envelope ack;
+      auto* ids = ack.mutable_ack()->mutable_task_ids();
+      ids->Reserve(static_cast<int>(pending.results.size()));
+      for (const auto& r : pending.results) ids->Add(std::string(r.task_id()));
+      Send(rid, ack);
     }
-    results.clear();
   }
+  results_.clear();
 }
 
 bool Broker::SendTasks(const std::string& routing_id, std::vector<v1::TaskSpec>& specs) {
@@ -337,9 +425,11 @@ void Broker::Dispatch(const std::string& endpoint_id) {
   if (it == by_endpoint_.end()) return;
   const std::string routing_id = it->second;
   while (true) {
-    auto [session, want] = credit_->Take(endpoint_id, options_.max_dispatch_batch);
+    const CreditGrant grant = credit_->Take(endpoint_id, options_.max_dispatch_batch);
+    const std::string& session = grant.session;
+    const int64_t want = grant.n;
     if (want == 0) return;
-    auto specs = store_->LeaseTasks(endpoint_id, static_cast<int>(want), NowNanos());
+    auto specs = store_->LeaseTasks(endpoint_id, grant.lease_epoch, static_cast<int>(want), NowNanos());
     if (!specs.ok()) {
       credit_->Return(endpoint_id, session, want);
       ++stats_.store_errors;
@@ -364,17 +454,24 @@ void Broker::DropSession(const std::string& routing_id, const char* why) {
   if (it == sessions_.end()) return;
   Session s = std::move(it->second);
   sessions_.erase(it);
+  ++stats_.sessions_lost;
   credit_->Close(s.endpoint_id, routing_id);
   if (auto e = by_endpoint_.find(s.endpoint_id); e != by_endpoint_.end() && e->second == routing_id) {
     by_endpoint_.erase(e);
   }
-  auto requeued = store_->RequeueInFlight(s.endpoint_id, {}, NowNanos());
+  auto lost = store_->ReleaseSession(s.endpoint_id, s.lease_epoch, std::string("endpoint lost: ") + why, NowNanos());
+  PublishLost(s.endpoint_id, lost, "session loss");
   s.record.set_status(v1::ENDPOINT_STATUS_OFFLINE);
   Status put = store_->PutEndpoint(s.record);
-  if (!requeued.ok() || !put.ok()) ++stats_.store_errors;
+  if (!lost.ok() || !put.ok()) {
+    ++stats_.store_errors;
+    // Not requeued now: the endpoint's next registration, or this check after a restart,
+    // will do it.
+    if (!lost.ok()) unclaimed_[s.endpoint_id] = Clock::now();
+  }
   on_endpoint_(s.record);
   spdlog::warn("endpoint {} offline ({}); {} task(s) back in its queue", s.endpoint_id, why,
-               requeued.ok() ? *requeued : -1);
+               lost.ok() ? lost->requeued : -1);
 }
 
 void Broker::CheckLiveness() {
@@ -390,6 +487,24 @@ void Broker::CheckLiveness() {
     }
   }
   for (const auto& rid : dead) DropSession(rid, "missed heartbeats");
+  // Endpoints that held tasks before this service started (or whose release failed) and have
+  // not come back within the threshold: their tasks go back to the queue.
+  for (auto it = unclaimed_.begin(); it != unclaimed_.end();) {
+    if (by_endpoint_.contains(it->first) || now < it->second) {
+      it = by_endpoint_.contains(it->first) ? unclaimed_.erase(it) : std::next(it);
+      continue;
+    }
+    auto lost = store_->ReleaseSession(it->first, std::numeric_limits<int64_t>::max(),
+                                       "endpoint lost: did not come back after a service restart", NowNanos());
+    if (!lost.ok()) {
+      ++stats_.store_errors;
+      ++it;
+      continue;
+    }
+    PublishLost(it->first, lost, "reconciliation");
+    spdlog::warn("endpoint {} did not come back; {} task(s) back in its queue", it->first, lost->requeued);
+    it = unclaimed_.erase(it);
+  }
 }
 
 }  // namespace loom::service

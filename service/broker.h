@@ -17,7 +17,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
 #include <zmq.hpp>
 
 #include "service/api.h"
@@ -31,8 +30,8 @@ struct BrokerOptions {
   std::string bind = "tcp://127.0.0.1:*";
   int64_t max_message_bytes = 10 * 1024 * 1024;
   std::chrono::milliseconds heartbeat_period{1000};
-  int heartbeat_misses = 3;  // an endpoint silent for this many periods is offline
-  int high_water_mark = 100000;
+  int heartbeat_misses = 3;       // an endpoint silent for this many periods is offline
+  int high_water_mark = 100000;   // messages queued per peer before sends to it fail
   int max_dispatch_batch = 1000;  // tasks leased per store call
 };
 
@@ -40,7 +39,10 @@ struct BrokerStats {
   std::atomic<uint64_t> garbage_frames{0};
   std::atomic<uint64_t> tasks_dispatched{0};
   std::atomic<uint64_t> results_committed{0};
-  std::atomic<uint64_t> results_ignored{0};
+  std::atomic<uint64_t> results_rejected{0};  // stale lease or session, or task no longer in flight
+  std::atomic<uint64_t> results_retried{0};   // failed attempts put back to run again
+  std::atomic<uint64_t> sessions_fenced{0};   // replaced by a newer connection with the same endpoint id
+  std::atomic<uint64_t> sessions_lost{0};     // dropped for missed heartbeats or a dead link
   std::atomic<uint64_t> store_errors{0};
 };
 
@@ -48,8 +50,7 @@ class Broker final : public DispatchNotifier {
  public:
   using EndpointListener = std::function<void(const v1::EndpointRecord&)>;
   // `credit` is shared with the submit path (LoomApi), which may dispatch against it too.
-  Broker(TaskStore* store, CompletionHub* hub, CreditBook* credit, BrokerOptions options,
-         EndpointListener on_endpoint);
+  Broker(TaskStore* store, CompletionHub* hub, CreditBook* credit, BrokerOptions options, EndpointListener on_endpoint);
   ~Broker() override;
 
   // Binds the ROUTER socket; after OK, bound_address() is the address endpoints connect to.
@@ -60,7 +61,7 @@ class Broker final : public DispatchNotifier {
   void Stop();
 
   void TasksQueued(const std::vector<std::string>& endpoints) override;
-  void TasksDispatched(const std::string& endpoint, const std::string& session,
+  void TasksDispatched(const std::string& endpoint, const std::string& session, int64_t lease_epoch,
                        std::vector<v1::TaskSpec> specs) override;
   void TasksCancelled(const std::string& endpoint, const std::vector<std::string>& task_ids) override;
 
@@ -71,8 +72,19 @@ class Broker final : public DispatchNotifier {
     std::string endpoint_id;
     std::string session_id;
     std::string routing_id;
+    int64_t lease_epoch = 0;
     std::chrono::steady_clock::time_point last_seen;
     v1::EndpointRecord record;
+  };
+  struct PendingResults {
+    std::string endpoint_id;
+    int64_t lease_epoch = 0;
+    std::vector<v1::TaskResult> results;
+  };
+  struct DirectBatch {
+    std::string endpoint;
+    int64_t lease_epoch = 0;
+    std::vector<v1::TaskSpec> specs;
   };
 
   void Run();
@@ -85,6 +97,12 @@ class Broker final : public DispatchNotifier {
   bool SendTasks(const std::string& routing_id, std::vector<v1::TaskSpec>& specs);
   void CheckLiveness();
   void DropSession(const std::string& routing_id, const char* why);
+  // Publishes tasks that failed for good when a session was lost.
+  void PublishLost(const std::string& endpoint_id, const Result<LostOutcome>& lost, const char* what);
+  // After a restart: endpoints that have tasks in flight get one liveness threshold to
+  // register again before those tasks are requeued.
+  void LoadInFlightEndpoints();
+  void SendDirect(DirectBatch& batch);
   bool Send(const std::string& routing_id, const v1::Envelope& env);
   void SendReregister(const std::string& routing_id, const std::string& reason);
   Session* SessionFor(const std::string& routing_id);
@@ -105,16 +123,18 @@ class Broker final : public DispatchNotifier {
 
   // Requests from other threads.
   std::mutex mu_;
-  std::set<std::string> queued_;                                 // GUARDED_BY(mu_)
-  std::vector<std::pair<std::string, std::string>> cancelled_;   // GUARDED_BY(mu_) (endpoint, task)
-  std::vector<std::pair<std::string, std::vector<v1::TaskSpec>>> direct_;  // GUARDED_BY(mu_)
+  std::set<std::string> queued_;                                // GUARDED_BY(mu_)
+  std::vector<std::pair<std::string, std::string>> cancelled_;  // GUARDED_BY(mu_) (endpoint, task)
+  std::vector<DirectBatch> direct_;                             // GUARDED_BY(mu_)
 
   // Owned by the loop thread.
-  std::map<std::string, Session> sessions_;          // by routing id
-  std::map<std::string, std::string> by_endpoint_;   // endpoint id -> routing id
+  std::map<std::string, Session> sessions_;         // by routing id
+  std::map<std::string, std::string> by_endpoint_;  // endpoint id -> routing id
   std::set<std::string> want_dispatch_;
-  std::map<std::string, std::vector<v1::TaskResult>> results_;  // by endpoint id, awaiting commit
+  std::map<std::string, PendingResults> results_;  // by routing id, awaiting commit
   std::vector<v1::TaskStarted> started_;
+  // Endpoints with tasks in flight when this service started, and when they must be back.
+  std::map<std::string, std::chrono::steady_clock::time_point> unclaimed_;
 };
 
 }  // namespace loom::service

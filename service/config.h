@@ -9,7 +9,7 @@
 namespace loom::service {
 
 struct ServiceConfig {
-  std::string grpc_address = "127.0.0.1:50051";          // host:port; port 0 picks a free one
+  std::string grpc_address = "127.0.0.1:50051";            // host:port; port 0 picks a free one
   std::string endpoint_address = "tcp://127.0.0.1:50052";  // ZeroMQ bind address; port * picks one
   std::string redis_host = "127.0.0.1";
   int redis_port = 6379;
@@ -20,6 +20,9 @@ struct ServiceConfig {
   int64_t max_queue_depth = 1000000;  // tasks waiting for one endpoint; 0: no limit
   int heartbeat_period_ms = 1000;
   int heartbeat_misses = 3;
+  int default_max_attempts = 3;                // attempts on system failure when neither task nor function sets it
+  int max_worker_deaths = 3;                   // a task that killed this many workers fails as poison
+  int64_t result_ttl_seconds = 7 * 24 * 3600;  // finished tasks are kept this long; 0: forever
   std::string log_level = "info";
   std::string ready_file;  // written with the bound addresses once serving
 };

@@ -11,37 +11,44 @@
 
 namespace loom::service {
 
+// Credit taken from one session: its routing id, its lease epoch, and how many tasks.
+struct CreditGrant {
+  std::string session;
+  int64_t lease_epoch = 0;
+  int64_t n = 0;
+};
+
 class CreditBook {
  public:
-  void Open(const std::string& endpoint, const std::string& session, int64_t credit) {
+  void Open(const std::string& endpoint, const std::string& session, int64_t lease_epoch, int64_t credit) {
     std::lock_guard lock(mu_);
-    book_[endpoint] = {session, credit};
+    book_[endpoint] = {session, lease_epoch, credit};
   }
   void Close(const std::string& endpoint, const std::string& session) {
     std::lock_guard lock(mu_);
     auto it = book_.find(endpoint);
-    if (it != book_.end() && it->second.first == session) book_.erase(it);
+    if (it != book_.end() && it->second.session == session) book_.erase(it);
   }
   void Add(const std::string& endpoint, const std::string& session, int64_t n) {
     std::lock_guard lock(mu_);
     auto it = book_.find(endpoint);
-    if (it != book_.end() && it->second.first == session) it->second.second += n;
+    if (it != book_.end() && it->second.session == session) it->second.n += n;
   }
-  // Takes up to `n`; returns the session it belongs to and how much was taken (0: none).
-  std::pair<std::string, int64_t> Take(const std::string& endpoint, int64_t n) {
+  // Takes up to `n` (grant.n == 0: none).
+  CreditGrant Take(const std::string& endpoint, int64_t n) {
     std::lock_guard lock(mu_);
     auto it = book_.find(endpoint);
-    if (it == book_.end() || it->second.second <= 0 || n <= 0) return {"", 0};
-    int64_t k = std::min(n, it->second.second);
-    it->second.second -= k;
-    return {it->second.first, k};
+    if (it == book_.end() || it->second.n <= 0 || n <= 0) return {};
+    int64_t k = std::min(n, it->second.n);
+    it->second.n -= k;
+    return {it->second.session, it->second.lease_epoch, k};
   }
   // Gives back what was taken and not used, if the session is still the endpoint's.
   void Return(const std::string& endpoint, const std::string& session, int64_t n) { Add(endpoint, session, n); }
 
  private:
   std::mutex mu_;
-  std::map<std::string, std::pair<std::string, int64_t>> book_;  // GUARDED_BY(mu_)
+  std::map<std::string, CreditGrant> book_;  // GUARDED_BY(mu_); n = credit left
 };
 
 }  // namespace loom::service

@@ -20,8 +20,7 @@ grpc::Status LoomGrpcService::RegisterFunction(grpc::ServerContext*, const v1::R
                                                v1::RegisterFunctionResponse* resp) {
   return Reply(api_->RegisterFunction(*req, kLocalUser), resp);
 }
-grpc::Status LoomGrpcService::GetFunction(grpc::ServerContext*, const v1::GetFunctionRequest* req,
-                                          v1::Function* resp) {
+grpc::Status LoomGrpcService::GetFunction(grpc::ServerContext*, const v1::GetFunctionRequest* req, v1::Function* resp) {
   return Reply(api_->GetFunction(*req, kLocalUser), resp);
 }
 grpc::Status LoomGrpcService::ListFunctions(grpc::ServerContext*, const v1::ListFunctionsRequest*,
@@ -54,12 +53,16 @@ grpc::Status LoomGrpcService::GetTasks(grpc::ServerContext* ctx, const v1::GetTa
 grpc::Status LoomGrpcService::WaitResults(grpc::ServerContext* ctx, const v1::WaitResultsRequest* req,
                                           grpc::ServerWriter<v1::TaskRecord>* writer) {
   Status s = api_->WaitResults(
-      *req, kLocalUser, [&](const v1::TaskRecord& r) { return writer->Write(r); },
-      [&] { return ctx->IsCancelled(); });
+      *req, kLocalUser, [&](const v1::TaskRecord& r) { return writer->Write(r); }, [&] { return ctx->IsCancelled(); });
   return ToGrpc(s);
 }
 grpc::Status LoomGrpcService::Cancel(grpc::ServerContext*, const v1::CancelRequest* req, v1::CancelResponse* resp) {
   return Reply(api_->Cancel(*req, kLocalUser), resp);
+}
+
+grpc::Status LoomGrpcService::DeleteTasks(grpc::ServerContext*, const v1::DeleteTasksRequest* req,
+                                          v1::DeleteTasksResponse* resp) {
+  return Reply(api_->DeleteTasks(*req, kLocalUser), resp);
 }
 
 }  // namespace loom::service

@@ -28,6 +28,7 @@ class LoomGrpcService final : public v1::Loom::Service {
   grpc::Status WaitResults(grpc::ServerContext*, const v1::WaitResultsRequest*,
                            grpc::ServerWriter<v1::TaskRecord>*) override;
   grpc::Status Cancel(grpc::ServerContext*, const v1::CancelRequest*, v1::CancelResponse*) override;
+  grpc::Status DeleteTasks(grpc::ServerContext*, const v1::DeleteTasksRequest*, v1::DeleteTasksResponse*) override;
 
  private:
   LoomApi* api_;

@@ -37,6 +37,15 @@ int main(int argc, char** argv) {
   app.add_option("--max-queue-depth", c.max_queue_depth, "most tasks waiting for one endpoint (0: no limit)");
   app.add_option("--heartbeat-period-ms", c.heartbeat_period_ms, "endpoint heartbeat period");
   app.add_option("--heartbeat-misses", c.heartbeat_misses, "missed periods before an endpoint is offline");
+  app.add_option("--default-max-attempts", c.default_max_attempts,
+                 "attempts on system failure (worker or endpoint lost) when neither the task nor its function "
+                 "sets max_attempts")
+      ->check(CLI::Range(1, 100));
+  app.add_option("--max-worker-deaths", c.max_worker_deaths, "a task that killed this many workers fails as poison")
+      ->check(CLI::Range(1, 1000));
+  app.add_option("--result-ttl-seconds", c.result_ttl_seconds,
+                 "finished tasks and their results are kept this long, then expire (0: forever)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error");
   app.add_option("--ready-file", c.ready_file, "file to write the bound addresses to once serving");
   if (auto rc = ParseFlagsAndConfig(app, argc, argv, config_file,
@@ -61,7 +70,10 @@ int main(int argc, char** argv) {
   ro.unix_socket = c.redis_socket;
   ro.connect_timeout = std::chrono::milliseconds(c.redis_timeout_ms);
   ro.command_timeout = std::chrono::milliseconds(c.redis_timeout_ms);
-  RedisTaskStore store(ro);
+  StoreOptions so;
+  so.result_ttl_seconds = c.result_ttl_seconds;
+  so.max_worker_deaths = c.max_worker_deaths;
+  RedisTaskStore store(ro, so);
   // Wait for Redis with backoff: it may be starting next to us.
   for (int attempt = 0;; ++attempt) {
     Status s = store.Ping();
@@ -94,6 +106,7 @@ int main(int argc, char** argv) {
   limits.max_message_bytes = c.max_message_bytes;
   limits.max_batch = c.max_batch;
   limits.max_queue_depth = c.max_queue_depth;
+  limits.default_max_attempts = c.default_max_attempts;
   LoomApi api(&store, &hub, &broker, limits, &credit);
   api_ptr = &api;
   broker.Start();

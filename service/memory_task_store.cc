@@ -65,8 +65,8 @@ Result<std::vector<v1::EndpointRecord>> InMemoryTaskStore::ListEndpoints() {
   return out;
 }
 
-Status InMemoryTaskStore::SubmitTasks(const std::vector<NewTask>& tasks, int64_t now_ns,
-                                      std::vector<bool>* dispatched, int64_t max_queue_depth) {
+Status InMemoryTaskStore::SubmitTasks(const std::vector<NewTask>& tasks, int64_t now_ns, SubmitOutcome* outcome,
+                                      int64_t max_queue_depth) {
   std::lock_guard lock(mu_);
   if (max_queue_depth > 0) {
     std::map<std::string, int64_t> adding;
@@ -76,23 +76,38 @@ Status InMemoryTaskStore::SubmitTasks(const std::vector<NewTask>& tasks, int64_t
       if (depth + n > max_queue_depth) return ResourceExhausted(QueueFullMessage(ep, depth, n, max_queue_depth));
     }
   }
-  if (dispatched) dispatched->assign(tasks.size(), false);
+  if (outcome) {
+    outcome->dispatched.assign(tasks.size(), false);
+    outcome->existing_ids.assign(tasks.size(), "");
+  }
   for (size_t i = 0; i < tasks.size(); ++i) {
     const auto& t = tasks[i];
+    if (!t.idempotency_key.empty()) {
+      auto [it, fresh] = idempotency_.emplace(t.owner + "\n" + t.idempotency_key, t.id);
+      if (!fresh) {
+        if (outcome) outcome->existing_ids[i] = it->second;
+        continue;
+      }
+    }
     Task rec;
     rec.state = v1::TASK_STATE_WAITING_FOR_ENDPOINT;
     rec.owner = t.owner;
     rec.function = t.function;
     rec.endpoint = t.endpoint;
     rec.spec = t.spec.SerializeAsString();
+    rec.max_attempts = t.max_attempts;
+    rec.timeout_ms = t.spec.timeout_ms();
+    rec.idempotency_key = t.idempotency_key;
     rec.stamps = EncodeStamp(TaskStateName(v1::TASK_STATE_RECEIVED), t.received_ns) +
                  EncodeStamp(TaskStateName(v1::TASK_STATE_WAITING_FOR_ENDPOINT), now_ns);
     auto& q = queues_[t.endpoint];
     if (t.direct && q.empty()) {
       rec.state = v1::TASK_STATE_DISPATCHED;
       rec.stamps += EncodeStamp(TaskStateName(v1::TASK_STATE_DISPATCHED), now_ns);
+      rec.attempts = 1;
+      rec.lease_epoch = t.lease_epoch;
       inflight_[t.endpoint][++seq_[t.endpoint]] = t.id;
-      if (dispatched) (*dispatched)[i] = true;
+      if (outcome) outcome->dispatched[i] = true;
     } else {
       q.push_back(t.id);
     }
@@ -101,8 +116,8 @@ Status InMemoryTaskStore::SubmitTasks(const std::vector<NewTask>& tasks, int64_t
   return Status::Ok();
 }
 
-Result<std::vector<v1::TaskSpec>> InMemoryTaskStore::LeaseTasks(const std::string& endpoint, int max,
-                                                                int64_t now_ns) {
+Result<std::vector<v1::TaskSpec>> InMemoryTaskStore::LeaseTasks(const std::string& endpoint, int64_t lease_epoch,
+                                                                int max, int64_t now_ns) {
   std::lock_guard lock(mu_);
   std::vector<v1::TaskSpec> out;
   auto& q = queues_[endpoint];
@@ -111,11 +126,14 @@ Result<std::vector<v1::TaskSpec>> InMemoryTaskStore::LeaseTasks(const std::strin
     q.pop_front();
     auto it = tasks_.find(id);
     if (it == tasks_.end() || it->second.state != v1::TASK_STATE_WAITING_FOR_ENDPOINT) continue;
-    it->second.state = v1::TASK_STATE_DISPATCHED;
-    it->second.stamps += EncodeStamp(TaskStateName(v1::TASK_STATE_DISPATCHED), now_ns);
+    Task& t = it->second;
+    t.state = v1::TASK_STATE_DISPATCHED;
+    t.stamps += EncodeStamp(TaskStateName(v1::TASK_STATE_DISPATCHED), now_ns);
+    t.attempts += 1;
+    t.lease_epoch = lease_epoch;
     inflight_[endpoint][++seq_[endpoint]] = id;
     v1::TaskSpec spec;
-    spec.ParseFromString(it->second.spec);
+    spec.ParseFromString(t.spec);
     out.push_back(std::move(spec));
   }
   return out;
@@ -125,7 +143,8 @@ Status InMemoryTaskStore::MarkRunning(const std::vector<v1::TaskStarted>& starte
   std::lock_guard lock(mu_);
   for (const auto& s : started) {
     auto it = tasks_.find(s.task_id());
-    if (it == tasks_.end() || !IsLegalTransition(static_cast<v1::TaskState>(it->second.state), v1::TASK_STATE_RUNNING)) {
+    if (it == tasks_.end() ||
+        !IsLegalTransition(static_cast<v1::TaskState>(it->second.state), v1::TASK_STATE_RUNNING)) {
       continue;
     }
     it->second.state = v1::TASK_STATE_RUNNING;
@@ -134,40 +153,75 @@ Status InMemoryTaskStore::MarkRunning(const std::vector<v1::TaskStarted>& starte
   return Status::Ok();
 }
 
-Result<std::vector<v1::TaskRecord>> InMemoryTaskStore::CompleteTasks(const std::string& endpoint,
-                                                                     const std::vector<v1::TaskResult>& results,
-                                                                     int64_t now_ns) {
-  std::lock_guard lock(mu_);
-  std::vector<v1::TaskRecord> out;
+void InMemoryTaskStore::RemoveInFlight(const std::string& endpoint, const std::string& id) {
   auto& inflight = inflight_[endpoint];
+  for (auto f = inflight.begin(); f != inflight.end(); ++f) {
+    if (f->second == id) {
+      inflight.erase(f);
+      return;
+    }
+  }
+}
+
+void InMemoryTaskStore::Finish(Task& t, int state, int64_t now_ns) {
+  t.state = state;
+  t.stamps += EncodeStamp(TaskStateName(static_cast<v1::TaskState>(state)), now_ns);
+}
+
+Result<CompleteOutcome> InMemoryTaskStore::CompleteTasks(const std::string& endpoint, int64_t lease_epoch,
+                                                         const std::vector<v1::TaskResult>& results, int64_t now_ns) {
+  std::lock_guard lock(mu_);
+  CompleteOutcome out;
   for (const auto& r : results) {
     auto it = tasks_.find(r.task_id());
-    if (it == tasks_.end()) continue;
+    const bool leased = it != tasks_.end() && it->second.endpoint == endpoint &&
+                        it->second.lease_epoch == lease_epoch &&
+                        (it->second.state == v1::TASK_STATE_DISPATCHED || it->second.state == v1::TASK_STATE_RUNNING);
+    if (!leased) {
+      ++out.rejected;
+      continue;
+    }
     Task& t = it->second;
-    const auto to = r.ok() ? v1::TASK_STATE_SUCCESS : v1::TASK_STATE_FAILED;
-    if (t.endpoint != endpoint || !IsLegalTransition(static_cast<v1::TaskState>(t.state), to)) continue;
-    t.state = to;
+    for (const auto& s : r.timestamps()) t.stamps += EncodeStamp(s.stage(), s.unix_nanos());
+    RemoveInFlight(endpoint, r.task_id());
     if (r.ok()) {
       t.result = r.value().SerializeAsString();
+      Finish(t, v1::TASK_STATE_SUCCESS, now_ns);
+      out.finished.push_back(Record(r.task_id(), t, false));
+      continue;
+    }
+    const int kind = r.failure() == v1::FAILURE_KIND_UNSPECIFIED ? v1::FAILURE_KIND_KERNEL_ERROR : r.failure();
+    t.history += EncodeAttempt(t.attempts, endpoint, lease_epoch, kind, now_ns, r.error());
+    if (kind == v1::FAILURE_KIND_WORKER_LOST) {
+      ++t.worker_deaths;
+      if (t.worker_deaths >= options_.max_worker_deaths) {
+        t.failure = v1::FAILURE_KIND_POISON;
+        t.error = PoisonError(t.worker_deaths, options_.max_worker_deaths);
+      } else if (t.attempts >= t.max_attempts) {
+        t.failure = v1::FAILURE_KIND_ATTEMPTS_EXHAUSTED;
+        t.error = ExhaustedError(t.attempts, t.max_attempts);
+      } else {
+        t.state = v1::TASK_STATE_WAITING_FOR_ENDPOINT;
+        t.stamps += EncodeStamp("retry", now_ns);
+        queues_[endpoint].push_back(r.task_id());
+        ++out.retried;
+        continue;
+      }
     } else {
+      t.failure = kind;
       t.error = r.error();
     }
-    for (const auto& s : r.timestamps()) t.stamps += EncodeStamp(s.stage(), s.unix_nanos());
-    t.stamps += EncodeStamp(TaskStateName(to), now_ns);
-    for (auto f = inflight.begin(); f != inflight.end(); ++f) {
-      if (f->second == r.task_id()) {
-        inflight.erase(f);
-        break;
-      }
-    }
-    out.push_back(Record(r.task_id(), t, false));
+    Finish(t, v1::TASK_STATE_FAILED, now_ns);
+    out.finished.push_back(Record(r.task_id(), t, false));
   }
   return out;
 }
 
 v1::TaskRecord InMemoryTaskStore::Record(const std::string& id, const Task& t, bool include_args) const {
-  return MakeRecord(id, t.state, t.owner, t.function, t.endpoint, t.stamps, t.result, t.error,
-                    include_args ? t.spec : std::string());
+  if (include_args) return MakeRecord(id, t);
+  Task copy = t;
+  copy.spec.clear();
+  return MakeRecord(id, copy);
 }
 
 Result<std::vector<std::optional<v1::TaskRecord>>> InMemoryTaskStore::GetTasks(const std::vector<std::string>& ids,
@@ -192,40 +246,110 @@ Result<std::optional<v1::TaskRecord>> InMemoryTaskStore::CancelTask(const std::s
   if (it == tasks_.end()) return std::optional<v1::TaskRecord>();
   Task& t = it->second;
   if (!IsTerminal(static_cast<v1::TaskState>(t.state))) {
-    t.state = v1::TASK_STATE_CANCELLED;
-    t.stamps += EncodeStamp(TaskStateName(v1::TASK_STATE_CANCELLED), now_ns);
+    Finish(t, v1::TASK_STATE_CANCELLED, now_ns);
     auto& q = queues_[t.endpoint];
     q.erase(std::remove(q.begin(), q.end(), id), q.end());
-    auto& inflight = inflight_[t.endpoint];
-    for (auto f = inflight.begin(); f != inflight.end(); ++f) {
-      if (f->second == id) {
-        inflight.erase(f);
-        break;
-      }
-    }
+    RemoveInFlight(t.endpoint, id);
   }
   return std::optional<v1::TaskRecord>(Record(id, t, false));
 }
 
-Result<int64_t> InMemoryTaskStore::RequeueInFlight(const std::string& endpoint, const std::vector<std::string>& keep,
-                                                   int64_t now_ns) {
+Result<int64_t> InMemoryTaskStore::DeleteTasks(const std::vector<std::string>& ids) {
   std::lock_guard lock(mu_);
-  std::set<std::string> kept(keep.begin(), keep.end());
+  for (const auto& id : ids) {
+    auto it = tasks_.find(id);
+    if (it != tasks_.end() && !IsTerminal(static_cast<v1::TaskState>(it->second.state))) {
+      return FailedPrecondition(DeleteUnfinishedMessage(id));
+    }
+  }
+  int64_t n = 0;
+  for (const auto& id : ids) {
+    auto it = tasks_.find(id);
+    if (it == tasks_.end()) continue;
+    if (!it->second.idempotency_key.empty()) idempotency_.erase(it->second.owner + "\n" + it->second.idempotency_key);
+    tasks_.erase(it);
+    ++n;
+  }
+  return n;
+}
+
+LostOutcome InMemoryTaskStore::LoseInFlight(const std::string& endpoint, int64_t max_epoch,
+                                            const std::set<std::string>& keep, int64_t new_epoch,
+                                            const std::string& reason, int64_t now_ns) {
+  LostOutcome out;
   auto& inflight = inflight_[endpoint];
   std::vector<std::string> back;
   for (auto f = inflight.begin(); f != inflight.end();) {
-    if (kept.contains(f->second)) {
+    auto it = tasks_.find(f->second);
+    if (it == tasks_.end() || IsTerminal(static_cast<v1::TaskState>(it->second.state))) {
+      f = inflight.erase(f);
+      continue;
+    }
+    Task& t = it->second;
+    if (keep.contains(f->second)) {
+      t.lease_epoch = new_epoch;
       ++f;
       continue;
     }
-    auto it = tasks_.find(f->second);
-    if (it != tasks_.end() &&
-        IsLegalTransition(static_cast<v1::TaskState>(it->second.state), v1::TASK_STATE_WAITING_FOR_ENDPOINT)) {
-      it->second.state = v1::TASK_STATE_WAITING_FOR_ENDPOINT;
-      it->second.stamps += EncodeStamp("requeued", now_ns);
-      back.push_back(f->second);
+    if (t.lease_epoch > max_epoch) {
+      ++f;
+      continue;
     }
+    if (t.state == v1::TASK_STATE_RUNNING) {
+      t.history += EncodeAttempt(t.attempts, endpoint, t.lease_epoch, v1::FAILURE_KIND_ENDPOINT_LOST, now_ns, reason);
+      if (t.attempts >= t.max_attempts) {
+        t.failure = v1::FAILURE_KIND_ATTEMPTS_EXHAUSTED;
+        t.error = ExhaustedError(t.attempts, t.max_attempts);
+        Finish(t, v1::TASK_STATE_FAILED, now_ns);
+        out.finished.push_back(Record(f->second, t, false));
+        f = inflight.erase(f);
+        continue;
+      }
+    } else {
+      t.attempts -= 1;  // it never ran: the attempt is given back
+    }
+    t.state = v1::TASK_STATE_WAITING_FOR_ENDPOINT;
+    t.stamps += EncodeStamp("requeued", now_ns);
+    back.push_back(f->second);
     f = inflight.erase(f);
+  }
+  auto& q = queues_[endpoint];
+  q.insert(q.begin(), back.begin(), back.end());
+  out.requeued = static_cast<int64_t>(back.size());
+  return out;
+}
+
+Result<LostOutcome> InMemoryTaskStore::RegisterSession(const std::string& endpoint,
+                                                       const std::vector<std::string>& held, const std::string& reason,
+                                                       int64_t now_ns) {
+  std::lock_guard lock(mu_);
+  const int64_t epoch = ++epochs_[endpoint];
+  LostOutcome out =
+      LoseInFlight(endpoint, epoch, std::set<std::string>(held.begin(), held.end()), epoch, reason, now_ns);
+  out.lease_epoch = epoch;
+  return out;
+}
+
+Result<LostOutcome> InMemoryTaskStore::ReleaseSession(const std::string& endpoint, int64_t lease_epoch,
+                                                      const std::string& reason, int64_t now_ns) {
+  std::lock_guard lock(mu_);
+  return LoseInFlight(endpoint, lease_epoch, {}, 0, reason, now_ns);
+}
+
+Result<int64_t> InMemoryTaskStore::RelinquishTasks(const std::string& endpoint, int64_t lease_epoch,
+                                                   const std::vector<std::string>& ids, int64_t now_ns) {
+  std::lock_guard lock(mu_);
+  std::vector<std::string> back;
+  for (const auto& id : ids) {
+    auto it = tasks_.find(id);
+    if (it == tasks_.end()) continue;
+    Task& t = it->second;
+    if (t.endpoint != endpoint || t.lease_epoch != lease_epoch || t.state != v1::TASK_STATE_DISPATCHED) continue;
+    t.state = v1::TASK_STATE_WAITING_FOR_ENDPOINT;
+    t.attempts -= 1;
+    t.stamps += EncodeStamp("requeued", now_ns);
+    RemoveInFlight(endpoint, id);
+    back.push_back(id);
   }
   auto& q = queues_[endpoint];
   q.insert(q.begin(), back.begin(), back.end());

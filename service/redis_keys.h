@@ -8,6 +8,8 @@
 //   loom:q:<endpoint>        LIST    ids of tasks waiting for the endpoint, oldest first
 //   loom:inflight:<endpoint> ZSET    ids of tasks dispatched to the endpoint, scored by dispatch order
 //   loom:seq:<endpoint>      STRING  counter giving that order
+//   loom:epoch:<endpoint>    STRING  lease epoch of the endpoint's latest session (INCR on register)
+//   loom:idem:<owner>:<key>  STRING  task id submitted with that idempotency key
 #pragma once
 
 #include <string>
@@ -23,6 +25,8 @@ inline constexpr std::string_view kTaskPrefix = "loom:task:";
 inline constexpr std::string_view kQueuePrefix = "loom:q:";
 inline constexpr std::string_view kInFlightPrefix = "loom:inflight:";
 inline constexpr std::string_view kSeqPrefix = "loom:seq:";
+inline constexpr std::string_view kEpochPrefix = "loom:epoch:";
+inline constexpr std::string_view kIdempotencyPrefix = "loom:idem:";
 
 inline std::string Function(std::string_view name) { return std::string(kFunctionPrefix).append(name); }
 inline std::string Endpoint(std::string_view id) { return std::string(kEndpointPrefix).append(id); }
@@ -30,17 +34,26 @@ inline std::string Task(std::string_view id) { return std::string(kTaskPrefix).a
 inline std::string Queue(std::string_view endpoint) { return std::string(kQueuePrefix).append(endpoint); }
 inline std::string InFlight(std::string_view endpoint) { return std::string(kInFlightPrefix).append(endpoint); }
 inline std::string Seq(std::string_view endpoint) { return std::string(kSeqPrefix).append(endpoint); }
+inline std::string Epoch(std::string_view endpoint) { return std::string(kEpochPrefix).append(endpoint); }
 
 // Fields of a task hash. Short names: there is one hash per task, so bytes per field add up.
 namespace field {
-inline constexpr std::string_view kState = "s";       // TaskState as a decimal number
+inline constexpr std::string_view kState = "s";  // TaskState as a decimal number
 inline constexpr std::string_view kOwner = "o";
 inline constexpr std::string_view kFunction = "f";
 inline constexpr std::string_view kEndpoint = "e";
-inline constexpr std::string_view kSpec = "a";        // v1::TaskSpec: kernel, args, kwargs, config
-inline constexpr std::string_view kResult = "r";      // v1::Value
+inline constexpr std::string_view kSpec = "a";    // v1::TaskSpec: kernel, args, kwargs, config
+inline constexpr std::string_view kResult = "r";  // v1::Value
 inline constexpr std::string_view kError = "x";
 inline constexpr std::string_view kTimestamps = "t";  // "stage=unix_nanos;" repeated, in the order written
+inline constexpr std::string_view kAttempts = "n";    // attempts started
+inline constexpr std::string_view kMaxAttempts = "m";
+inline constexpr std::string_view kLeaseEpoch = "l";  // epoch of the session it is leased to
+inline constexpr std::string_view kHistory = "h";     // failed attempts (task_codec.h EncodeAttempt)
+inline constexpr std::string_view kWorkerDeaths = "d";
+inline constexpr std::string_view kFailure = "u";  // v1::FailureKind of a failed task
+inline constexpr std::string_view kTimeout = "w";  // timeout_ms, when set
+inline constexpr std::string_view kIdemKey = "k";  // the loom:idem: key, when set
 }  // namespace field
 
 }  // namespace loom::service::keys

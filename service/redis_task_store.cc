@@ -38,17 +38,23 @@ std::string TerminalArg() {
          StateArg(v1::TASK_STATE_CANCELLED) + ",";
 }
 
+// Every script takes its key prefixes, states and constants as ARGV (none as KEYS: one Redis
+// holds all of Loom's keys). History records use "\31" between fields and "\30" after each
+// (task_codec.h). The final error texts match task_codec.cc's PoisonError/ExhaustedError.
+
 // ARGV: 1 waiting state, 2 task prefix, 3 queue prefix, 4 dispatched state, 5 dispatched stamp,
-// 6 in-flight prefix, 7 sequence prefix, then per task: id, owner, function, endpoint, spec,
-// stamps, direct ("1"/"0"). A direct task whose queue is empty (nothing pending ahead of it) is
-// dispatched at once. ARGV[8] is the most tasks an endpoint may have queued (0: no limit); a
-// batch that would pass it changes nothing and returns {'full', endpoint, depth, adding}.
-// Otherwise returns one 0/1 per task: dispatched.
+// 6 in-flight prefix, 7 sequence prefix, 8 most tasks an endpoint may have queued (0: no
+// limit), 9 idempotency prefix, then per task (11): id, owner, function, endpoint, spec,
+// stamps, direct ("1"/"0"), lease epoch, max attempts, idempotency key, timeout ms.
+// A task whose key is taken creates nothing and returns the earlier id. A direct task whose
+// queue is empty (nothing pending ahead of it) is dispatched at once. A batch that would pass
+// the depth limit changes nothing and returns {'full', endpoint, depth, adding}. Otherwise
+// returns per task: 1 dispatched, 0 queued, or the earlier task's id.
 constexpr const char* kSubmit = R"lua(
 local max_depth = tonumber(ARGV[8])
 if max_depth > 0 then
   local adding = {}
-  for i = 9, #ARGV, 7 do adding[ARGV[i + 3]] = (adding[ARGV[i + 3]] or 0) + 1 end
+  for i = 10, #ARGV, 11 do adding[ARGV[i + 3]] = (adding[ARGV[i + 3]] or 0) + 1 end
   for ep, n in pairs(adding) do
     local depth = redis.call('LLEN', ARGV[3] .. ep)
     if depth + n > max_depth then return {'full', ep, depth, n} end
@@ -57,22 +63,35 @@ end
 local pending = {}  -- endpoint -> ids to RPUSH
 local queued = {}   -- endpoint -> true once this script queued a task for it
 local out = {}
-for i = 9, #ARGV, 7 do
-  local id, ep = ARGV[i], ARGV[i + 3]
-  if ARGV[i + 6] == '1' and not queued[ep] and redis.call('LLEN', ARGV[3] .. ep) == 0 then
-    redis.call('HSET', ARGV[2] .. id, 's', ARGV[4], 'o', ARGV[i + 1], 'f', ARGV[i + 2], 'e', ep,
-               'a', ARGV[i + 4], 't', ARGV[i + 5] .. ARGV[5])
-    redis.call('ZADD', ARGV[6] .. ep, redis.call('INCR', ARGV[7] .. ep), id)
-    out[#out + 1] = 1
+for i = 10, #ARGV, 11 do
+  local id, ep, key = ARGV[i], ARGV[i + 3], ARGV[i + 9]
+  local earlier = false
+  if key ~= '' then
+    local ik = ARGV[9] .. ARGV[i + 1] .. ':' .. key
+    earlier = redis.call('GET', ik)
+    if not earlier then redis.call('SET', ik, id) end
+  end
+  if earlier then
+    out[#out + 1] = earlier
   else
-    redis.call('HSET', ARGV[2] .. id, 's', ARGV[1], 'o', ARGV[i + 1], 'f', ARGV[i + 2], 'e', ep,
-               'a', ARGV[i + 4], 't', ARGV[i + 5])
-    queued[ep] = true
-    local q = pending[ep]
-    if not q then q = {}; pending[ep] = q end
-    q[#q + 1] = id
-    if #q == 1000 then redis.call('RPUSH', ARGV[3] .. ep, unpack(q)); pending[ep] = {} end
-    out[#out + 1] = 0
+    local k = ARGV[2] .. id
+    if ARGV[i + 6] == '1' and not queued[ep] and redis.call('LLEN', ARGV[3] .. ep) == 0 then
+      redis.call('HSET', k, 's', ARGV[4], 'o', ARGV[i + 1], 'f', ARGV[i + 2], 'e', ep, 'a', ARGV[i + 4],
+                 't', ARGV[i + 5] .. ARGV[5], 'm', ARGV[i + 8], 'n', 1, 'l', ARGV[i + 7])
+      redis.call('ZADD', ARGV[6] .. ep, redis.call('INCR', ARGV[7] .. ep), id)
+      out[#out + 1] = 1
+    else
+      redis.call('HSET', k, 's', ARGV[1], 'o', ARGV[i + 1], 'f', ARGV[i + 2], 'e', ep, 'a', ARGV[i + 4],
+                 't', ARGV[i + 5], 'm', ARGV[i + 8])
+      queued[ep] = true
+      local q = pending[ep]
+      if not q then q = {}; pending[ep] = q end
+      q[#q + 1] = id
+      if #q == 1000 then redis.call('RPUSH', ARGV[3] .. ep, unpack(q)); pending[ep] = {} end
+      out[#out + 1] = 0
+    end
+    if key ~= '' then redis.call('HSET', k, 'k', key) end
+    if ARGV[i + 10] ~= '0' then redis.call('HSET', k, 'w', ARGV[i + 10]) end
   end
 end
 for ep, q in pairs(pending) do
@@ -82,7 +101,7 @@ return out
 )lua";
 
 // ARGV: 1 queue key, 2 in-flight key, 3 sequence key, 4 task prefix, 5 max, 6 stamp,
-// 7 waiting state, 8 dispatched state. Returns the specs.
+// 7 waiting state, 8 dispatched state, 9 lease epoch. Returns the specs.
 constexpr const char* kLease = R"lua(
 local out = {}
 local max = tonumber(ARGV[5])
@@ -93,9 +112,9 @@ while #out < max do
   local seq = redis.call('INCRBY', ARGV[3], #ids) - #ids
   for _, id in ipairs(ids) do
     local k = ARGV[4] .. id
-    local v = redis.call('HMGET', k, 's', 't', 'a')
+    local v = redis.call('HMGET', k, 's', 't', 'a', 'n')
     if v[1] == ARGV[7] then
-      redis.call('HSET', k, 's', ARGV[8], 't', v[2] .. ARGV[6])
+      redis.call('HSET', k, 's', ARGV[8], 't', v[2] .. ARGV[6], 'n', (tonumber(v[4]) or 0) + 1, 'l', ARGV[9])
       seq = seq + 1
       zargs[#zargs + 1] = seq
       zargs[#zargs + 1] = id
@@ -119,37 +138,79 @@ end
 return 1
 )lua";
 
-// ARGV: 1 task prefix, 2 in-flight key, 3 endpoint id, 4 allowed-from (success), 5 allowed-from
-// (failed), 6 success state, 7 failed state, then per result: id, ok ("1"/"0"), payload, stamps.
-// Returns per committed task: id, state, owner, function, stamps.
+// ARGV: 1 task prefix, 2 in-flight key, 3 endpoint, 4 lease epoch, 5 success, 6 failed,
+// 7 waiting, 8 queue key, 9 ttl seconds (0: none), 10 max worker deaths, 11 dispatched,
+// 12 running, 13 success stamp, 14 failed stamp, 15 retry stamp, 16 now, 17 idempotency
+// prefix, 18 worker-lost kind, 19 poison kind, 20 exhausted kind, 21 kernel-error kind, then
+// per result (5): id, ok ("1"/"0"), value or error, the result's stamps, failure kind.
+// Returns {retried, rejected, then per finished task: id, state, owner, function, stamps,
+// history, attempts, max attempts, failure, error}.
 constexpr const char* kComplete = R"lua(
-local out = {}
-for i = 8, #ARGV, 4 do
+local out = {0, 0}
+local ttl = tonumber(ARGV[9])
+local function finish(k, v)
+  if ttl > 0 then
+    redis.call('EXPIRE', k, ttl)
+    if v[11] then redis.call('EXPIRE', ARGV[17] .. v[2] .. ':' .. v[11], ttl) end
+  end
+end
+for i = 22, #ARGV, 5 do
   local id = ARGV[i]
   local k = ARGV[1] .. id
-  local v = redis.call('HMGET', k, 's', 'o', 'f', 'e', 't')
-  local ok = ARGV[i + 1] == '1'
-  local allowed = ok and ARGV[4] or ARGV[5]
-  if v[1] and v[4] == ARGV[3] and string.find(allowed, ',' .. v[1] .. ',', 1, true) then
-    local state = ok and ARGV[6] or ARGV[7]
-    local stamps = v[5] .. ARGV[i + 3]
-    redis.call('HSET', k, 's', state, ok and 'r' or 'x', ARGV[i + 2], 't', stamps)
+  local v = redis.call('HMGET', k, 's', 'o', 'f', 'e', 't', 'l', 'n', 'm', 'd', 'h', 'k')
+  if v[1] and v[4] == ARGV[3] and v[6] == ARGV[4] and (v[1] == ARGV[11] or v[1] == ARGV[12]) then
     redis.call('ZREM', ARGV[2], id)
-    out[#out + 1] = id
-    out[#out + 1] = state
-    out[#out + 1] = v[2]
-    out[#out + 1] = v[3]
-    out[#out + 1] = stamps
+    local stamps = v[5] .. ARGV[i + 3]
+    local n, m = tonumber(v[7]) or 0, tonumber(v[8]) or 1
+    if ARGV[i + 1] == '1' then
+      stamps = stamps .. ARGV[13]
+      redis.call('HSET', k, 's', ARGV[5], 'r', ARGV[i + 2], 't', stamps)
+      finish(k, v)
+      for _, x in ipairs({id, ARGV[5], v[2], v[3], stamps, v[10] or '', n, m, 0, ''}) do out[#out + 1] = x end
+    else
+      local kind = ARGV[i + 4]
+      if kind == '0' then kind = ARGV[21] end
+      local h = (v[10] or '') .. n .. '\31' .. ARGV[3] .. '\31' .. ARGV[4] .. '\31' .. kind .. '\31' .. ARGV[16] ..
+                '\31' .. ARGV[i + 2] .. '\30'
+      local fail, err = kind, ARGV[i + 2]
+      local d = tonumber(v[9]) or 0
+      if kind == ARGV[18] then
+        d = d + 1
+        if d >= tonumber(ARGV[10]) then
+          fail = ARGV[19]
+          err = 'poison: this task killed ' .. d .. ' worker(s) (max_worker_deaths ' .. ARGV[10] ..
+                '); it is not tried again'
+        elseif n >= m then
+          fail = ARGV[20]
+          err = 'gave up after ' .. n .. ' attempt(s) lost to system failures (max_attempts ' .. m .. ')'
+        else
+          fail = nil
+        end
+      end
+      if fail then
+        stamps = stamps .. ARGV[14]
+        redis.call('HSET', k, 's', ARGV[6], 'x', err, 't', stamps, 'h', h, 'd', d, 'u', fail)
+        finish(k, v)
+        for _, x in ipairs({id, ARGV[6], v[2], v[3], stamps, h, n, m, fail, err}) do out[#out + 1] = x end
+      else
+        redis.call('HSET', k, 's', ARGV[7], 't', stamps .. ARGV[15], 'h', h, 'd', d)
+        redis.call('RPUSH', ARGV[8], id)
+        out[1] = out[1] + 1
+      end
+    end
+  else
+    out[2] = out[2] + 1
   end
 end
 return out
 )lua";
 
 // ARGV: 1 task prefix, 2 queue prefix, 3 in-flight prefix, 4 terminal states, 5 cancelled
-// state, 6 stamp, 7 id. Returns state, owner, function, endpoint, stamps, result, error.
+// state, 6 stamp, 7 id, 8 ttl seconds, 9 idempotency prefix. Returns state, owner, function,
+// endpoint, stamps, result, error, history, attempts, max attempts, failure, timeout, key.
 constexpr const char* kCancel = R"lua(
 local k = ARGV[1] .. ARGV[7]
-local v = redis.call('HMGET', k, 's', 'o', 'f', 'e', 't', 'r', 'x')
+local v = redis.call('HMGET', k, 's', 'o', 'f', 'e', 't', 'r', 'x', 'h', 'n', 'm', 'u', 'w', 'k')
 if not v[1] then return false end
 if not string.find(ARGV[4], ',' .. v[1] .. ',', 1, true) then
   v[1] = ARGV[5]
@@ -157,29 +218,103 @@ if not string.find(ARGV[4], ',' .. v[1] .. ',', 1, true) then
   redis.call('HSET', k, 's', v[1], 't', v[5])
   redis.call('LREM', ARGV[2] .. v[4], 1, ARGV[7])
   redis.call('ZREM', ARGV[3] .. v[4], ARGV[7])
+  local ttl = tonumber(ARGV[8])
+  if ttl > 0 then
+    redis.call('EXPIRE', k, ttl)
+    if v[13] then redis.call('EXPIRE', ARGV[9] .. v[2] .. ':' .. v[13], ttl) end
+  end
 end
+for i = 1, 13 do v[i] = v[i] or '' end
 return v
 )lua";
 
-// ARGV: 1 task prefix, 2 queue key, 3 in-flight key, 4 allowed-from, 5 waiting state, 6 stamp,
-// then the ids to keep. Returns how many were requeued.
-constexpr const char* kRequeue = R"lua(
+// ARGV: 1 task prefix, 2 terminal states, 3 idempotency prefix, then ids. Deletes nothing and
+// returns the id of a task that has not finished, if any; else returns how many were deleted.
+constexpr const char* kDelete = R"lua(
+for i = 4, #ARGV do
+  local s = redis.call('HGET', ARGV[1] .. ARGV[i], 's')
+  if s and not string.find(ARGV[2], ',' .. s .. ',', 1, true) then return {ARGV[i]} end
+end
+local n = 0
+for i = 4, #ARGV do
+  local k = ARGV[1] .. ARGV[i]
+  local v = redis.call('HMGET', k, 'o', 'k')
+  if v[2] then redis.call('DEL', ARGV[3] .. v[1] .. ':' .. v[2]) end
+  n = n + redis.call('DEL', k)
+end
+return n
+)lua";
+
+// An endpoint session was lost ('release': ARGV[6] is its epoch) or a new one registered
+// ('register': ARGV[6] is the epoch counter key, and the ids after ARGV[17] are the tasks the
+// new session still holds, which move to its epoch). Each other task in flight on the endpoint
+// with a lease epoch <= the epoch goes back to the head of the queue in dispatch order: a
+// dispatched one gives its attempt back; a running one records an endpoint-lost attempt, and
+// fails if it has no attempts left.
+// ARGV: 1 task prefix, 2 in-flight key, 3 queue key, 4 endpoint, 5 mode, 6 epoch or key,
+// 7 waiting, 8 running, 9 failed, 10 ttl, 11 now, 12 requeued stamp, 13 failed stamp,
+// 14 reason, 15 terminal states, 16 endpoint-lost kind, 17 exhausted kind, 18 idempotency
+// prefix, then held ids. Returns {epoch, requeued, then per failed task: id, state, owner,
+// function, stamps, history, attempts, max attempts, failure, error}.
+constexpr const char* kLose = R"lua(
+local epoch
+if ARGV[5] == 'register' then epoch = redis.call('INCR', ARGV[6]) else epoch = tonumber(ARGV[6]) end
 local keep = {}
-for i = 7, #ARGV do keep[ARGV[i]] = true end
-local ids = redis.call('ZRANGE', ARGV[3], 0, -1)
-local back = {}
-for _, id in ipairs(ids) do
-  if not keep[id] then
-    local k = ARGV[1] .. id
-    local v = redis.call('HMGET', k, 's', 't')
-    if v[1] and string.find(ARGV[4], ',' .. v[1] .. ',', 1, true) then
-      redis.call('HSET', k, 's', ARGV[5], 't', v[2] .. ARGV[6])
+for i = 19, #ARGV do keep[ARGV[i]] = true end
+local ttl = tonumber(ARGV[10])
+local back, out = {}, {}
+for _, id in ipairs(redis.call('ZRANGE', ARGV[2], 0, -1)) do
+  local k = ARGV[1] .. id
+  local v = redis.call('HMGET', k, 's', 't', 'l', 'n', 'm', 'h', 'o', 'f', 'k')
+  if not v[1] or string.find(ARGV[15], ',' .. v[1] .. ',', 1, true) then
+    redis.call('ZREM', ARGV[2], id)
+  elseif keep[id] then
+    redis.call('HSET', k, 'l', epoch)
+  elseif (tonumber(v[3]) or 0) <= epoch then
+    redis.call('ZREM', ARGV[2], id)
+    local n, m = tonumber(v[4]) or 0, tonumber(v[5]) or 1
+    if v[1] == ARGV[8] then
+      local h = (v[6] or '') .. n .. '\31' .. ARGV[4] .. '\31' .. (v[3] or '0') .. '\31' .. ARGV[16] .. '\31' ..
+                ARGV[11] .. '\31' .. ARGV[14] .. '\30'
+      if n >= m then
+        local err = 'gave up after ' .. n .. ' attempt(s) lost to system failures (max_attempts ' .. m .. ')'
+        local stamps = v[2] .. ARGV[13]
+        redis.call('HSET', k, 's', ARGV[9], 't', stamps, 'h', h, 'u', ARGV[17], 'x', err)
+        if ttl > 0 then
+          redis.call('EXPIRE', k, ttl)
+          if v[9] then redis.call('EXPIRE', ARGV[18] .. v[7] .. ':' .. v[9], ttl) end
+        end
+        for _, x in ipairs({id, ARGV[9], v[7], v[8], stamps, h, n, m, ARGV[17], err}) do out[#out + 1] = x end
+      else
+        redis.call('HSET', k, 's', ARGV[7], 't', v[2] .. ARGV[12], 'h', h)
+        back[#back + 1] = id
+      end
+    else
+      redis.call('HSET', k, 's', ARGV[7], 't', v[2] .. ARGV[12], 'n', math.max(n - 1, 0))
       back[#back + 1] = id
     end
-    redis.call('ZREM', ARGV[3], id)
   end
 end
-for i = #back, 1, -1 do redis.call('LPUSH', ARGV[2], back[i]) end
+for i = #back, 1, -1 do redis.call('LPUSH', ARGV[3], back[i]) end
+local res = {epoch, #back}
+for _, x in ipairs(out) do res[#res + 1] = x end
+return res
+)lua";
+
+// ARGV: 1 task prefix, 2 in-flight key, 3 queue key, 4 endpoint, 5 epoch, 6 dispatched,
+// 7 waiting, 8 stamp, then ids. Returns how many went back to the queue.
+constexpr const char* kRelinquish = R"lua(
+local back = {}
+for i = 9, #ARGV do
+  local k = ARGV[1] .. ARGV[i]
+  local v = redis.call('HMGET', k, 's', 'e', 'l', 't', 'n')
+  if v[1] == ARGV[6] and v[2] == ARGV[4] and v[3] == ARGV[5] then
+    redis.call('HSET', k, 's', ARGV[7], 't', v[4] .. ARGV[8], 'n', math.max((tonumber(v[5]) or 1) - 1, 0))
+    redis.call('ZREM', ARGV[2], ARGV[i])
+    back[#back + 1] = ARGV[i]
+  end
+end
+for i = #back, 1, -1 do redis.call('LPUSH', ARGV[3], back[i]) end
 return #back
 )lua";
 
@@ -198,14 +333,17 @@ return cur
 
 }  // namespace
 
-RedisTaskStore::RedisTaskStore(RedisOptions options) : pool_(std::move(options)) {
+RedisTaskStore::RedisTaskStore(RedisOptions options, StoreOptions store_options)
+    : pool_(std::move(options)), options_(store_options) {
   auto make = [](const char* src) { return Script{src, Sha1Hex(src)}; };
   submit_ = make(kSubmit);
   lease_ = make(kLease);
   running_ = make(kRunning);
   complete_ = make(kComplete);
   cancel_ = make(kCancel);
-  requeue_ = make(kRequeue);
+  delete_ = make(kDelete);
+  lose_ = make(kLose);
+  relinquish_ = make(kRelinquish);
   put_function_ = make(kPutFunction);
 }
 
@@ -308,49 +446,126 @@ Result<std::vector<v1::EndpointRecord>> RedisTaskStore::ListEndpoints() {
   return ListAll<v1::EndpointRecord>(pool_, keys::kEndpoints, keys::kEndpointPrefix);
 }
 
-Status RedisTaskStore::SubmitTasks(const std::vector<NewTask>& tasks, int64_t now_ns,
-                                   std::vector<bool>* dispatched, int64_t max_queue_depth) {
-  if (dispatched) dispatched->assign(tasks.size(), false);
+namespace {
+std::string Num(int64_t v) { return std::to_string(v); }
+
+// Reads the 10 fields per finished task that kComplete and kLose return, from index `from`.
+std::vector<v1::TaskRecord> FinishedRecords(const redisReply* r, size_t from, const std::string& endpoint) {
+  std::vector<v1::TaskRecord> out;
+  for (size_t i = from; i + 9 < r->elements; i += 10) {
+    auto s = [&](size_t k) { return ReplyString(r->element[i + k]); };
+    StoredTask t;
+    t.state = std::stoi(s(1));
+    t.owner = s(2);
+    t.function = s(3);
+    t.endpoint = endpoint;
+    t.stamps = s(4);
+    t.history = s(5);
+    t.attempts = std::stoi(s(6));
+    t.max_attempts = std::stoi(s(7));
+    t.failure = std::stoi(s(8));
+    t.error = s(9);
+    out.push_back(MakeRecord(s(0), t));
+  }
+  return out;
+}
+}  // namespace
+
+// The fields GetTasks and kCancel read, in this order: state, owner, function, endpoint,
+// stamps, result, error, history, attempts, max attempts, failure, timeout, idempotency key,
+// and (optionally) the spec.
+namespace {
+StoredTask ParseTaskFields(const redisReply* r) {
+  auto s = [&](size_t i) { return i < r->elements ? ReplyString(r->element[i]) : std::string(); };
+  auto n = [&](size_t i) -> int64_t {
+    std::string v = s(i);
+    return v.empty() ? 0 : std::stoll(v);
+  };
+  StoredTask t;
+  t.state = static_cast<int>(n(0));
+  t.owner = s(1);
+  t.function = s(2);
+  t.endpoint = s(3);
+  t.stamps = s(4);
+  t.result = s(5);
+  t.error = s(6);
+  t.history = s(7);
+  t.attempts = static_cast<int>(n(8));
+  t.max_attempts = static_cast<int>(n(9));
+  t.failure = static_cast<int>(n(10));
+  t.timeout_ms = n(11);
+  t.idempotency_key = s(12);
+  t.spec = s(13);
+  return t;
+}
+}  // namespace
+
+Status RedisTaskStore::SubmitTasks(const std::vector<NewTask>& tasks, int64_t now_ns, SubmitOutcome* outcome,
+                                   int64_t max_queue_depth) {
+  if (outcome) {
+    outcome->dispatched.assign(tasks.size(), false);
+    outcome->existing_ids.assign(tasks.size(), "");
+  }
   if (tasks.empty()) return Status::Ok();
   std::string dispatched_state = StateArg(v1::TASK_STATE_DISPATCHED);
   std::string dispatched_stamp = EncodeStamp(TaskStateName(v1::TASK_STATE_DISPATCHED), now_ns);
   std::string waiting_stamp = EncodeStamp(TaskStateName(v1::TASK_STATE_WAITING_FOR_ENDPOINT), now_ns);
   std::string waiting = StateArg(v1::TASK_STATE_WAITING_FOR_ENDPOINT);
-  std::vector<std::string> specs, stamps;
+  std::vector<std::string> specs, stamps, numbers;
   specs.reserve(tasks.size());
   stamps.reserve(tasks.size());
+  numbers.reserve(tasks.size() * 3);
   for (const auto& t : tasks) {
     specs.push_back(t.spec.SerializeAsString());
     stamps.push_back(EncodeStamp(TaskStateName(v1::TASK_STATE_RECEIVED), t.received_ns) + waiting_stamp);
+    numbers.push_back(Num(t.lease_epoch));
+    numbers.push_back(Num(t.max_attempts));
+    numbers.push_back(Num(t.spec.timeout_ms()));
   }
-  std::string max_depth = std::to_string(std::max<int64_t>(0, max_queue_depth));
-  std::vector<std::string_view> args = {"0",           waiting,          keys::kTaskPrefix,    keys::kQueuePrefix,
-                                        dispatched_state, dispatched_stamp, keys::kInFlightPrefix, keys::kSeqPrefix,
-                                        max_depth};
-  args.reserve(args.size() + tasks.size() * 7);
+  std::string max_depth = Num(std::max<int64_t>(0, max_queue_depth));
+  std::vector<std::string_view> args = {"0",
+                                        waiting,
+                                        keys::kTaskPrefix,
+                                        keys::kQueuePrefix,
+                                        dispatched_state,
+                                        dispatched_stamp,
+                                        keys::kInFlightPrefix,
+                                        keys::kSeqPrefix,
+                                        max_depth,
+                                        keys::kIdempotencyPrefix};
+  args.reserve(args.size() + tasks.size() * 11);
   for (size_t i = 0; i < tasks.size(); ++i) {
     const auto& t = tasks[i];
-    args.insert(args.end(), {t.id, t.owner, t.function, t.endpoint, specs[i], stamps[i], t.direct ? "1" : "0"});
+    args.insert(args.end(), {t.id, t.owner, t.function, t.endpoint, specs[i], stamps[i], t.direct ? "1" : "0",
+                             numbers[3 * i], numbers[3 * i + 1], t.idempotency_key, numbers[3 * i + 2]});
   }
   LOOM_ASSIGN_OR_RETURN(auto r, Eval(submit_, args));
   if (r->elements == 4 && r->element[0]->type == REDIS_REPLY_STRING && ReplyString(r->element[0]) == "full") {
-    return ResourceExhausted(QueueFullMessage(ReplyString(r->element[1]), r->element[2]->integer,
-                                              r->element[3]->integer, max_queue_depth));
+    return ResourceExhausted(
+        QueueFullMessage(ReplyString(r->element[1]), r->element[2]->integer, r->element[3]->integer, max_queue_depth));
   }
-  if (dispatched) {
-    for (size_t i = 0; i < r->elements && i < tasks.size(); ++i) (*dispatched)[i] = r->element[i]->integer == 1;
+  if (outcome) {
+    for (size_t i = 0; i < r->elements && i < tasks.size(); ++i) {
+      const redisReply* e = r->element[i];
+      if (e->type == REDIS_REPLY_STRING) {
+        outcome->existing_ids[i] = ReplyString(e);
+      } else {
+        outcome->dispatched[i] = e->integer == 1;
+      }
+    }
   }
   return Status::Ok();
 }
 
-Result<std::vector<v1::TaskSpec>> RedisTaskStore::LeaseTasks(const std::string& endpoint, int max, int64_t now_ns) {
+Result<std::vector<v1::TaskSpec>> RedisTaskStore::LeaseTasks(const std::string& endpoint, int64_t lease_epoch, int max,
+                                                             int64_t now_ns) {
   std::string q = keys::Queue(endpoint), inflight = keys::InFlight(endpoint), seq = keys::Seq(endpoint);
-  std::string max_s = std::to_string(max);
+  std::string max_s = Num(max), epoch = Num(lease_epoch);
   std::string stamp = EncodeStamp(TaskStateName(v1::TASK_STATE_DISPATCHED), now_ns);
   std::string waiting = StateArg(v1::TASK_STATE_WAITING_FOR_ENDPOINT);
   std::string dispatched = StateArg(v1::TASK_STATE_DISPATCHED);
-  LOOM_ASSIGN_OR_RETURN(auto r, Eval(lease_, {"0", q, inflight, seq, keys::kTaskPrefix, max_s, stamp, waiting,
-                                              dispatched}));
+  LOOM_ASSIGN_OR_RETURN(
+      auto r, Eval(lease_, {"0", q, inflight, seq, keys::kTaskPrefix, max_s, stamp, waiting, dispatched, epoch}));
   std::vector<v1::TaskSpec> out;
   out.reserve(r->elements);
   for (size_t i = 0; i < r->elements; ++i) {
@@ -375,44 +590,59 @@ Status RedisTaskStore::MarkRunning(const std::vector<v1::TaskStarted>& started) 
   return Status::Ok();
 }
 
-Result<std::vector<v1::TaskRecord>> RedisTaskStore::CompleteTasks(const std::string& endpoint,
-                                                                  const std::vector<v1::TaskResult>& results,
-                                                                  int64_t now_ns) {
-  if (results.empty()) return std::vector<v1::TaskRecord>();
-  std::string inflight = keys::InFlight(endpoint);
-  std::string ok_from = PredecessorsArg(v1::TASK_STATE_SUCCESS), fail_from = PredecessorsArg(v1::TASK_STATE_FAILED);
-  std::string success = StateArg(v1::TASK_STATE_SUCCESS), failed = StateArg(v1::TASK_STATE_FAILED);
-  std::vector<std::string> payloads, stamps;
+Result<CompleteOutcome> RedisTaskStore::CompleteTasks(const std::string& endpoint, int64_t lease_epoch,
+                                                      const std::vector<v1::TaskResult>& results, int64_t now_ns) {
+  CompleteOutcome outcome;
+  if (results.empty()) return outcome;
+  const std::string inflight = keys::InFlight(endpoint), queue = keys::Queue(endpoint), epoch = Num(lease_epoch);
+  const std::string success = StateArg(v1::TASK_STATE_SUCCESS), failed = StateArg(v1::TASK_STATE_FAILED);
+  const std::string waiting = StateArg(v1::TASK_STATE_WAITING_FOR_ENDPOINT);
+  const std::string dispatched = StateArg(v1::TASK_STATE_DISPATCHED), running = StateArg(v1::TASK_STATE_RUNNING);
+  const std::string ttl = Num(options_.result_ttl_seconds), deaths = Num(options_.max_worker_deaths);
+  const std::string ok_stamp = EncodeStamp(TaskStateName(v1::TASK_STATE_SUCCESS), now_ns);
+  const std::string fail_stamp = EncodeStamp(TaskStateName(v1::TASK_STATE_FAILED), now_ns);
+  const std::string retry_stamp = EncodeStamp("retry", now_ns), now = Num(now_ns);
+  const std::string lost = Num(v1::FAILURE_KIND_WORKER_LOST), poison = Num(v1::FAILURE_KIND_POISON);
+  const std::string exhausted = Num(v1::FAILURE_KIND_ATTEMPTS_EXHAUSTED);
+  const std::string kernel_error = Num(v1::FAILURE_KIND_KERNEL_ERROR);
+  std::vector<std::string> payloads, stamps, kinds;
   payloads.reserve(results.size());
   stamps.reserve(results.size());
+  kinds.reserve(results.size());
   std::map<std::string_view, const v1::TaskResult*> by_id;
   for (const auto& r : results) {
-    payloads.push_back(r.ok() ? r.value().SerializeAsString() : r.error());
+    payloads.push_back(r.ok() ? r.value().SerializeAsString() : SanitizeForHistory(r.error()));
     std::string s;
     for (const auto& t : r.timestamps()) s += EncodeStamp(t.stage(), t.unix_nanos());
-    s += EncodeStamp(TaskStateName(r.ok() ? v1::TASK_STATE_SUCCESS : v1::TASK_STATE_FAILED), now_ns);
     stamps.push_back(std::move(s));
+    kinds.push_back(Num(r.failure()));
     by_id[r.task_id()] = &r;
   }
-  std::vector<std::string_view> args = {"0",     keys::kTaskPrefix, inflight, endpoint, ok_from,
-                                        fail_from, success,          failed};
-  args.reserve(args.size() + results.size() * 4);
+  std::vector<std::string_view> args = {"0",        keys::kTaskPrefix,
+                                        inflight,   endpoint,
+                                        epoch,      success,
+                                        failed,     waiting,
+                                        queue,      ttl,
+                                        deaths,     dispatched,
+                                        running,    ok_stamp,
+                                        fail_stamp, retry_stamp,
+                                        now,        keys::kIdempotencyPrefix,
+                                        lost,       poison,
+                                        exhausted,  kernel_error};
+  args.reserve(args.size() + results.size() * 5);
   for (size_t i = 0; i < results.size(); ++i) {
-    args.insert(args.end(), {results[i].task_id(), results[i].ok() ? "1" : "0", payloads[i], stamps[i]});
+    args.insert(args.end(), {results[i].task_id(), results[i].ok() ? "1" : "0", payloads[i], stamps[i], kinds[i]});
   }
   LOOM_ASSIGN_OR_RETURN(auto r, Eval(complete_, args));
-  std::vector<v1::TaskRecord> out;
-  out.reserve(r->elements / 5);
-  for (size_t i = 0; i + 4 < r->elements; i += 5) {
-    std::string id = ReplyString(r->element[i]);
-    const v1::TaskResult* res = by_id[id];
-    v1::TaskRecord rec = MakeRecord(id, std::stoi(ReplyString(r->element[i + 1])), ReplyString(r->element[i + 2]),
-                                    ReplyString(r->element[i + 3]), endpoint, ReplyString(r->element[i + 4]), "",
-                                    res->ok() ? "" : res->error(), "");
-    if (res->ok()) *rec.mutable_result() = res->value();
-    out.push_back(std::move(rec));
+  if (r->type != REDIS_REPLY_ARRAY || r->elements < 2) return Internal("unexpected reply from the complete script");
+  outcome.retried = r->element[0]->integer;
+  outcome.rejected = r->element[1]->integer;
+  outcome.finished = FinishedRecords(r.get(), 2, endpoint);
+  for (auto& rec : outcome.finished) {
+    const v1::TaskResult* res = by_id[rec.id()];
+    if (res != nullptr && res->ok()) *rec.mutable_result() = res->value();
   }
-  return out;
+  return outcome;
 }
 
 Result<std::vector<std::optional<v1::TaskRecord>>> RedisTaskStore::GetTasks(const std::vector<std::string>& ids,
@@ -420,24 +650,21 @@ Result<std::vector<std::optional<v1::TaskRecord>>> RedisTaskStore::GetTasks(cons
   LOOM_ASSIGN_OR_RETURN(auto conn, pool_.Acquire());
   for (const auto& id : ids) {
     std::string key = keys::Task(id);
-    if (include_args) {
-      conn->Append({"HMGET", key, f::kState, f::kOwner, f::kFunction, f::kEndpoint, f::kTimestamps, f::kResult,
-                    f::kError, f::kSpec});
-    } else {
-      conn->Append({"HMGET", key, f::kState, f::kOwner, f::kFunction, f::kEndpoint, f::kTimestamps, f::kResult,
-                    f::kError});
-    }
+    std::vector<std::string_view> argv = {
+        "HMGET",   key,         f::kState,    f::kOwner,       f::kFunction, f::kEndpoint, f::kTimestamps, f::kResult,
+        f::kError, f::kHistory, f::kAttempts, f::kMaxAttempts, f::kFailure,  f::kTimeout,  f::kIdemKey};
+    if (include_args) argv.push_back(f::kSpec);
+    conn->Append(argv);
   }
   std::vector<std::optional<v1::TaskRecord>> out;
   out.reserve(ids.size());
   for (const auto& id : ids) {
     LOOM_ASSIGN_OR_RETURN(auto r, conn->GetReply());
-    if (r->elements < 7 || ReplyIsNil(r->element[0])) {
+    if (r->elements < 13 || ReplyIsNil(r->element[0])) {
       out.emplace_back();
       continue;
     }
-    auto s = [&](size_t i) { return i < r->elements ? ReplyString(r->element[i]) : std::string(); };
-    out.emplace_back(MakeRecord(id, std::stoi(s(0)), s(1), s(2), s(3), s(4), s(5), s(6), s(7)));
+    out.emplace_back(MakeRecord(id, ParseTaskFields(r.get())));
   }
   return out;
 }
@@ -446,22 +673,86 @@ Result<std::optional<v1::TaskRecord>> RedisTaskStore::CancelTask(const std::stri
   std::string terminal = TerminalArg();
   std::string cancelled = StateArg(v1::TASK_STATE_CANCELLED);
   std::string stamp = EncodeStamp(TaskStateName(v1::TASK_STATE_CANCELLED), now_ns);
+  std::string ttl = Num(options_.result_ttl_seconds);
   LOOM_ASSIGN_OR_RETURN(auto r, Eval(cancel_, {"0", keys::kTaskPrefix, keys::kQueuePrefix, keys::kInFlightPrefix,
-                                               terminal, cancelled, stamp, id}));
-  if (r->type != REDIS_REPLY_ARRAY || r->elements < 7) return std::optional<v1::TaskRecord>();
-  auto s = [&](size_t i) { return ReplyString(r->element[i]); };
-  return std::optional<v1::TaskRecord>(MakeRecord(id, std::stoi(s(0)), s(1), s(2), s(3), s(4), s(5), s(6), ""));
+                                               terminal, cancelled, stamp, id, ttl, keys::kIdempotencyPrefix}));
+  if (r->type != REDIS_REPLY_ARRAY || r->elements < 13) return std::optional<v1::TaskRecord>();
+  return std::optional<v1::TaskRecord>(MakeRecord(id, ParseTaskFields(r.get())));
 }
 
-Result<int64_t> RedisTaskStore::RequeueInFlight(const std::string& endpoint, const std::vector<std::string>& keep,
-                                                int64_t now_ns) {
-  std::string q = keys::Queue(endpoint), inflight = keys::InFlight(endpoint);
-  std::string allowed = PredecessorsArg(v1::TASK_STATE_WAITING_FOR_ENDPOINT);
-  std::string waiting = StateArg(v1::TASK_STATE_WAITING_FOR_ENDPOINT);
-  std::string stamp = EncodeStamp("requeued", now_ns);
-  std::vector<std::string_view> args = {"0", keys::kTaskPrefix, q, inflight, allowed, waiting, stamp};
-  for (const auto& k : keep) args.push_back(k);
-  LOOM_ASSIGN_OR_RETURN(auto r, Eval(requeue_, args));
+Result<int64_t> RedisTaskStore::DeleteTasks(const std::vector<std::string>& ids) {
+  if (ids.empty()) return 0;
+  std::string terminal = TerminalArg();
+  std::vector<std::string_view> args = {"0", keys::kTaskPrefix, terminal, keys::kIdempotencyPrefix};
+  for (const auto& id : ids) args.push_back(id);
+  LOOM_ASSIGN_OR_RETURN(auto r, Eval(delete_, args));
+  if (r->type == REDIS_REPLY_ARRAY && r->elements == 1) {
+    return FailedPrecondition(DeleteUnfinishedMessage(ReplyString(r->element[0])));
+  }
+  return static_cast<int64_t>(r->integer);
+}
+
+Result<LostOutcome> RedisTaskStore::Lose(const std::string& endpoint, const std::string& mode, const std::string& epoch,
+                                         const std::vector<std::string>& held, const std::string& reason,
+                                         int64_t now_ns) {
+  const std::string inflight = keys::InFlight(endpoint), queue = keys::Queue(endpoint);
+  const std::string waiting = StateArg(v1::TASK_STATE_WAITING_FOR_ENDPOINT);
+  const std::string running = StateArg(v1::TASK_STATE_RUNNING), failed = StateArg(v1::TASK_STATE_FAILED);
+  const std::string ttl = Num(options_.result_ttl_seconds), now = Num(now_ns);
+  const std::string requeued = EncodeStamp("requeued", now_ns);
+  const std::string fail_stamp = EncodeStamp(TaskStateName(v1::TASK_STATE_FAILED), now_ns);
+  const std::string why = SanitizeForHistory(reason), terminal = TerminalArg();
+  const std::string lost = Num(v1::FAILURE_KIND_ENDPOINT_LOST), exhausted = Num(v1::FAILURE_KIND_ATTEMPTS_EXHAUSTED);
+  std::vector<std::string_view> args = {"0",
+                                        keys::kTaskPrefix,
+                                        inflight,
+                                        queue,
+                                        endpoint,
+                                        mode,
+                                        epoch,
+                                        waiting,
+                                        running,
+                                        failed,
+                                        ttl,
+                                        now,
+                                        requeued,
+                                        fail_stamp,
+                                        why,
+                                        terminal,
+                                        lost,
+                                        exhausted,
+                                        keys::kIdempotencyPrefix};
+  for (const auto& id : held) args.push_back(id);
+  LOOM_ASSIGN_OR_RETURN(auto r, Eval(lose_, args));
+  if (r->type != REDIS_REPLY_ARRAY || r->elements < 2) return Internal("unexpected reply from the requeue script");
+  LostOutcome out;
+  out.lease_epoch = r->element[0]->integer;
+  out.requeued = r->element[1]->integer;
+  out.finished = FinishedRecords(r.get(), 2, endpoint);
+  return out;
+}
+
+Result<LostOutcome> RedisTaskStore::RegisterSession(const std::string& endpoint, const std::vector<std::string>& held,
+                                                    const std::string& reason, int64_t now_ns) {
+  return Lose(endpoint, "register", keys::Epoch(endpoint), held, reason, now_ns);
+}
+
+Result<LostOutcome> RedisTaskStore::ReleaseSession(const std::string& endpoint, int64_t lease_epoch,
+                                                   const std::string& reason, int64_t now_ns) {
+  return Lose(endpoint, "release", Num(lease_epoch), {}, reason, now_ns);
+}
+
+Result<int64_t> RedisTaskStore::RelinquishTasks(const std::string& endpoint, int64_t lease_epoch,
+                                                const std::vector<std::string>& ids, int64_t now_ns) {
+  if (ids.empty()) return 0;
+  const std::string inflight = keys::InFlight(endpoint), queue = keys::Queue(endpoint), epoch = Num(lease_epoch);
+  const std::string dispatched = StateArg(v1::TASK_STATE_DISPATCHED);
+  const std::string waiting = StateArg(v1::TASK_STATE_WAITING_FOR_ENDPOINT);
+  const std::string stamp = EncodeStamp("requeued", now_ns);
+  std::vector<std::string_view> args = {"0",   keys::kTaskPrefix, inflight, queue, endpoint,
+                                        epoch, dispatched,        waiting,  stamp};
+  for (const auto& id : ids) args.push_back(id);
+  LOOM_ASSIGN_OR_RETURN(auto r, Eval(relinquish_, args));
   return static_cast<int64_t>(r->integer);
 }
 

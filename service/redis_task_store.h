@@ -13,7 +13,7 @@ namespace loom::service {
 
 class RedisTaskStore final : public TaskStore {
  public:
-  explicit RedisTaskStore(RedisOptions options);
+  explicit RedisTaskStore(RedisOptions options, StoreOptions store_options = {});
 
   // Checks that Redis answers (PING).
   Status Ping();
@@ -24,17 +24,22 @@ class RedisTaskStore final : public TaskStore {
   Status PutEndpoint(const v1::EndpointRecord& e) override;
   Result<std::optional<v1::EndpointRecord>> GetEndpoint(const std::string& id) override;
   Result<std::vector<v1::EndpointRecord>> ListEndpoints() override;
-  Status SubmitTasks(const std::vector<NewTask>& tasks, int64_t now_ns, std::vector<bool>* dispatched = nullptr,
+  Status SubmitTasks(const std::vector<NewTask>& tasks, int64_t now_ns, SubmitOutcome* outcome = nullptr,
                      int64_t max_queue_depth = 0) override;
-  Result<std::vector<v1::TaskSpec>> LeaseTasks(const std::string& endpoint, int max, int64_t now_ns) override;
+  Result<std::vector<v1::TaskSpec>> LeaseTasks(const std::string& endpoint, int64_t lease_epoch, int max,
+                                               int64_t now_ns) override;
   Status MarkRunning(const std::vector<v1::TaskStarted>& started) override;
-  Result<std::vector<v1::TaskRecord>> CompleteTasks(const std::string& endpoint,
-                                                    const std::vector<v1::TaskResult>& results,
-                                                    int64_t now_ns) override;
+  Result<CompleteOutcome> CompleteTasks(const std::string& endpoint, int64_t lease_epoch,
+                                        const std::vector<v1::TaskResult>& results, int64_t now_ns) override;
   Result<std::vector<std::optional<v1::TaskRecord>>> GetTasks(const std::vector<std::string>& ids,
                                                               bool include_args) override;
   Result<std::optional<v1::TaskRecord>> CancelTask(const std::string& id, int64_t now_ns) override;
-  Result<int64_t> RequeueInFlight(const std::string& endpoint, const std::vector<std::string>& keep,
+  Result<int64_t> DeleteTasks(const std::vector<std::string>& ids) override;
+  Result<LostOutcome> RegisterSession(const std::string& endpoint, const std::vector<std::string>& held,
+                                      const std::string& reason, int64_t now_ns) override;
+  Result<LostOutcome> ReleaseSession(const std::string& endpoint, int64_t lease_epoch, const std::string& reason,
+                                     int64_t now_ns) override;
+  Result<int64_t> RelinquishTasks(const std::string& endpoint, int64_t lease_epoch, const std::vector<std::string>& ids,
                                   int64_t now_ns) override;
   Result<int64_t> QueueDepth(const std::string& endpoint) override;
   Result<int64_t> InFlightCount(const std::string& endpoint) override;
@@ -48,8 +53,12 @@ class RedisTaskStore final : public TaskStore {
   Result<RedisReply> Eval(const Script& script, const std::vector<std::string_view>& args);
   Result<RedisReply> Command(const std::vector<std::string_view>& argv);
 
+  Result<LostOutcome> Lose(const std::string& endpoint, const std::string& mode, const std::string& epoch,
+                           const std::vector<std::string>& held, const std::string& reason, int64_t now_ns);
+
   RedisPool pool_;
-  Script submit_, lease_, running_, complete_, cancel_, requeue_, put_function_;
+  const StoreOptions options_;
+  Script submit_, lease_, running_, complete_, cancel_, delete_, lose_, relinquish_, put_function_;
 };
 
 }  // namespace loom::service

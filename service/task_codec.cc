@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <vector>
 
 namespace loom::service {
 
@@ -35,21 +36,121 @@ std::string QueueFullMessage(const std::string& endpoint, int64_t depth, int64_t
          " (max_queue_depth): wait for it to drain or start the endpoint";
 }
 
-v1::TaskRecord MakeRecord(const std::string& id, int state, const std::string& owner, const std::string& function,
-                          const std::string& endpoint, const std::string& stamps, const std::string& result,
-                          const std::string& error, const std::string& spec) {
+std::string EncodeAttempt(int number, std::string_view endpoint, int64_t lease_epoch, int failure, int64_t unix_nanos,
+                          std::string_view error) {
+  std::string s = std::to_string(number);
+  s.append(1, kFieldSep).append(SanitizeForHistory(endpoint)).append(1, kFieldSep);
+  s.append(std::to_string(lease_epoch)).append(1, kFieldSep).append(std::to_string(failure));
+  s.append(1, kFieldSep).append(std::to_string(unix_nanos)).append(1, kFieldSep);
+  s.append(SanitizeForHistory(error)).append(1, kAttemptSep);
+  return s;
+}
+
+std::string SanitizeForHistory(std::string_view text) {
+  std::string s(text);
+  for (char& c : s) {
+    if (c == kAttemptSep || c == kFieldSep) c = ' ';
+  }
+  return s;
+}
+
+void DecodeAttempts(std::string_view encoded, google::protobuf::RepeatedPtrField<v1::Attempt>* out) {
+  while (!encoded.empty()) {
+    auto end = encoded.find(kAttemptSep);
+    std::string_view rec = encoded.substr(0, end);
+    encoded = end == std::string_view::npos ? std::string_view() : encoded.substr(end + 1);
+    std::vector<std::string_view> f;
+    while (f.size() < 5) {
+      auto sep = rec.find(kFieldSep);
+      if (sep == std::string_view::npos) break;
+      f.push_back(rec.substr(0, sep));
+      rec = rec.substr(sep + 1);
+    }
+    if (f.size() < 5) continue;
+    auto num = [](std::string_view v) {
+      int64_t n = 0;
+      std::from_chars(v.data(), v.data() + v.size(), n);
+      return n;
+    };
+    auto* a = out->Add();
+    a->set_number(static_cast<int32_t>(num(f[0])));
+    a->set_endpoint(std::string(f[1]));
+    a->set_lease_epoch(num(f[2]));
+    a->set_failure(static_cast<v1::FailureKind>(num(f[3])));
+    a->set_ended_unix_nanos(num(f[4]));
+    a->set_error(std::string(rec));
+  }
+}
+
+const char* FailureKindText(int failure) {
+  switch (failure) {
+    case v1::FAILURE_KIND_KERNEL_ERROR:
+      return "kernel error";
+    case v1::FAILURE_KIND_WORKER_LOST:
+      return "worker lost";
+    case v1::FAILURE_KIND_ENDPOINT_LOST:
+      return "endpoint lost";
+    case v1::FAILURE_KIND_TIMEOUT:
+      return "timed out";
+    case v1::FAILURE_KIND_POISON:
+      return "poison";
+    case v1::FAILURE_KIND_ATTEMPTS_EXHAUSTED:
+      return "attempts exhausted";
+    case v1::FAILURE_KIND_REJECTED:
+      return "rejected";
+    default:
+      return "failed";
+  }
+}
+
+std::string ErrorWithHistory(const std::string& error, const google::protobuf::RepeatedPtrField<v1::Attempt>& h) {
+  // One failed attempt whose error is the task's error says nothing more.
+  if (h.empty() || (h.size() == 1 && h[0].error() == error)) return error;
+  std::string s = error + " [attempt history:";
+  for (const auto& a : h) {
+    s += " #" + std::to_string(a.number()) + " on " + a.endpoint() + ": " + FailureKindText(a.failure());
+    if (!a.error().empty()) s += " (" + a.error() + ")";
+    s += ";";
+  }
+  s.back() = ']';
+  return s;
+}
+
+std::string DeleteUnfinishedMessage(const std::string& id) {
+  return "task '" + id + "' has not finished; cancel it before deleting it";
+}
+
+std::string PoisonError(int deaths, int max_worker_deaths) {
+  return "poison: this task killed " + std::to_string(deaths) + " worker(s) (max_worker_deaths " +
+         std::to_string(max_worker_deaths) + "); it is not tried again";
+}
+
+std::string ExhaustedError(int attempts, int max_attempts) {
+  return "gave up after " + std::to_string(attempts) + " attempt(s) lost to system failures (max_attempts " +
+         std::to_string(max_attempts) + ")";
+}
+
+v1::TaskRecord MakeRecord(const std::string& id, const StoredTask& t) {
   v1::TaskRecord r;
   r.set_id(id);
-  r.set_state(static_cast<v1::TaskState>(state));
-  r.set_owner(owner);
-  r.set_function(function);
-  r.set_endpoint(endpoint);
-  DecodeStamps(stamps, r.mutable_timestamps());
-  if (!result.empty()) r.mutable_result()->ParseFromString(result);
-  r.set_error(error);
-  if (!spec.empty()) {
+  r.set_state(static_cast<v1::TaskState>(t.state));
+  r.set_owner(t.owner);
+  r.set_function(t.function);
+  r.set_endpoint(t.endpoint);
+  DecodeStamps(t.stamps, r.mutable_timestamps());
+  if (!t.result.empty()) r.mutable_result()->ParseFromString(t.result);
+  DecodeAttempts(t.history, r.mutable_attempt_history());
+  r.set_error(t.state == v1::TASK_STATE_FAILED ? ErrorWithHistory(t.error, r.attempt_history()) : t.error);
+  r.set_attempts(t.attempts);
+  r.set_max_attempts(t.max_attempts);
+  if (t.state == v1::TASK_STATE_FAILED) {
+    r.set_failure(static_cast<v1::FailureKind>(t.failure == 0 ? v1::FAILURE_KIND_KERNEL_ERROR : t.failure));
+  }
+  r.set_timeout_ms(t.timeout_ms);
+  r.set_idempotency_key(t.idempotency_key);
+  if (!t.spec.empty()) {
     v1::TaskSpec s;
-    if (s.ParseFromString(spec)) {
+    if (s.ParseFromString(t.spec)) {
       *r.mutable_args() = s.args();
       *r.mutable_kwargs() = s.kwargs();
     }

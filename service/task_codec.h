@@ -17,9 +17,45 @@ void DecodeStamps(std::string_view encoded, google::protobuf::RepeatedPtrField<v
 // The error for a submit that would overfill an endpoint's queue.
 std::string QueueFullMessage(const std::string& endpoint, int64_t depth, int64_t adding, int64_t max_queue_depth);
 
-// Builds a record from stored fields. `spec` may be empty (args not wanted).
-v1::TaskRecord MakeRecord(const std::string& id, int state, const std::string& owner, const std::string& function,
-                          const std::string& endpoint, const std::string& stamps, const std::string& result,
-                          const std::string& error, const std::string& spec);
+// The fields of one stored task, as both stores keep them.
+struct StoredTask {
+  int state = 0;
+  std::string owner, function, endpoint;
+  std::string spec;     // v1::TaskSpec; empty when args are not wanted
+  std::string result;   // v1::Value
+  std::string error;    // the final error, without the attempt history
+  std::string stamps;   // EncodeStamp entries
+  std::string history;  // EncodeAttempt entries
+  int attempts = 0;     // attempts started (dispatches not given back)
+  int max_attempts = 1;
+  int worker_deaths = 0;
+  int failure = 0;  // v1::FailureKind once failed
+  int64_t lease_epoch = 0;
+  int64_t timeout_ms = 0;
+  std::string idempotency_key;
+};
+
+// The attempt history is kept as records separated by '\x1e', fields by '\x1f':
+// number, endpoint, lease epoch, failure kind, unix nanos, error. Lua scripts write the same.
+inline constexpr char kAttemptSep = '\x1e';
+inline constexpr char kFieldSep = '\x1f';
+std::string EncodeAttempt(int number, std::string_view endpoint, int64_t lease_epoch, int failure, int64_t unix_nanos,
+                          std::string_view error);
+// Replaces the separators in text that goes into a history record.
+std::string SanitizeForHistory(std::string_view text);
+void DecodeAttempts(std::string_view encoded, google::protobuf::RepeatedPtrField<v1::Attempt>* out);
+// "worker lost", "endpoint lost", "timed out", ...
+const char* FailureKindText(int failure);
+// The error a failed task shows: the final error, then every failed attempt.
+std::string ErrorWithHistory(const std::string& error, const google::protobuf::RepeatedPtrField<v1::Attempt>& h);
+
+// The error for deleting a task that has not finished.
+std::string DeleteUnfinishedMessage(const std::string& id);
+
+// The final errors the stores write (the Lua scripts build the same text).
+std::string PoisonError(int deaths, int max_worker_deaths);
+std::string ExhaustedError(int attempts, int max_attempts);
+
+v1::TaskRecord MakeRecord(const std::string& id, const StoredTask& t);
 
 }  // namespace loom::service

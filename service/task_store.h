@@ -20,11 +20,38 @@ struct NewTask {
   std::string owner;
   std::string function;
   std::string endpoint;
-  v1::TaskSpec spec;  // what the endpoint needs to run it; spec.task_id == id
-  int64_t received_ns = 0;  // when the service received the submit
+  v1::TaskSpec spec;            // what the endpoint needs to run it; spec.task_id == id
+  int64_t received_ns = 0;      // when the service received the submit
+  int max_attempts = 1;         // attempts on system failure (worker or endpoint lost), >= 1
+  std::string idempotency_key;  // empty: none
   // Dispatch at once (state dispatched, in flight on the endpoint, no queue) if the endpoint's
-  // queue is empty at that moment; the caller holds credit for it.
+  // queue is empty at that moment; the caller holds credit for it from the session with
+  // lease epoch `lease_epoch`.
   bool direct = false;
+  int64_t lease_epoch = 0;
+};
+
+struct SubmitOutcome {
+  std::vector<bool> dispatched;           // per task: went out at once
+  std::vector<std::string> existing_ids;  // per task: the earlier task with its idempotency key, or ""
+};
+
+struct StoreOptions {
+  int64_t result_ttl_seconds = 7 * 24 * 3600;  // finished tasks expire this long after finishing; 0: never
+  int max_worker_deaths = 3;                   // a task that killed this many workers fails as poison
+};
+
+struct CompleteOutcome {
+  std::vector<v1::TaskRecord> finished;  // tasks that reached a terminal state (without args)
+  int64_t retried = 0;                   // failed attempts put back in the queue to run again
+  int64_t rejected = 0;                  // results refused: stale lease, or task not in flight
+};
+
+// What happened to the tasks an endpoint session held when it was lost or replaced.
+struct LostOutcome {
+  int64_t lease_epoch = 0;  // RegisterSession: the new session's epoch
+  int64_t requeued = 0;
+  std::vector<v1::TaskRecord> finished;  // tasks that used up their attempts (failed)
 };
 
 // A task's own timestamps, e.g. {"worker_started", 1700000000000000000}.
@@ -51,24 +78,29 @@ class TaskStore {
   // "dispatched"); `dispatched`, when given, says which were (one entry per task).
   // With max_queue_depth > 0, a batch that would take an endpoint's queue past it is refused
   // whole with kResourceExhausted naming the endpoint and the limit.
-  virtual Status SubmitTasks(const std::vector<NewTask>& tasks, int64_t now_ns,
-                             std::vector<bool>* dispatched = nullptr, int64_t max_queue_depth = 0) = 0;
+  // A task whose idempotency key (per owner) is already taken creates nothing: its entry in
+  // `outcome->existing_ids` names the earlier task.
+  virtual Status SubmitTasks(const std::vector<NewTask>& tasks, int64_t now_ns, SubmitOutcome* outcome = nullptr,
+                             int64_t max_queue_depth = 0) = 0;
 
   // Takes up to `max` waiting tasks from the head of the endpoint's queue, marks them
-  // dispatched and in flight on the endpoint, and returns their specs in queue order. Tasks
-  // cancelled while queued are skipped.
-  virtual Result<std::vector<v1::TaskSpec>> LeaseTasks(const std::string& endpoint, int max, int64_t now_ns) = 0;
+  // dispatched and leased to the session with `lease_epoch` (one more attempt), and returns
+  // their specs in queue order. Tasks cancelled while queued are skipped.
+  virtual Result<std::vector<v1::TaskSpec>> LeaseTasks(const std::string& endpoint, int64_t lease_epoch, int max,
+                                                       int64_t now_ns) = 0;
 
   // Marks dispatched tasks running (a no-op for tasks in any other state).
   virtual Status MarkRunning(const std::vector<v1::TaskStarted>& started) = 0;
 
-  // Commits results of tasks dispatched or running on `endpoint`: state success or failed,
-  // value or error, the result's own timestamps plus the terminal one at `now_ns`. A result
-  // for a task that is not in flight (already terminal, cancelled, unknown) is ignored.
-  // Returns the committed records (without args).
-  virtual Result<std::vector<v1::TaskRecord>> CompleteTasks(const std::string& endpoint,
-                                                            const std::vector<v1::TaskResult>& results,
-                                                            int64_t now_ns) = 0;
+  // Commits results from the endpoint session with `lease_epoch`, for tasks leased to that
+  // session and dispatched or running: success, or failure with the result's FailureKind.
+  // A worker-lost failure is retried (back to the tail of the queue) while the task has
+  // attempts left and has killed fewer than max_worker_deaths workers; otherwise it fails
+  // (attempts exhausted, or poison). Other failures are final. Every failed attempt is added
+  // to the task's attempt history. A result for a task not leased to this session (stale
+  // lease, already terminal, cancelled, unknown) is rejected and counted.
+  virtual Result<CompleteOutcome> CompleteTasks(const std::string& endpoint, int64_t lease_epoch,
+                                                const std::vector<v1::TaskResult>& results, int64_t now_ns) = 0;
 
   // One entry per id, nullopt for unknown ids.
   virtual Result<std::vector<std::optional<v1::TaskRecord>>> GetTasks(const std::vector<std::string>& ids,
@@ -78,11 +110,27 @@ class TaskStore {
   // returns its record; a terminal task is returned unchanged; nullopt for an unknown id.
   virtual Result<std::optional<v1::TaskRecord>> CancelTask(const std::string& id, int64_t now_ns) = 0;
 
-  // Puts the endpoint's in-flight tasks, except those in `keep`, back at the head of its
-  // queue in their dispatch order (state waiting-for-endpoint, stamped "requeued").
-  // Returns how many were requeued.
-  virtual Result<int64_t> RequeueInFlight(const std::string& endpoint, const std::vector<std::string>& keep,
-                                          int64_t now_ns) = 0;
+  // Deletes finished tasks and their idempotency keys; unknown ids are skipped. Refuses the
+  // whole call (FailedPrecondition, naming the task) if one of them is not finished.
+  virtual Result<int64_t> DeleteTasks(const std::vector<std::string>& ids) = 0;
+
+  // A new session of `endpoint` registered: takes the next lease epoch, re-leases to it the
+  // in-flight tasks the endpoint still holds (`held`), and treats the others as lost with the
+  // previous session (see ReleaseSession). `outcome.lease_epoch` is the new epoch.
+  virtual Result<LostOutcome> RegisterSession(const std::string& endpoint, const std::vector<std::string>& held,
+                                              const std::string& reason, int64_t now_ns) = 0;
+
+  // The endpoint's session with `lease_epoch` was lost. Each task leased to it (or to an
+  // earlier one) goes back to the head of the queue in dispatch order, stamped "requeued": a
+  // dispatched task gives its attempt back; a running task's attempt ends as endpoint-lost in
+  // its history, and a task with no attempts left fails.
+  virtual Result<LostOutcome> ReleaseSession(const std::string& endpoint, int64_t lease_epoch,
+                                             const std::string& reason, int64_t now_ns) = 0;
+
+  // Gives back dispatched tasks leased to `lease_epoch` that were never sent (the session
+  // changed first): back to the head of the queue, attempt returned. Returns how many.
+  virtual Result<int64_t> RelinquishTasks(const std::string& endpoint, int64_t lease_epoch,
+                                          const std::vector<std::string>& ids, int64_t now_ns) = 0;
 
   virtual Result<int64_t> QueueDepth(const std::string& endpoint) = 0;
   virtual Result<int64_t> InFlightCount(const std::string& endpoint) = 0;

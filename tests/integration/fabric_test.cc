@@ -1,21 +1,22 @@
 // End-to-end tests: real redis-server, loom-service, loom-endpoint and loom-worker processes on
 // 127.0.0.1 with ports picked at run time, driven through the C++ SDK.
-#include <dirent.h>
 #include <google/protobuf/util/message_differencer.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 
 #include <fstream>
 #include <map>
+#include <optional>
 #include <random>
-#include <sstream>
 #include <set>
+#include <sstream>
 #include <zmq.hpp>
 
 #include "common/local_fabric.h"
 #include "common/util.h"
 #include "common/value.h"
 #include "loom/client.h"
+#include "tests/support/fabric_client.h"
 #include "tests/support/test_env.h"
 
 namespace loom {
@@ -25,49 +26,14 @@ using namespace std::chrono_literals;
 using loom::testing::MakeFabric;
 using loom::testing::WaitFor;
 
-// Pids of the processes whose parent is `parent`.
-std::set<pid_t> ChildPids(pid_t parent) {
-  std::set<pid_t> out;
-  DIR* d = ::opendir("/proc");
-  if (d == nullptr) return out;
-  while (dirent* e = ::readdir(d)) {
-    pid_t pid = static_cast<pid_t>(std::atoi(e->d_name));
-    if (pid <= 0) continue;
-    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-    std::string line;
-    std::getline(stat, line);
-    auto close = line.rfind(')');
-    if (close == std::string::npos) continue;
-    std::istringstream rest(line.substr(close + 2));
-    char state;
-    pid_t ppid;
-    rest >> state >> ppid;
-    if (ppid == parent && state != 'Z') out.insert(pid);
-  }
-  ::closedir(d);
-  return out;
-}
+using loom::testing::ChildPids;
+using loom::testing::RegisterBuiltins;
 
-std::unique_ptr<Client> Connect(const LocalFabric& f) {
-  ClientOptions o;
-  o.address = f.grpc_address();
-  o.rpc_timeout = 10s;
-  auto c = Client::Connect(o);
-  EXPECT_TRUE(c.ok()) << c.status().ToString();
-  return c.ok() ? std::move(c).value() : nullptr;
-}
-
-void RegisterBuiltins(Client& c) {
-  for (const auto& [name, kernel] : std::vector<std::pair<std::string, std::string>>{
-           {"echo", "echo@1"}, {"add", "add@1"}, {"sleep", "sleep@1"}, {"fail", "fail@1"}, {"crash", "crash@1"}}) {
-    auto r = c.RegisterFunction(name, kernel);
-    ASSERT_TRUE(r.ok()) << r.status().ToString();
-  }
-}
+std::unique_ptr<Client> Connect(const LocalFabric& f) { return loom::testing::ConnectClient(f); }
 
 // Runs one task and waits for its terminal record.
 v1::TaskRecord RunTask(Client& c, const std::string& ep, const std::string& fn, std::vector<Value> args,
-                   std::chrono::milliseconds timeout = 30s) {
+                       std::chrono::milliseconds timeout = 30s) {
   auto id = c.Submit(ep, fn, std::move(args));
   EXPECT_TRUE(id.ok()) << id.status().ToString();
   if (!id.ok()) return {};
@@ -137,7 +103,7 @@ TEST_F(FabricTest, AddWorksOnNumbersAndTensors) {
   EXPECT_DOUBLE_EQ(RunTask(*client_, "ep", "add", {DoubleValue(1.25), IntValue(2)}).result().double_value(), 3.25);
   std::vector<double> a = {1, 2, 3}, b = {10, 20, 30};
   auto r = RunTask(*client_, "ep", "add",
-               {TensorValue({3}, std::span<const double>(a)), TensorValue({3}, std::span<const double>(b))});
+                   {TensorValue({3}, std::span<const double>(a)), TensorValue({3}, std::span<const double>(b))});
   ASSERT_EQ(r.state(), v1::TASK_STATE_SUCCESS) << r.error();
   const auto& t = r.result().tensor_value();
   ASSERT_EQ(t.shape_size(), 1);
@@ -168,12 +134,27 @@ TEST_F(FabricTest, KernelErrorBecomesAFailedTaskWithItsMessage) {
   EXPECT_EQ(r.error(), "detector saturated");
 }
 
-TEST_F(FabricTest, CrashFailsTheTaskAndTheEndpointKeepsServing) {
+// Fault case 3: a kernel that always kills its worker is retried, then fails as poison after
+// max_worker_deaths (3) workers; tasks submitted around it are unaffected.
+TEST_F(FabricTest, AKernelThatAlwaysCrashesItsWorkerFailsAsPoisonAndOthersAreUnaffected) {
+  std::vector<std::string> adds;
+  for (int i = 0; i < 10; ++i) adds.push_back(*client_->Submit("ep", "add", {IntValue(i), IntValue(1)}));
   auto r = RunTask(*client_, "ep", "crash", {});
+  for (int i = 10; i < 20; ++i) adds.push_back(*client_->Submit("ep", "add", {IntValue(i), IntValue(1)}));
   EXPECT_EQ(r.state(), v1::TASK_STATE_FAILED);
-  EXPECT_NE(r.error().find("worker process died"), std::string::npos) << r.error();
+  EXPECT_EQ(r.failure(), v1::FAILURE_KIND_POISON);
+  EXPECT_EQ(r.attempts(), 3);
+  ASSERT_EQ(r.attempt_history_size(), 3);
+  for (const auto& a : r.attempt_history()) EXPECT_EQ(a.failure(), v1::FAILURE_KIND_WORKER_LOST);
+  EXPECT_NE(r.error().find("poison: this task killed 3 worker(s)"), std::string::npos) << r.error();
   EXPECT_NE(r.error().find("signal 9"), std::string::npos) << r.error();
-  for (int i = 0; i < 20; ++i) EXPECT_EQ(RunTask(*client_, "ep", "add", {IntValue(i), IntValue(1)}).result().int_value(), i + 1);
+  for (int i = 0; i < 20; ++i) {
+    auto done = client_->GetResult(adds[i], 30s);
+    ASSERT_TRUE(done.ok() && done->has_value());
+    EXPECT_EQ((*done)->state(), v1::TASK_STATE_SUCCESS);
+    EXPECT_EQ((*done)->result().int_value(), i + 1);
+    EXPECT_EQ((*done)->attempt_history_size(), 0);
+  }
 }
 
 TEST_F(FabricTest, RecordsATimestampForEveryHop) {
@@ -323,9 +304,16 @@ TEST(FabricFaultTest, WorkerKilledWithSigkillIsReplacedAndTheEndpointKeepsServin
   const pid_t ep_pid = fabric->endpoint("ep")->pid();
   ASSERT_TRUE(WaitFor([&] { return ChildPids(ep_pid).size() == 2; }, 10s));
   auto before = ChildPids(ep_pid);
-  // Kill a worker in the middle of a long task: that task fails, nothing else does.
-  auto long_id = client->Submit("ep", "sleep", {DoubleValue(30)});
-  ASSERT_TRUE(long_id.ok());
+  // Kill a worker in the middle of a long task: with retries off, that task fails with the
+  // worker loss in its history; nothing else does.
+  v1::SubmitRequest req;
+  req.set_endpoint("ep");
+  req.set_function("sleep");
+  *req.add_args() = DoubleValue(30);
+  req.set_max_attempts(1);
+  auto first = client->SubmitBatch({req});
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  std::optional<std::string> long_id = (*first)[0];
   ASSERT_TRUE(WaitFor([&] { return client->GetStatus(*long_id)->state() == v1::TASK_STATE_RUNNING; }, 10s));
   // The busy worker is the one whose CPU time does not matter; kill both candidates in turn
   // until the long task fails (it runs on exactly one of them).
@@ -338,6 +326,9 @@ TEST(FabricFaultTest, WorkerKilledWithSigkillIsReplacedAndTheEndpointKeepsServin
   auto rec = client->GetStatus(*long_id);
   ASSERT_EQ(rec->state(), v1::TASK_STATE_FAILED);
   EXPECT_NE(rec->error().find("worker process died"), std::string::npos) << rec->error();
+  EXPECT_EQ(rec->failure(), v1::FAILURE_KIND_ATTEMPTS_EXHAUSTED);
+  ASSERT_EQ(rec->attempt_history_size(), 1);
+  EXPECT_EQ(rec->attempt_history(0).failure(), v1::FAILURE_KIND_WORKER_LOST);
   // Replacements come up: two workers, none of them a killed one.
   ASSERT_TRUE(WaitFor(
       [&] {
@@ -356,53 +347,12 @@ TEST(FabricFaultTest, WorkerKilledWithSigkillIsReplacedAndTheEndpointKeepsServin
   int good = 0;
   ASSERT_TRUE(client
                   ->StreamResults(
-                      *ids, [&](const v1::TaskRecord& r) { return r.state() == v1::TASK_STATE_SUCCESS && ++good; },
-                      60s)
+                      *ids, [&](const v1::TaskRecord& r) { return r.state() == v1::TASK_STATE_SUCCESS && ++good; }, 60s)
                   .ok());
   EXPECT_EQ(good, 200);
 }
 
-TEST(FabricFaultTest, ServiceKilledMidBatchAndRestartedCompletesEveryAcceptedTask) {
-  auto fabric = MakeFabric("service-kill");
-  ASSERT_TRUE(fabric->StartAll("ep", 2).ok());
-  auto client = Connect(*fabric);
-  RegisterBuiltins(*client);
-  constexpr int kN = 3000;
-  std::vector<v1::SubmitRequest> reqs;
-  // ~2 ms each on 2 workers: about 3 s of work, so the kill lands mid-batch.
-  for (int i = 0; i < kN; ++i) reqs.push_back(MakeSubmitRequest("ep", "sleep", {DoubleValue(0.002)}));
-  auto ids = client->SubmitBatch(std::move(reqs));
-  ASSERT_TRUE(ids.ok()) << ids.status().ToString();
-  // Wait until some, but not all, are done.
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        auto recs = client->GetTasks(*ids);
-        if (!recs.ok()) return false;
-        int done = 0;
-        for (const auto& r : *recs) done += r.state() == v1::TASK_STATE_SUCCESS;
-        return done >= 100;
-      },
-      30s));
-  fabric->KillService(SIGKILL);
-  ASSERT_FALSE(fabric->service().Running());
-  ASSERT_TRUE(fabric->StartService().ok());
-  std::map<std::string, int> seen;
-  int failed = 0;
-  Status s = client->StreamResults(
-      *ids,
-      [&](const v1::TaskRecord& r) {
-        ++seen[r.id()];
-        failed += r.state() != v1::TASK_STATE_SUCCESS;
-        return true;
-      },
-      120s);
-  ASSERT_TRUE(s.ok()) << s.ToString();
-  EXPECT_EQ(seen.size(), static_cast<size_t>(kN));
-  EXPECT_EQ(failed, 0);
-  auto recs = client->GetTasks(*ids);
-  ASSERT_TRUE(recs.ok());
-  for (const auto& r : *recs) ASSERT_EQ(r.state(), v1::TASK_STATE_SUCCESS) << r.id();
-}
+// A service killed mid-batch: see reliability_test.cc (fault case 5).
 
 TEST(FabricFaultTest, ServiceSurvivesRedisGoingAwayAndAnswersWithAnError) {
   auto fabric = MakeFabric("redis-gone");

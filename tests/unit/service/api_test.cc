@@ -18,7 +18,7 @@ class FakeNotifier : public DispatchNotifier {
     std::lock_guard lock(mu);
     queued.insert(queued.end(), endpoints.begin(), endpoints.end());
   }
-  void TasksDispatched(const std::string& endpoint, const std::string& session,
+  void TasksDispatched(const std::string& endpoint, const std::string& session, int64_t,
                        std::vector<v1::TaskSpec> specs) override {
     std::lock_guard lock(mu);
     for (auto& s : specs) dispatched.emplace_back(endpoint + "/" + session, s.task_id());
@@ -85,7 +85,7 @@ TEST_F(ApiTest, SubmitStoresTheTaskBeforeReplyingAndWakesTheDispatcher) {
   EXPECT_EQ((*rec)[0]->state(), v1::TASK_STATE_WAITING_FOR_ENDPOINT);
   EXPECT_EQ((*rec)[0]->owner(), kLocalUser);
   EXPECT_EQ(notifier_.queued, (std::vector<std::string>{"ep1"}));
-  auto specs = store_.LeaseTasks("ep1", 10, NowNanos());
+  auto specs = store_.LeaseTasks("ep1", 1, 10, NowNanos());
   ASSERT_EQ(specs->size(), 1u);
   EXPECT_EQ((*specs)[0].kernel(), "add@1");
 }
@@ -93,7 +93,7 @@ TEST_F(ApiTest, SubmitStoresTheTaskBeforeReplyingAndWakesTheDispatcher) {
 TEST_F(ApiTest, SubmitDispatchesAtOnceAgainstCreditAndQueuesTheRest) {
   CreditBook credit;
   LoomApi api(&store_, &hub_, &notifier_, limits_, &credit);
-  credit.Open("ep1", "s1", 2);
+  credit.Open("ep1", "s1", 1, 2);
   v1::SubmitBatchRequest b;
   for (int i = 0; i < 3; ++i) *b.add_tasks() = Req("echo", "ep1", {IntValue(i)});
   auto ids = api.SubmitBatch(b, kLocalUser);
@@ -108,7 +108,7 @@ TEST_F(ApiTest, SubmitDispatchesAtOnceAgainstCreditAndQueuesTheRest) {
   EXPECT_EQ((*recs)[1]->state(), v1::TASK_STATE_WAITING_FOR_ENDPOINT);
   EXPECT_EQ(*store_.InFlightCount("ep1"), 2);
   EXPECT_EQ(*store_.QueueDepth("ep1"), 1);
-  EXPECT_EQ(credit.Take("ep1", 10).second, 0);
+  EXPECT_EQ(credit.Take("ep1", 10).n, 0);
   // With credit again but a task queued ahead, a new task must not jump the queue; the unused
   // credit is given back.
   credit.Add("ep1", "s1", 5);
@@ -116,7 +116,7 @@ TEST_F(ApiTest, SubmitDispatchesAtOnceAgainstCreditAndQueuesTheRest) {
   ASSERT_TRUE(api.Submit(Req("echo", "ep1", {IntValue(9)}), kLocalUser).ok());
   EXPECT_TRUE(notifier_.dispatched.empty());
   EXPECT_EQ(*store_.QueueDepth("ep1"), 2);
-  EXPECT_EQ(credit.Take("ep1", 10).second, 5);
+  EXPECT_EQ(credit.Take("ep1", 10).n, 5);
 }
 
 TEST_F(ApiTest, QueueDepthLimitRejectsOnlyTheSubmitThatWouldOverfillIt) {
@@ -225,16 +225,16 @@ TEST_F(ApiTest, WaitResultsStreamsInCompletionOrderAndEachTaskOnce) {
   v1::SubmitBatchRequest b;
   for (int i = 0; i < 3; ++i) *b.add_tasks() = Req("echo", "ep1", {IntValue(i)});
   auto ids = api_->SubmitBatch(b, kLocalUser)->task_ids();
-  ASSERT_EQ(store_.LeaseTasks("ep1", 3, NowNanos())->size(), 3u);
+  ASSERT_EQ(store_.LeaseTasks("ep1", 1, 3, NowNanos())->size(), 3u);
   // The first one finishes before the wait starts, the others while it waits, in reverse.
   auto commit = [&](const std::string& id, int64_t v) {
     v1::TaskResult r;
     r.set_task_id(id);
     r.set_ok(true);
     *r.mutable_value() = IntValue(v);
-    auto done = store_.CompleteTasks("ep1", {r}, NowNanos());
-    hub_.Publish(*done);
-    hub_.Publish(*done);  // a duplicate publication must not duplicate the stream
+    auto done = store_.CompleteTasks("ep1", 1, {r}, NowNanos());
+    hub_.Publish(done->finished);
+    hub_.Publish(done->finished);  // a duplicate publication must not duplicate the stream
   };
   commit(ids[0], 0);
   std::vector<std::string> seen;
@@ -272,17 +272,20 @@ TEST_F(ApiTest, WaitResultsTimesOutAndRejectsUnknownIds) {
   w.add_task_ids(id);
   w.set_timeout_ms(50);
   int writes = 0;
-  Status s = api_->WaitResults(w, kLocalUser, [&](const v1::TaskRecord&) { return ++writes > 0; }, [] { return false; });
+  Status s = api_->WaitResults(
+      w, kLocalUser, [&](const v1::TaskRecord&) { return ++writes > 0; }, [] { return false; });
   EXPECT_EQ(s.code(), StatusCode::kDeadlineExceeded);
   EXPECT_EQ(writes, 0);
   w.add_task_ids("missing");
-  EXPECT_EQ(api_->WaitResults(w, kLocalUser, [](const v1::TaskRecord&) { return true; }, [] { return false; }).code(),
+  EXPECT_EQ(api_->WaitResults(
+                    w, kLocalUser, [](const v1::TaskRecord&) { return true; }, [] { return false; })
+                .code(),
             StatusCode::kNotFound);
 }
 
 TEST_F(ApiTest, GetTasksLongPollWaitsForTheResultOrTheTimeout) {
   auto id = api_->Submit(Req("echo", "ep1", {IntValue(8)}), kLocalUser)->task_id();
-  ASSERT_EQ(store_.LeaseTasks("ep1", 1, NowNanos())->size(), 1u);
+  ASSERT_EQ(store_.LeaseTasks("ep1", 1, 1, NowNanos())->size(), 1u);
   v1::GetTasksRequest req;
   req.add_task_ids(id);
   req.set_wait_ms(30);
@@ -296,7 +299,7 @@ TEST_F(ApiTest, GetTasksLongPollWaitsForTheResultOrTheTimeout) {
     r.set_task_id(id);
     r.set_ok(true);
     *r.mutable_value() = IntValue(8);
-    hub_.Publish(*store_.CompleteTasks("ep1", {r}, NowNanos()));
+    hub_.Publish(store_.CompleteTasks("ep1", 1, {r}, NowNanos())->finished);
   });
   req.set_wait_ms(10000);
   req.set_include_args(true);
@@ -312,11 +315,13 @@ TEST_F(ApiTest, GetTasksLongPollWaitsForTheResultOrTheTimeout) {
 
 TEST_F(ApiTest, CancelMarksTheTaskPublishesItAndTellsTheDispatcher) {
   auto id = api_->Submit(Req("echo", "ep1", {IntValue(1)}), kLocalUser)->task_id();
-  auto c = api_->Cancel([&] {
-    v1::CancelRequest r;
-    r.set_task_id(id);
-    return r;
-  }(), kLocalUser);
+  auto c = api_->Cancel(
+      [&] {
+        v1::CancelRequest r;
+        r.set_task_id(id);
+        return r;
+      }(),
+      kLocalUser);
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(c->task().state(), v1::TASK_STATE_CANCELLED);
   EXPECT_EQ(notifier_.cancelled, (std::vector<std::string>{id}));
@@ -324,6 +329,76 @@ TEST_F(ApiTest, CancelMarksTheTaskPublishesItAndTellsTheDispatcher) {
   v1::CancelRequest unknown;
   unknown.set_task_id("nope");
   EXPECT_EQ(api_->Cancel(unknown, kLocalUser).status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(ApiTest, AttemptsAndDeadlinesComeFromTheSubmitThenTheFunctionThenTheServiceDefault) {
+  v1::RegisterFunctionRequest fr;
+  fr.mutable_function()->set_name("patient");
+  fr.mutable_function()->set_kernel("echo@1");
+  fr.mutable_function()->set_max_attempts(5);
+  fr.mutable_function()->set_timeout_ms(2000);
+  ASSERT_TRUE(api_->RegisterFunction(fr, kLocalUser).ok());
+  auto plain = api_->Submit(Req("echo", "ep1", {IntValue(1)}), kLocalUser)->task_id();
+  auto from_fn = api_->Submit(Req("patient", "ep1", {IntValue(1)}), kLocalUser)->task_id();
+  auto req = Req("patient", "ep1", {IntValue(1)});
+  req.set_max_attempts(1);
+  req.set_timeout_ms(30);
+  auto from_req = api_->Submit(req, kLocalUser)->task_id();
+  auto recs = *store_.GetTasks({plain, from_fn, from_req}, false);
+  EXPECT_EQ(recs[0]->max_attempts(), limits_.default_max_attempts);
+  EXPECT_EQ(recs[0]->timeout_ms(), 0);
+  EXPECT_EQ(recs[1]->max_attempts(), 5);
+  EXPECT_EQ(recs[1]->timeout_ms(), 2000);
+  EXPECT_EQ(recs[2]->max_attempts(), 1);
+  EXPECT_EQ(recs[2]->timeout_ms(), 30);
+  auto specs = *store_.LeaseTasks("ep1", 1, 10, NowNanos());
+  ASSERT_EQ(specs.size(), 3u);
+  EXPECT_EQ(specs[2].timeout_ms(), 30);  // the endpoint enforces it
+  req.set_max_attempts(limits_.max_attempts_limit + 1);
+  EXPECT_EQ(api_->Submit(req, kLocalUser).status().code(), StatusCode::kInvalidArgument);
+  req.set_max_attempts(0);
+  req.set_timeout_ms(-1);
+  EXPECT_EQ(api_->Submit(req, kLocalUser).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(ApiTest, ARetriedSubmitWithTheSameIdempotencyKeyReturnsTheFirstTaskAndCreatesNothing) {
+  CreditBook credit;
+  LoomApi api(&store_, &hub_, &notifier_, limits_, &credit);
+  credit.Open("ep1", "s1", 1, 10);
+  auto req = Req("echo", "ep1", {IntValue(1)});
+  req.set_idempotency_key("run-17/frame-3");
+  auto first = api.Submit(req, kLocalUser);
+  ASSERT_TRUE(first.ok());
+  auto again = api.Submit(req, kLocalUser);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->task_id(), first->task_id());
+  EXPECT_EQ(notifier_.dispatched.size(), 1u);  // the retry dispatched nothing
+  EXPECT_EQ(*store_.InFlightCount("ep1"), 1);
+  // The credit the retry took went back: the next task goes out at once.
+  ASSERT_TRUE(api.Submit(Req("echo", "ep1", {IntValue(2)}), kLocalUser).ok());
+  EXPECT_EQ(notifier_.dispatched.size(), 2u);
+  req.set_idempotency_key(std::string(limits_.max_idempotency_key_bytes + 1, 'k'));
+  EXPECT_EQ(api.Submit(req, kLocalUser).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(ApiTest, DeleteTasksRemovesFinishedTasksAndRefusesUnfinishedOnes) {
+  auto id = api_->Submit(Req("echo", "ep1", {IntValue(1)}), kLocalUser)->task_id();
+  v1::DeleteTasksRequest del;
+  del.add_task_ids(id);
+  auto refused = api_->DeleteTasks(del, kLocalUser);
+  EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.status().message().find("cancel it"), std::string::npos);
+  v1::CancelRequest c;
+  c.set_task_id(id);
+  ASSERT_TRUE(api_->Cancel(c, kLocalUser).ok());
+  auto deleted = api_->DeleteTasks(del, kLocalUser);
+  ASSERT_TRUE(deleted.ok());
+  EXPECT_EQ(deleted->deleted(), 1);
+  v1::GetTasksRequest get;
+  get.add_task_ids(id);
+  auto gone = api_->GetTasks(get, kLocalUser);
+  EXPECT_EQ(gone.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(gone.status().message().find("expired after the result TTL"), std::string::npos);
 }
 
 }  // namespace

@@ -35,7 +35,7 @@ heartbeat_misses: 5
 log_level: debug
 ready_file: /tmp/x
 )"),
-                                     &c);
+                                   &c);
   ASSERT_TRUE(s.ok()) << s.ToString();
   EXPECT_EQ(c.grpc_address, "127.0.0.1:6000");
   EXPECT_EQ(c.endpoint_address, "tcp://127.0.0.1:6001");

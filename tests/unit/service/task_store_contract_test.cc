@@ -38,23 +38,29 @@ class RedisEnv {
 
 using Factory = std::function<std::unique_ptr<TaskStore>()>;
 
-std::unique_ptr<TaskStore> MakeMemory() { return std::make_unique<InMemoryTaskStore>(); }
+// Every store in these tests gives up on a task after 3 worker deaths.
+std::unique_ptr<TaskStore> MakeMemory() { return std::make_unique<InMemoryTaskStore>(StoreOptions{60, 3}); }
 
-std::unique_ptr<TaskStore> MakeRedis() {
+RedisOptions TestRedis() {
   RedisOptions o;
   o.port = RedisEnv::Get().port();
-  auto conn = RedisConnection::Connect(o);
+  return o;
+}
+
+std::unique_ptr<TaskStore> MakeRedis() {
+  auto conn = RedisConnection::Connect(TestRedis());
   EXPECT_TRUE(conn.ok());
   EXPECT_TRUE((*conn)->Command({"FLUSHALL"}).ok());
-  return std::make_unique<RedisTaskStore>(o);
+  return std::make_unique<RedisTaskStore>(TestRedis(), StoreOptions{60, 3});
 }
 
 class TaskStoreContract : public ::testing::TestWithParam<std::pair<const char*, Factory>> {
  protected:
   void SetUp() override { store_ = GetParam().second(); }
 
-  NewTask Task(const std::string& id, const std::string& ep, int64_t arg = 1) {
+  NewTask Task(const std::string& id, const std::string& ep, int64_t arg = 1, int max_attempts = 3) {
     NewTask t;
+    t.max_attempts = max_attempts;
     t.id = id;
     t.owner = "alice";
     t.function = "f";
@@ -71,6 +77,27 @@ class TaskStoreContract : public ::testing::TestWithParam<std::pair<const char*,
     std::vector<NewTask> tasks;
     for (const auto& id : ids) tasks.push_back(Task(id, ep));
     ASSERT_TRUE(store_->SubmitTasks(tasks, 200).ok());
+  }
+
+  // Leases and completes as the endpoint session with kEpoch, unless told otherwise.
+  static constexpr int64_t kEpoch = 7;
+  Result<std::vector<v1::TaskSpec>> Lease(const std::string& ep, int max, int64_t now, int64_t epoch = kEpoch) {
+    return store_->LeaseTasks(ep, epoch, max, now);
+  }
+  Result<CompleteOutcome> Complete(const std::string& ep, const std::vector<v1::TaskResult>& results, int64_t now,
+                                   int64_t epoch = kEpoch) {
+    return store_->CompleteTasks(ep, epoch, results, now);
+  }
+  static std::vector<std::string> FinishedIds(const CompleteOutcome& o) {
+    std::vector<std::string> out;
+    for (const auto& r : o.finished) out.push_back(r.id());
+    return out;
+  }
+  void Running(const std::string& id) {
+    v1::TaskStarted st;
+    st.set_task_id(id);
+    st.set_unix_nanos(350);
+    ASSERT_TRUE(store_->MarkRunning({st}).ok());
   }
 
   v1::TaskRecord Get(const std::string& id, bool args = false) {
@@ -90,12 +117,17 @@ class TaskStoreContract : public ::testing::TestWithParam<std::pair<const char*,
     t->set_unix_nanos(400);
     return r;
   }
-  static v1::TaskResult Err(const std::string& id, const std::string& msg) {
+  static v1::TaskResult Err(const std::string& id, const std::string& msg,
+                            v1::FailureKind kind = v1::FAILURE_KIND_UNSPECIFIED) {
     v1::TaskResult r;
     r.set_task_id(id);
     r.set_ok(false);
     r.set_error(msg);
+    r.set_failure(kind);
     return r;
+  }
+  static v1::TaskResult Lost(const std::string& id) {
+    return Err(id, "the worker process died while running this task (signal 9)", v1::FAILURE_KIND_WORKER_LOST);
   }
   static std::vector<std::string> Ids(const std::vector<v1::TaskSpec>& specs) {
     std::vector<std::string> out;
@@ -193,10 +225,13 @@ TEST_P(TaskStoreContract, DirectTasksAreDispatchedOnlyWhenNothingIsQueuedAheadOf
   std::vector<NewTask> tasks = {Task("d1", "ep1"), Task("d2", "ep1"), Task("q1", "ep1"), Task("d3", "ep1"),
                                 Task("o1", "ep2")};
   tasks[0].direct = tasks[1].direct = tasks[3].direct = tasks[4].direct = true;
-  std::vector<bool> dispatched;
-  ASSERT_TRUE(store_->SubmitTasks(tasks, 200, &dispatched).ok());
+  for (auto& t : tasks) t.lease_epoch = kEpoch;
+  SubmitOutcome out;
+  ASSERT_TRUE(store_->SubmitTasks(tasks, 200, &out).ok());
   // d3 is direct but q1 is queued ahead of it, so it queues too.
-  EXPECT_EQ(dispatched, (std::vector<bool>{true, true, false, false, true}));
+  EXPECT_EQ(out.dispatched, (std::vector<bool>{true, true, false, false, true}));
+  EXPECT_EQ(Get("d1").attempts(), 1);
+  EXPECT_EQ(Get("q1").attempts(), 0);
   EXPECT_EQ(Get("d1").state(), v1::TASK_STATE_DISPATCHED);
   EXPECT_EQ(Stages(Get("d1")), (std::vector<std::string>{"received", "waiting-for-endpoint", "dispatched"}));
   EXPECT_EQ(Get("q1").state(), v1::TASK_STATE_WAITING_FOR_ENDPOINT);
@@ -204,14 +239,14 @@ TEST_P(TaskStoreContract, DirectTasksAreDispatchedOnlyWhenNothingIsQueuedAheadOf
   EXPECT_EQ(*store_->QueueDepth("ep1"), 2);
   EXPECT_EQ(*store_->InFlightCount("ep2"), 1);
   // Direct tasks are in flight like leased ones: completed, or requeued ahead of the queue.
-  EXPECT_EQ(store_->CompleteTasks("ep1", {Ok("d1", 1)}, 300)->size(), 1u);
-  EXPECT_EQ(*store_->RequeueInFlight("ep1", {}, 400), 1);
-  EXPECT_EQ(Ids(*store_->LeaseTasks("ep1", 10, 500)), (std::vector<std::string>{"d2", "q1", "d3"}));
+  EXPECT_EQ(Complete("ep1", {Ok("d1", 1)}, 300)->finished.size(), 1u);
+  EXPECT_EQ(store_->ReleaseSession("ep1", kEpoch, "gone", 400)->requeued, 1);
+  EXPECT_EQ(Ids(*Lease("ep1", 10, 500)), (std::vector<std::string>{"d2", "q1", "d3"}));
   // Later direct submits see an empty queue again.
   std::vector<NewTask> later = {Task("d4", "ep1")};
   later[0].direct = true;
-  ASSERT_TRUE(store_->SubmitTasks(later, 600, &dispatched).ok());
-  EXPECT_EQ(dispatched, (std::vector<bool>{true}));
+  ASSERT_TRUE(store_->SubmitTasks(later, 600, &out).ok());
+  EXPECT_EQ(out.dispatched, (std::vector<bool>{true}));
 }
 
 TEST_P(TaskStoreContract, RefusesABatchThatWouldOverfillAQueueWhole) {
@@ -234,7 +269,7 @@ TEST_P(TaskStoreContract, RefusesABatchThatWouldOverfillAQueueWhole) {
 
 TEST_P(TaskStoreContract, LeasesInQueueOrderUpToTheLimit) {
   Submit({"a", "b", "c", "d", "e"});
-  auto first = store_->LeaseTasks("ep1", 3, 300);
+  auto first = Lease("ep1", 3, 300);
   ASSERT_TRUE(first.ok());
   EXPECT_EQ(Ids(*first), (std::vector<std::string>{"a", "b", "c"}));
   EXPECT_EQ((*first)[0].kernel(), "echo@1");
@@ -242,17 +277,17 @@ TEST_P(TaskStoreContract, LeasesInQueueOrderUpToTheLimit) {
   EXPECT_EQ(Get("a").state(), v1::TASK_STATE_DISPATCHED);
   EXPECT_EQ(*store_->QueueDepth("ep1"), 2);
   EXPECT_EQ(*store_->InFlightCount("ep1"), 3);
-  auto rest = store_->LeaseTasks("ep1", 10, 300);
+  auto rest = Lease("ep1", 10, 300);
   EXPECT_EQ(Ids(*rest), (std::vector<std::string>{"d", "e"}));
-  auto none = store_->LeaseTasks("ep1", 10, 300);
+  auto none = Lease("ep1", 10, 300);
   ASSERT_TRUE(none.ok());
   EXPECT_TRUE(none->empty());
-  EXPECT_TRUE(store_->LeaseTasks("never-seen", 10, 300)->empty());
+  EXPECT_TRUE(Lease("never-seen", 10, 300)->empty());
 }
 
 TEST_P(TaskStoreContract, MarksDispatchedTasksRunningOnly) {
   Submit({"a", "b"});
-  ASSERT_TRUE(store_->LeaseTasks("ep1", 1, 300).ok());
+  ASSERT_TRUE(Lease("ep1", 1, 300).ok());
   v1::TaskStarted sa, sb;
   sa.set_task_id("a");
   sa.set_unix_nanos(350);
@@ -266,26 +301,30 @@ TEST_P(TaskStoreContract, MarksDispatchedTasksRunningOnly) {
 
 TEST_P(TaskStoreContract, CommitsEachResultOnceWithValueErrorAndTimestamps) {
   Submit({"a", "b"});
-  ASSERT_TRUE(store_->LeaseTasks("ep1", 2, 300).ok());
-  auto done = store_->CompleteTasks("ep1", {Ok("a", 42), Err("b", "boom")}, 500);
-  ASSERT_TRUE(done.ok()) << done.status().ToString();
-  ASSERT_EQ(done->size(), 2u);
-  EXPECT_EQ((*done)[0].id(), "a");
-  EXPECT_EQ((*done)[0].state(), v1::TASK_STATE_SUCCESS);
-  EXPECT_EQ((*done)[0].result().int_value(), 42);
-  EXPECT_EQ((*done)[1].state(), v1::TASK_STATE_FAILED);
-  EXPECT_EQ((*done)[1].error(), "boom");
+  ASSERT_TRUE(Lease("ep1", 2, 300).ok());
+  auto out = Complete("ep1", {Ok("a", 42), Err("b", "boom")}, 500);
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  const auto& done = out->finished;
+  ASSERT_EQ(done.size(), 2u);
+  EXPECT_EQ(done[0].id(), "a");
+  EXPECT_EQ(done[0].state(), v1::TASK_STATE_SUCCESS);
+  EXPECT_EQ(done[0].result().int_value(), 42);
+  EXPECT_EQ(done[0].attempts(), 1);
+  EXPECT_EQ(done[1].state(), v1::TASK_STATE_FAILED);
+  EXPECT_EQ(done[1].error(), "boom");
+  EXPECT_EQ(done[1].failure(), v1::FAILURE_KIND_KERNEL_ERROR);
   auto a = Get("a");
   EXPECT_EQ(a.state(), v1::TASK_STATE_SUCCESS);
   EXPECT_EQ(a.result().int_value(), 42);
-  EXPECT_EQ(Stages(a), (std::vector<std::string>{"received", "waiting-for-endpoint", "dispatched", "worker_started",
-                                                 "success"}));
+  EXPECT_EQ(Stages(a),
+            (std::vector<std::string>{"received", "waiting-for-endpoint", "dispatched", "worker_started", "success"}));
   EXPECT_EQ(Get("b").error(), "boom");
   EXPECT_EQ(*store_->InFlightCount("ep1"), 0);
   // A second result for the same task changes nothing.
-  auto again = store_->CompleteTasks("ep1", {Ok("a", 7), Ok("b", 7)}, 600);
+  auto again = Complete("ep1", {Ok("a", 7), Ok("b", 7)}, 600);
   ASSERT_TRUE(again.ok());
-  EXPECT_TRUE(again->empty());
+  EXPECT_TRUE(again->finished.empty());
+  EXPECT_EQ(again->rejected, 2);
   EXPECT_EQ(Get("a").result().int_value(), 42);
   EXPECT_EQ(Get("b").state(), v1::TASK_STATE_FAILED);
 }
@@ -293,13 +332,15 @@ TEST_P(TaskStoreContract, CommitsEachResultOnceWithValueErrorAndTimestamps) {
 TEST_P(TaskStoreContract, IgnoresResultsForTasksNotInFlightOnThatEndpoint) {
   Submit({"a"}, "ep1");
   Submit({"w"}, "ep1");
-  ASSERT_TRUE(store_->LeaseTasks("ep1", 1, 300).ok());  // only "a"
-  auto wrong_ep = store_->CompleteTasks("ep2", {Ok("a", 1)}, 500);
+  ASSERT_TRUE(Lease("ep1", 1, 300).ok());  // only "a"
+  auto wrong_ep = Complete("ep2", {Ok("a", 1)}, 500);
   ASSERT_TRUE(wrong_ep.ok());
-  EXPECT_TRUE(wrong_ep->empty());
-  auto waiting = store_->CompleteTasks("ep1", {Ok("w", 1), Ok("unknown", 1)}, 500);
+  EXPECT_TRUE(wrong_ep->finished.empty());
+  EXPECT_EQ(wrong_ep->rejected, 1);
+  auto waiting = Complete("ep1", {Ok("w", 1), Ok("unknown", 1)}, 500);
   ASSERT_TRUE(waiting.ok());
-  EXPECT_TRUE(waiting->empty());
+  EXPECT_TRUE(waiting->finished.empty());
+  EXPECT_EQ(waiting->rejected, 2);
   EXPECT_EQ(Get("a").state(), v1::TASK_STATE_DISPATCHED);
   EXPECT_EQ(Get("w").state(), v1::TASK_STATE_WAITING_FOR_ENDPOINT);
 }
@@ -310,15 +351,15 @@ TEST_P(TaskStoreContract, CancelRemovesQueuedTasksAndWinsOverLateResults) {
   ASSERT_TRUE(ca.ok() && ca->has_value());
   EXPECT_EQ((*ca)->state(), v1::TASK_STATE_CANCELLED);
   EXPECT_EQ(*store_->QueueDepth("ep1"), 2);
-  auto leased = store_->LeaseTasks("ep1", 10, 300);
+  auto leased = Lease("ep1", 10, 300);
   EXPECT_EQ(Ids(*leased), (std::vector<std::string>{"b", "c"}));
   auto cb = store_->CancelTask("b", 350);  // in flight
   EXPECT_EQ((*cb)->state(), v1::TASK_STATE_CANCELLED);
   EXPECT_EQ(*store_->InFlightCount("ep1"), 1);
-  auto late = store_->CompleteTasks("ep1", {Ok("b", 1), Ok("c", 3)}, 400);
+  auto late = Complete("ep1", {Ok("b", 1), Ok("c", 3)}, 400);
   ASSERT_TRUE(late.ok());
-  ASSERT_EQ(late->size(), 1u);
-  EXPECT_EQ((*late)[0].id(), "c");
+  EXPECT_EQ(FinishedIds(*late), (std::vector<std::string>{"c"}));
+  EXPECT_EQ(late->rejected, 1);
   EXPECT_EQ(Get("b").state(), v1::TASK_STATE_CANCELLED);
   // Cancelling a finished task leaves it as it was.
   auto cc = store_->CancelTask("c", 500);
@@ -329,27 +370,196 @@ TEST_P(TaskStoreContract, CancelRemovesQueuedTasksAndWinsOverLateResults) {
   EXPECT_FALSE(unknown->has_value());
 }
 
-TEST_P(TaskStoreContract, RequeuesLostInFlightTasksAtTheHeadInDispatchOrder) {
+TEST_P(TaskStoreContract, ANewSessionKeepsTheTasksItHoldsAndRequeuesTheRestAtTheHead) {
   Submit({"a", "b", "c", "d", "e"});
-  ASSERT_EQ(store_->LeaseTasks("ep1", 3, 300)->size(), 3u);  // a b c in flight; d e queued
-  auto n = store_->RequeueInFlight("ep1", {"b"}, 700);  // the endpoint still holds b
-  ASSERT_TRUE(n.ok());
-  EXPECT_EQ(*n, 2);
+  auto first = store_->RegisterSession("ep1", {}, "new session", 250);
+  ASSERT_TRUE(first.ok());
+  const int64_t e1 = first->lease_epoch;
+  ASSERT_EQ(Lease("ep1", 3, 300, e1)->size(), 3u);                          // a b c in flight; d e queued
+  auto second = store_->RegisterSession("ep1", {"b"}, "new session", 700);  // it still holds b
+  ASSERT_TRUE(second.ok());
+  const int64_t e2 = second->lease_epoch;
+  EXPECT_GT(e2, e1);
+  EXPECT_EQ(second->requeued, 2);
+  EXPECT_TRUE(second->finished.empty());
   EXPECT_EQ(Get("a").state(), v1::TASK_STATE_WAITING_FOR_ENDPOINT);
+  EXPECT_EQ(Get("a").attempts(), 0);  // it never ran: the attempt was given back
   EXPECT_EQ(Stages(Get("a")).back(), "requeued");
   EXPECT_EQ(Get("b").state(), v1::TASK_STATE_DISPATCHED);
   EXPECT_EQ(*store_->InFlightCount("ep1"), 1);
-  auto order = store_->LeaseTasks("ep1", 10, 800);
-  EXPECT_EQ(Ids(*order), (std::vector<std::string>{"a", "c", "d", "e"}));
+  // The fence: the first session's results are refused, even for b, which moved to e2.
+  auto stale = Complete("ep1", {Ok("b", 1)}, 750, e1);
+  EXPECT_TRUE(stale->finished.empty());
+  EXPECT_EQ(stale->rejected, 1);
+  EXPECT_EQ(FinishedIds(*Complete("ep1", {Ok("b", 1)}, 760, e2)), (std::vector<std::string>{"b"}));
+  EXPECT_EQ(Ids(*Lease("ep1", 10, 800, e2)), (std::vector<std::string>{"a", "c", "d", "e"}));
 }
 
-TEST_P(TaskStoreContract, RequeueSkipsTasksThatFinishedMeanwhile) {
+TEST_P(TaskStoreContract, ALostSessionGivesBackUnstartedAttemptsAndChargesRunningOnes) {
+  std::vector<NewTask> tasks = {Task("a", "ep1", 1, 2), Task("b", "ep1", 1, 2), Task("c", "ep1", 1, 1)};
+  ASSERT_TRUE(store_->SubmitTasks(tasks, 200).ok());
+  ASSERT_EQ(Lease("ep1", 3, 300)->size(), 3u);
+  Running("a");
+  Running("c");
+  auto lost = store_->ReleaseSession("ep1", kEpoch, "endpoint lost: missed heartbeats", 900);
+  ASSERT_TRUE(lost.ok());
+  EXPECT_EQ(lost->requeued, 2);  // a (one attempt left) and b (never started)
+  ASSERT_EQ(lost->finished.size(), 1u);
+  const auto& c = lost->finished[0];
+  EXPECT_EQ(c.id(), "c");
+  EXPECT_EQ(c.state(), v1::TASK_STATE_FAILED);
+  EXPECT_EQ(c.failure(), v1::FAILURE_KIND_ATTEMPTS_EXHAUSTED);
+  EXPECT_NE(c.error().find("gave up after 1 attempt(s)"), std::string::npos) << c.error();
+  EXPECT_NE(c.error().find("endpoint lost: missed heartbeats"), std::string::npos) << c.error();
+  EXPECT_EQ(Get("c").error(), c.error());
+  auto a = Get("a");
+  EXPECT_EQ(a.state(), v1::TASK_STATE_WAITING_FOR_ENDPOINT);
+  EXPECT_EQ(a.attempts(), 1);
+  ASSERT_EQ(a.attempt_history_size(), 1);
+  EXPECT_EQ(a.attempt_history(0).number(), 1);
+  EXPECT_EQ(a.attempt_history(0).endpoint(), "ep1");
+  EXPECT_EQ(a.attempt_history(0).lease_epoch(), kEpoch);
+  EXPECT_EQ(a.attempt_history(0).failure(), v1::FAILURE_KIND_ENDPOINT_LOST);
+  EXPECT_EQ(a.attempt_history(0).ended_unix_nanos(), 900);
+  EXPECT_EQ(Get("b").attempts(), 0);
+  EXPECT_EQ(Get("b").attempt_history_size(), 0);
+  // Back at the head in dispatch order; the next lease is attempt 2 of a.
+  EXPECT_EQ(Ids(*Lease("ep1", 10, 1000, kEpoch + 1)), (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(Get("a").attempts(), 2);
+}
+
+TEST_P(TaskStoreContract, ReleasingAnOldSessionLeavesNewerLeasesAlone) {
   Submit({"a", "b"});
-  ASSERT_EQ(store_->LeaseTasks("ep1", 2, 300)->size(), 2u);
-  ASSERT_EQ(store_->CompleteTasks("ep1", {Ok("a", 1)}, 400)->size(), 1u);
-  EXPECT_EQ(*store_->RequeueInFlight("ep1", {}, 500), 1);
-  EXPECT_EQ(Get("a").state(), v1::TASK_STATE_SUCCESS);
-  EXPECT_EQ(Ids(*store_->LeaseTasks("ep1", 10, 600)), (std::vector<std::string>{"b"}));
+  const int64_t e1 = store_->RegisterSession("ep1", {}, "x", 250)->lease_epoch;
+  ASSERT_EQ(Lease("ep1", 1, 300, e1)->size(), 1u);
+  const int64_t e2 = store_->RegisterSession("ep1", {"a"}, "x", 350)->lease_epoch;
+  ASSERT_EQ(Lease("ep1", 1, 400, e2)->size(), 1u);
+  auto lost = store_->ReleaseSession("ep1", e1, "late", 500);
+  EXPECT_EQ(lost->requeued, 0);
+  EXPECT_EQ(*store_->InFlightCount("ep1"), 2);
+}
+
+TEST_P(TaskStoreContract, AWorkerLostAttemptIsRetriedAtTheTailUntilTheTaskIsPoison) {
+  std::vector<NewTask> tasks = {Task("p", "ep1", 1, 10), Task("q", "ep1")};
+  ASSERT_TRUE(store_->SubmitTasks(tasks, 200).ok());
+  for (int attempt = 1; attempt <= 2; ++attempt) {
+    ASSERT_EQ(Ids(*Lease("ep1", 1, 300)), (std::vector<std::string>{attempt == 1 ? "p" : "q"}));
+    if (attempt == 2) {
+      ASSERT_EQ(Ids(*Lease("ep1", 1, 300)), (std::vector<std::string>{"p"}));
+    }
+    auto out = Complete("ep1", {Lost("p")}, 400);
+    ASSERT_TRUE(out.ok());
+    EXPECT_EQ(out->retried, 1);
+    EXPECT_TRUE(out->finished.empty());
+    auto p = Get("p");
+    EXPECT_EQ(p.state(), v1::TASK_STATE_WAITING_FOR_ENDPOINT);
+    EXPECT_EQ(Stages(p).back(), "retry");
+    EXPECT_EQ(p.attempt_history_size(), attempt);
+  }
+  ASSERT_EQ(Ids(*Lease("ep1", 1, 500)), (std::vector<std::string>{"p"}));
+  auto out = Complete("ep1", {Lost("p")}, 600);
+  ASSERT_EQ(FinishedIds(*out), (std::vector<std::string>{"p"}));
+  const auto& p = out->finished[0];
+  EXPECT_EQ(p.state(), v1::TASK_STATE_FAILED);
+  EXPECT_EQ(p.failure(), v1::FAILURE_KIND_POISON);
+  EXPECT_EQ(p.attempts(), 3);
+  EXPECT_EQ(p.attempt_history_size(), 3);
+  EXPECT_NE(p.error().find("poison: this task killed 3 worker(s) (max_worker_deaths 3)"), std::string::npos)
+      << p.error();
+  EXPECT_NE(p.error().find("#3 on ep1: worker lost (the worker process died"), std::string::npos) << p.error();
+  EXPECT_EQ(Get("p").error(), p.error());
+  EXPECT_EQ(Get("q").state(), v1::TASK_STATE_DISPATCHED);  // others are unaffected
+  EXPECT_EQ(*store_->InFlightCount("ep1"), 1);
+}
+
+TEST_P(TaskStoreContract, WithRetriesOffAWorkerLossFailsAtOnceWithItsHistory) {
+  std::vector<NewTask> tasks = {Task("a", "ep1", 1, /*max_attempts=*/1)};
+  ASSERT_TRUE(store_->SubmitTasks(tasks, 200).ok());
+  ASSERT_EQ(Lease("ep1", 1, 300)->size(), 1u);
+  auto out = Complete("ep1", {Lost("a")}, 400);
+  ASSERT_EQ(out->finished.size(), 1u);
+  const auto& a = out->finished[0];
+  EXPECT_EQ(a.failure(), v1::FAILURE_KIND_ATTEMPTS_EXHAUSTED);
+  EXPECT_EQ(a.max_attempts(), 1);
+  EXPECT_NE(a.error().find("gave up after 1 attempt(s) lost to system failures (max_attempts 1)"), std::string::npos)
+      << a.error();
+  EXPECT_NE(a.error().find("worker lost (the worker process died while running this task (signal 9))"),
+            std::string::npos)
+      << a.error();
+}
+
+TEST_P(TaskStoreContract, KernelErrorsAndTimeoutsAreFinal) {
+  Submit({"k", "t"});
+  ASSERT_EQ(Lease("ep1", 2, 300)->size(), 2u);
+  auto out = Complete(
+      "ep1", {Err("k", "ValueError: bad input"), Err("t", "ran past its deadline of 50 ms", v1::FAILURE_KIND_TIMEOUT)},
+      400);
+  ASSERT_EQ(FinishedIds(*out), (std::vector<std::string>{"k", "t"}));
+  EXPECT_EQ(out->retried, 0);
+  EXPECT_EQ(Get("k").failure(), v1::FAILURE_KIND_KERNEL_ERROR);
+  EXPECT_EQ(Get("k").error(), "ValueError: bad input");
+  EXPECT_EQ(Get("t").failure(), v1::FAILURE_KIND_TIMEOUT);
+  EXPECT_EQ(Get("t").attempt_history_size(), 1);
+}
+
+TEST_P(TaskStoreContract, RelinquishGivesBackDirectTasksThatWereNeverSent) {
+  std::vector<NewTask> tasks = {Task("d", "ep1")};
+  tasks[0].direct = true;
+  tasks[0].lease_epoch = 5;
+  SubmitOutcome out;
+  ASSERT_TRUE(store_->SubmitTasks(tasks, 200, &out).ok());
+  ASSERT_TRUE(out.dispatched[0]);
+  EXPECT_EQ(*store_->RelinquishTasks("ep1", 4, {"d"}, 300), 0);  // not that session's
+  EXPECT_EQ(*store_->RelinquishTasks("ep1", 5, {"d", "unknown"}, 300), 1);
+  auto d = Get("d");
+  EXPECT_EQ(d.state(), v1::TASK_STATE_WAITING_FOR_ENDPOINT);
+  EXPECT_EQ(d.attempts(), 0);
+  EXPECT_EQ(*store_->InFlightCount("ep1"), 0);
+  EXPECT_EQ(Ids(*Lease("ep1", 10, 400, 6)), (std::vector<std::string>{"d"}));
+}
+
+TEST_P(TaskStoreContract, AnIdempotencyKeyMapsARetriedSubmitToTheFirstTask) {
+  std::vector<NewTask> first = {Task("t1", "ep1")};
+  first[0].idempotency_key = "job-42";
+  SubmitOutcome out;
+  ASSERT_TRUE(store_->SubmitTasks(first, 200, &out).ok());
+  EXPECT_EQ(out.existing_ids, (std::vector<std::string>{""}));
+  // A retry (new id, same key), and a batch repeating a key inside itself.
+  std::vector<NewTask> retry = {Task("t2", "ep1"), Task("t3", "ep1"), Task("t4", "ep1")};
+  retry[0].idempotency_key = "job-42";
+  retry[1].idempotency_key = "job-43";
+  retry[2].idempotency_key = "job-43";
+  ASSERT_TRUE(store_->SubmitTasks(retry, 300, &out).ok());
+  EXPECT_EQ(out.existing_ids, (std::vector<std::string>{"t1", "", "t3"}));
+  EXPECT_EQ(*store_->QueueDepth("ep1"), 2);
+  EXPECT_FALSE((*store_->GetTasks({"t2"}, false))[0].has_value());
+  EXPECT_EQ(Get("t1").idempotency_key(), "job-42");
+  // Keys are per owner.
+  std::vector<NewTask> bob = {Task("t5", "ep1")};
+  bob[0].owner = "bob";
+  bob[0].idempotency_key = "job-42";
+  ASSERT_TRUE(store_->SubmitTasks(bob, 400, &out).ok());
+  EXPECT_EQ(out.existing_ids, (std::vector<std::string>{""}));
+}
+
+TEST_P(TaskStoreContract, DeletesFinishedTasksAndTheirKeysButNotUnfinishedOnes) {
+  std::vector<NewTask> tasks = {Task("a", "ep1"), Task("b", "ep1")};
+  tasks[0].idempotency_key = "k";
+  ASSERT_TRUE(store_->SubmitTasks(tasks, 200).ok());
+  ASSERT_EQ(Lease("ep1", 1, 300)->size(), 1u);
+  ASSERT_EQ(Complete("ep1", {Ok("a", 1)}, 400)->finished.size(), 1u);
+  auto refused = store_->DeleteTasks({"a", "b"});
+  EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.status().message().find("task 'b' has not finished"), std::string::npos);
+  EXPECT_TRUE((*store_->GetTasks({"a"}, false))[0].has_value());  // nothing deleted
+  EXPECT_EQ(*store_->DeleteTasks({"a", "unknown"}), 1);
+  EXPECT_FALSE((*store_->GetTasks({"a"}, false))[0].has_value());
+  // The key is free again: the same key makes a new task.
+  std::vector<NewTask> again = {Task("c", "ep1")};
+  again[0].idempotency_key = "k";
+  SubmitOutcome out;
+  ASSERT_TRUE(store_->SubmitTasks(again, 500, &out).ok());
+  EXPECT_EQ(out.existing_ids, (std::vector<std::string>{""}));
 }
 
 TEST_P(TaskStoreContract, HandlesLargeBatchesAtomically) {
@@ -362,9 +572,43 @@ TEST_P(TaskStoreContract, HandlesLargeBatchesAtomically) {
   EXPECT_EQ(*store_->QueueDepth("odd"), 1250);
   EXPECT_EQ(*store_->QueueDepth("even"), 1250);
   EXPECT_EQ(*store_->InFlightCount("even"), 0);
-  auto leased = store_->LeaseTasks("even", 2000, 300);
+  auto leased = Lease("even", 2000, 300);
   ASSERT_EQ(leased->size(), 1250u);
   for (size_t i = 0; i < leased->size(); ++i) EXPECT_EQ((*leased)[i].args(0).int_value(), static_cast<int64_t>(2 * i));
+}
+
+// Retention is Redis's job (EXPIRE): finished tasks and their idempotency keys get the TTL,
+// unfinished ones never expire.
+TEST(RedisTaskStoreRetention, FinishedTasksAndTheirKeysExpireAfterTheResultTtl) {
+  auto conn = RedisConnection::Connect(TestRedis());
+  ASSERT_TRUE(conn.ok());
+  ASSERT_TRUE((*conn)->Command({"FLUSHALL"}).ok());
+  RedisTaskStore store(TestRedis(), StoreOptions{3600, 3});
+  NewTask a, b;
+  for (auto* t : {&a, &b}) {
+    t->owner = "alice";
+    t->function = "f";
+    t->endpoint = "ep1";
+    t->max_attempts = 1;
+  }
+  a.id = a.spec.mutable_task_id()->assign("a");
+  b.id = b.spec.mutable_task_id()->assign("b");
+  a.idempotency_key = "ka";
+  ASSERT_TRUE(store.SubmitTasks({a, b}, 100).ok());
+  ASSERT_EQ(store.LeaseTasks("ep1", 1, 1, 200)->size(), 1u);
+  v1::TaskResult r;
+  r.set_task_id("a");
+  r.set_ok(true);
+  ASSERT_EQ(store.CompleteTasks("ep1", 1, {r}, 300)->finished.size(), 1u);
+  auto ttl = [&](const std::string& key) { return (*(*conn)->Command({"TTL", key}))->integer; };
+  EXPECT_GT(ttl("loom:task:a"), 3500);
+  EXPECT_LE(ttl("loom:task:a"), 3600);
+  EXPECT_GT(ttl("loom:idem:alice:ka"), 3500);
+  EXPECT_EQ(ttl("loom:task:b"), -1);  // still queued: no expiry
+  ASSERT_TRUE(store.CancelTask("b", 400).ok());
+  EXPECT_GT(ttl("loom:task:b"), 3500);
+  // Reads do not consume a result.
+  for (int i = 0; i < 3; ++i) EXPECT_EQ((*store.GetTasks({"a"}, false))[0]->state(), v1::TASK_STATE_SUCCESS);
 }
 
 INSTANTIATE_TEST_SUITE_P(Stores, TaskStoreContract,
