@@ -9,14 +9,17 @@
 // suite stays fast; case 1 keeps the defaults (1 s period, 3 misses).
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/wait.h>
 
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
 #include <zmq.hpp>
 
 #include "common/local_fabric.h"
+#include "common/subprocess.h"
 #include "common/util.h"
 #include "common/value.h"
 #include "loom/client.h"
@@ -154,6 +157,68 @@ TEST(ReliabilityTest, WorkerKilledMidTaskIsReportedAsWorkerLostAndRetried) {
   ASSERT_EQ(rec.attempt_history_size(), 1);
   EXPECT_EQ(rec.attempt_history(0).failure(), v1::FAILURE_KIND_WORKER_LOST);
   EXPECT_NE(rec.attempt_history(0).error().find("signal 9"), std::string::npos) << rec.attempt_history(0).error();
+}
+
+// ---------------------------------------------------------------- results survive an endpoint restart
+
+int64_t SpoolBytes(const std::string& dir) {
+  int64_t total = 0;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    if (e.path().filename().string().rfind("seg-", 0) == 0) total += static_cast<int64_t>(e.file_size(ec));
+  }
+  return total;
+}
+
+TEST(ReliabilityTest, AResultHeldWhileTheServiceIsDownSurvivesAnEndpointRestartAndIsNotRunAgain) {
+  auto fabric = MakeFabric("rel-spool");
+  ASSERT_TRUE(fabric->StartAll("ep", 1).ok());
+  auto client = ConnectClient(*fabric);
+  RegisterBuiltins(*client);
+  const std::string spool = fabric->state_dir() + "/endpoint-ep-spool";
+  const std::string id = SubmitOne(*client, Req("ep", "sleep", {DoubleValue(0.5)}));
+  ASSERT_TRUE(WaitFor([&] { return StateOf(*client, id) == v1::TASK_STATE_RUNNING; }, 10s));
+  fabric->KillService(SIGKILL);
+  // The task finishes with no service to hear it: its result goes to the spool.
+  const int64_t before = SpoolBytes(spool);
+  ASSERT_TRUE(WaitFor([&] { return SpoolBytes(spool) > before; }, 10s));
+  fabric->KillEndpoint("ep", SIGKILL);
+  ASSERT_TRUE(fabric->StartService().ok());
+  ASSERT_TRUE(fabric->StartEndpoint("ep", 1).ok());
+  DeliveryChecker checker;
+  checker.Acknowledged(id);
+  CollectAll(*client, checker, {id}, 30s);
+  ExpectDelivered(checker, 3);
+  auto rec = *client->GetStatus(id);
+  EXPECT_EQ(rec.state(), v1::TASK_STATE_SUCCESS);
+  EXPECT_EQ(rec.attempts(), 1) << "the task ran again instead of its spooled result being used";
+  EXPECT_EQ(rec.attempt_history_size(), 0);
+}
+
+// ---------------------------------------------------------------- fencing
+
+TEST(ReliabilityTest, ASecondEndpointProcessWithTheSameIdFencesTheFirstWhichStops) {
+  auto fabric = MakeFabric("rel-fence");
+  ASSERT_TRUE(fabric->StartAll("ep", 1).ok());
+  auto client = ConnectClient(*fabric);
+  RegisterBuiltins(*client);
+  const std::string dir = fabric->state_dir();
+  SpawnOptions so;
+  so.log_path = dir + "/endpoint-ep-second.log";
+  auto second = Subprocess::Spawn(
+      {loom::testing::BinDir() + "/loom-endpoint", "--id", "ep", "--service", fabric->endpoint_address(), "--workers",
+       "1", "--run-dir", dir + "/second-run", "--spool-dir", dir + "/second-spool", "--log-level", "info"},
+      so);
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  auto status = fabric->endpoint("ep")->Wait(15s);
+  ASSERT_TRUE(status.has_value()) << "the first endpoint did not stop";
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 3) << DescribeWaitStatus(*status);
+  EXPECT_NE(ReadFile(fabric->LogPath("endpoint-ep")).find("fenced off by the service"), std::string::npos);
+  // The second one serves.
+  auto r = client->GetResult(SubmitOne(*client, Req("ep", "echo", {IntValue(5)})), 10s);
+  ASSERT_TRUE(r.ok() && r->has_value());
+  EXPECT_EQ((*r)->result().int_value(), 5);
+  second->Stop(std::chrono::milliseconds(5000));
 }
 
 // ---------------------------------------------------------------- 4. endpoint stopped past its lease
