@@ -35,6 +35,8 @@ Status LoadEndpointConfigFile(const std::string& path, EndpointConfig* c) {
         c->heartbeat_misses = v.as<int>();
       else if (key == "max_message_bytes")
         c->max_message_bytes = v.as<int64_t>();
+      else if (key == "group")
+        c->group = v.as<std::string>();
       else if (key == "run_dir")
         c->run_dir = v.as<std::string>();
       else if (key == "spool_dir")

@@ -11,6 +11,7 @@ namespace loom::endpoint {
 struct EndpointConfig {
   std::string id;                                 // required: the endpoint's id at the service
   std::string name;                               // display name; defaults to the id
+  std::string group;                              // endpoints of one group stand in for each other (failover)
   std::string service = "tcp://127.0.0.1:50052";  // the service's endpoint address
   int workers = 2;
   int prefetch = 16;          // tasks handed to one worker ahead of time

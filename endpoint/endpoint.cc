@@ -197,7 +197,14 @@ Status Endpoint::SpawnWorker(const std::string& slot) {
 // Credit covers what the workers hold plus a local buffer, so the pipe from the service never
 // runs dry while results travel back.
 int Endpoint::Capacity() const { return config_.workers * config_.prefetch + config_.queue_capacity; }
-int Endpoint::Outstanding() const { return static_cast<int>(held_.size() + unacked_.size()); }
+// Results waiting for their acknowledgement are free up to one capacity's worth (the normal
+// pipeline: they are acknowledged a round trip later); beyond that each one takes the place of
+// a task, so an endpoint whose results are not acknowledged (Redis down) stops asking for work
+// and holds at most two capacities of results.
+int Endpoint::Outstanding() const {
+  const int64_t unacked_over = std::max<int64_t>(0, static_cast<int64_t>(unacked_.size()) - Capacity());
+  return static_cast<int>(static_cast<int64_t>(held_.size()) + unacked_over);
+}
 
 void Endpoint::SendToService(const v1::Envelope& env) {
   try {
@@ -213,6 +220,7 @@ void Endpoint::SendRegister() {
   auto* r = env.mutable_register_();
   r->set_endpoint_id(config_.id);
   r->set_name(config_.name);
+  r->set_group(config_.group);
   r->set_session_id(session_id_);
   for (const auto& k : kernels_) *r->add_kernels() = k;
   auto* cpu = r->add_devices();

@@ -23,6 +23,9 @@ int main(int argc, char** argv) {
   app.add_option("--config", config_file, "YAML config file; flags override it");
   app.add_option("--id", c.id, "endpoint id (required, here or in the config file)");
   app.add_option("--name", c.name, "display name (default: the id)");
+  app.add_option("--group", c.group,
+                 "endpoints of one group stand in for each other: tasks submitted with failover move from a "
+                 "lost member to a live one");
   app.add_option("--service", c.service, "the service's endpoint address, tcp://host:port");
   app.add_option("--workers", c.workers, "number of worker processes");
   app.add_option("--prefetch", c.prefetch, "tasks handed to one worker ahead of time");

@@ -170,6 +170,7 @@ Status LoomApi::Validate(const v1::SubmitRequest& req, NewTask* task, int64_t re
   task->id = NewId();
   task->owner = kLocalUser;
   task->idempotency_key = req.idempotency_key();
+  if (req.failover()) task->failover_kernel = fn.kernel();
   task->max_attempts = req.max_attempts() > 0  ? req.max_attempts()
                        : fn.max_attempts() > 0 ? fn.max_attempts()
                                                : limits_.default_max_attempts;

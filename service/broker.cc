@@ -325,6 +325,7 @@ void Broker::HandleRegister(const std::string& routing_id, const v1::EndpointReg
   *rec.mutable_devices() = reg.devices();
   rec.set_worker_count(reg.worker_count());
   rec.set_hostname(reg.hostname());
+  rec.set_group(reg.group());
   rec.set_session_id(reg.session_id());
   rec.set_last_seen_unix_nanos(NowNanos());
   if (Status put = store_->PutEndpoint(rec); !put.ok()) {
@@ -461,6 +462,7 @@ void Broker::DropSession(const std::string& routing_id, const char* why) {
   }
   auto lost = store_->ReleaseSession(s.endpoint_id, s.lease_epoch, std::string("endpoint lost: ") + why, NowNanos());
   PublishLost(s.endpoint_id, lost, "session loss");
+  if (lost.ok() && !s.record.group().empty()) FailOver(s.endpoint_id, s.record.group());
   s.record.set_status(v1::ENDPOINT_STATUS_OFFLINE);
   Status put = store_->PutEndpoint(s.record);
   if (!lost.ok() || !put.ok()) {
@@ -472,6 +474,24 @@ void Broker::DropSession(const std::string& routing_id, const char* why) {
   on_endpoint_(s.record);
   spdlog::warn("endpoint {} offline ({}); {} task(s) back in its queue", s.endpoint_id, why,
                lost.ok() ? lost->requeued : -1);
+}
+
+void Broker::FailOver(const std::string& lost, const std::string& group) {
+  for (const auto& [rid, other] : sessions_) {
+    if (other.record.group() != group || other.endpoint_id == lost) continue;
+    std::vector<std::string> kernels;
+    for (const auto& k : other.record.kernels()) kernels.push_back(k.name() + "@" + k.version());
+    auto moved = store_->FailoverQueued(lost, other.endpoint_id, kernels, options_.max_failover_scan, NowNanos());
+    if (!moved.ok()) {
+      ++stats_.store_errors;
+      continue;
+    }
+    if (*moved > 0) {
+      spdlog::warn("endpoint {} lost: {} task(s) of group {} moved to endpoint {}", lost, *moved, group,
+                   other.endpoint_id);
+      want_dispatch_.insert(other.endpoint_id);
+    }
+  }
 }
 
 void Broker::CheckLiveness() {

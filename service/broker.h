@@ -30,9 +30,10 @@ struct BrokerOptions {
   std::string bind = "tcp://127.0.0.1:*";
   int64_t max_message_bytes = 10 * 1024 * 1024;
   std::chrono::milliseconds heartbeat_period{1000};
-  int heartbeat_misses = 3;       // an endpoint silent for this many periods is offline
-  int high_water_mark = 100000;   // messages queued per peer before sends to it fail
-  int max_dispatch_batch = 1000;  // tasks leased per store call
+  int heartbeat_misses = 3;        // an endpoint silent for this many periods is offline
+  int high_water_mark = 100000;    // messages queued per peer before sends to it fail
+  int max_dispatch_batch = 1000;   // tasks leased per store call
+  int max_failover_scan = 100000;  // queued tasks of a lost endpoint examined for failover
 };
 
 struct BrokerStats {
@@ -103,6 +104,8 @@ class Broker final : public DispatchNotifier {
   // register again before those tasks are requeued.
   void LoadInFlightEndpoints();
   void SendDirect(DirectBatch& batch);
+  // Moves the queued tasks of a lost group member that allow failover to live members.
+  void FailOver(const std::string& lost, const std::string& group);
   bool Send(const std::string& routing_id, const v1::Envelope& env);
   void SendReregister(const std::string& routing_id, const std::string& reason);
   Session* SessionFor(const std::string& routing_id);

@@ -98,6 +98,7 @@ Status InMemoryTaskStore::SubmitTasks(const std::vector<NewTask>& tasks, int64_t
     rec.max_attempts = t.max_attempts;
     rec.timeout_ms = t.spec.timeout_ms();
     rec.idempotency_key = t.idempotency_key;
+    rec.failover_kernel = t.failover_kernel;
     rec.stamps = EncodeStamp(TaskStateName(v1::TASK_STATE_RECEIVED), t.received_ns) +
                  EncodeStamp(TaskStateName(v1::TASK_STATE_WAITING_FOR_ENDPOINT), now_ns);
     auto& q = queues_[t.endpoint];
@@ -354,6 +355,32 @@ Result<int64_t> InMemoryTaskStore::RelinquishTasks(const std::string& endpoint, 
   auto& q = queues_[endpoint];
   q.insert(q.begin(), back.begin(), back.end());
   return static_cast<int64_t>(back.size());
+}
+
+Result<int64_t> InMemoryTaskStore::FailoverQueued(const std::string& from, const std::string& to,
+                                                  const std::vector<std::string>& kernels, int limit, int64_t now_ns) {
+  std::lock_guard lock(mu_);
+  std::set<std::string> offered(kernels.begin(), kernels.end());
+  auto& q = queues_[from];
+  std::deque<std::string> keep;
+  std::vector<std::string> moved;
+  for (int scanned = 0; !q.empty() && scanned < limit; ++scanned) {
+    std::string id = std::move(q.front());
+    q.pop_front();
+    auto it = tasks_.find(id);
+    if (it != tasks_.end() && it->second.state == v1::TASK_STATE_WAITING_FOR_ENDPOINT &&
+        offered.contains(it->second.failover_kernel)) {
+      it->second.endpoint = to;
+      it->second.stamps += EncodeStamp("failover", now_ns);
+      moved.push_back(std::move(id));
+    } else {
+      keep.push_back(std::move(id));
+    }
+  }
+  q.insert(q.begin(), keep.begin(), keep.end());
+  auto& target = queues_[to];
+  target.insert(target.begin(), moved.begin(), moved.end());
+  return static_cast<int64_t>(moved.size());
 }
 
 Result<int64_t> InMemoryTaskStore::QueueDepth(const std::string& endpoint) {

@@ -51,9 +51,10 @@ inline constexpr std::string_view kMaxAttempts = "m";
 inline constexpr std::string_view kLeaseEpoch = "l";  // epoch of the session it is leased to
 inline constexpr std::string_view kHistory = "h";     // failed attempts (task_codec.h EncodeAttempt)
 inline constexpr std::string_view kWorkerDeaths = "d";
-inline constexpr std::string_view kFailure = "u";  // v1::FailureKind of a failed task
-inline constexpr std::string_view kTimeout = "w";  // timeout_ms, when set
-inline constexpr std::string_view kIdemKey = "k";  // the loom:idem: key, when set
+inline constexpr std::string_view kFailure = "u";   // v1::FailureKind of a failed task
+inline constexpr std::string_view kTimeout = "w";   // timeout_ms, when set
+inline constexpr std::string_view kIdemKey = "k";   // the loom:idem: key, when set
+inline constexpr std::string_view kFailover = "g";  // kernel ref, when the task may fail over
 }  // namespace field
 
 }  // namespace loom::service::keys

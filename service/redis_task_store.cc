@@ -45,7 +45,8 @@ std::string TerminalArg() {
 // ARGV: 1 waiting state, 2 task prefix, 3 queue prefix, 4 dispatched state, 5 dispatched stamp,
 // 6 in-flight prefix, 7 sequence prefix, 8 most tasks an endpoint may have queued (0: no
 // limit), 9 idempotency prefix, then per task (11): id, owner, function, endpoint, spec,
-// stamps, direct ("1"/"0"), lease epoch, max attempts, idempotency key, timeout ms.
+// stamps, direct ("1"/"0"), lease epoch, max attempts, idempotency key, timeout ms, failover
+// kernel ("" when the task may not move).
 // A task whose key is taken creates nothing and returns the earlier id. A direct task whose
 // queue is empty (nothing pending ahead of it) is dispatched at once. A batch that would pass
 // the depth limit changes nothing and returns {'full', endpoint, depth, adding}. Otherwise
@@ -54,7 +55,7 @@ constexpr const char* kSubmit = R"lua(
 local max_depth = tonumber(ARGV[8])
 if max_depth > 0 then
   local adding = {}
-  for i = 10, #ARGV, 11 do adding[ARGV[i + 3]] = (adding[ARGV[i + 3]] or 0) + 1 end
+  for i = 10, #ARGV, 12 do adding[ARGV[i + 3]] = (adding[ARGV[i + 3]] or 0) + 1 end
   for ep, n in pairs(adding) do
     local depth = redis.call('LLEN', ARGV[3] .. ep)
     if depth + n > max_depth then return {'full', ep, depth, n} end
@@ -63,7 +64,7 @@ end
 local pending = {}  -- endpoint -> ids to RPUSH
 local queued = {}   -- endpoint -> true once this script queued a task for it
 local out = {}
-for i = 10, #ARGV, 11 do
+for i = 10, #ARGV, 12 do
   local id, ep, key = ARGV[i], ARGV[i + 3], ARGV[i + 9]
   local earlier = false
   if key ~= '' then
@@ -92,6 +93,7 @@ for i = 10, #ARGV, 11 do
     end
     if key ~= '' then redis.call('HSET', k, 'k', key) end
     if ARGV[i + 10] ~= '0' then redis.call('HSET', k, 'w', ARGV[i + 10]) end
+    if ARGV[i + 11] ~= '' then redis.call('HSET', k, 'g', ARGV[i + 11]) end
   end
 end
 for ep, q in pairs(pending) do
@@ -318,6 +320,28 @@ for i = #back, 1, -1 do redis.call('LPUSH', ARGV[3], back[i]) end
 return #back
 )lua";
 
+// ARGV: 1 task prefix, 2 from queue, 3 to queue, 4 to endpoint, 5 offered kernels (",a@1,b@2,"),
+// 6 stamp, 7 limit, 8 waiting state. Returns how many moved.
+constexpr const char* kFailover = R"lua(
+local ids = redis.call('LRANGE', ARGV[2], 0, tonumber(ARGV[7]) - 1)
+local keep, moved = {}, {}
+for _, id in ipairs(ids) do
+  local k = ARGV[1] .. id
+  local v = redis.call('HMGET', k, 's', 'g', 't')
+  if v[1] == ARGV[8] and v[2] and string.find(ARGV[5], ',' .. v[2] .. ',', 1, true) then
+    redis.call('HSET', k, 'e', ARGV[4], 't', v[3] .. ARGV[6])
+    moved[#moved + 1] = id
+  else
+    keep[#keep + 1] = id
+  end
+end
+if #moved == 0 then return 0 end
+redis.call('LTRIM', ARGV[2], #ids, -1)
+for i = #keep, 1, -1 do redis.call('LPUSH', ARGV[2], keep[i]) end
+for i = #moved, 1, -1 do redis.call('LPUSH', ARGV[3], moved[i]) end
+return #moved
+)lua";
+
 // KEYS: 1 function key, 2 function set; ARGV: 1 serialized function, 2 name, 3 the function
 // without its creation time (for comparison). Returns 1 if created, 0 if identical, else the
 // stored function.
@@ -344,6 +368,7 @@ RedisTaskStore::RedisTaskStore(RedisOptions options, StoreOptions store_options)
   delete_ = make(kDelete);
   lose_ = make(kLose);
   relinquish_ = make(kRelinquish);
+  failover_ = make(kFailover);
   put_function_ = make(kPutFunction);
 }
 
@@ -533,11 +558,12 @@ Status RedisTaskStore::SubmitTasks(const std::vector<NewTask>& tasks, int64_t no
                                         keys::kSeqPrefix,
                                         max_depth,
                                         keys::kIdempotencyPrefix};
-  args.reserve(args.size() + tasks.size() * 11);
+  args.reserve(args.size() + tasks.size() * 12);
   for (size_t i = 0; i < tasks.size(); ++i) {
     const auto& t = tasks[i];
-    args.insert(args.end(), {t.id, t.owner, t.function, t.endpoint, specs[i], stamps[i], t.direct ? "1" : "0",
-                             numbers[3 * i], numbers[3 * i + 1], t.idempotency_key, numbers[3 * i + 2]});
+    args.insert(args.end(),
+                {t.id, t.owner, t.function, t.endpoint, specs[i], stamps[i], t.direct ? "1" : "0", numbers[3 * i],
+                 numbers[3 * i + 1], t.idempotency_key, numbers[3 * i + 2], t.failover_kernel});
   }
   LOOM_ASSIGN_OR_RETURN(auto r, Eval(submit_, args));
   if (r->elements == 4 && r->element[0]->type == REDIS_REPLY_STRING && ReplyString(r->element[0]) == "full") {
@@ -753,6 +779,16 @@ Result<int64_t> RedisTaskStore::RelinquishTasks(const std::string& endpoint, int
                                         epoch, dispatched,        waiting,  stamp};
   for (const auto& id : ids) args.push_back(id);
   LOOM_ASSIGN_OR_RETURN(auto r, Eval(relinquish_, args));
+  return static_cast<int64_t>(r->integer);
+}
+
+Result<int64_t> RedisTaskStore::FailoverQueued(const std::string& from, const std::string& to,
+                                               const std::vector<std::string>& kernels, int limit, int64_t now_ns) {
+  std::string offered = ",";
+  for (const auto& k : kernels) offered += k + ",";
+  const std::string qf = keys::Queue(from), qt = keys::Queue(to), stamp = EncodeStamp("failover", now_ns);
+  const std::string lim = Num(limit), waiting = StateArg(v1::TASK_STATE_WAITING_FOR_ENDPOINT);
+  LOOM_ASSIGN_OR_RETURN(auto r, Eval(failover_, {"0", keys::kTaskPrefix, qf, qt, to, offered, stamp, lim, waiting}));
   return static_cast<int64_t>(r->integer);
 }
 

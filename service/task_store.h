@@ -29,6 +29,9 @@ struct NewTask {
   // lease epoch `lease_epoch`.
   bool direct = false;
   int64_t lease_epoch = 0;
+  // When set (the task's kernel, "name@version"), the task may move to another endpoint of its
+  // endpoint's group that offers this kernel, if its endpoint is lost.
+  std::string failover_kernel;
 };
 
 struct SubmitOutcome {
@@ -131,6 +134,12 @@ class TaskStore {
   // changed first): back to the head of the queue, attempt returned. Returns how many.
   virtual Result<int64_t> RelinquishTasks(const std::string& endpoint, int64_t lease_epoch,
                                           const std::vector<std::string>& ids, int64_t now_ns) = 0;
+
+  // Moves the waiting tasks that allow failover and whose kernel is in `kernels`, among the
+  // first `limit` of `from`'s queue, to the head of `to`'s queue (order kept, stamped
+  // "failover"). Returns how many moved.
+  virtual Result<int64_t> FailoverQueued(const std::string& from, const std::string& to,
+                                         const std::vector<std::string>& kernels, int limit, int64_t now_ns) = 0;
 
   virtual Result<int64_t> QueueDepth(const std::string& endpoint) = 0;
   virtual Result<int64_t> InFlightCount(const std::string& endpoint) = 0;

@@ -134,6 +134,38 @@ TEST(ReliabilityTest, EndpointKilledDuringALongTaskIsDetectedWithinTheThresholdA
   EXPECT_NE(rec.attempt_history(0).error().find("missed heartbeats"), std::string::npos);
 }
 
+TEST(ReliabilityTest, ALostEndpointsTasksThatAllowFailoverRunOnAnotherEndpointOfItsGroup) {
+  auto fabric = MakeFabric("rel-failover", {"--heartbeat-period-ms", "200", "--heartbeat-misses", "3"});
+  ASSERT_TRUE(fabric->StartRedis().ok());
+  ASSERT_TRUE(fabric->StartService().ok());
+  ASSERT_TRUE(fabric->StartEndpoint("ep-a", 1, {"--group", "beamline"}).ok());
+  ASSERT_TRUE(fabric->StartEndpoint("ep-b", 1, {"--group", "beamline"}).ok());
+  auto client = ConnectClient(*fabric);
+  RegisterBuiltins(*client);
+  DeliveryChecker checker;
+  v1::SubmitRequest moves = Req("ep-a", "sleep", {DoubleValue(3)});
+  moves.set_failover(true);
+  const std::string running = SubmitOne(*client, moves);
+  const std::string queued = SubmitOne(*client, moves);                                     // waits behind it on ep-a
+  const std::string stays = SubmitOne(*client, Req("ep-a", "sleep", {DoubleValue(0.01)}));  // no failover
+  for (const auto& id : {running, queued, stays}) checker.Acknowledged(id);
+  ASSERT_TRUE(WaitFor([&] { return StateOf(*client, running) == v1::TASK_STATE_RUNNING; }, 10s));
+  fabric->KillEndpoint("ep-a", SIGKILL);
+  CollectAll(*client, checker, {running, queued}, 30s);
+  for (const auto& id : {running, queued}) {
+    auto rec = *client->GetStatus(id);
+    EXPECT_EQ(rec.state(), v1::TASK_STATE_SUCCESS);
+    EXPECT_EQ(rec.endpoint(), "ep-b");
+  }
+  EXPECT_EQ(client->GetStatus(running)->attempt_history(0).failure(), v1::FAILURE_KIND_ENDPOINT_LOST);
+  // The task that does not allow failover waits for its own endpoint.
+  EXPECT_EQ(StateOf(*client, stays), v1::TASK_STATE_WAITING_FOR_ENDPOINT);
+  ASSERT_TRUE(fabric->StartEndpoint("ep-a", 1, {"--group", "beamline"}).ok());
+  CollectAll(*client, checker, {stays}, 30s);
+  EXPECT_EQ(client->GetStatus(stays)->endpoint(), "ep-a");
+  ExpectDelivered(checker, 3);
+}
+
 // ---------------------------------------------------------------- 2. worker killed
 
 TEST(ReliabilityTest, WorkerKilledMidTaskIsReportedAsWorkerLostAndRetried) {

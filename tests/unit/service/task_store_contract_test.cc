@@ -562,6 +562,26 @@ TEST_P(TaskStoreContract, DeletesFinishedTasksAndTheirKeysButNotUnfinishedOnes) 
   EXPECT_EQ(out.existing_ids, (std::vector<std::string>{""}));
 }
 
+TEST_P(TaskStoreContract, FailoverMovesWaitingTasksThatAllowItToTheHeadOfAnotherQueue) {
+  std::vector<NewTask> tasks = {Task("a", "ep1"), Task("b", "ep1"), Task("c", "ep1"), Task("d", "ep1"),
+                                Task("e", "ep1")};
+  tasks[0].failover_kernel = tasks[3].failover_kernel = tasks[4].failover_kernel = "echo@1";
+  tasks[2].failover_kernel = "add@1";  // allowed, but the target does not offer it
+  ASSERT_TRUE(store_->SubmitTasks(tasks, 200).ok());
+  ASSERT_EQ(Ids(*Lease("ep1", 1, 300)), (std::vector<std::string>{"a"}));  // in flight: stays
+  Submit({"x"}, "ep2");
+  auto moved = store_->FailoverQueued("ep1", "ep2", {"echo@1", "sleep@1"}, 100, 400);
+  ASSERT_TRUE(moved.ok()) << moved.status().ToString();
+  EXPECT_EQ(*moved, 2);
+  EXPECT_EQ(Get("d").endpoint(), "ep2");
+  EXPECT_EQ(Stages(Get("d")).back(), "failover");
+  EXPECT_EQ(Get("b").endpoint(), "ep1");
+  EXPECT_EQ(Ids(*Lease("ep1", 10, 500)), (std::vector<std::string>{"b", "c"}));
+  EXPECT_EQ(Ids(*Lease("ep2", 10, 500)), (std::vector<std::string>{"d", "e", "x"}));
+  EXPECT_EQ(FinishedIds(*Complete("ep2", {Ok("d", 1)}, 600)), (std::vector<std::string>{"d"}));
+  EXPECT_EQ(*store_->FailoverQueued("ep1", "ep2", {"echo@1"}, 100, 700), 0);
+}
+
 TEST_P(TaskStoreContract, HandlesLargeBatchesAtomically) {
   std::vector<NewTask> tasks;
   for (int i = 0; i < 2500; ++i) {
