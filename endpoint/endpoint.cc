@@ -118,7 +118,9 @@ Status Endpoint::Reconnect() {
   try {
     const int64_t max_msg = config_.max_message_bytes + (1 << 20);
     service_ = zmq::socket_t(ctx_, zmq::socket_type::dealer);
-    service_.set(zmq::sockopt::routing_id, session_id_);
+    // A routing id per connection: messages still in flight on an old connection can never be
+    // mistaken for the new one's. The session id travels in the messages.
+    service_.set(zmq::sockopt::routing_id, session_id_ + "-" + std::to_string(monitor_generation_ + 1));
     service_.set(zmq::sockopt::maxmsgsize, max_msg);
     service_.set(zmq::sockopt::linger, 0);
     // Bounded: credit keeps the steady state far below this; a service that stops reading
@@ -496,9 +498,9 @@ void Endpoint::HandleServiceMessage(const zmq::message_t& msg) {
       RequestStop();
       break;
     case v1::Envelope::kReregister:
-      spdlog::info("service asks to register again: {}", env.reregister().reason());
+      // Several may arrive at once (one per stale message): the loop registers once, with backoff.
+      if (registered_) spdlog::info("service asks to register again: {}", env.reregister().reason());
       registered_ = false;
-      SendRegister();
       break;
     case v1::Envelope::kHeartbeat:
       break;
@@ -666,7 +668,9 @@ void Endpoint::Run() {
       Status s = Reconnect();
       if (!s.ok()) spdlog::warn("{}", s.ToString());
     }
-    if (!kernels_.empty() && !registered_ && connected_ && now - last_register_sent_ >= register_backoff_) {
+    // Registration goes out when the handshake succeeds (HandleMonitorEvents) and then with
+    // backoff until answered; a message sent before the connection is up waits in the socket.
+    if (!kernels_.empty() && !registered_ && now - last_register_sent_ >= register_backoff_) {
       SendRegister();
       // Back off while the service does not answer: 100 ms doubling to 5 s, with jitter.
       auto next = std::min<std::chrono::milliseconds>(register_backoff_ * 2, std::chrono::milliseconds(5000));

@@ -24,6 +24,20 @@ Status Unary(const ClientOptions& options, Fn&& fn) {
   return FromGrpc(fn(&ctx));
 }
 
+// Runs a submit call (fn: one unary call with a fresh context), sending it again after
+// UNAVAILABLE or DEADLINE_EXCEEDED only when `keyed`: every task it carries has an idempotency
+// key, so a repeat cannot create a second task.
+template <typename Fn>
+Status SubmitWithRetries(const ClientOptions& options, bool keyed, Fn&& fn) {
+  Status st = Unary(options, fn);
+  for (int retry = 1; keyed && retry <= options.submit_retries && sdk_internal::IsRetryableSubmitError(st.code());
+       ++retry) {
+    std::this_thread::sleep_for(sdk_internal::JitteredSubmitRetryBackoff(retry));
+    st = Unary(options, fn);
+  }
+  return st;
+}
+
 // now + timeout, saturating instead of overflowing for huge timeouts.
 Clock::time_point DeadlineAfter(std::chrono::milliseconds timeout) {
   const auto now = Clock::now();
@@ -35,13 +49,16 @@ Clock::time_point DeadlineAfter(std::chrono::milliseconds timeout) {
 }  // namespace
 
 v1::SubmitRequest MakeSubmitRequest(const std::string& endpoint, const std::string& function, std::vector<Value> args,
-                                    const Kwargs& kwargs) {
+                                    const Kwargs& kwargs, const SubmitOptions& options) {
   v1::SubmitRequest request;
   request.set_endpoint(endpoint);
   request.set_function(function);
   request.mutable_args()->Reserve(static_cast<int>(args.size()));
   for (auto& a : args) *request.add_args() = std::move(a);
   for (const auto& [k, v] : kwargs) (*request.mutable_kwargs())[k] = v;
+  request.set_idempotency_key(options.idempotency_key);
+  request.set_max_attempts(options.max_attempts);
+  request.set_timeout_ms(options.timeout_ms);
   return request;
 }
 
@@ -88,12 +105,22 @@ Client::~Client() = default;
 
 Result<v1::Function> Client::RegisterFunction(const std::string& name, const std::string& kernel_ref,
                                               const std::string& description, const Kwargs& config, bool* created) {
+  FunctionOptions options;
+  options.description = description;
+  options.config = config;
+  return RegisterFunction(name, kernel_ref, options, created);
+}
+
+Result<v1::Function> Client::RegisterFunction(const std::string& name, const std::string& kernel_ref,
+                                              const FunctionOptions& options, bool* created) {
   v1::RegisterFunctionRequest request;
   v1::Function* f = request.mutable_function();
   f->set_name(name);
   f->set_kernel(kernel_ref);
-  f->set_description(description);
-  for (const auto& [k, v] : config) (*f->mutable_config())[k] = v;
+  f->set_description(options.description);
+  for (const auto& [k, v] : options.config) (*f->mutable_config())[k] = v;
+  f->set_max_attempts(options.max_attempts);
+  f->set_timeout_ms(options.timeout_ms);
   v1::RegisterFunctionResponse response;
   LOOM_RETURN_IF_ERROR(
       Unary(options_, [&](grpc::ClientContext* c) { return stub_->RegisterFunction(c, request, &response); }));
@@ -148,10 +175,11 @@ Result<v1::EndpointRecord> Client::GetEndpoint(const std::string& id) {
 }
 
 Result<std::string> Client::Submit(const std::string& endpoint, const std::string& function, std::vector<Value> args,
-                                   const Kwargs& kwargs) {
-  const v1::SubmitRequest request = MakeSubmitRequest(endpoint, function, std::move(args), kwargs);
+                                   const Kwargs& kwargs, const SubmitOptions& options) {
+  const v1::SubmitRequest request = MakeSubmitRequest(endpoint, function, std::move(args), kwargs, options);
   v1::SubmitResponse response;
-  LOOM_RETURN_IF_ERROR(Unary(options_, [&](grpc::ClientContext* c) { return stub_->Submit(c, request, &response); }));
+  LOOM_RETURN_IF_ERROR(SubmitWithRetries(options_, !request.idempotency_key().empty(),
+                                         [&](grpc::ClientContext* c) { return stub_->Submit(c, request, &response); }));
   return std::move(*response.mutable_task_id());
 }
 
@@ -169,8 +197,13 @@ Result<std::vector<std::string>> Client::SubmitBatch(std::vector<v1::SubmitReque
     v1::SubmitBatchRequest request;
     request.mutable_tasks()->Reserve(static_cast<int>(end - begin));
     for (size_t i = begin; i < end; ++i) *request.add_tasks() = std::move(tasks[i]);
+    const bool keyed = std::all_of(request.tasks().begin(), request.tasks().end(),
+                                   [](const v1::SubmitRequest& t) { return !t.idempotency_key().empty(); });
     v1::SubmitBatchResponse response;
-    Status st = Unary(options_, [&](grpc::ClientContext* c) { return stub_->SubmitBatch(c, request, &response); });
+    Status st = SubmitWithRetries(options_, keyed, [&](grpc::ClientContext* c) {
+      response.Clear();
+      return stub_->SubmitBatch(c, request, &response);
+    });
     if (st.ok() && static_cast<size_t>(response.task_ids_size()) != end - begin) {
       st = Internal("the service answered a batch of " + std::to_string(end - begin) + " tasks with " +
                     std::to_string(response.task_ids_size()) + " ids");
@@ -293,6 +326,32 @@ Result<v1::TaskRecord> Client::Cancel(const std::string& task_id) {
   v1::CancelResponse response;
   LOOM_RETURN_IF_ERROR(Unary(options_, [&](grpc::ClientContext* c) { return stub_->Cancel(c, request, &response); }));
   return std::move(*response.mutable_task());
+}
+
+Result<int> Client::DeleteTasks(const std::vector<std::string>& task_ids) {
+  std::vector<size_t> sizes;
+  sizes.reserve(task_ids.size());
+  for (const auto& id : task_ids) sizes.push_back(sdk_internal::RepeatedFieldBytes(id.size()));
+  LOOM_ASSIGN_OR_RETURN(
+      std::vector<size_t> ends,
+      sdk_internal::ChunkBySize(sizes, options_.max_batch, sdk_internal::RequestBudget(options_.max_message_bytes)));
+  int deleted = 0;
+  size_t begin = 0;
+  for (size_t end : ends) {
+    v1::DeleteTasksRequest request;
+    for (size_t i = begin; i < end; ++i) request.add_task_ids(task_ids[i]);
+    v1::DeleteTasksResponse response;
+    Status st = Unary(options_, [&](grpc::ClientContext* c) { return stub_->DeleteTasks(c, request, &response); });
+    if (!st.ok()) {
+      if (begin == 0) return st;
+      return Status(st.code(), st.message() + " (" + std::to_string(deleted) + " task(s) among the first " +
+                                   std::to_string(begin) + " of " + std::to_string(task_ids.size()) +
+                                   " ids were deleted before this error)");
+    }
+    deleted += response.deleted();
+    begin = end;
+  }
+  return deleted;
 }
 
 }  // namespace loom

@@ -2,8 +2,11 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <iterator>
 #include <list>
 #include <mutex>
 #include <thread>
@@ -30,21 +33,24 @@ std::string DescribeTaskError(const std::string& task_id, v1::TaskState state, c
 }
 
 std::exception_ptr MakeTaskError(const std::string& task_id, v1::TaskState state, const std::string& error,
-                                 StatusCode code) {
-  return std::make_exception_ptr(TaskError(task_id, state, error, code));
+                                 StatusCode code, v1::FailureKind failure = v1::FAILURE_KIND_UNSPECIFIED) {
+  return std::make_exception_ptr(TaskError(task_id, state, error, code, failure));
 }
 
 }  // namespace
 
-TaskError::TaskError(std::string task_id, v1::TaskState state, std::string error, StatusCode code)
+TaskError::TaskError(std::string task_id, v1::TaskState state, std::string error, StatusCode code,
+                     v1::FailureKind failure)
     : std::runtime_error(DescribeTaskError(task_id, state, error, code)),
       task_id_(std::move(task_id)),
       state_(state),
       error_(std::move(error)),
-      code_(code) {}
+      code_(code),
+      failure_(failure) {}
 
-// Everything gRPC happens on thread_, which drives cq_: SubmitBatch calls, the ResultWatcher
-// and the promises. Submit() only touches the queue under mu_ and wakes thread_ with an alarm.
+// Everything gRPC happens on thread_, which drives cq_: SubmitBatch calls, their retry alarms,
+// the ResultWatcher and the promises. Submit() only touches the queue under mu_ and wakes
+// thread_ with an alarm.
 class Executor::Impl {
  public:
   Impl(Client& client, const std::string& endpoint, const std::string& function)
@@ -67,8 +73,8 @@ class Executor::Impl {
     thread_.join();
   }
 
-  std::future<Value> Submit(std::vector<Value> args, const Kwargs& kwargs) {
-    Pending p{MakeSubmitRequest(endpoint_, function_, std::move(args), kwargs), {}, 0};
+  std::future<Value> Submit(std::vector<Value> args, const Kwargs& kwargs, const SubmitOptions& options) {
+    Pending p{MakeSubmitRequest(endpoint_, function_, std::move(args), kwargs, options), {}, 0, 0};
     std::future<Value> future = p.promise.get_future();
     p.bytes = sdk_internal::RepeatedFieldBytes(p.request.ByteSizeLong());
     if (p.bytes > budget_) {
@@ -95,6 +101,7 @@ class Executor::Impl {
     v1::SubmitRequest request;
     std::promise<Value> promise;
     size_t bytes;
+    int retries;  // how often it was sent again after UNAVAILABLE or DEADLINE_EXCEEDED
   };
 
   // One SubmitBatch call in flight.
@@ -103,11 +110,24 @@ class Executor::Impl {
     void OnEvent(bool /*ok*/) override { impl_->OnSubmitted(this); }
     Impl* const impl_;
     std::list<std::unique_ptr<SubmitCall>>::iterator self;
-    std::vector<std::promise<Value>> promises;
+    // tasks[i].request is moved into request.tasks(i) while the call runs: a retry moves it back.
+    std::vector<Pending> tasks;
+    v1::SubmitBatchRequest request;
     grpc::ClientContext ctx;
     std::unique_ptr<grpc::ClientAsyncResponseReaderInterface<v1::SubmitBatchResponse>> reader;
     v1::SubmitBatchResponse response;
     grpc::Status status;
+  };
+
+  // Keyed tasks of a failed SubmitBatch call, waiting out the backoff before they are queued
+  // again. The alarm fires with ok=false when cancelled by the destructor.
+  struct RetryOp : CqOp {
+    explicit RetryOp(Impl* impl) : impl_(impl) {}
+    void OnEvent(bool ok) override { impl_->OnRetryDue(this, ok); }
+    Impl* const impl_;
+    std::list<std::unique_ptr<RetryOp>>::iterator self;
+    std::vector<Pending> tasks;
+    grpc::Alarm alarm;
   };
 
   struct WakeOp : CqOp {
@@ -139,11 +159,13 @@ class Executor::Impl {
     bool ok = false;
     while (cq_.Next(&tag, &ok)) {
       static_cast<CqOp*>(tag)->OnEvent(ok);
-      if (shutting_down_ && !cq_shut_ && watcher_.idle() && submits_.empty()) {
-        for (auto& [id, promise] : promises_) {
-          promise.set_exception(MakeTaskError(id, v1::TASK_STATE_UNSPECIFIED,
-                                              "the executor was destroyed before the task finished",
-                                              StatusCode::kCancelled));
+      if (shutting_down_ && !cq_shut_ && watcher_.idle() && submits_.empty() && retries_.empty()) {
+        for (auto& [id, promises] : promises_) {
+          for (auto& promise : promises) {
+            promise.set_exception(MakeTaskError(id, v1::TASK_STATE_UNSPECIFIED,
+                                                "the executor was destroyed before the task finished",
+                                                StatusCode::kCancelled));
+          }
         }
         promises_.clear();
         cq_shut_ = true;
@@ -170,6 +192,7 @@ class Executor::Impl {
       }
       queued_.clear();
       for (auto& call : submits_) call->ctx.TryCancel();
+      for (auto& retry : retries_) retry->alarm.Cancel();
       watcher_.CancelAll();
       return;
     }
@@ -181,18 +204,17 @@ class Executor::Impl {
       submits_.push_back(std::make_unique<SubmitCall>(this));
       SubmitCall* call = submits_.back().get();
       call->self = std::prev(submits_.end());
-      v1::SubmitBatchRequest request;
       size_t bytes = 0;
-      while (!queued_.empty() && call->promises.size() < std::max<size_t>(client_.options().max_batch, 1) &&
-             (call->promises.empty() || bytes + queued_.front().bytes <= budget_)) {
+      while (!queued_.empty() && call->tasks.size() < std::max<size_t>(client_.options().max_batch, 1) &&
+             (call->tasks.empty() || bytes + queued_.front().bytes <= budget_)) {
         Pending& p = queued_.front();
         bytes += p.bytes;
-        *request.add_tasks() = std::move(p.request);
-        call->promises.push_back(std::move(p.promise));
+        *call->request.add_tasks() = std::move(p.request);
+        call->tasks.push_back(std::move(p));
         queued_.pop_front();
       }
       call->ctx.set_deadline(std::chrono::system_clock::now() + client_.options().rpc_timeout);
-      call->reader = client_.stub_->PrepareAsyncSubmitBatch(&call->ctx, request, &cq_);
+      call->reader = client_.stub_->PrepareAsyncSubmitBatch(&call->ctx, call->request, &cq_);
       call->reader->StartCall();
       call->reader->Finish(&call->response, &call->status, call);
     }
@@ -202,29 +224,74 @@ class Executor::Impl {
     std::unique_ptr<SubmitCall> owned = std::move(*call->self);
     submits_.erase(call->self);
     Status st = FromGrpc(call->status);
-    if (st.ok() && static_cast<size_t>(call->response.task_ids_size()) != call->promises.size()) {
-      st = Internal("the service answered a batch of " + std::to_string(call->promises.size()) + " tasks with " +
+    if (st.ok() && static_cast<size_t>(call->response.task_ids_size()) != call->tasks.size()) {
+      st = Internal("the service answered a batch of " + std::to_string(call->tasks.size()) + " tasks with " +
                     std::to_string(call->response.task_ids_size()) + " ids");
     }
     if (!st.ok()) {
-      for (auto& promise : call->promises) {
-        promise.set_exception(MakeTaskError("", v1::TASK_STATE_UNSPECIFIED, st.message(), st.code()));
+      // Only a task with an idempotency key may be sent again: the call may have created the
+      // tasks before it failed.
+      const bool retryable = !shutting_down_ && sdk_internal::IsRetryableSubmitError(st.code());
+      std::vector<Pending> again;
+      int retry = 0;
+      for (size_t i = 0; i < call->tasks.size(); ++i) {
+        Pending& p = call->tasks[i];
+        p.request = std::move(*call->request.mutable_tasks(static_cast<int>(i)));
+        if (retryable && !p.request.idempotency_key().empty() && p.retries < client_.options().submit_retries) {
+          retry = std::max(retry, ++p.retries);
+          again.push_back(std::move(p));
+        } else {
+          p.promise.set_exception(MakeTaskError("", v1::TASK_STATE_UNSPECIFIED, st.message(), st.code()));
+        }
       }
+      if (!again.empty()) ScheduleRetry(std::move(again), sdk_internal::JitteredSubmitRetryBackoff(retry));
     } else {
       std::vector<std::string> ids(call->response.task_ids().begin(), call->response.task_ids().end());
-      for (size_t i = 0; i < ids.size(); ++i) promises_.emplace(ids[i], std::move(call->promises[i]));
+      for (size_t i = 0; i < ids.size(); ++i) promises_[ids[i]].push_back(std::move(call->tasks[i].promise));
       watcher_.Watch(ids);
     }
+    StartSubmits();
+  }
+
+  void ScheduleRetry(std::vector<Pending> tasks, std::chrono::milliseconds backoff) {
+    retries_.push_back(std::make_unique<RetryOp>(this));
+    RetryOp* op = retries_.back().get();
+    op->self = std::prev(retries_.end());
+    op->tasks = std::move(tasks);
+    op->alarm.Set(&cq_, std::chrono::system_clock::now() + backoff, op);
+  }
+
+  void OnRetryDue(RetryOp* op, bool ok) {
+    std::unique_ptr<RetryOp> owned = std::move(*op->self);
+    retries_.erase(op->self);
+    if (!ok || shutting_down_) {
+      for (auto& p : op->tasks) {
+        p.promise.set_exception(MakeTaskError("", v1::TASK_STATE_UNSPECIFIED,
+                                              "the executor was destroyed before the task was submitted",
+                                              StatusCode::kCancelled));
+      }
+      return;
+    }
+    // Ahead of what queued meanwhile: these were submitted first.
+    queued_.insert(queued_.begin(), std::make_move_iterator(op->tasks.begin()),
+                   std::make_move_iterator(op->tasks.end()));
     StartSubmits();
   }
 
   void OnRecord(v1::TaskRecord& record) {
     auto it = promises_.find(record.id());
     if (it == promises_.end()) return;
-    if (record.state() == v1::TASK_STATE_SUCCESS) {
-      it->second.set_value(std::move(*record.mutable_result()));
-    } else {
-      it->second.set_exception(MakeTaskError(record.id(), record.state(), record.error(), StatusCode::kOk));
+    std::vector<std::promise<Value>>& promises = it->second;
+    for (size_t i = 0; i < promises.size(); ++i) {
+      std::promise<Value>& promise = promises[i];
+      if (record.state() != v1::TASK_STATE_SUCCESS) {
+        promise.set_exception(
+            MakeTaskError(record.id(), record.state(), record.error(), StatusCode::kOk, record.failure()));
+      } else if (i + 1 == promises.size()) {
+        promise.set_value(std::move(*record.mutable_result()));
+      } else {
+        promise.set_value(record.result());  // several submits share the task (one idempotency key)
+      }
     }
     promises_.erase(it);
   }
@@ -233,7 +300,9 @@ class Executor::Impl {
     for (const auto& id : ids) {
       auto it = promises_.find(id);
       if (it == promises_.end()) continue;
-      it->second.set_exception(MakeTaskError(id, v1::TASK_STATE_UNSPECIFIED, status.message(), status.code()));
+      for (auto& promise : it->second) {
+        promise.set_exception(MakeTaskError(id, v1::TASK_STATE_UNSPECIFIED, status.message(), status.code()));
+      }
       promises_.erase(it);
     }
   }
@@ -254,7 +323,9 @@ class Executor::Impl {
   // Only thread_ touches these.
   std::deque<Pending> queued_;
   std::list<std::unique_ptr<SubmitCall>> submits_;
-  std::unordered_map<std::string, std::promise<Value>> promises_;
+  std::list<std::unique_ptr<RetryOp>> retries_;
+  // Usually one promise per id; more when submits with the same idempotency key got the same id.
+  std::unordered_map<std::string, std::vector<std::promise<Value>>> promises_;
   sdk_internal::ResultWatcher watcher_;
   bool shutting_down_ = false;
   bool cq_shut_ = false;
@@ -269,8 +340,8 @@ Executor::Executor(Client& client, std::string endpoint, std::string function)
 
 Executor::~Executor() = default;
 
-std::future<Value> Executor::Submit(std::vector<Value> args, const Kwargs& kwargs) {
-  return impl_->Submit(std::move(args), kwargs);
+std::future<Value> Executor::Submit(std::vector<Value> args, const Kwargs& kwargs, const SubmitOptions& options) {
+  return impl_->Submit(std::move(args), kwargs, options);
 }
 
 }  // namespace loom

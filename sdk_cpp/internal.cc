@@ -3,7 +3,9 @@
 #include <google/protobuf/io/coded_stream.h>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
+#include <random>
 #include <string>
 
 namespace loom::sdk_internal {
@@ -41,6 +43,20 @@ Result<std::vector<size_t>> ChunkBySize(std::span<const size_t> sizes, size_t ma
   }
   if (count > 0) ends.push_back(sizes.size());
   return ends;
+}
+
+std::chrono::milliseconds SubmitRetryBackoff(int retry, double jitter) {
+  auto base = kSubmitRetryInitialBackoff;
+  for (int i = 1; i < retry && base < kSubmitRetryMaxBackoff; ++i) base *= 2;
+  base = std::min(base, kSubmitRetryMaxBackoff);
+  jitter = std::clamp(jitter, -1.0, 1.0);
+  return std::chrono::milliseconds(std::llround(static_cast<double>(base.count()) * (1.0 + 0.2 * jitter)));
+}
+
+std::chrono::milliseconds JitteredSubmitRetryBackoff(int retry) {
+  thread_local std::minstd_rand rng(std::random_device{}());
+  std::uniform_real_distribution<double> jitter(-1.0, 1.0);
+  return SubmitRetryBackoff(retry, jitter(rng));
 }
 
 }  // namespace loom::sdk_internal

@@ -48,4 +48,21 @@ inline constexpr std::chrono::milliseconds kMaxBackoff{1000};
 inline constexpr int kChannelMinReconnectMs = 100;
 inline constexpr int kChannelMaxReconnectMs = 1000;
 
+// Retrying submits that carry an idempotency key (Client::Submit documents the rule).
+inline constexpr std::chrono::milliseconds kSubmitRetryInitialBackoff{100};
+inline constexpr std::chrono::milliseconds kSubmitRetryMaxBackoff{2000};
+
+// The codes after which a submit may or may not have created its tasks; only a keyed submit
+// may be sent again.
+inline bool IsRetryableSubmitError(StatusCode code) {
+  return code == StatusCode::kUnavailable || code == StatusCode::kDeadlineExceeded;
+}
+
+// The wait before retry number `retry` (1-based): kSubmitRetryInitialBackoff doubling up to
+// kSubmitRetryMaxBackoff, scaled by 1 + 0.2 * jitter. REQUIRES: -1 <= jitter <= 1.
+std::chrono::milliseconds SubmitRetryBackoff(int retry, double jitter);
+// The same with a random jitter (a per-thread generator), so clients that lost the service
+// together do not come back in lockstep.
+std::chrono::milliseconds JitteredSubmitRetryBackoff(int retry);
+
 }  // namespace loom::sdk_internal

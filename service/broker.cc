@@ -33,9 +33,6 @@ Broker::~Broker() {
 Status Broker::Bind() {
   try {
     router_.set(zmq::sockopt::router_mandatory, 1);
-    // An endpoint that reconnects (new TCP connection, same session id) takes over its
-    // routing id instead of being refused while the old connection still looks alive.
-    router_.set(zmq::sockopt::router_handover, 1);
     router_.set(zmq::sockopt::maxmsgsize, options_.max_message_bytes + (1 << 20));
     router_.set(zmq::sockopt::sndhwm, options_.high_water_mark);
     router_.set(zmq::sockopt::rcvhwm, options_.high_water_mark);
@@ -299,17 +296,22 @@ void Broker::HandleRegister(const std::string& routing_id, const v1::EndpointReg
   }
   PublishLost(reg.endpoint_id(), session, "registration");
   unclaimed_.erase(reg.endpoint_id());
-  // One live session per endpoint id: a second connection fences the first, which stops.
+  // One live session per endpoint id. The same endpoint process on a new connection (same
+  // session id, new routing id) simply moves; another process (another session id) fences
+  // the first, which stops.
   if (auto it = by_endpoint_.find(reg.endpoint_id()); it != by_endpoint_.end() && it->second != routing_id) {
-    spdlog::warn("endpoint {} registered from a second connection (session {}); fencing the previous one",
-                 reg.endpoint_id(), reg.session_id());
-    v1::Envelope fenced;
-    fenced.mutable_fenced()->set_reason("another loom-endpoint registered with id '" + reg.endpoint_id() +
-                                        "' (session " + reg.session_id() + ")");
-    Send(it->second, fenced);
+    Session* old = SessionFor(it->second);
+    if (old != nullptr && old->session_id != reg.session_id()) {
+      spdlog::warn("endpoint {} registered from another process (session {}); fencing session {}", reg.endpoint_id(),
+                   reg.session_id(), old->session_id);
+      v1::Envelope fenced;
+      fenced.mutable_fenced()->set_reason("another loom-endpoint registered with id '" + reg.endpoint_id() +
+                                          "' (session " + reg.session_id() + ")");
+      Send(it->second, fenced);
+      ++stats_.sessions_fenced;
+    }
     credit_->Close(reg.endpoint_id(), it->second);
     sessions_.erase(it->second);
-    ++stats_.sessions_fenced;
   }
   v1::EndpointRecord rec;
   if (existing->has_value()) {

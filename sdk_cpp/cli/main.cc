@@ -2,10 +2,13 @@
 //
 //   loom [--service ADDR] [--json] [--rpc-timeout SECONDS] <command>
 //     function register NAME --kernel name@version [--description D] [--config key=literal ...]
+//                       [--max-attempts N] [--timeout-ms MS]
 //     function list | function get NAME
 //     endpoint create NAME [--id ID] | endpoint list | endpoint status ID
-//     run --endpoint EP --function F [ARG ...] [--kwarg key=literal ...] [--timeout SECONDS]
-//     task status ID | task result ID [--wait SECONDS] | task cancel ID
+//     run --endpoint EP --function F [ARG ...] [--kwarg key=literal ...] [TASK OPTIONS] [--timeout SECONDS]
+//     submit --endpoint EP --function F [ARG ...] [--kwarg key=literal ...] [TASK OPTIONS]   (prints the id)
+//       TASK OPTIONS: [--idempotency-key KEY] [--max-attempts N] [--timeout-ms MS]
+//     task status|get ID | task result ID [--wait SECONDS] | task cancel ID | task delete ID...
 //
 // Exit codes: 0 success, 1 the task failed or was cancelled, 2 usage or RPC error, 3 timeout.
 // Errors go to stderr as `error: CODE: message`; --json prints protobuf JSON, one object a line.
@@ -71,15 +74,20 @@ void PrintTable(const std::vector<std::string>& header, const std::vector<std::v
   for (const auto& row : rows) print_row(row);
 }
 
-// "ENDPOINT_STATUS_NEVER_CONNECTED" -> "never-connected".
-std::string EndpointStatusName(v1::EndpointStatus s) {
-  std::string name = v1::EndpointStatus_Name(s);
-  const std::string prefix = "ENDPOINT_STATUS_";
+// ("ENDPOINT_STATUS_NEVER_CONNECTED", "ENDPOINT_STATUS_") -> "never-connected".
+std::string EnumDisplayName(std::string name, const std::string& prefix) {
   if (name.rfind(prefix, 0) == 0) name = name.substr(prefix.size());
   std::transform(name.begin(), name.end(), name.begin(),
                  [](unsigned char c) { return c == '_' ? '-' : std::tolower(c); });
   return name;
 }
+
+std::string EndpointStatusName(v1::EndpointStatus s) {
+  return EnumDisplayName(v1::EndpointStatus_Name(s), "ENDPOINT_STATUS_");
+}
+
+// FAILURE_KIND_WORKER_LOST -> "worker-lost".
+std::string FailureKindName(v1::FailureKind f) { return EnumDisplayName(v1::FailureKind_Name(f), "FAILURE_KIND_"); }
 
 // Parses "key=literal" items into named values.
 Result<Kwargs> ParseAssignments(const std::vector<std::string>& items, const std::string& flag) {
@@ -110,20 +118,44 @@ void PrintTaskRecord(const v1::TaskRecord& r) {
   std::printf("function  %s\n", r.function().c_str());
   std::printf("endpoint  %s\n", r.endpoint().c_str());
   std::printf("state     %s\n", TaskStateName(r.state()));
+  // A record from a service without retries has neither count.
+  if (r.max_attempts() > 0) {
+    std::printf("attempts  %d of %d\n", r.attempts(), r.max_attempts());
+  } else if (r.attempts() > 0) {
+    std::printf("attempts  %d\n", r.attempts());
+  }
+  if (r.failure() != v1::FAILURE_KIND_UNSPECIFIED) std::printf("failure   %s\n", FailureKindName(r.failure()).c_str());
+  if (r.timeout_ms() > 0) std::printf("timeout   %lld ms\n", static_cast<long long>(r.timeout_ms()));
+  if (!r.idempotency_key().empty()) std::printf("key       %s\n", r.idempotency_key().c_str());
   if (r.state() == v1::TASK_STATE_SUCCESS) std::printf("result    %s\n", DebugString(r.result()).c_str());
   if (!r.error().empty()) std::printf("error     %s\n", r.error().c_str());
   const std::vector<StageTiming> timeline = Timeline(r);
-  if (timeline.empty()) return;
   // Deltas count from "received" when the record has it, else from the first stage.
-  int64_t origin = timeline.front().unix_nanos;
+  int64_t origin = timeline.empty() ? 0 : timeline.front().unix_nanos;
   for (const auto& t : timeline) {
     if (t.stage == "received") {
       origin = t.unix_nanos;
       break;
     }
   }
-  std::vector<std::vector<std::string>> rows;
   char buf[64];
+  if (r.attempt_history_size() > 0) {
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& a : r.attempt_history()) {
+      std::string ended = "-";
+      if (a.ended_unix_nanos() > 0 && origin > 0) {
+        std::snprintf(buf, sizeof(buf), "%+.3f s", static_cast<double>(a.ended_unix_nanos() - origin) / 1e9);
+        ended = buf;
+      }
+      rows.push_back({"  " + std::to_string(a.number()), a.endpoint().empty() ? "-" : a.endpoint(),
+                      std::to_string(a.lease_epoch()), FailureKindName(a.failure()), ended,
+                      a.error().empty() ? "-" : a.error()});
+    }
+    std::printf("attempt history:\n");
+    PrintTable({"  attempt", "endpoint", "lease-epoch", "failure", "ended", "error"}, rows);
+  }
+  if (timeline.empty()) return;
+  std::vector<std::vector<std::string>> rows;
   for (const auto& t : timeline) {
     std::vector<std::string> row{"  " + t.stage};
     std::snprintf(buf, sizeof(buf), "%+.1f", static_cast<double>(t.unix_nanos - origin) / 1e3);
@@ -143,7 +175,9 @@ int ReportFinished(const v1::TaskRecord& r, bool json) {
     if (!json) std::printf("%s\n", DebugString(r.result()).c_str());
     return kExitOk;
   }
-  std::fprintf(stderr, "error: task %s %s: %s\n", r.id().c_str(), TaskStateName(r.state()),
+  const std::string failure =
+      r.failure() == v1::FAILURE_KIND_UNSPECIFIED ? "" : " (" + FailureKindName(r.failure()) + ")";
+  std::fprintf(stderr, "error: task %s %s%s: %s\n", r.id().c_str(), TaskStateName(r.state()), failure.c_str(),
                r.error().empty() ? "(no message)" : r.error().c_str());
   return kExitTaskFailed;
 }
@@ -164,7 +198,7 @@ int NotFinished(Client& client, const std::string& id, double waited_s) {
 constexpr char kProtectMark = '\x1f';
 
 void ProtectBracketLiterals(std::vector<std::string>& args) {
-  auto run = std::find(args.begin(), args.end(), "run");
+  auto run = std::find_if(args.begin(), args.end(), [](const std::string& a) { return a == "run" || a == "submit"; });
   if (run == args.end()) return;
   for (auto it = run + 1; it != args.end(); ++it) {
     if (it->size() >= 2 && it->front() == '[' && it->back() == ']') it->insert(it->begin(), kProtectMark);
@@ -173,6 +207,50 @@ void ProtectBracketLiterals(std::vector<std::string>& args) {
 
 void Unprotect(std::string& value) {
   if (!value.empty() && value.front() == kProtectMark) value.erase(value.begin());
+}
+
+// What `run` and `submit` take to submit one task.
+struct TaskFlags {
+  std::string endpoint;
+  std::string function;
+  std::vector<std::string> args;
+  std::vector<std::string> kwargs;
+  SubmitOptions options;
+};
+
+void AddTaskOptions(CLI::App* command, TaskFlags& f) {
+  command->add_option("--endpoint", f.endpoint, "Endpoint id")->required();
+  command->add_option("--function", f.function, "Function name")->required();
+  command->add_option("ARG", f.args,
+                      "Positional arguments as literals: 3, 2.5, true, null, \"text\", [1,2], {\"k\":1}");
+  command->add_option("--kwarg", f.kwargs, "Keyword argument key=literal (repeatable)")->allow_extra_args(false);
+  command->add_option("--idempotency-key", f.options.idempotency_key,
+                      "Submit at most once per key: a repeat (or an automatic retry) returns the first task's id");
+  command
+      ->add_option("--max-attempts", f.options.max_attempts,
+                   "Attempts when the worker or endpoint is lost (default: the function's)")
+      ->check(CLI::NonNegativeNumber);
+  command
+      ->add_option("--timeout-ms", f.options.timeout_ms,
+                   "Walltime of one attempt in milliseconds; the task fails past it (default: the function's)")
+      ->check(CLI::NonNegativeNumber);
+}
+
+// Call after parsing: undoes ProtectBracketLiterals.
+void UnprotectTaskFlags(TaskFlags& f) {
+  Unprotect(f.endpoint);
+  Unprotect(f.function);
+  for (auto& a : f.args) Unprotect(a);
+}
+
+Result<std::string> SubmitTask(Client& client, const TaskFlags& f) {
+  std::vector<Value> args;
+  for (const auto& a : f.args) {
+    LOOM_ASSIGN_OR_RETURN(Value v, ParseValueLiteral(a));
+    args.push_back(std::move(v));
+  }
+  LOOM_ASSIGN_OR_RETURN(Kwargs kwargs, ParseAssignments(f.kwargs, "--kwarg"));
+  return client.Submit(f.endpoint, f.function, std::move(args), kwargs, f.options);
 }
 
 int Main(int argc, char** argv) {
@@ -193,20 +271,30 @@ int Main(int argc, char** argv) {
 
   // ---------------------------------------------------------------- function
   auto* function = app.add_subcommand("function", "Register and list functions")->require_subcommand(1);
-  std::string fn_name, fn_kernel, fn_description;
+  std::string fn_name, fn_kernel;
+  FunctionOptions fn_options;
   std::vector<std::string> fn_config;
   auto* fn_register = function->add_subcommand("register", "Bind a function name to a kernel name@version");
   fn_register->add_option("NAME", fn_name, "Function name")->required();
   fn_register->add_option("--kernel", fn_kernel, "Kernel reference, name@version")->required();
-  fn_register->add_option("--description", fn_description, "What the function does");
+  fn_register->add_option("--description", fn_options.description, "What the function does");
   fn_register->add_option("--config", fn_config, "Default configuration entry key=literal (repeatable)")
       ->allow_extra_args(false);
+  fn_register
+      ->add_option("--max-attempts", fn_options.max_attempts,
+                   "Default attempts of its tasks when the worker or endpoint is lost (default: the service's)")
+      ->check(CLI::NonNegativeNumber);
+  fn_register
+      ->add_option("--timeout-ms", fn_options.timeout_ms,
+                   "Default walltime of one attempt of its tasks in milliseconds (default: none)")
+      ->check(CLI::NonNegativeNumber);
   fn_register->callback([&] {
     action = [&](Client& client) {
       auto config = ParseAssignments(fn_config, "--config");
       if (!config.ok()) return Fail(config.status());
+      fn_options.config = std::move(*config);
       bool created = false;
-      auto f = client.RegisterFunction(fn_name, fn_kernel, fn_description, *config, &created);
+      auto f = client.RegisterFunction(fn_name, fn_kernel, fn_options, &created);
       if (!f.ok()) return Fail(f.status());
       if (g.json) {
         PrintJson(*f);
@@ -250,6 +338,8 @@ int Main(int argc, char** argv) {
         std::printf("name         %s\nkernel       %s\ndescription  %s\n", f->name().c_str(), f->kernel().c_str(),
                     f->description().c_str());
         for (const auto& [k, v] : f->config()) std::printf("config       %s=%s\n", k.c_str(), DebugString(v).c_str());
+        if (f->max_attempts() > 0) std::printf("max attempts %d\n", f->max_attempts());
+        if (f->timeout_ms() > 0) std::printf("timeout      %lld ms\n", static_cast<long long>(f->timeout_ms()));
       }
       return kExitOk;
     };
@@ -325,29 +415,16 @@ int Main(int argc, char** argv) {
     };
   });
 
-  // ---------------------------------------------------------------- run
-  std::string run_endpoint, run_function;
-  std::vector<std::string> run_args, run_kwargs;
+  // ---------------------------------------------------------------- run, submit
+  TaskFlags task_flags;  // one of run and submit is parsed
   double run_timeout_s = 30;
   auto* run = app.add_subcommand("run", "Submit one task, wait for it and print its result");
-  run->add_option("--endpoint", run_endpoint, "Endpoint id")->required();
-  run->add_option("--function", run_function, "Function name")->required();
-  run->add_option("ARG", run_args, "Positional arguments as literals: 3, 2.5, true, null, \"text\", [1,2], {\"k\":1}");
-  run->add_option("--kwarg", run_kwargs, "Keyword argument key=literal (repeatable)")->allow_extra_args(false);
+  AddTaskOptions(run, task_flags);
   run->add_option("--timeout", run_timeout_s, "Seconds to wait for the result")->capture_default_str();
   run->callback([&] {
-    for (auto* value : {&run_endpoint, &run_function}) Unprotect(*value);
-    for (auto& a : run_args) Unprotect(a);
+    UnprotectTaskFlags(task_flags);
     action = [&](Client& client) {
-      std::vector<Value> args;
-      for (const auto& a : run_args) {
-        auto v = ParseValueLiteral(a);
-        if (!v.ok()) return Fail(v.status());
-        args.push_back(std::move(*v));
-      }
-      auto kwargs = ParseAssignments(run_kwargs, "--kwarg");
-      if (!kwargs.ok()) return Fail(kwargs.status());
-      auto id = client.Submit(run_endpoint, run_function, std::move(args), *kwargs);
+      auto id = SubmitTask(client, task_flags);
       if (!id.ok()) return Fail(id.status());
       auto r = client.GetResult(*id, Seconds(run_timeout_s));
       if (!r.ok()) return Fail(r.status());
@@ -355,12 +432,31 @@ int Main(int argc, char** argv) {
       return ReportFinished(**r, g.json);
     };
   });
+  auto* submit = app.add_subcommand("submit", "Submit one task and print its id (follow it with `loom task result`)");
+  AddTaskOptions(submit, task_flags);
+  submit->callback([&] {
+    UnprotectTaskFlags(task_flags);
+    action = [&](Client& client) {
+      auto id = SubmitTask(client, task_flags);
+      if (!id.ok()) return Fail(id.status());
+      if (g.json) {
+        v1::SubmitResponse response;
+        response.set_task_id(*id);
+        PrintJson(response);
+      } else {
+        std::printf("%s\n", id->c_str());
+      }
+      return kExitOk;
+    };
+  });
 
   // ---------------------------------------------------------------- task
-  auto* task = app.add_subcommand("task", "Inspect, wait for and cancel tasks")->require_subcommand(1);
+  auto* task = app.add_subcommand("task", "Inspect, wait for, cancel and delete tasks")->require_subcommand(1);
   std::string task_id;
+  std::vector<std::string> task_ids;
   double wait_s = 0;
-  auto* task_status = task->add_subcommand("status", "Show a task's state and timestamps");
+  auto* task_status = task->add_subcommand("status", "Show a task's state, attempts and timestamps (alias: get)");
+  task_status->alias("get");
   task_status->add_option("ID", task_id, "Task id")->required();
   task_status->callback([&] {
     action = [&](Client& client) {
@@ -395,6 +491,22 @@ int Main(int argc, char** argv) {
         PrintJson(*r);
       } else {
         std::printf("task %s: %s\n", r->id().c_str(), TaskStateName(r->state()));
+      }
+      return kExitOk;
+    };
+  });
+  auto* task_delete = task->add_subcommand(
+      "delete", "Delete finished tasks and their results before their TTL (an unfinished one fails the call)");
+  task_delete->add_option("ID", task_ids, "Task ids (unknown ones are skipped)")->required();
+  task_delete->callback([&] {
+    action = [&](Client& client) {
+      auto n = client.DeleteTasks(task_ids);
+      if (!n.ok()) return Fail(n.status());
+      if (g.json) {
+        // Printed by hand: protobuf JSON would leave out "deleted" when it is 0.
+        std::printf("{\"deleted\":%d}\n", *n);
+      } else {
+        std::printf("deleted %d of %zu task(s)\n", *n, task_ids.size());
       }
       return kExitOk;
     };

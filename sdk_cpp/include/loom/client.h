@@ -1,11 +1,16 @@
 // loom::Client: the C++ SDK's connection to the Loom service. It registers functions, creates
-// and inspects endpoints, submits tasks (one at a time or in batches) and follows them to their
-// results, mapping every gRPC status one to one onto loom::Status with the service's message.
+// and inspects endpoints, submits tasks (one at a time or in batches), follows them to their
+// results and deletes finished ones, mapping every gRPC status one to one onto loom::Status
+// with the service's message.
 //
 //   auto client = loom::Client::Connect({.address = "127.0.0.1:50051"});
 //   if (!client.ok()) { /* client.status(): UNAVAILABLE, names the address */ }
 //   auto id = (*client)->Submit("my-endpoint", "my-add", {loom::IntValue(1), loom::IntValue(2)});
 //   auto record = (*client)->GetResult(*id, std::chrono::seconds(10));  // nullopt: not done yet
+//
+// A submit that must not run twice carries an idempotency key, which also lets the client
+// retry it safely when the service is briefly unreachable (see Submit):
+//   (*client)->Submit("my-endpoint", "my-add", {...}, {}, {.idempotency_key = "job-17", .max_attempts = 2});
 //
 // For many concurrent tasks with futures, see loom::Executor (executor.h).
 //
@@ -39,16 +44,49 @@ struct ClientOptions {
   int64_t max_message_bytes = int64_t{16} << 20;
   // Deadline of each unary call, and how long Connect waits for the service.
   std::chrono::milliseconds rpc_timeout{30000};
-  // The most tasks (or ids) one SubmitBatch call or one WaitResults stream carries.
+  // The most tasks (or ids) one SubmitBatch, GetTasks or DeleteTasks call or one WaitResults
+  // stream carries.
   size_t max_batch = 10000;
+  // How many times a submit that carries an idempotency key is sent again after UNAVAILABLE or
+  // DEADLINE_EXCEEDED (see Client::Submit); 0: never.
+  int submit_retries = 3;
 };
 
 // Arguments of a task by name.
 using Kwargs = std::map<std::string, Value>;
 
+// Per-task settings of a submit. Zero or empty fields leave the function's defaults.
+// Every field has an initializer (`{}` too) so that callers may name any subset of them,
+// {.max_attempts = 2}, without GCC's -Wmissing-field-initializers.
+struct SubmitOptions {
+  // Makes the submit safe to repeat: the service answers a submit whose key (per owner) it has
+  // seen with the original task's id and creates nothing, for as long as that task's record
+  // lives (until its result TTL passes or it is deleted). Only keyed submits are retried after
+  // UNAVAILABLE or DEADLINE_EXCEEDED. A reused key returns the earlier task even when the rest
+  // of the request differs: use one key per logical task (e.g. a UUID, or "run-42/frame-7").
+  std::string idempotency_key{};
+  // Attempts the service makes when an attempt ends in a system failure (the worker or the
+  // endpoint was lost); a kernel error or a timeout is never retried. 0: the function's default.
+  int32_t max_attempts = 0;
+  // Walltime of one attempt in milliseconds, enforced by the endpoint (the worker is stopped and
+  // the task fails with FAILURE_KIND_TIMEOUT). 0: the function's default (which may be none).
+  int64_t timeout_ms = 0;
+};
+
+// What Client::RegisterFunction stores besides the name and the kernel (initialized like
+// SubmitOptions).
+struct FunctionOptions {
+  std::string description{};
+  // Default configuration passed to the kernel.
+  Kwargs config{};
+  // Defaults for the function's tasks (a submit may override them; see SubmitOptions).
+  int32_t max_attempts = 0;  // 0: the service's default
+  int64_t timeout_ms = 0;    // 0: no deadline
+};
+
 // Builds the request that Client::SubmitBatch takes for one task.
 v1::SubmitRequest MakeSubmitRequest(const std::string& endpoint, const std::string& function, std::vector<Value> args,
-                                    const Kwargs& kwargs = {});
+                                    const Kwargs& kwargs = {}, const SubmitOptions& options = {});
 
 // One stage of a task's life (TaskRecord.timestamps), with microseconds since the first stage
 // and since the previous one.
@@ -83,6 +121,10 @@ class Client {
   Result<v1::Function> RegisterFunction(const std::string& name, const std::string& kernel_ref,
                                         const std::string& description = "", const Kwargs& config = {},
                                         bool* created = nullptr);
+  // The same, with the task defaults too:
+  //   client.RegisterFunction("braggnn", "braggnn@2", {.max_attempts = 5, .timeout_ms = 60000});
+  Result<v1::Function> RegisterFunction(const std::string& name, const std::string& kernel_ref,
+                                        const FunctionOptions& options, bool* created = nullptr);
   Result<v1::Function> GetFunction(const std::string& name);
   Result<std::vector<v1::Function>> ListFunctions();
 
@@ -96,12 +138,21 @@ class Client {
   // ---------------------------------------------------------------- tasks
 
   // Submits one task; returns its id.
+  //
+  // Retries: a submit that fails with UNAVAILABLE or DEADLINE_EXCEEDED may or may not have
+  // created the task (the service can commit it and the reply be lost), so it is sent again only
+  // when options.idempotency_key is set: up to ClientOptions::submit_retries more times, after
+  // 100 ms, 200 ms, 400 ms, ... (capped at 2 s, each +-20% jitter); the service answers a
+  // repeat with the original id, so at most one task exists. Without a key the error is
+  // returned at once: the task may exist without its id ever reaching the caller, so set a key
+  // whenever a duplicate would matter. Other errors are never retried.
   Result<std::string> Submit(const std::string& endpoint, const std::string& function, std::vector<Value> args,
-                             const Kwargs& kwargs = {});
+                             const Kwargs& kwargs = {}, const SubmitOptions& options = {});
   // Submits many tasks in as few calls as options allow (chunks of at most max_batch tasks and
   // under max_message_bytes); returns the ids in input order. INVALID_ARGUMENT, before anything is
-  // sent, when one task alone is over max_message_bytes. If a later chunk fails, the earlier
-  // chunks' tasks were submitted: the error message says how many.
+  // sent, when one task alone is over max_message_bytes. A chunk whose tasks all carry an
+  // idempotency key is retried like Submit; a chunk with any task without one is not. If a
+  // later chunk fails, the earlier chunks' tasks were submitted: the error message says how many.
   Result<std::vector<std::string>> SubmitBatch(std::vector<v1::SubmitRequest> tasks);
 
   // The task's record now (without its arguments).
@@ -126,6 +177,13 @@ class Client {
 
   // Cancels a task that has not finished; returns its record afterwards.
   Result<v1::TaskRecord> Cancel(const std::string& task_id);
+
+  // Deletes finished tasks (records and results) before their result TTL, which also frees
+  // their idempotency keys; returns how many were deleted (unknown ids are skipped).
+  // FAILED_PRECONDITION, deleting nothing, when one of them has not finished: cancel it first.
+  // Each call of at most max_batch ids is all-or-nothing; if a later one fails, the message
+  // says how many tasks the earlier calls deleted.
+  Result<int> DeleteTasks(const std::vector<std::string>& task_ids);
 
  private:
   friend class Executor;  // runs its own asynchronous calls on this client's channel

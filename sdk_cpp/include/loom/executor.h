@@ -11,7 +11,9 @@
 // on a fresh WaitResults stream of their own (it never waits for older streams to end).
 // Streams are capped (kMaxStreams): past the cap the smallest stream is replaced by one that
 // follows its ids and the new ones. Streams broken by UNAVAILABLE (a service restart) are
-// resubscribed with backoff for the ids still running.
+// resubscribed with backoff for the ids still running. A SubmitBatch call that fails with
+// UNAVAILABLE or DEADLINE_EXCEEDED is retried for its tasks that carry an idempotency key, as
+// Client::Submit does (ClientOptions::submit_retries, the same backoff); its other tasks fail.
 //
 // Thread-safe: Submit may be called from any thread. Destroying the Executor abandons what is
 // still running: it cancels its calls and streams (not the tasks on the service), and every
@@ -33,23 +35,28 @@
 namespace loom {
 
 // Why a future from Executor::Submit holds no value: the task failed or was cancelled
-// (code() == kOk, state() FAILED or CANCELLED, error() is the task's error), or Loom could not
-// submit it or follow it to its end (code() says why; state() is UNSPECIFIED).
+// (code() == kOk, state() FAILED or CANCELLED, error() is the task's error, which lists the
+// attempts that ended in a system failure, and failure() says why a FAILED task failed), or Loom
+// could not submit it or follow it to its end (code() says why; state() is UNSPECIFIED).
 class TaskError : public std::runtime_error {
  public:
-  TaskError(std::string task_id, v1::TaskState state, std::string error, StatusCode code = StatusCode::kOk);
+  TaskError(std::string task_id, v1::TaskState state, std::string error, StatusCode code = StatusCode::kOk,
+            v1::FailureKind failure = v1::FAILURE_KIND_UNSPECIFIED);
 
   // Empty when the task was never submitted.
   const std::string& task_id() const noexcept { return task_id_; }
   v1::TaskState state() const noexcept { return state_; }
   const std::string& error() const noexcept { return error_; }
   StatusCode code() const noexcept { return code_; }
+  // E.g. FAILURE_KIND_TIMEOUT, FAILURE_KIND_ATTEMPTS_EXHAUSTED; UNSPECIFIED unless FAILED.
+  v1::FailureKind failure() const noexcept { return failure_; }
 
  private:
   std::string task_id_;
   v1::TaskState state_;
   std::string error_;
   StatusCode code_;
+  v1::FailureKind failure_;
 };
 
 class Executor {
@@ -65,9 +72,9 @@ class Executor {
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;
 
-  // Submits function(args, kwargs). The future yields the task's result value, or throws
-  // TaskError (see above).
-  std::future<Value> Submit(std::vector<Value> args, const Kwargs& kwargs = {});
+  // Submits function(args, kwargs) with `options` (see SubmitOptions). The future yields the
+  // task's result value, or throws TaskError (see above).
+  std::future<Value> Submit(std::vector<Value> args, const Kwargs& kwargs = {}, const SubmitOptions& options = {});
 
   const std::string& endpoint() const { return endpoint_; }
   const std::string& function() const { return function_; }

@@ -79,12 +79,24 @@ TEST_F(CliTest, HelpWorksOnEveryCommand) {
                                                                 {"function", "register", "--help"},
                                                                 {"endpoint", "list", "--help"},
                                                                 {"run", "--help"},
-                                                                {"task", "result", "--help"}}) {
+                                                                {"submit", "--help"},
+                                                                {"task", "result", "--help"},
+                                                                {"task", "get", "--help"},
+                                                                {"task", "delete", "--help"}}) {
     CliResult r = Run(args, /*with_service=*/false);
     EXPECT_EQ(r.exit_code, 0) << args.front() << ": " << r.output;
     EXPECT_THAT(r.output, HasSubstr("--help"));
   }
   EXPECT_THAT(Run({"run", "--help"}, false).output, HasSubstr("--timeout"));
+  for (const char* command : {"run", "submit"}) {
+    const std::string help = Run({command, "--help"}, false).output;
+    for (const char* flag : {"--idempotency-key", "--max-attempts", "--timeout-ms"}) {
+      EXPECT_THAT(help, HasSubstr(flag)) << command;
+    }
+  }
+  const std::string help = Run({"function", "register", "--help"}, false).output;
+  EXPECT_THAT(help, HasSubstr("--max-attempts"));
+  EXPECT_THAT(help, HasSubstr("--timeout-ms"));
 }
 
 TEST_F(CliTest, UsageErrorsExitWithTwo) {
@@ -189,6 +201,150 @@ TEST_F(CliTest, TaskStatusResultAndCancel) {
   r = Run({"task", "status", "task-9999"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_EQ(r.output, "error: NOT_FOUND: task 'task-9999' does not exist\n");
+}
+
+TEST_F(CliTest, FunctionRegisterSetsTheTaskDefaults) {
+  CliResult r =
+      Run({"function", "register", "slow2", "--kernel", "sleep@1", "--max-attempts", "5", "--timeout-ms", "60000"});
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  r = Run({"function", "get", "slow2"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_THAT(r.output, HasSubstr("max attempts 5\n"));
+  EXPECT_THAT(r.output, HasSubstr("timeout      60000 ms\n"));
+  // Its tasks take them unless the submit overrides them.
+  r = Run({"submit", "--endpoint", "ep", "--function", "slow2"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(state_.task(state_.task_ids().back()).max_attempts(), 5);
+  EXPECT_EQ(state_.task(state_.task_ids().back()).timeout_ms(), 60000);
+
+  r = Run({"function", "register", "bad", "--kernel", "sleep@1", "--max-attempts", "-1"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.output, HasSubstr("--max-attempts"));
+}
+
+TEST_F(CliTest, SubmitPrintsTheIdAndPassesTaskOptions) {
+  const std::vector<std::string> args{
+      "submit", "--endpoint",        "ep",    "--function",     "slow", "[1,2]",        "--kwarg",
+      "n=3",    "--idempotency-key", "job-1", "--max-attempts", "4",    "--timeout-ms", "2500"};
+  CliResult r = Run(args);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  ASSERT_EQ(state_.task_ids().size(), 1u);
+  const std::string id = state_.task_ids().back();
+  EXPECT_EQ(r.output, id + "\n");
+  const v1::TaskRecord t = state_.task(id);
+  EXPECT_EQ(t.idempotency_key(), "job-1");
+  EXPECT_EQ(t.max_attempts(), 4);
+  EXPECT_EQ(t.timeout_ms(), 2500);
+  EXPECT_EQ(t.args(0).list_value().items_size(), 2);
+  EXPECT_EQ(t.kwargs().at("n").int_value(), 3);
+
+  // The same key again: the same task, nothing new.
+  r = Run(args);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output, id + "\n");
+  EXPECT_EQ(state_.task_ids().size(), 1u);
+
+  r = Run({"--json", "submit", "--endpoint", "ep", "--function", "slow"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.output, "{\"taskId\":\"" + state_.task_ids().back() + "\"}\n");
+
+  r = Run({"run", "--endpoint", "ep", "--function", "add", "1", "2", "--idempotency-key", "run-1", "--max-attempts",
+           "2", "--timeout-ms", "100"});
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output, "3\n");
+  EXPECT_EQ(state_.task(state_.task_ids().back()).idempotency_key(), "run-1");
+  EXPECT_EQ(state_.task(state_.task_ids().back()).max_attempts(), 2);
+  EXPECT_EQ(state_.task(state_.task_ids().back()).timeout_ms(), 100);
+
+  EXPECT_EQ(Run({"submit", "--endpoint", "ep", "--function", "slow", "--timeout-ms", "-5"}).exit_code, 2);
+  EXPECT_EQ(Run({"submit", "--endpoint", "ep", "--function", "nope"}).exit_code, 2);
+}
+
+TEST_F(CliTest, SubmitWithAKeyRidesOutUnavailable) {
+  state_.FailNextSubmits(1, grpc::StatusCode::UNAVAILABLE, /*after_commit=*/true);
+  CliResult r = Run({"submit", "--endpoint", "ep", "--function", "slow", "--idempotency-key", "k"});
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(state_.task_ids().size(), 1u);
+  EXPECT_EQ(state_.submit_calls(), 2);
+
+  state_.FailNextSubmits(1, grpc::StatusCode::UNAVAILABLE, /*after_commit=*/true);
+  r = Run({"submit", "--endpoint", "ep", "--function", "slow"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.output, HasSubstr("error: UNAVAILABLE: "));
+  EXPECT_EQ(state_.submit_calls(), 3);
+}
+
+// A task that lost its worker twice and ran out of attempts.
+void ExhaustedAttempts(v1::TaskRecord& r) {
+  if (r.function() != "flaky") return sdk_test::AutoComplete(r);
+  const int64_t received = r.timestamps(0).unix_nanos();
+  r.set_attempts(2);
+  for (int n = 1; n <= 2; ++n) {
+    v1::Attempt* a = r.add_attempt_history();
+    a->set_number(n);
+    a->set_endpoint("ep");
+    a->set_lease_epoch(3 + n);
+    a->set_failure(n == 1 ? v1::FAILURE_KIND_WORKER_LOST : v1::FAILURE_KIND_ENDPOINT_LOST);
+    a->set_error(n == 1 ? "worker 4242 died" : "endpoint went silent");
+    a->set_ended_unix_nanos(received + int64_t{n} * 1'500'000'000);
+  }
+  r.set_failure(v1::FAILURE_KIND_ATTEMPTS_EXHAUSTED);
+  r.set_error("failed on system failures 2 times (max_attempts 2)");
+  r.set_state(v1::TASK_STATE_FAILED);
+}
+
+TEST_F(CliTest, TaskStatusShowsAttemptsFailureAndAttemptHistory) {
+  state_.AddFunction("flaky", "sleep@1");
+  state_.set_on_submit(ExhaustedAttempts);
+  CliResult r = Run({"run", "--endpoint", "ep", "--function", "flaky", "--max-attempts", "2"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, MatchesRegex("error: task task-[0-9]+ failed \\(attempts-exhausted\\): failed on system "
+                                     "failures 2 times \\(max_attempts 2\\)\n"));
+  const std::string id = state_.task_ids().back();
+  for (const char* verb : {"status", "get"}) {
+    r = Run({"task", verb, id});
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_THAT(r.output, HasSubstr("state     failed\nattempts  2 of 2\nfailure   attempts-exhausted\n"));
+    EXPECT_THAT(r.output, MatchesRegex("(.|\n)*attempt history:\n"
+                                       "  attempt +endpoint +lease-epoch +failure +ended +error\n"
+                                       "  1 +ep +4 +worker-lost +\\+1\\.500 s +worker 4242 died\n"
+                                       "  2 +ep +5 +endpoint-lost +\\+3\\.000 s +endpoint went silent\n(.|\n)*"));
+  }
+  // A task without system failures has no history, but its attempt count.
+  r = Run({"submit", "--endpoint", "ep", "--function", "add", "1", "2"});
+  ASSERT_EQ(r.exit_code, 0);
+  r = Run({"task", "status", state_.task_ids().back()});
+  EXPECT_THAT(r.output, HasSubstr("attempts  0 of 3\n"));
+  EXPECT_THAT(r.output, Not(HasSubstr("failure")));
+  EXPECT_THAT(r.output, Not(HasSubstr("attempt history")));
+}
+
+TEST_F(CliTest, TaskDeleteDeletesFinishedTasksAndRefusesUnfinishedOnes) {
+  std::vector<std::string> done;
+  for (int i = 0; i < 2; ++i) {
+    CliResult r = Run({"submit", "--endpoint", "ep", "--function", "add", "1", "2"});
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    done.push_back(state_.task_ids().back());
+  }
+  ASSERT_EQ(Run({"submit", "--endpoint", "ep", "--function", "slow"}).exit_code, 0);
+  const std::string running = state_.task_ids().back();
+
+  CliResult r = Run({"task", "delete", done[0], running});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.output,
+            "error: FAILED_PRECONDITION: task '" + running + "' has not finished; cancel it before deleting it\n");
+  EXPECT_TRUE(state_.has_task(done[0]));
+
+  r = Run({"task", "delete", done[0], done[1], "task-9999"});
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output, "deleted 2 of 3 task(s)\n");
+  EXPECT_FALSE(state_.has_task(done[0]));
+  EXPECT_FALSE(state_.has_task(done[1]));
+
+  r = Run({"--json", "task", "delete", "task-9999"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.output, "{\"deleted\":0}\n");
+  EXPECT_EQ(Run({"task", "delete"}).exit_code, 2);  // at least one id
 }
 
 TEST_F(CliTest, TakesTheServiceFromTheEnvironment) {

@@ -10,6 +10,7 @@
 
 #include "common/util.h"
 #include "common/value.h"
+#include "sdk_cpp/internal.h"
 #include "tests/unit/sdk/fake_loom_service.h"
 
 namespace loom {
@@ -370,6 +371,225 @@ TEST(TimelineTest, SortsStagesByTimeAndMeasuresEachHop) {
   EXPECT_DOUBLE_EQ(timeline[3].since_previous_us, 7.5);
   EXPECT_DOUBLE_EQ(timeline[3].since_first_us, 9.5);
   EXPECT_TRUE(Timeline(v1::TaskRecord()).empty());
+}
+
+TEST(MakeSubmitRequestTest, CopiesTheSubmitOptionsIntoTheRequest) {
+  SubmitOptions options;
+  options.idempotency_key = "run-42/frame-7";
+  options.max_attempts = 4;
+  options.timeout_ms = 2500;
+  const v1::SubmitRequest r = MakeSubmitRequest("ep", "add", {IntValue(1)}, {{"k", IntValue(2)}}, options);
+  EXPECT_EQ(r.endpoint(), "ep");
+  EXPECT_EQ(r.function(), "add");
+  EXPECT_EQ(r.args_size(), 1);
+  EXPECT_EQ(r.kwargs().at("k").int_value(), 2);
+  EXPECT_EQ(r.idempotency_key(), "run-42/frame-7");
+  EXPECT_EQ(r.max_attempts(), 4);
+  EXPECT_EQ(r.timeout_ms(), 2500);
+
+  const v1::SubmitRequest plain = MakeSubmitRequest("ep", "add", {});
+  EXPECT_TRUE(plain.idempotency_key().empty());
+  EXPECT_EQ(plain.max_attempts(), 0);  // 0: the function's default
+  EXPECT_EQ(plain.timeout_ms(), 0);
+}
+
+TEST(SubmitRetryBackoffTest, DoublesFromOneHundredMillisecondsUpToTwoSecondsWithTwentyPercentJitter) {
+  using std::chrono::milliseconds;
+  EXPECT_EQ(sdk_internal::SubmitRetryBackoff(1, 0), milliseconds(100));
+  EXPECT_EQ(sdk_internal::SubmitRetryBackoff(2, 0), milliseconds(200));
+  EXPECT_EQ(sdk_internal::SubmitRetryBackoff(3, 0), milliseconds(400));
+  EXPECT_EQ(sdk_internal::SubmitRetryBackoff(6, 0), milliseconds(2000));
+  EXPECT_EQ(sdk_internal::SubmitRetryBackoff(60, 0), milliseconds(2000));
+  EXPECT_EQ(sdk_internal::SubmitRetryBackoff(1, 1), milliseconds(120));
+  EXPECT_EQ(sdk_internal::SubmitRetryBackoff(2, -1), milliseconds(160));
+  for (int i = 0; i < 100; ++i) {
+    const milliseconds b = sdk_internal::JitteredSubmitRetryBackoff(3);
+    EXPECT_GE(b, milliseconds(320));
+    EXPECT_LE(b, milliseconds(480));
+  }
+}
+
+TEST_F(ClientTest, SubmitOptionsReachTheService) {
+  auto client = Connect();
+  ASSERT_NE(client, nullptr);
+  auto id = client->Submit("ep", "add", {IntValue(1), IntValue(2)}, {},
+                           {.idempotency_key = "job-1", .max_attempts = 7, .timeout_ms = 1500});
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  const v1::TaskRecord r = state_.task(*id);
+  EXPECT_EQ(r.idempotency_key(), "job-1");
+  EXPECT_EQ(r.max_attempts(), 7);
+  EXPECT_EQ(r.timeout_ms(), 1500);
+
+  auto plain = client->Submit("ep", "add", {IntValue(1), IntValue(2)});
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(state_.task(*plain).max_attempts(), FakeLoomState::kDefaultMaxAttempts);
+  EXPECT_EQ(state_.task(*plain).timeout_ms(), 0);
+}
+
+TEST_F(ClientTest, RegisterFunctionSetsTheTaskDefaults) {
+  auto client = Connect();
+  ASSERT_NE(client, nullptr);
+  bool created = false;
+  auto f = client->RegisterFunction(
+      "slow", "sleep@1",
+      {.description = "sleeps", .config = {{"scale", IntValue(2)}}, .max_attempts = 5, .timeout_ms = 60000}, &created);
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  EXPECT_TRUE(created);
+  EXPECT_EQ(f->description(), "sleeps");
+  EXPECT_EQ(f->config().at("scale").int_value(), 2);
+  EXPECT_EQ(f->max_attempts(), 5);
+  EXPECT_EQ(f->timeout_ms(), 60000);
+  auto got = client->GetFunction("slow");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->max_attempts(), 5);
+  EXPECT_EQ(got->timeout_ms(), 60000);
+
+  // Its tasks take the defaults unless the submit overrides them.
+  auto id = client->Submit("ep", "slow", {});
+  ASSERT_TRUE(id.ok());
+  EXPECT_EQ(state_.task(*id).max_attempts(), 5);
+  EXPECT_EQ(state_.task(*id).timeout_ms(), 60000);
+  id = client->Submit("ep", "slow", {}, {}, {.max_attempts = 2, .timeout_ms = 10});
+  ASSERT_TRUE(id.ok());
+  EXPECT_EQ(state_.task(*id).max_attempts(), 2);
+  EXPECT_EQ(state_.task(*id).timeout_ms(), 10);
+}
+
+TEST_F(ClientTest, SubmitWithTheSameIdempotencyKeyReturnsTheSameTask) {
+  auto client = Connect();
+  ASSERT_NE(client, nullptr);
+  auto first = client->Submit("ep", "add", {IntValue(1), IntValue(2)}, {}, {.idempotency_key = "k1"});
+  auto again = client->Submit("ep", "add", {IntValue(1), IntValue(2)}, {}, {.idempotency_key = "k1"});
+  auto other = client->Submit("ep", "add", {IntValue(1), IntValue(2)}, {}, {.idempotency_key = "k2"});
+  ASSERT_TRUE(first.ok() && again.ok() && other.ok());
+  EXPECT_EQ(*again, *first);
+  EXPECT_NE(*other, *first);
+  EXPECT_EQ(state_.task_ids().size(), 2u);
+}
+
+// A submit that fails with UNAVAILABLE or DEADLINE_EXCEEDED may have created its task (here it
+// did: the fake commits, then fails), so only a keyed one is sent again.
+class SubmitRetryTest : public ClientTest, public ::testing::WithParamInterface<grpc::StatusCode> {};
+
+TEST_P(SubmitRetryTest, KeyedSubmitIsRetriedAndCreatesOneTask) {
+  auto client = Connect();
+  ASSERT_NE(client, nullptr);
+  state_.FailNextSubmits(2, GetParam(), /*after_commit=*/true);
+  auto id = client->Submit("ep", "add", {IntValue(1), IntValue(2)}, {}, {.idempotency_key = "once"});
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  EXPECT_EQ(state_.submit_calls(), 3);
+  EXPECT_THAT(state_.task_ids(), ElementsAre(*id));
+}
+
+TEST_P(SubmitRetryTest, SubmitWithoutAKeyIsNotRetried) {
+  auto client = Connect();
+  ASSERT_NE(client, nullptr);
+  state_.FailNextSubmits(1, GetParam(), /*after_commit=*/true);
+  auto id = client->Submit("ep", "add", {IntValue(1), IntValue(2)});
+  ASSERT_FALSE(id.ok());
+  EXPECT_EQ(static_cast<int>(id.status().code()), static_cast<int>(GetParam()));
+  EXPECT_EQ(state_.submit_calls(), 1);
+  EXPECT_EQ(state_.task_ids().size(), 1u);  // created once; a blind retry would have made two
+}
+
+TEST_P(SubmitRetryTest, SubmitBatchRetriesAChunkOnlyWhenEveryTaskHasAKey) {
+  auto client = Connect();
+  ASSERT_NE(client, nullptr);
+  state_.FailNextSubmits(1, GetParam(), /*after_commit=*/true);
+  std::vector<v1::SubmitRequest> keyed;
+  for (int i = 0; i < 3; ++i) {
+    keyed.push_back(MakeSubmitRequest("ep", "add", {IntValue(i), IntValue(i)}, {},
+                                      {.idempotency_key = "batch-" + std::to_string(i)}));
+  }
+  auto ids = client->SubmitBatch(keyed);
+  ASSERT_TRUE(ids.ok()) << ids.status().ToString();
+  EXPECT_EQ(state_.submit_calls(), 2);
+  EXPECT_THAT(state_.task_ids(), ElementsAreArray(*ids));
+
+  state_.FailNextSubmits(1, GetParam(), /*after_commit=*/true);
+  keyed.push_back(MakeSubmitRequest("ep", "add", {IntValue(9), IntValue(9)}));  // no key
+  ids = client->SubmitBatch(keyed);
+  EXPECT_EQ(static_cast<int>(ids.status().code()), static_cast<int>(GetParam()));
+  EXPECT_EQ(state_.submit_calls(), 3);
+}
+
+INSTANTIATE_TEST_SUITE_P(Codes, SubmitRetryTest,
+                         ::testing::Values(grpc::StatusCode::UNAVAILABLE, grpc::StatusCode::DEADLINE_EXCEEDED),
+                         [](const ::testing::TestParamInfo<grpc::StatusCode>& param) {
+                           return param.param == grpc::StatusCode::UNAVAILABLE ? "Unavailable" : "DeadlineExceeded";
+                         });
+
+TEST_F(ClientTest, KeyedSubmitGivesUpAfterSubmitRetriesAndNeverRetriesOtherErrors) {
+  ClientOptions options;
+  options.submit_retries = 2;
+  auto client = Connect(options);
+  ASSERT_NE(client, nullptr);
+  state_.FailNextSubmits(10);
+  auto id = client->Submit("ep", "add", {IntValue(1), IntValue(2)}, {}, {.idempotency_key = "k"});
+  EXPECT_EQ(id.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(state_.submit_calls(), 3);
+
+  state_.FailNextSubmits(1, grpc::StatusCode::INTERNAL);
+  id = client->Submit("ep", "add", {IntValue(1), IntValue(2)}, {}, {.idempotency_key = "k"});
+  EXPECT_EQ(id.status().code(), StatusCode::kInternal);
+  EXPECT_EQ(state_.submit_calls(), 4);
+  EXPECT_EQ(client->Submit("ep", "nope", {}, {}, {.idempotency_key = "n"}).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(state_.submit_calls(), 5);
+}
+
+TEST_F(ClientTest, DeleteTasksDeletesFinishedTasksAndRefusesUnfinishedOnes) {
+  auto client = Connect();
+  ASSERT_NE(client, nullptr);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    auto id = client->Submit("ep", "add", {IntValue(i), IntValue(i)}, {}, {.idempotency_key = "d" + std::to_string(i)});
+    ASSERT_TRUE(id.ok());
+    ids.push_back(*id);
+  }
+  state_.Complete(ids[0], IntValue(0));
+  state_.Fail(ids[1], "boom");
+
+  // One unfinished task fails the whole call: nothing is deleted.
+  auto refused = client->DeleteTasks({ids[0], ids[2]});
+  EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused.status().message(), HasSubstr(ids[2]));
+  EXPECT_TRUE(state_.has_task(ids[0]));
+
+  auto deleted = client->DeleteTasks({ids[0], ids[1], "task-9999"});  // unknown ids are skipped
+  ASSERT_TRUE(deleted.ok()) << deleted.status().ToString();
+  EXPECT_EQ(*deleted, 2);
+  EXPECT_FALSE(state_.has_task(ids[0]));
+  EXPECT_FALSE(state_.has_task(ids[1]));
+  EXPECT_EQ(client->GetStatus(ids[0]).status().code(), StatusCode::kNotFound);
+  auto none = client->DeleteTasks({});
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(*none, 0);
+
+  // Deleting a task frees its idempotency key.
+  auto reused = client->Submit("ep", "add", {IntValue(0), IntValue(0)}, {}, {.idempotency_key = "d0"});
+  ASSERT_TRUE(reused.ok());
+  EXPECT_NE(*reused, ids[0]);
+}
+
+TEST_F(ClientTest, DeleteTasksSplitsLongIdListsAndCountsAcrossCalls) {
+  ClientOptions options;
+  options.max_batch = 2;
+  auto client = Connect(options);
+  ASSERT_NE(client, nullptr);
+  std::vector<std::string> ids = SubmitAdds(*client, 5);
+  for (const auto& id : ids) state_.Complete(id, IntValue(0));
+  auto deleted = client->DeleteTasks(ids);
+  ASSERT_TRUE(deleted.ok()) << deleted.status().ToString();
+  EXPECT_EQ(*deleted, 5);
+  EXPECT_TRUE(state_.task_ids().empty());
+
+  // A later call failing says what the earlier ones deleted.
+  std::vector<std::string> more = SubmitAdds(*client, 3);
+  state_.Complete(more[0], IntValue(0));
+  state_.Complete(more[1], IntValue(0));
+  auto partial = client->DeleteTasks(more);
+  EXPECT_EQ(partial.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_THAT(partial.status().message(), HasSubstr("2 task(s) among the first 2 of 3 ids were deleted"));
 }
 
 TEST_F(ClientTest, GetResultOnAServiceThatIsGoneReportsUnavailable) {

@@ -181,6 +181,117 @@ TEST_F(ExecutorTest, ResumesAfterTheServiceRestarts) {
   }
 }
 
+TEST_F(ExecutorTest, SubmitOptionsReachTheService) {
+  Executor slow(*client_, "ep", "slow");
+  std::future<Value> f =
+      slow.Submit({IntValue(1)}, {}, {.idempotency_key = "e-1", .max_attempts = 4, .timeout_ms = 900});
+  ASSERT_TRUE(WaitUntilFollowed(1));
+  const v1::TaskRecord r = state_.task(state_.task_ids().at(0));
+  EXPECT_EQ(r.idempotency_key(), "e-1");
+  EXPECT_EQ(r.max_attempts(), 4);
+  EXPECT_EQ(r.timeout_ms(), 900);
+}
+
+TEST_F(ExecutorTest, SubmitsWithTheSameKeyShareOneTaskAndEveryFutureResolves) {
+  Executor slow(*client_, "ep", "slow");
+  std::future<Value> first = slow.Submit({IntValue(1)}, {}, {.idempotency_key = "shared"});
+  std::future<Value> second = slow.Submit({IntValue(1)}, {}, {.idempotency_key = "shared"});
+  ASSERT_TRUE(state_.WaitFor([&] { return state_.submit_calls_locked() >= 1 && state_.task_count_locked() == 1; }));
+  ASSERT_TRUE(WaitUntilFollowed(1));
+  // Whether the second submit was answered before or after this, its future gets the result.
+  state_.Complete(state_.task_ids().at(0), IntValue(42));
+  ASSERT_EQ(first.wait_for(kWait), std::future_status::ready);
+  ASSERT_EQ(second.wait_for(kWait), std::future_status::ready);
+  EXPECT_EQ(first.get().int_value(), 42);
+  EXPECT_EQ(second.get().int_value(), 42);
+  EXPECT_EQ(state_.task_ids().size(), 1u);
+}
+
+TEST_F(ExecutorTest, FailedTaskErrorCarriesTheFailureKind) {
+  state_.set_on_submit([](v1::TaskRecord& r) {
+    r.set_state(v1::TASK_STATE_FAILED);
+    r.set_failure(v1::FAILURE_KIND_TIMEOUT);
+    r.set_error("ran past its deadline of 900 ms");
+  });
+  Executor slow(*client_, "ep", "slow");
+  std::future<Value> f = slow.Submit({IntValue(1)}, {}, {.timeout_ms = 900});
+  ASSERT_EQ(f.wait_for(kWait), std::future_status::ready);
+  try {
+    f.get();
+    FAIL() << "expected TaskError";
+  } catch (const TaskError& e) {
+    EXPECT_EQ(e.state(), v1::TASK_STATE_FAILED);
+    EXPECT_EQ(e.failure(), v1::FAILURE_KIND_TIMEOUT);
+    EXPECT_EQ(e.error(), "ran past its deadline of 900 ms");
+  }
+}
+
+TEST_F(ExecutorTest, KeyedTaskIsResubmittedAfterUnavailableAndRunsOnce) {
+  state_.FailNextSubmits(2, grpc::StatusCode::UNAVAILABLE, /*after_commit=*/true);
+  Executor add(*client_, "ep", "add");
+  std::future<Value> f = add.Submit({IntValue(1), IntValue(2)}, {}, {.idempotency_key = "exec-once"});
+  ASSERT_EQ(f.wait_for(kWait), std::future_status::ready);
+  EXPECT_EQ(f.get().int_value(), 3);
+  EXPECT_EQ(state_.submit_calls(), 3);
+  EXPECT_EQ(state_.task_ids().size(), 1u);
+}
+
+TEST_F(ExecutorTest, TaskWithoutAKeyIsNotResubmittedAfterUnavailable) {
+  state_.FailNextSubmits(1, grpc::StatusCode::UNAVAILABLE);
+  Executor add(*client_, "ep", "add");
+  std::future<Value> f = add.Submit({IntValue(1), IntValue(2)});
+  ASSERT_EQ(f.wait_for(kWait), std::future_status::ready);
+  try {
+    f.get();
+    FAIL() << "expected TaskError";
+  } catch (const TaskError& e) {
+    EXPECT_EQ(e.code(), StatusCode::kUnavailable);
+    EXPECT_TRUE(e.task_id().empty());
+  }
+  EXPECT_EQ(state_.submit_calls(), 1);
+}
+
+TEST_F(ExecutorTest, KeyedTaskFailsOnceSubmitRetriesAreSpent) {
+  ClientOptions options = client_->options();
+  options.submit_retries = 1;
+  auto client = Client::Connect(options);
+  ASSERT_TRUE(client.ok());
+  state_.FailNextSubmits(5, grpc::StatusCode::DEADLINE_EXCEEDED);
+  Executor add(**client, "ep", "add");
+  std::future<Value> f = add.Submit({IntValue(1), IntValue(2)}, {}, {.idempotency_key = "k"});
+  ASSERT_EQ(f.wait_for(kWait), std::future_status::ready);
+  try {
+    f.get();
+    FAIL() << "expected TaskError";
+  } catch (const TaskError& e) {
+    EXPECT_EQ(e.code(), StatusCode::kDeadlineExceeded);
+  }
+  EXPECT_EQ(state_.submit_calls(), 2);
+}
+
+TEST_F(ExecutorTest, DestructorAbandonsTasksWaitingToBeResubmitted) {
+  state_.FailNextSubmits(1000);
+  std::future<Value> f;
+  {
+    Executor add(*client_, "ep", "add");
+    f = add.Submit({IntValue(1), IntValue(2)}, {}, {.idempotency_key = "k"});
+    // Resubmitted once: the executor now waits out a 200 ms backoff (or, rarely, the second
+    // call is still being answered) when it is destroyed.
+    ASSERT_TRUE(state_.WaitFor([&] { return state_.submit_calls_locked() >= 2; }));
+  }
+  ASSERT_EQ(f.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+  try {
+    f.get();
+    FAIL() << "expected TaskError";
+  } catch (const TaskError& e) {
+    EXPECT_TRUE(e.task_id().empty());
+    // CANCELLED when destroyed during the backoff; the failed call's own status when its reply
+    // raced with the destructor (a reply after shutdown began is never retried).
+    EXPECT_THAT(e.code(), ::testing::AnyOf(StatusCode::kCancelled, StatusCode::kUnavailable));
+  }
+  EXPECT_TRUE(state_.task_ids().empty());
+}
+
 TEST_F(ExecutorTest, DestructorAbandonsOutstandingFuturesWithoutHanging) {
   std::vector<std::future<Value>> followed;
   std::vector<std::future<Value>> queued;

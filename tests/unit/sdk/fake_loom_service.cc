@@ -2,6 +2,7 @@
 
 #include <google/protobuf/util/message_differencer.h>
 
+#include <algorithm>
 #include <set>
 
 #include "common/task_state.h"
@@ -29,6 +30,13 @@ void FakeLoomState::set_on_submit(std::function<void(v1::TaskRecord&)> hook) {
 void FakeLoomState::set_duplicate_results(bool on) {
   std::lock_guard<std::mutex> lock(mu_);
   duplicate_results_ = on;
+}
+
+void FakeLoomState::FailNextSubmits(int n, grpc::StatusCode code, bool after_commit) {
+  std::lock_guard<std::mutex> lock(mu_);
+  failing_submits_ = n;
+  submit_failure_ = code;
+  fail_after_commit_ = after_commit;
 }
 
 void FakeLoomState::AddFunction(const std::string& name, const std::string& kernel) {
@@ -79,6 +87,16 @@ std::vector<std::string> FakeLoomState::task_ids() const {
 v1::TaskRecord FakeLoomState::task(const std::string& id) const {
   std::lock_guard<std::mutex> lock(mu_);
   return tasks_.at(id);
+}
+
+bool FakeLoomState::has_task(const std::string& id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return tasks_.count(id) != 0;
+}
+
+int FakeLoomState::submit_calls() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return submit_calls_;
 }
 
 std::vector<size_t> FakeLoomState::submit_batch_sizes() const {
@@ -179,12 +197,21 @@ grpc::Status FakeLoomApi::GetEndpoint(grpc::ServerContext*, const v1::GetEndpoin
 }
 
 grpc::Status FakeLoomApi::AddTaskLocked(const v1::SubmitRequest& request, std::string* id) {
-  if (state_.functions_.count(request.function()) == 0) {
+  auto fn = state_.functions_.find(request.function());
+  if (fn == state_.functions_.end()) {
     return {grpc::StatusCode::NOT_FOUND, "function '" + request.function() + "' is not registered"};
+  }
+  if (!request.idempotency_key().empty()) {
+    auto seen = state_.keys_.find(request.idempotency_key());
+    if (seen != state_.keys_.end()) {
+      *id = seen->second;  // a repeated submit: the earlier task stands
+      return grpc::Status::OK;
+    }
   }
   char buf[32];
   std::snprintf(buf, sizeof(buf), "task-%04d", state_.next_id_++);
   *id = buf;
+  if (!request.idempotency_key().empty()) state_.keys_[request.idempotency_key()] = *id;
   v1::TaskRecord& r = state_.tasks_[*id];
   r.set_id(*id);
   r.set_function(request.function());
@@ -192,6 +219,11 @@ grpc::Status FakeLoomApi::AddTaskLocked(const v1::SubmitRequest& request, std::s
   r.set_state(v1::TASK_STATE_RECEIVED);
   *r.mutable_args() = request.args();
   *r.mutable_kwargs() = request.kwargs();
+  r.set_idempotency_key(request.idempotency_key());
+  r.set_max_attempts(request.max_attempts() > 0      ? request.max_attempts()
+                     : fn->second.max_attempts() > 0 ? fn->second.max_attempts()
+                                                     : FakeLoomState::kDefaultMaxAttempts);
+  r.set_timeout_ms(request.timeout_ms() > 0 ? request.timeout_ms() : fn->second.timeout_ms());
   Stamp(r, v1::TASK_STATE_RECEIVED);
   state_.order_.push_back(*id);
   if (state_.on_submit_) {
@@ -204,28 +236,46 @@ grpc::Status FakeLoomApi::AddTaskLocked(const v1::SubmitRequest& request, std::s
   return grpc::Status::OK;
 }
 
-grpc::Status FakeLoomApi::Submit(grpc::ServerContext*, const v1::SubmitRequest* request, v1::SubmitResponse* response) {
+grpc::Status FakeLoomApi::AddTasks(const std::vector<const v1::SubmitRequest*>& tasks, std::vector<std::string>* ids,
+                                   bool batch) {
   grpc::Status st;
   {
     std::lock_guard<std::mutex> lock(state_.mu_);
-    st = AddTaskLocked(*request, response->mutable_task_id());
+    ++state_.submit_calls_;
+    if (batch) state_.submit_batch_sizes_.push_back(tasks.size());
+    const bool fail = state_.failing_submits_ > 0;
+    if (fail) --state_.failing_submits_;
+    const grpc::Status injected(state_.submit_failure_, "fake service: submit failed on purpose (FailNextSubmits)");
+    if (!fail || state_.fail_after_commit_) {
+      for (const v1::SubmitRequest* t : tasks) {
+        ids->emplace_back();
+        st = AddTaskLocked(*t, &ids->back());
+        if (!st.ok()) break;
+      }
+    }
+    if (fail) st = injected;
   }
   state_.NotifyAll();
   return st;
 }
 
+grpc::Status FakeLoomApi::Submit(grpc::ServerContext*, const v1::SubmitRequest* request, v1::SubmitResponse* response) {
+  std::vector<std::string> ids;
+  grpc::Status st = AddTasks({request}, &ids, /*batch=*/false);
+  if (st.ok()) response->set_task_id(ids.front());
+  return st;
+}
+
 grpc::Status FakeLoomApi::SubmitBatch(grpc::ServerContext*, const v1::SubmitBatchRequest* request,
                                       v1::SubmitBatchResponse* response) {
-  {
-    std::lock_guard<std::mutex> lock(state_.mu_);
-    state_.submit_batch_sizes_.push_back(static_cast<size_t>(request->tasks_size()));
-    for (const auto& t : request->tasks()) {
-      grpc::Status st = AddTaskLocked(t, response->add_task_ids());
-      if (!st.ok()) return st;
-    }
+  std::vector<const v1::SubmitRequest*> tasks;
+  for (const auto& t : request->tasks()) tasks.push_back(&t);
+  std::vector<std::string> ids;
+  grpc::Status st = AddTasks(tasks, &ids, /*batch=*/true);
+  if (st.ok()) {
+    for (auto& id : ids) response->add_task_ids(std::move(id));
   }
-  state_.NotifyAll();
-  return grpc::Status::OK;
+  return st;
 }
 
 grpc::Status FakeLoomApi::GetTasks(grpc::ServerContext* ctx, const v1::GetTasksRequest* request,
@@ -242,7 +292,8 @@ grpc::Status FakeLoomApi::GetTasks(grpc::ServerContext* ctx, const v1::GetTasksR
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(request->wait_ms());
     auto all_done = [&] {
       for (const auto& id : request->task_ids()) {
-        if (!IsTerminal(state_.tasks_.at(id).state())) return false;
+        auto it = state_.tasks_.find(id);
+        if (it != state_.tasks_.end() && !IsTerminal(it->second.state())) return false;
       }
       return true;
     };
@@ -253,8 +304,10 @@ grpc::Status FakeLoomApi::GetTasks(grpc::ServerContext* ctx, const v1::GetTasksR
     if (shutting_down_) return {grpc::StatusCode::UNAVAILABLE, "fake service is shutting down"};
   }
   for (const auto& id : request->task_ids()) {
+    auto it = state_.tasks_.find(id);  // deleted during the wait
+    if (it == state_.tasks_.end()) return {grpc::StatusCode::NOT_FOUND, "task '" + id + "' does not exist"};
     v1::TaskRecord* r = response->add_tasks();
-    *r = state_.tasks_.at(id);
+    *r = it->second;
     if (!request->include_args()) {
       r->clear_args();
       r->clear_kwargs();
@@ -283,7 +336,9 @@ grpc::Status FakeLoomApi::WaitResults(grpc::ServerContext* ctx, const v1::WaitRe
     while (cursor < state_.completions_.size() && !write_failed) {
       const std::string& id = state_.completions_[cursor++];
       if (want.erase(id) == 0) continue;
-      const v1::TaskRecord record = state_.tasks_.at(id);
+      auto it = state_.tasks_.find(id);
+      if (it == state_.tasks_.end()) continue;  // deleted since it finished
+      const v1::TaskRecord record = it->second;
       const int copies = state_.duplicate_results_ ? 2 : 1;
       lock.unlock();
       for (int i = 0; i < copies; ++i) write_failed = write_failed || !writer->Write(record);
@@ -326,6 +381,29 @@ grpc::Status FakeLoomApi::Cancel(grpc::ServerContext*, const v1::CancelRequest* 
     *response->mutable_task() = it->second;
   }
   state_.NotifyAll();
+  return grpc::Status::OK;
+}
+
+grpc::Status FakeLoomApi::DeleteTasks(grpc::ServerContext*, const v1::DeleteTasksRequest* request,
+                                      v1::DeleteTasksResponse* response) {
+  std::lock_guard<std::mutex> lock(state_.mu_);
+  for (const auto& id : request->task_ids()) {
+    auto it = state_.tasks_.find(id);
+    if (it != state_.tasks_.end() && !IsTerminal(it->second.state())) {
+      return {grpc::StatusCode::FAILED_PRECONDITION,
+              "task '" + id + "' has not finished; cancel it before deleting it"};
+    }
+  }
+  int deleted = 0;
+  for (const auto& id : request->task_ids()) {
+    auto it = state_.tasks_.find(id);
+    if (it == state_.tasks_.end()) continue;  // unknown, or listed twice
+    if (!it->second.idempotency_key().empty()) state_.keys_.erase(it->second.idempotency_key());
+    state_.tasks_.erase(it);
+    state_.order_.erase(std::remove(state_.order_.begin(), state_.order_.end(), id), state_.order_.end());
+    ++deleted;
+  }
+  response->set_deleted(deleted);
   return grpc::Status::OK;
 }
 

@@ -1,7 +1,11 @@
 // A fake Loom service for the SDK's tests: the gRPC API over in-memory maps, served on
 // 127.0.0.1 by FakeLoomServer. Tasks stay where they are until the test completes, fails or
 // cancels them (or an on_submit hook does), and the state survives a server restart, so tests
-// can cut streams and check that the client resumes.
+// can cut streams and check that the client resumes. Like the service, it answers a submit
+// whose idempotency key it has seen with the earlier task's id, deletes only finished tasks,
+// and fills a record's max_attempts and timeout_ms from the submit, else the function, else
+// (max_attempts only) kDefaultMaxAttempts. It does not run attempts: tests set attempts,
+// failure and attempt_history from an on_submit hook.
 //
 // Thread-safe: the test thread and the server's handler threads share FakeLoomState.
 #pragma once
@@ -25,11 +29,17 @@ namespace loom::sdk_test {
 
 class FakeLoomState {
  public:
+  static constexpr int kDefaultMaxAttempts = 3;
+
   // Called with the state's lock held for every new task; may set a terminal state, a result
   // or an error (the task then counts as completed at once).
   void set_on_submit(std::function<void(v1::TaskRecord&)> hook);
   // Makes WaitResults send every record twice, to check that clients deliver each id once.
   void set_duplicate_results(bool on);
+  // Makes the next `n` Submit or SubmitBatch calls fail with `code`. With after_commit, each
+  // creates its tasks first and then fails, as when the reply is lost after the service
+  // committed: only an idempotency key keeps a retry from creating them again.
+  void FailNextSubmits(int n, grpc::StatusCode code = grpc::StatusCode::UNAVAILABLE, bool after_commit = false);
 
   void AddFunction(const std::string& name, const std::string& kernel);
   // Terminal transitions; each appends the id to the completion log that WaitResults follows.
@@ -40,8 +50,10 @@ class FakeLoomState {
   bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
   // Inspection, each under the lock.
-  std::vector<std::string> task_ids() const;  // in submission order
+  std::vector<std::string> task_ids() const;  // in submission order, deleted ones left out
   v1::TaskRecord task(const std::string& id) const;
+  bool has_task(const std::string& id) const;
+  int submit_calls() const;  // Submit and SubmitBatch calls received, failed ones included
   std::vector<size_t> submit_batch_sizes() const;
   std::vector<std::vector<std::string>> wait_requests() const;  // ids of each WaitResults call
   int active_waits() const;
@@ -51,6 +63,7 @@ class FakeLoomState {
   std::string task_ids_locked_back() const { return order_.empty() ? "" : order_.back(); }
   size_t wait_calls_locked() const { return wait_requests_.size(); }
   int active_waits_locked() const { return active_waits_; }
+  int submit_calls_locked() const { return submit_calls_; }
   const std::vector<std::vector<std::string>>& wait_requests_locked() const { return wait_requests_; }
 
  private:
@@ -63,12 +76,17 @@ class FakeLoomState {
   std::map<std::string, v1::Function> functions_;
   std::map<std::string, v1::EndpointRecord> endpoints_;
   std::map<std::string, v1::TaskRecord> tasks_;
-  std::vector<std::string> order_;        // task ids in submission order
-  std::vector<std::string> completions_;  // task ids in completion order
+  std::map<std::string, std::string> keys_;  // idempotency key -> task id
+  std::vector<std::string> order_;           // task ids in submission order
+  std::vector<std::string> completions_;     // task ids in completion order
   std::vector<size_t> submit_batch_sizes_;
   std::vector<std::vector<std::string>> wait_requests_;
   int active_waits_ = 0;
   int next_id_ = 1;
+  int submit_calls_ = 0;
+  int failing_submits_ = 0;
+  grpc::StatusCode submit_failure_ = grpc::StatusCode::UNAVAILABLE;
+  bool fail_after_commit_ = false;
   bool duplicate_results_ = false;
   std::function<void(v1::TaskRecord&)> on_submit_;
 };
@@ -95,8 +113,12 @@ class FakeLoomApi final : public v1::Loom::Service {
   grpc::Status WaitResults(grpc::ServerContext*, const v1::WaitResultsRequest*,
                            grpc::ServerWriter<v1::TaskRecord>*) override;
   grpc::Status Cancel(grpc::ServerContext*, const v1::CancelRequest*, v1::CancelResponse*) override;
+  grpc::Status DeleteTasks(grpc::ServerContext*, const v1::DeleteTasksRequest*, v1::DeleteTasksResponse*) override;
 
  private:
+  // Submit and SubmitBatch: adds the tasks in order (stopping at the first error), or fails as
+  // FailNextSubmits asked.
+  grpc::Status AddTasks(const std::vector<const v1::SubmitRequest*>& tasks, std::vector<std::string>* ids, bool batch);
   // REQUIRES: state_.mu_ held.
   grpc::Status AddTaskLocked(const v1::SubmitRequest& request, std::string* id);
 
