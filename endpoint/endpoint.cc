@@ -36,6 +36,7 @@ Endpoint::Endpoint(EndpointConfig config)
 }
 
 Endpoint::~Endpoint() {
+  StopMonitor();
   for (auto& [id, w] : workers_) w.process.Stop(std::chrono::milliseconds(2000));
   if (owns_run_dir_) {
     std::error_code ec;
@@ -115,6 +116,10 @@ Status Endpoint::OpenSpool() {
 // does not notice (a black-holed route). The routing id stays the session id, and the service
 // lets a reconnecting peer take it over.
 Status Endpoint::Reconnect() {
+  // Stop monitoring the old socket before closing anything: libzmq sends monitor events with a
+  // blocking send, so an event for a socket whose monitor reader is gone would block its I/O
+  // thread, and with it every connection of this endpoint.
+  StopMonitor();
   try {
     const int64_t max_msg = config_.max_message_bytes + (1 << 20);
     service_ = zmq::socket_t(ctx_, zmq::socket_type::dealer);
@@ -145,6 +150,11 @@ Status Endpoint::Reconnect() {
   registered_ = false;
   last_connect_ = Clock::now();
   return Status::Ok();
+}
+
+void Endpoint::StopMonitor() {
+  if (service_.handle() != nullptr) (void)zmq_socket_monitor(service_.handle(), nullptr, 0);
+  if (monitor_.handle() != nullptr) monitor_.close();
 }
 
 void Endpoint::HandleMonitorEvents() {

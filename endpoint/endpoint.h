@@ -90,6 +90,7 @@ class Endpoint {
   // Reads connection events of the service socket: a new connection (after a drop) means the
   // service may have lost messages in both directions, so the endpoint registers again.
   void HandleMonitorEvents();
+  void StopMonitor();
   Status OpenSpool();
   void NoteHeadStarted(Worker& w);
   // Tells the service about tasks running longer than kRunningReportDelay; returns whether a
