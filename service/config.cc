@@ -36,6 +36,7 @@ Status LoadServiceConfigFile(const std::string& path, ServiceConfig* c) {
         c->max_worker_deaths = v.as<int>();
       else if (key == "result_ttl_seconds")
         c->result_ttl_seconds = v.as<int64_t>();
+      else if (key == "zmq_high_water_mark") c->zmq_high_water_mark = v.as<int>();
       else if (key == "log_level")
         c->log_level = v.as<std::string>();
       else if (key == "ready_file")

@@ -46,6 +46,10 @@ int main(int argc, char** argv) {
   app.add_option("--result-ttl-seconds", c.result_ttl_seconds,
                  "finished tasks and their results are kept this long, then expire (0: forever)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--zmq-high-water-mark", c.zmq_high_water_mark,
+                 "messages queued for one endpoint before sends to it fail and its session is dropped "
+                 "(its tasks are requeued)")
+      ->check(CLI::Range(1, 10000000));
   app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error");
   app.add_option("--ready-file", c.ready_file, "file to write the bound addresses to once serving");
   if (auto rc = ParseFlagsAndConfig(app, argc, argv, config_file,
@@ -93,6 +97,7 @@ int main(int argc, char** argv) {
   bo.max_message_bytes = c.max_message_bytes;
   bo.heartbeat_period = std::chrono::milliseconds(c.heartbeat_period_ms);
   bo.heartbeat_misses = c.heartbeat_misses;
+  bo.high_water_mark = c.zmq_high_water_mark;
   LoomApi* api_ptr = nullptr;
   Broker broker(&store, &hub, &credit, bo, [&](const v1::EndpointRecord& e) {
     if (api_ptr) api_ptr->EndpointUpdated(e);

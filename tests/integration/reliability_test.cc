@@ -553,6 +553,51 @@ TEST(ReliabilityTest, SubmitPastTheQueueDepthLimitIsRefusedAndEarlierTasksAreUna
   EXPECT_EQ(checker.Check(3).succeeded, 5);
 }
 
+TEST(ReliabilityTest, AnEndpointThatStopsReadingHitsTheHighWaterMarkAndIsDroppedWithItsTasksRequeued) {
+  auto fabric = MakeFabric("rel-hwm", {"--zmq-high-water-mark", "2"});
+  ASSERT_TRUE(fabric->StartRedis().ok());
+  ASSERT_TRUE(fabric->StartService().ok());
+  auto client = ConnectClient(*fabric);
+  RegisterBuiltins(*client);
+  // A stalled endpoint: registers, asks for plenty of work, and never reads again.
+  zmq::context_t ctx;
+  zmq::socket_t stalled(ctx, zmq::socket_type::dealer);
+  stalled.set(zmq::sockopt::linger, 0);
+  stalled.set(zmq::sockopt::rcvhwm, 1);
+  stalled.set(zmq::sockopt::rcvbuf, 4096);
+  stalled.set(zmq::sockopt::routing_id, "stalled-1");
+  stalled.connect(fabric->endpoint_address());
+  v1::Envelope reg;
+  reg.mutable_register_()->set_endpoint_id("ep");
+  reg.mutable_register_()->set_session_id("stalled");
+  reg.mutable_register_()->set_credit(100000);
+  std::string bytes = reg.SerializeAsString();
+  ASSERT_TRUE(stalled.send(zmq::buffer(bytes), zmq::send_flags::none).has_value());
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return client->GetEndpoint("ep").ok() && client->GetEndpoint("ep")->status() == v1::ENDPOINT_STATUS_ONLINE;
+      },
+      10s));
+  // 64 KiB tasks, sent as they are submitted: the socket buffers fill, then the queue for this
+  // peer, and the service drops the session instead of growing without bound.
+  DeliveryChecker checker;
+  std::vector<std::string> ids;
+  const std::string blob(64 * 1024, 'b');
+  for (int i = 0; i < 400 && client->GetEndpoint("ep")->status() == v1::ENDPOINT_STATUS_ONLINE; ++i) {
+    ids.push_back(SubmitOne(*client, Req("ep", "echo", {StringValue(blob)})));
+    checker.Acknowledged(ids.back(), StringValue(blob));
+  }
+  ASSERT_TRUE(WaitFor([&] { return client->GetEndpoint("ep")->status() == v1::ENDPOINT_STATUS_OFFLINE; }, 20s))
+      << fabric->LogTail("service");
+  EXPECT_NE(ReadFile(fabric->LogPath("service")).find("cannot send to it"), std::string::npos);
+  EXPECT_TRUE(fabric->service().Running());
+  // A real endpoint with the same id takes over; every task runs once.
+  stalled.close();
+  ASSERT_TRUE(fabric->StartEndpoint("ep", 2).ok());
+  CollectAll(*client, checker, ids, 60s);
+  ExpectDelivered(checker, 3);
+}
+
 TEST(ReliabilityTest, AnOversizedFrameOnTheEndpointSocketIsDroppedAndTheServiceKeepsServing) {
   auto fabric = MakeFabric("rel-maxmsgsize", {"--max-message-bytes", "65536"});
   ASSERT_TRUE(fabric->StartAll("ep", 1).ok());
