@@ -59,6 +59,7 @@ v1::SubmitRequest MakeSubmitRequest(const std::string& endpoint, const std::stri
   request.set_idempotency_key(options.idempotency_key);
   request.set_max_attempts(options.max_attempts);
   request.set_timeout_ms(options.timeout_ms);
+  request.set_failover(options.failover);
   return request;
 }
 
@@ -251,7 +252,8 @@ Result<std::optional<v1::TaskRecord>> Client::GetResult(const std::string& task_
   // task. Polls are kept shorter than the RPC deadline; a service restart (UNAVAILABLE) is
   // ridden out with backoff, like StreamResults.
   const auto deadline = DeadlineAfter(timeout);
-  const auto max_poll = std::max(options_.rpc_timeout - std::chrono::milliseconds(1000), std::chrono::milliseconds(100));
+  const auto max_poll =
+      std::max(options_.rpc_timeout - std::chrono::milliseconds(1000), std::chrono::milliseconds(100));
   auto backoff = std::chrono::milliseconds(sdk_internal::kChannelMinReconnectMs);
   Status last_error;
   while (true) {
@@ -267,7 +269,8 @@ Result<std::optional<v1::TaskRecord>> Client::GetResult(const std::string& task_
     Status st = FromGrpc(stub_->GetTasks(&ctx, request, &response));
     if (st.ok()) {
       if (response.tasks_size() == 0) return NotFound("task '" + task_id + "' is not known to the service");
-      if (IsTerminal(response.tasks(0).state())) return std::optional<v1::TaskRecord>(std::move(*response.mutable_tasks(0)));
+      if (IsTerminal(response.tasks(0).state()))
+        return std::optional<v1::TaskRecord>(std::move(*response.mutable_tasks(0)));
       continue;
     }
     if (st.code() != StatusCode::kUnavailable) return st;

@@ -41,6 +41,13 @@ Result<v1::RegisterFunctionResponse> LoomApi::RegisterFunction(const v1::Registe
   if (!ValidName(kname) || kversion.empty()) {
     return InvalidArgument("kernel reference '" + fn.kernel() + "' is invalid: use name@version, e.g. add@1");
   }
+  if (fn.max_attempts() < 0 || fn.max_attempts() > limits_.max_attempts_limit) {
+    return InvalidArgument("max_attempts " + std::to_string(fn.max_attempts()) + " is out of range: use 1 to " +
+                           std::to_string(limits_.max_attempts_limit) + ", or 0 for the service's default");
+  }
+  if (fn.timeout_ms() < 0) {
+    return InvalidArgument("timeout_ms " + std::to_string(fn.timeout_ms()) + " is negative: use 0 for no deadline");
+  }
   fn.set_owner(user);
   fn.set_created_unix_nanos(NowNanos());
   LOOM_ASSIGN_OR_RETURN(bool created, store_->PutFunction(fn));

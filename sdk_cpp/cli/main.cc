@@ -234,6 +234,8 @@ void AddTaskOptions(CLI::App* command, TaskFlags& f) {
       ->add_option("--timeout-ms", f.options.timeout_ms,
                    "Walltime of one attempt in milliseconds; the task fails past it (default: the function's)")
       ->check(CLI::NonNegativeNumber);
+  command->add_flag("--failover", f.options.failover,
+                    "If the endpoint is lost, run on another endpoint of its group that offers the kernel");
 }
 
 // Call after parsing: undoes ProtectBracketLiterals.

@@ -71,6 +71,9 @@ struct SubmitOptions {
   // Walltime of one attempt in milliseconds, enforced by the endpoint (the worker is stopped and
   // the task fails with FAILURE_KIND_TIMEOUT). 0: the function's default (which may be none).
   int64_t timeout_ms = 0;
+  // If its endpoint is lost, the task may run on another endpoint of the same group (endpoints
+  // started with the same --group) that offers its kernel.
+  bool failover = false;
 };
 
 // What Client::RegisterFunction stores besides the name and the kernel (initialized like

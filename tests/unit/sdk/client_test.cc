@@ -378,6 +378,7 @@ TEST(MakeSubmitRequestTest, CopiesTheSubmitOptionsIntoTheRequest) {
   options.idempotency_key = "run-42/frame-7";
   options.max_attempts = 4;
   options.timeout_ms = 2500;
+  options.failover = true;
   const v1::SubmitRequest r = MakeSubmitRequest("ep", "add", {IntValue(1)}, {{"k", IntValue(2)}}, options);
   EXPECT_EQ(r.endpoint(), "ep");
   EXPECT_EQ(r.function(), "add");
@@ -386,6 +387,7 @@ TEST(MakeSubmitRequestTest, CopiesTheSubmitOptionsIntoTheRequest) {
   EXPECT_EQ(r.idempotency_key(), "run-42/frame-7");
   EXPECT_EQ(r.max_attempts(), 4);
   EXPECT_EQ(r.timeout_ms(), 2500);
+  EXPECT_TRUE(r.failover());
 
   const v1::SubmitRequest plain = MakeSubmitRequest("ep", "add", {});
   EXPECT_TRUE(plain.idempotency_key().empty());

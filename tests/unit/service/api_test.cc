@@ -356,6 +356,12 @@ TEST_F(ApiTest, AttemptsAndDeadlinesComeFromTheSubmitThenTheFunctionThenTheServi
   EXPECT_EQ(specs[2].timeout_ms(), 30);  // the endpoint enforces it
   req.set_max_attempts(limits_.max_attempts_limit + 1);
   EXPECT_EQ(api_->Submit(req, kLocalUser).status().code(), StatusCode::kInvalidArgument);
+  fr.mutable_function()->set_name("impatient");
+  fr.mutable_function()->set_max_attempts(-1);
+  EXPECT_EQ(api_->RegisterFunction(fr, kLocalUser).status().code(), StatusCode::kInvalidArgument);
+  fr.mutable_function()->set_max_attempts(1);
+  fr.mutable_function()->set_timeout_ms(-5);
+  EXPECT_EQ(api_->RegisterFunction(fr, kLocalUser).status().code(), StatusCode::kInvalidArgument);
   req.set_max_attempts(0);
   req.set_timeout_ms(-1);
   EXPECT_EQ(api_->Submit(req, kLocalUser).status().code(), StatusCode::kInvalidArgument);
