@@ -478,7 +478,6 @@ void Endpoint::HandleServiceMessage(const zmq::message_t& msg) {
         spdlog::info("registered with the service (session {}, lease epoch {})", session_id_, reg.lease_epoch());
       }
       registered_ = true;
-      lease_epoch_ = reg.lease_epoch();
       register_backoff_ = std::chrono::milliseconds(100);
       // The service's liveness settings win, so both sides judge silence alike.
       if (reg.heartbeat_period_ms() > 0) config_.heartbeat_period_ms = reg.heartbeat_period_ms();

@@ -119,7 +119,6 @@ class Endpoint {
   std::vector<v1::KernelInfo> kernels_;
   bool registered_ = false;
   bool fenced_ = false;
-  int64_t lease_epoch_ = 0;
   std::chrono::milliseconds register_backoff_{100};  // doubles while registering goes unanswered
   std::chrono::steady_clock::time_point last_connect_{};
   std::chrono::steady_clock::time_point last_register_sent_{};

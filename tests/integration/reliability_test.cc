@@ -62,6 +62,14 @@ v1::TaskState StateOf(Client& c, const std::string& id) {
   return r.ok() ? r->state() : v1::TASK_STATE_UNSPECIFIED;
 }
 
+// Submits a `sleep` task and returns its id once it runs ("" if it never started).
+std::string SubmitSleepAndWaitUntilRunning(Client& c, double seconds) {
+  const std::string id = SubmitOne(c, Req("ep", "sleep", {DoubleValue(seconds)}));
+  const bool running = WaitFor([&] { return StateOf(c, id) == v1::TASK_STATE_RUNNING; }, 10s);
+  EXPECT_TRUE(running) << "task " << id << " never started";
+  return running ? id : std::string();
+}
+
 // Waits for every task's terminal record and hands each to the checker.
 void CollectAll(Client& c, DeliveryChecker& checker, const std::vector<std::string>& ids,
                 std::chrono::milliseconds timeout = 120s) {
@@ -113,9 +121,9 @@ TEST(ReliabilityTest, EndpointKilledDuringALongTaskIsDetectedWithinTheThresholdA
   auto client = ConnectClient(*fabric);
   RegisterBuiltins(*client);
   DeliveryChecker checker;
-  const std::string id = SubmitOne(*client, Req("ep", "sleep", {DoubleValue(5)}));
+  const std::string id = SubmitSleepAndWaitUntilRunning(*client, 5);
+  ASSERT_FALSE(id.empty());
   checker.Acknowledged(id);  // sleep returns the time it slept
-  ASSERT_TRUE(WaitFor([&] { return StateOf(*client, id) == v1::TASK_STATE_RUNNING; }, 10s));
   const auto killed = Clock::now();
   fabric->KillEndpoint("ep", SIGKILL);
   ASSERT_TRUE(WaitFor([&] { return StateOf(*client, id) == v1::TASK_STATE_WAITING_FOR_ENDPOINT; }, 10s));
@@ -175,9 +183,9 @@ TEST(ReliabilityTest, WorkerKilledMidTaskIsReportedAsWorkerLostAndRetried) {
   RegisterBuiltins(*client);
   const pid_t ep_pid = fabric->endpoint("ep")->pid();
   DeliveryChecker checker;
-  const std::string id = SubmitOne(*client, Req("ep", "sleep", {DoubleValue(1)}));
+  const std::string id = SubmitSleepAndWaitUntilRunning(*client, 1);
+  ASSERT_FALSE(id.empty());
   checker.Acknowledged(id);  // sleep returns the time it slept
-  ASSERT_TRUE(WaitFor([&] { return StateOf(*client, id) == v1::TASK_STATE_RUNNING; }, 10s));
   auto workers = loom::testing::ChildPids(ep_pid);
   ASSERT_EQ(workers.size(), 1u);
   ::kill(*workers.begin(), SIGKILL);
@@ -208,8 +216,8 @@ TEST(ReliabilityTest, AResultHeldWhileTheServiceIsDownSurvivesAnEndpointRestartA
   auto client = ConnectClient(*fabric);
   RegisterBuiltins(*client);
   const std::string spool = fabric->state_dir() + "/endpoint-ep-spool";
-  const std::string id = SubmitOne(*client, Req("ep", "sleep", {DoubleValue(0.5)}));
-  ASSERT_TRUE(WaitFor([&] { return StateOf(*client, id) == v1::TASK_STATE_RUNNING; }, 10s));
+  const std::string id = SubmitSleepAndWaitUntilRunning(*client, 0.5);
+  ASSERT_FALSE(id.empty());
   fabric->KillService(SIGKILL);
   // The task finishes with no service to hear it: its result goes to the spool.
   const int64_t before = SpoolBytes(spool);
@@ -263,9 +271,9 @@ TEST(ReliabilityTest, EndpointStoppedPastItsLeaseHasItsLateResultFencedOffAndOne
   DeliveryChecker checker;
   // The task (0.3 s) is shorter than the liveness threshold (0.6 s), so when the service
   // declares the stopped endpoint offline, its worker has finished and the result waits.
-  const std::string id = SubmitOne(*client, Req("ep", "sleep", {DoubleValue(0.3)}));
+  const std::string id = SubmitSleepAndWaitUntilRunning(*client, 0.3);
+  ASSERT_FALSE(id.empty());
   checker.Acknowledged(id);  // sleep returns the time it slept
-  ASSERT_TRUE(WaitFor([&] { return StateOf(*client, id) == v1::TASK_STATE_RUNNING; }, 10s));
   fabric->endpoint("ep")->Signal(SIGSTOP);
   ASSERT_TRUE(WaitFor([&] { return StateOf(*client, id) == v1::TASK_STATE_WAITING_FOR_ENDPOINT; }, 10s));
   ASSERT_TRUE(WaitFor([&] { return client->GetEndpoint("ep")->status() == v1::ENDPOINT_STATUS_OFFLINE; }, 10s));
