@@ -18,6 +18,7 @@ PACKAGES=(
   libhiredis-dev redis-server
   libspdlog-dev libssl-dev libyaml-cpp-dev libcli11-dev
   libgtest-dev libgmock-dev
+  libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
 )
 
 log() { printf '\n==> %s\n' "$*"; }

@@ -46,8 +46,10 @@ std::optional<int> ParseWorkerFlags(int argc, char** argv, WorkerFlags* flags) {
   return std::nullopt;
 }
 
-Result<std::vector<std::string>> LoadKernels(const WorkerFlags& flags, KernelRegistry* registry) {
+Result<std::vector<std::string>> LoadKernels(const WorkerFlags& flags, KernelRegistry* registry,
+                                             const std::vector<KernelSet>& compiled_in) {
   LOOM_RETURN_IF_ERROR(RegisterBuiltinKernels(registry));
+  for (const auto& add : compiled_in) LOOM_RETURN_IF_ERROR(add(registry));
   std::vector<std::string> errors;
   std::vector<std::string> paths = flags.plugins;
   for (const auto& dir : flags.plugin_dirs) {
@@ -76,7 +78,7 @@ void InstallStopSignalHandlers() {
 
 bool StopRequested() { return g_stop_requested != 0; }
 
-int WorkerMain(int argc, char** argv) {
+int WorkerMain(int argc, char** argv, const std::vector<KernelSet>& compiled_in) {
   WorkerFlags flags;
   if (auto code = ParseWorkerFlags(argc, argv, &flags)) return *code;
   InitLogging(flags.log_level, "loom-worker");
@@ -84,9 +86,9 @@ int WorkerMain(int argc, char** argv) {
   InstallStopSignalHandlers();
 
   KernelRegistry registry;
-  auto load_errors = LoadKernels(flags, &registry);
+  auto load_errors = LoadKernels(flags, &registry, compiled_in);
   if (!load_errors.ok()) {
-    spdlog::critical("cannot register the built-in kernels: {}", load_errors.status().ToString());
+    spdlog::critical("cannot register the built-in or compiled-in kernels: {}", load_errors.status().ToString());
     return 1;
   }
   for (const auto& e : *load_errors) spdlog::error("{}", e);

@@ -1,6 +1,6 @@
 // The loom-worker process: its flags, kernel loading (built-ins, then plugins), stop signals,
 // and the wiring of WorkerLoop to a ZmqWorkerTransport. An endpoint starts one loom-worker per
-// worker slot; main.cc only calls WorkerMain.
+// worker slot; main.cc calls WorkerMain with the compiled-in science kernels (kernels/).
 //
 //   loom-worker --endpoint ipc:///path/ep.ipc --worker-id w-0 [--plugin lib.so]...
 //               [--plugin-dir dir]... [--max-message-bytes N] [--log-level info]
@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -34,10 +35,15 @@ struct WorkerFlags {
 // end at once: 0 after --help (printed to stdout), non-zero after a usage error (on stderr).
 std::optional<int> ParseWorkerFlags(int argc, char** argv, WorkerFlags* flags);
 
-// Registers the built-in kernels, then each --plugin in order, then the *.so files of each
-// --plugin-dir in name order. A plugin that fails to load adds nothing and is not fatal: its
-// error is returned, for the log and WorkerHello.load_errors. Fails only if the built-ins do.
-Result<std::vector<std::string>> LoadKernels(const WorkerFlags& flags, KernelRegistry* registry);
+// Registers a set of compiled-in kernels (the science kernels of kernels/).
+using KernelSet = std::function<Status(KernelRegistry*)>;
+
+// Registers the built-in kernels, then each compiled-in set, then each --plugin in order, then
+// the *.so files of each --plugin-dir in name order. A plugin that fails to load adds nothing and
+// is not fatal: its error is returned, for the log and WorkerHello.load_errors. Fails only if the
+// built-ins or a compiled-in set do.
+Result<std::vector<std::string>> LoadKernels(const WorkerFlags& flags, KernelRegistry* registry,
+                                             const std::vector<KernelSet>& compiled_in = {});
 
 // Makes SIGTERM and SIGINT set the flag StopRequested() reads. The handlers are installed without
 // SA_RESTART, so a blocking ZeroMQ call on this thread returns EINTR and the loop sees the flag.
@@ -45,6 +51,6 @@ void InstallStopSignalHandlers();
 bool StopRequested();
 
 // Everything loom-worker does; returns its exit code.
-int WorkerMain(int argc, char** argv);
+int WorkerMain(int argc, char** argv, const std::vector<KernelSet>& compiled_in = {});
 
 }  // namespace loom::worker

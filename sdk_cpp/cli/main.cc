@@ -17,7 +17,11 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cmath>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iterator>
 #include <functional>
 #include <iostream>
 #include <string>
@@ -101,6 +105,15 @@ Result<Kwargs> ParseAssignments(const std::vector<std::string>& items, const std
     out[item.substr(0, eq)] = std::move(v);
   }
   return out;
+}
+
+// The whole content of `path` as a bytes value (an image file, say), for --arg-file/--kwarg-file.
+Result<Value> FileValue(const std::string& path, const std::string& flag) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return InvalidArgument(flag + ": cannot open '" + path + "': " + std::strerror(errno));
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) return InvalidArgument(flag + ": cannot read '" + path + "'");
+  return BytesValue(std::move(bytes));
 }
 
 std::chrono::milliseconds Seconds(double s) {
@@ -215,6 +228,8 @@ struct TaskFlags {
   std::string function;
   std::vector<std::string> args;
   std::vector<std::string> kwargs;
+  std::vector<std::string> arg_files;
+  std::vector<std::string> kwarg_files;
   SubmitOptions options;
 };
 
@@ -224,6 +239,12 @@ void AddTaskOptions(CLI::App* command, TaskFlags& f) {
   command->add_option("ARG", f.args,
                       "Positional arguments as literals: 3, 2.5, true, null, \"text\", [1,2], {\"k\":1}");
   command->add_option("--kwarg", f.kwargs, "Keyword argument key=literal (repeatable)")->allow_extra_args(false);
+  command
+      ->add_option("--arg-file", f.arg_files,
+                   "Positional argument: the bytes of a file, e.g. a PNG or TIFF image (repeatable; after the ARGs)")
+      ->allow_extra_args(false);
+  command->add_option("--kwarg-file", f.kwarg_files, "Keyword argument key=PATH: the bytes of a file (repeatable)")
+      ->allow_extra_args(false);
   command->add_option("--idempotency-key", f.options.idempotency_key,
                       "Submit at most once per key: a repeat (or an automatic retry) returns the first task's id");
   command
@@ -251,7 +272,16 @@ Result<std::string> SubmitTask(Client& client, const TaskFlags& f) {
     LOOM_ASSIGN_OR_RETURN(Value v, ParseValueLiteral(a));
     args.push_back(std::move(v));
   }
+  for (const auto& path : f.arg_files) {
+    LOOM_ASSIGN_OR_RETURN(Value v, FileValue(path, "--arg-file"));
+    args.push_back(std::move(v));
+  }
   LOOM_ASSIGN_OR_RETURN(Kwargs kwargs, ParseAssignments(f.kwargs, "--kwarg"));
+  for (const auto& item : f.kwarg_files) {
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos || eq == 0) return InvalidArgument("--kwarg-file takes key=PATH, got '" + item + "'");
+    LOOM_ASSIGN_OR_RETURN(kwargs[item.substr(0, eq)], FileValue(item.substr(eq + 1), "--kwarg-file"));
+  }
   return client.Submit(f.endpoint, f.function, std::move(args), kwargs, f.options);
 }
 
