@@ -153,7 +153,7 @@ Latency MeasureLatency(Client& c, const std::string& ep, int samples) {
 int main(int argc, char** argv) {
   std::string service;
   int workers = 2, tasks = 100000, batch = 1000, samples = 2000;
-  bool json = false;
+  bool json = false, metrics = false;
   std::string appendfsync = "everysec";
   CLI::App app{"loom-bench: Loom's no-op throughput and single-task round trip, end to end"};
   app.add_option("--service", service, "use this running service (host:port) instead of starting a local fabric");
@@ -163,6 +163,8 @@ int main(int argc, char** argv) {
   app.add_option("--latency-samples", samples, "single tasks timed one after another");
   app.add_option("--appendfsync", appendfsync, "Redis AOF fsync policy of the local fabric: everysec or always");
   app.add_flag("--json", json, "print one JSON line instead of the table");
+  app.add_flag("--metrics", metrics,
+               "the local fabric serves Prometheus metrics (service and endpoint), to measure what they cost");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -178,6 +180,7 @@ int main(int argc, char** argv) {
     o.state_dir = (fs::temp_directory_path() / ("loom-bench-" + std::to_string(::getpid()))).string();
     o.appendfsync = appendfsync;
     o.remove_state_dir = true;
+    o.metrics = metrics;
     fabric = std::make_unique<LocalFabric>(o);
     spdlog::info("starting a local fabric: redis (appendonly, appendfsync {}), service, endpoint with {} workers",
                  appendfsync, workers);
@@ -208,9 +211,10 @@ int main(int argc, char** argv) {
   if (json) {
     std::printf(
         "{\"tasks\":%d,\"batch\":%d,\"workers\":%d,\"seconds\":%.3f,\"tasks_per_s\":%.0f,\"errors\":%d,"
-        "\"latency_samples\":%zu,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"appendfsync\":\"%s\"}\n",
+        "\"latency_samples\":%zu,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"appendfsync\":\"%s\","
+        "\"metrics\":%s}\n",
         t.tasks, batch, workers, t.seconds, t.tasks_per_s, t.errors, l.rtt_ms.size(), p50, p99, p999,
-        appendfsync.c_str());
+        appendfsync.c_str(), metrics ? "true" : "false");
   } else {
     std::printf("\nLoom no-op benchmark (%d workers, Redis appendonly, appendfsync %s)\n", workers,
                 appendfsync.c_str());

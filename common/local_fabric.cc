@@ -54,6 +54,23 @@ std::string LocalFabric::LogTail(const std::string& name, size_t bytes) const {
   return all.size() > bytes ? all.substr(all.size() - bytes) : all;
 }
 
+namespace {
+// The value of `key` in a ready file of KEY=VALUE lines, or "".
+std::string ReadyValue(const std::string& path, const std::string& key) {
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(key + "=", 0) == 0) return line.substr(key.size() + 1);
+  }
+  return "";
+}
+}  // namespace
+
+std::string LocalFabric::endpoint_metrics_address(const std::string& id) const {
+  auto it = endpoint_metrics_addresses_.find(id);
+  return it == endpoint_metrics_addresses_.end() ? "" : it->second;
+}
+
 SpawnOptions LocalFabric::Spawn(const std::string& name) const {
   SpawnOptions o;
   o.log_path = LogPath(name);
@@ -143,9 +160,12 @@ Status LocalFabric::StartService() {
                                    ready,
                                    "--log-level",
                                    options_.log_level};
+  if (options_.metrics) argv.insert(argv.end(), {"--metrics-address", "127.0.0.1:0"});
   argv.insert(argv.end(), options_.service_args.begin(), options_.service_args.end());
   LOOM_ASSIGN_OR_RETURN(service_, Subprocess::Spawn(argv, Spawn("service")));
-  return WaitForFile(ready, service_, "service");
+  LOOM_RETURN_IF_ERROR(WaitForFile(ready, service_, "service"));
+  service_metrics_address_ = ReadyValue(ready, "metrics");
+  return Status::Ok();
 }
 
 Status LocalFabric::StartEndpoint(const std::string& id, int workers, const std::vector<std::string>& extra_args) {
@@ -169,6 +189,7 @@ Status LocalFabric::StartEndpoint(const std::string& id, int workers, const std:
   if (run_dir.size() + std::string("/workers.sock").size() < 100) argv.insert(argv.end(), {"--run-dir", run_dir});
   // Unacknowledged results survive a restart of this endpoint in its state dir.
   argv.insert(argv.end(), {"--spool-dir", (fs::path(options_.state_dir) / ("endpoint-" + id + "-spool")).string()});
+  if (options_.metrics) argv.insert(argv.end(), {"--metrics-address", "127.0.0.1:0"});
   // Extra arguments may point the endpoint elsewhere (e.g. through a fault proxy).
   if (std::find(extra_args.begin(), extra_args.end(), "--service") != extra_args.end())
     argv.erase(argv.begin() + 3, argv.begin() + 5);
@@ -176,7 +197,9 @@ Status LocalFabric::StartEndpoint(const std::string& id, int workers, const std:
   const std::string name = "endpoint-" + id;
   LOOM_ASSIGN_OR_RETURN(auto proc, Subprocess::Spawn(argv, Spawn(name)));
   endpoints_[id] = std::move(proc);
-  return WaitForFile(ready, endpoints_[id], name);
+  LOOM_RETURN_IF_ERROR(WaitForFile(ready, endpoints_[id], name));
+  endpoint_metrics_addresses_[id] = ReadyValue(ready, "metrics");
+  return Status::Ok();
 }
 
 Status LocalFabric::StartAll(const std::string& endpoint_id, int workers) {

@@ -23,6 +23,9 @@ struct LocalFabricOptions {
   bool detach = false;  // children get their own session and outlive this object
   std::chrono::milliseconds ready_timeout{20000};
   bool remove_state_dir = false;  // delete state_dir after stopping everything
+  // Serve Prometheus metrics from the service and every endpoint on free loopback ports
+  // (--metrics-address 127.0.0.1:0); their addresses come from the ready files.
+  bool metrics = false;
 };
 
 class LocalFabric {
@@ -52,6 +55,9 @@ class LocalFabric {
   const std::string& grpc_address() const { return grpc_address_; }
   const std::string& endpoint_address() const { return endpoint_address_; }
   int redis_port() const { return redis_port_; }
+  // HOST:PORT of the /metrics servers (options.metrics); empty when not serving metrics.
+  const std::string& service_metrics_address() const { return service_metrics_address_; }
+  std::string endpoint_metrics_address(const std::string& id) const;
   // The service talks to Redis over this Unix socket (cheaper than loopback TCP); tools and
   // tests may use either.
   std::string RedisSocket() const;
@@ -75,6 +81,8 @@ class LocalFabric {
   int zmq_port_ = 0;
   std::string grpc_address_;
   std::string endpoint_address_;
+  std::string service_metrics_address_;
+  std::map<std::string, std::string> endpoint_metrics_addresses_;
 };
 
 }  // namespace loom

@@ -47,6 +47,8 @@ Status LoadEndpointConfigFile(const std::string& path, EndpointConfig* c) {
         c->ready_file = v.as<std::string>();
       else if (key == "log_level")
         c->log_level = v.as<std::string>();
+      else if (key == "metrics_address")
+        c->metrics_address = v.as<std::string>();
       else
         return InvalidArgument("config file '" + path + "': unknown key '" + key + "'");
     }

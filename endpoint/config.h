@@ -28,6 +28,9 @@ struct EndpointConfig {
   std::string spool_dir;
   bool spool_fsync = false;  // fdatasync each spool write: survives power loss too
   std::string ready_file;    // written once registered with the service
+  // Prometheus /metrics listen address, HOST:PORT (port 0 picks one, reported in the ready
+  // file as metrics=HOST:PORT); empty: no metrics.
+  std::string metrics_address;
   std::string log_level = "info";
 };
 

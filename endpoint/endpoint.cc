@@ -24,8 +24,9 @@ namespace loom::endpoint {
 using Clock = std::chrono::steady_clock;
 namespace fs = std::filesystem;
 
-Endpoint::Endpoint(EndpointConfig config)
+Endpoint::Endpoint(EndpointConfig config, EndpointMetrics* metrics)
     : config_(std::move(config)),
+      metrics_(metrics),
       session_id_(NewId()),
       service_(ctx_, zmq::socket_type::dealer),
       workers_sock_(ctx_, zmq::socket_type::router) {
@@ -179,6 +180,7 @@ void Endpoint::HandleMonitorEvents() {
       if (!kernels_.empty()) SendRegister();
     } else if (event == ZMQ_EVENT_DISCONNECTED) {
       if (connected_) spdlog::warn("connection to the service dropped; ZeroMQ reconnects");
+      if (connected_ && metrics_ != nullptr) metrics_->ConnectionDropped();
       connected_ = false;
       registered_ = false;
     }
@@ -213,6 +215,26 @@ int Endpoint::Capacity() const { return config_.workers * config_.prefetch + con
 // pipeline: they are acknowledged a round trip later); beyond that each one takes the place of
 // a task, so an endpoint whose results are not acknowledged (Redis down) stops asking for work
 // and holds at most two capacities of results.
+void Endpoint::UpdateMetrics() {
+  EndpointMetrics::State st;
+  for (const auto& [id, w] : workers_) {
+    if (!w.ready && w.kill_task.empty()) {
+      ++st.starting;
+    } else if (!w.assigned.empty()) {
+      ++st.busy;
+    } else if (w.ready) {
+      ++st.idle;
+    }
+  }
+  st.held = static_cast<int64_t>(held_.size());
+  st.queued = static_cast<int64_t>(queue_.size());
+  st.unacked = static_cast<int64_t>(unacked_.size());
+  st.spool_bytes = spool_->stats().disk_bytes;
+  st.registered = registered_;
+  metrics_->SetState(st);
+  metrics_->FlushRound();
+}
+
 int Endpoint::Outstanding() const {
   const int64_t unacked_over = std::max<int64_t>(0, static_cast<int64_t>(unacked_.size()) - Capacity());
   return static_cast<int>(static_cast<int64_t>(held_.size()) + unacked_over);
@@ -291,6 +313,7 @@ void Endpoint::AddResult(v1::TaskResult result) {
                      std::to_string(config_.max_message_bytes) + " (max_message_bytes)");
     *result.mutable_timestamps() = stamps;
   }
+  if (metrics_ != nullptr) metrics_->ResultAdded(result);
   to_spool_.push_back(result);
   QueueToSend(result);
   std::string id = result.task_id();
@@ -310,6 +333,7 @@ void Endpoint::Flush() {
     // is on disk.
     Status s = spool_->Append(to_spool_);
     if (!s.ok()) spdlog::error("cannot spool {} result(s): {}", to_spool_.size(), s.ToString());
+    if (s.ok() && metrics_ != nullptr) metrics_->ResultsSpooled(static_cast<int64_t>(to_spool_.size()));
     to_spool_.clear();
   }
   if (outgoing_.results_size() == 0 && outgoing_.started_size() == 0) return;
@@ -476,6 +500,7 @@ void Endpoint::HandleServiceMessage(const zmq::message_t& msg) {
       const auto& reg = env.registered();
       if (!registered_) {
         spdlog::info("registered with the service (session {}, lease epoch {})", session_id_, reg.lease_epoch());
+        if (metrics_ != nullptr) metrics_->Registered();
       }
       registered_ = true;
       register_backoff_ = std::chrono::milliseconds(100);
@@ -491,7 +516,7 @@ void Endpoint::HandleServiceMessage(const zmq::message_t& msg) {
         std::string tmp = config_.ready_file + ".tmp";
         {
           std::ofstream out(tmp);
-          out << "endpoint=" << config_.id << "\npid=" << ::getpid() << "\n";
+          out << "endpoint=" << config_.id << "\npid=" << ::getpid() << "\n" << ready_info_;
         }
         std::rename(tmp.c_str(), config_.ready_file.c_str());
         ready_file_written_ = true;
@@ -517,6 +542,7 @@ void Endpoint::HandleServiceMessage(const zmq::message_t& msg) {
       const int64_t now = NowNanos();
       auto* tasks = env.mutable_tasks()->mutable_tasks();
       requested_ = std::max<int64_t>(0, requested_ - tasks->size());
+      if (metrics_ != nullptr) metrics_->TasksReceived(tasks->size());
       for (auto& spec : *tasks) {
         std::string id = spec.task_id();
         if (held_.contains(id)) continue;  // a duplicate after a requeue race: we already have it
@@ -575,6 +601,11 @@ void Endpoint::ReapWorkers() {
     Worker w = std::move(workers_.at(id));
     workers_.erase(id);
     std::string how = w.process.exit_status() ? DescribeWaitStatus(*w.process.exit_status()) : "unknown status";
+    if (metrics_ != nullptr) {
+      metrics_->WorkerRestarted(w.kill_task.empty()                         ? WorkerExit::kCrash
+                                : w.kill_reason == v1::FAILURE_KIND_TIMEOUT ? WorkerExit::kTimeout
+                                                                            : WorkerExit::kCancel);
+    }
     spdlog::warn("worker {} exited ({}); {} task(s) in hand; starting a replacement", id, how, w.assigned.size());
     if (!w.assigned.empty()) {
       const std::string head = w.assigned.front();
@@ -674,6 +705,7 @@ void Endpoint::Run() {
       // No handshake, or registrations unanswered, for a whole threshold: the connection may
       // be dead in a way TCP does not notice (a black-holed route). Start a fresh one.
       spdlog::warn("no answer from the service at {}; opening a new connection", config_.service);
+      if (metrics_ != nullptr) metrics_->Reconnected();
       Status s = Reconnect();
       if (!s.ok()) spdlog::warn("{}", s.ToString());
     }
@@ -687,6 +719,11 @@ void Endpoint::Run() {
       register_backoff_ = next + std::chrono::milliseconds(jitter(rng));
     }
     if (registered_ && now - last_heartbeat_sent_ >= period) {
+      // The last heartbeat got no answer, nor anything else from the service, in a whole period.
+      if (metrics_ != nullptr && last_heartbeat_sent_ != Clock::time_point{} &&
+          last_heard_from_service_ < last_heartbeat_sent_) {
+        metrics_->HeartbeatMissed();
+      }
       v1::Envelope hb;
       hb.mutable_heartbeat()->set_session_id(session_id_);
       hb.mutable_heartbeat()->set_unix_nanos(NowNanos());
@@ -703,9 +740,11 @@ void Endpoint::Run() {
                    std::chrono::duration_cast<std::chrono::milliseconds>(now - last_heard_from_service_).count());
       last_heard_from_service_ = now;
       register_backoff_ = std::chrono::milliseconds(100);
+      if (metrics_ != nullptr) metrics_->Reconnected();
       Status s = Reconnect();  // registers again once the new connection's handshake succeeds
       if (!s.ok()) spdlog::warn("{}", s.ToString());
     }
+    if (metrics_ != nullptr) UpdateMetrics();
   }
   spdlog::info("endpoint {} stopping", config_.id);
   for (auto& [id, w] : workers_) w.process.Signal(SIGTERM);

@@ -11,7 +11,8 @@
 //
 // Everything runs on the thread that calls Run(): both sockets, the worker processes (their
 // deaths arrive through a signalfd for SIGCHLD) and the timers. RequestStop() may be called
-// from any thread or a signal handler context via the stop fd.
+// from any thread or a signal handler context via the stop fd. Metrics (optional) are counted
+// on that thread too, and read by their exposer's threads.
 #pragma once
 
 #include <chrono>
@@ -27,6 +28,7 @@
 #include "common/status.h"
 #include "common/subprocess.h"
 #include "endpoint/config.h"
+#include "endpoint/metrics.h"
 #include "endpoint/spool.h"
 #include "loom.pb.h"
 
@@ -34,7 +36,8 @@ namespace loom::endpoint {
 
 class Endpoint {
  public:
-  explicit Endpoint(EndpointConfig config);
+  // `metrics` (may be null: none) must outlive the endpoint.
+  explicit Endpoint(EndpointConfig config, EndpointMetrics* metrics = nullptr);
   ~Endpoint();
 
   // Binds the worker socket and starts the workers. REQUIRES: called once, before Run().
@@ -44,6 +47,8 @@ class Endpoint {
   void RequestStop();
   // True once the service fenced this endpoint off (another process registered the same id).
   bool fenced() const { return fenced_; }
+  // An extra KEY=VALUE line for the ready file (e.g. the metrics address). REQUIRES: before Run().
+  void AddReadyInfo(const std::string& key, const std::string& value) { ready_info_ += key + "=" + value + "\n"; }
 
  private:
   struct Worker {
@@ -99,8 +104,12 @@ class Endpoint {
   static constexpr std::chrono::microseconds kRunningReportDelay{2000};
   int Capacity() const;
   int Outstanding() const;
+  // Sets the metrics' state gauges and flushes the round's histograms.
+  void UpdateMetrics();
 
   EndpointConfig config_;
+  EndpointMetrics* metrics_;
+  std::string ready_info_;
   std::string session_id_;
   std::string worker_address_;
   bool owns_run_dir_ = false;

@@ -9,9 +9,11 @@
 #include <thread>
 
 #include "common/cli.h"
+#include "common/metrics.h"
 #include "common/util.h"
 #include "endpoint/config.h"
 #include "endpoint/endpoint.h"
+#include "endpoint/metrics.h"
 
 using namespace loom;            // NOLINT
 using namespace loom::endpoint;  // NOLINT
@@ -43,9 +45,19 @@ int main(int argc, char** argv) {
   app.add_flag("--spool-fsync", c.spool_fsync, "fdatasync every spool write (survives power loss, costs latency)");
   app.add_option("--ready-file", c.ready_file, "file written once registered with the service");
   app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error");
+  app.add_option("--metrics-address", c.metrics_address,
+                 "serve Prometheus metrics at http://HOST:PORT/metrics (port 0: pick a free one, written to the "
+                 "ready file as metrics=HOST:PORT); default: no metrics");
   if (auto rc = ParseFlagsAndConfig(app, argc, argv, config_file,
                                     [&](const std::string& path) { return LoadEndpointConfigFile(path, &c); })) {
     return *rc;
+  }
+  // Checked here rather than by CLI11 so that a value from the config file is checked too.
+  if (!c.metrics_address.empty()) {
+    if (auto a = metrics::CheckListenAddress(c.metrics_address); !a.ok()) {
+      std::fprintf(stderr, "error: %s\n", a.status().message().c_str());
+      return 2;
+    }
   }
   InitLogging(c.log_level, "endpoint");
   std::signal(SIGPIPE, SIG_IGN);  // a closed peer is an error to handle, not a reason to die
@@ -59,7 +71,21 @@ int main(int argc, char** argv) {
   sigaddset(&mask, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &mask, nullptr);
 
-  Endpoint ep(c);
+  std::unique_ptr<EndpointMetrics> metrics;
+  if (!c.metrics_address.empty()) metrics = std::make_unique<EndpointMetrics>(c.workers);
+  Endpoint ep(c, metrics.get());
+  // Declared after what it serves, so it stops serving first.
+  std::unique_ptr<metrics::MetricsServer> metrics_server;
+  if (metrics) {
+    auto started = metrics::MetricsServer::Start(c.metrics_address, {metrics->registry()});
+    if (!started.ok()) {
+      spdlog::critical("{}", started.status().message());
+      return 1;
+    }
+    metrics_server = std::move(started).value();
+    ep.AddReadyInfo("metrics", metrics_server->address());
+    spdlog::info("metrics at http://{}/metrics", metrics_server->address());
+  }
   Status s = ep.Start();
   if (!s.ok()) {
     spdlog::critical("{}", s.ToString());

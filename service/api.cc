@@ -11,8 +11,8 @@
 namespace loom::service {
 
 LoomApi::LoomApi(TaskStore* store, CompletionHub* hub, DispatchNotifier* notifier, ServiceLimits limits,
-                 CreditBook* credit)
-    : store_(store), hub_(hub), notifier_(notifier), limits_(limits), credit_(credit) {}
+                 CreditBook* credit, ServiceMetrics* metrics)
+    : store_(store), hub_(hub), notifier_(notifier), limits_(limits), credit_(credit), metrics_(metrics) {}
 
 LoomApi::~LoomApi() = default;
 
@@ -250,12 +250,14 @@ Result<v1::SubmitBatchResponse> LoomApi::SubmitBatch(const v1::SubmitBatchReques
   std::map<std::string, std::vector<v1::TaskSpec>> sent;
   std::set<std::string> queued;
   v1::SubmitBatchResponse resp;
+  int64_t created = 0;
   for (size_t i = 0; i < tasks.size(); ++i) {
     auto& t = tasks[i];
     if (committed.ok() && !outcome.existing_ids[i].empty()) {
       resp.add_task_ids(outcome.existing_ids[i]);  // a retried submit: the earlier task stands
       continue;
     }
+    ++created;
     if (committed.ok() && outcome.dispatched[i]) {
       sent[t.endpoint].push_back(std::move(t.spec));
     } else {
@@ -268,6 +270,7 @@ Result<v1::SubmitBatchResponse> LoomApi::SubmitBatch(const v1::SubmitBatchReques
     if (got.n > used) credit_->Return(ep, got.session, got.n - used);
   }
   LOOM_RETURN_IF_ERROR(committed);
+  if (metrics_ != nullptr) metrics_->TasksSubmitted(created);
   for (auto& [ep, specs] : sent) {
     notifier_->TasksDispatched(ep, taken[ep].session, taken[ep].lease_epoch, std::move(specs));
   }
@@ -424,9 +427,16 @@ Status LoomApi::WaitResults(const v1::WaitResultsRequest& req, const std::string
 }
 
 Result<v1::CancelResponse> LoomApi::Cancel(const v1::CancelRequest& req, const std::string&) {
-  LOOM_ASSIGN_OR_RETURN(auto rec, store_->CancelTask(req.task_id(), NowNanos()));
+  const int64_t now = NowNanos();
+  LOOM_ASSIGN_OR_RETURN(auto rec, store_->CancelTask(req.task_id(), now));
   if (!rec) return NotFound(UnknownTaskMessage(req.task_id()));
   if (rec->state() == v1::TASK_STATE_CANCELLED) {
+    // Counted once: by the call that cancelled it (stamped with this call's time), not by a
+    // repeat that finds it already cancelled.
+    if (metrics_ != nullptr && rec->timestamps_size() > 0 &&
+        rec->timestamps(rec->timestamps_size() - 1).unix_nanos() == now) {
+      metrics_->TasksFinished({*rec});
+    }
     hub_->Publish({*rec});
     notifier_->TasksCancelled(rec->endpoint(), {rec->id()});
   }

@@ -21,6 +21,7 @@
 #include "loom.pb.h"
 #include "service/completion_hub.h"
 #include "service/credit_book.h"
+#include "service/metrics.h"
 #include "service/task_store.h"
 
 namespace loom::service {
@@ -53,8 +54,9 @@ inline constexpr const char* kLocalUser = "local";
 class LoomApi {
  public:
   // `credit` (may be null) lets submits dispatch at once to endpoints that have asked for work.
+  // `metrics` (may be null: none) counts submitted and cancelled tasks.
   LoomApi(TaskStore* store, CompletionHub* hub, DispatchNotifier* notifier, ServiceLimits limits,
-          CreditBook* credit = nullptr);
+          CreditBook* credit = nullptr, ServiceMetrics* metrics = nullptr);
   ~LoomApi();
   LoomApi(const LoomApi&) = delete;
   LoomApi& operator=(const LoomApi&) = delete;
@@ -98,6 +100,7 @@ class LoomApi {
   DispatchNotifier* notifier_;
   const ServiceLimits limits_;
   CreditBook* credit_;
+  ServiceMetrics* metrics_;
 
   std::mutex cache_mu_;
   std::map<std::string, v1::Function> functions_;        // GUARDED_BY(cache_mu_); functions never change

@@ -14,12 +14,13 @@ namespace loom::service {
 using Clock = std::chrono::steady_clock;
 
 Broker::Broker(TaskStore* store, CompletionHub* hub, CreditBook* credit, BrokerOptions options,
-               EndpointListener on_endpoint)
+               EndpointListener on_endpoint, ServiceMetrics* metrics)
     : store_(store),
       hub_(hub),
       credit_(credit),
       options_(std::move(options)),
       on_endpoint_(std::move(on_endpoint)),
+      metrics_(metrics),
       router_(ctx_, zmq::socket_type::router) {
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   LOOM_CHECK(wake_fd_ >= 0);
@@ -53,7 +54,7 @@ void Broker::Start() {
 void Broker::LoadInFlightEndpoints() {
   auto eps = store_->ListEndpoints();
   if (!eps.ok()) {
-    ++stats_.store_errors;
+    CountStoreError(eps.status());
     spdlog::warn("cannot list endpoints to reconcile their tasks: {}", eps.status().ToString());
     return;
   }
@@ -124,6 +125,18 @@ void Broker::SendReregister(const std::string& routing_id, const std::string& re
 Broker::Session* Broker::SessionFor(const std::string& routing_id) {
   auto it = sessions_.find(routing_id);
   return it == sessions_.end() ? nullptr : &it->second;
+}
+
+void Broker::CountStoreError(const Status& s) {
+  ++stats_.store_errors;
+  const auto code = static_cast<size_t>(s.code());
+  if (code < stats_.store_errors_by_code.size()) ++stats_.store_errors_by_code[code];
+}
+
+void Broker::Finished(const std::vector<v1::TaskRecord>& records) {
+  if (records.empty()) return;
+  hub_->Publish(records);
+  if (metrics_ != nullptr) metrics_->TasksFinished(records);
 }
 
 void Broker::Run() {
@@ -217,9 +230,10 @@ void Broker::SendDirect(DirectBatch& batch) {
   auto back = store_->RelinquishTasks(batch.endpoint, batch.lease_epoch, ids, NowNanos());
   if (!back.ok()) {
     // They stay leased to the old epoch; the endpoint's next registration requeues them.
-    ++stats_.store_errors;
+    CountStoreError(back.status());
     return;
   }
+  stats_.tasks_requeued += static_cast<uint64_t>(*back);
   want_dispatch_.insert(batch.endpoint);
 }
 
@@ -281,7 +295,7 @@ void Broker::HandleRegister(const std::string& routing_id, const v1::EndpointReg
   }
   auto existing = store_->GetEndpoint(reg.endpoint_id());
   if (!existing.ok()) {
-    ++stats_.store_errors;
+    CountStoreError(existing.status());
     spdlog::warn("endpoint {} cannot register: {}", reg.endpoint_id(), existing.status().ToString());
     return;  // it retries registering until it hears back
   }
@@ -290,7 +304,7 @@ void Broker::HandleRegister(const std::string& routing_id, const v1::EndpointReg
   std::vector<std::string> held(reg.held_task_ids().begin(), reg.held_task_ids().end());
   auto session = store_->RegisterSession(reg.endpoint_id(), held, "endpoint session replaced", NowNanos());
   if (!session.ok()) {
-    ++stats_.store_errors;
+    CountStoreError(session.status());
     spdlog::warn("endpoint {} cannot register: {}", reg.endpoint_id(), session.status().ToString());
     return;
   }
@@ -331,7 +345,7 @@ void Broker::HandleRegister(const std::string& routing_id, const v1::EndpointReg
   rec.set_session_id(reg.session_id());
   rec.set_last_seen_unix_nanos(NowNanos());
   if (Status put = store_->PutEndpoint(rec); !put.ok()) {
-    ++stats_.store_errors;
+    CountStoreError(put);
     spdlog::warn("endpoint {}: cannot store its record: {}", reg.endpoint_id(), put.ToString());
   }
   Session& s = sessions_[routing_id];
@@ -343,6 +357,7 @@ void Broker::HandleRegister(const std::string& routing_id, const v1::EndpointReg
   s.last_seen = Clock::now();
   s.record = rec;
   by_endpoint_[reg.endpoint_id()] = routing_id;
+  stats_.endpoints_online = static_cast<int64_t>(sessions_.size());
   on_endpoint_(rec);
   spdlog::info(
       "endpoint {} online: session {} (lease epoch {}), {} workers, {} kernels, holds {} task(s), "
@@ -362,17 +377,18 @@ void Broker::HandleRegister(const std::string& routing_id, const v1::EndpointReg
 
 void Broker::PublishLost(const std::string& endpoint_id, const Result<LostOutcome>& lost, const char* what) {
   if (!lost.ok()) return;
+  stats_.tasks_requeued += static_cast<uint64_t>(lost->requeued);
   if (!lost->finished.empty()) {
     spdlog::warn("endpoint {}: {} task(s) failed for good at {} (no attempts left)", endpoint_id, lost->finished.size(),
                  what);
-    hub_->Publish(lost->finished);
+    Finished(lost->finished);
   }
 }
 
 void Broker::CommitResults() {
   const int64_t now = NowNanos();
   if (!started_.empty()) {
-    if (!store_->MarkRunning(started_).ok()) ++stats_.store_errors;
+    if (Status s = store_->MarkRunning(started_); !s.ok()) CountStoreError(s);
     started_.clear();
   }
   for (auto& [rid, pending] : results_) {
@@ -380,7 +396,7 @@ void Broker::CommitResults() {
     auto done = store_->CompleteTasks(pending.endpoint_id, pending.lease_epoch, pending.results, now);
     if (!done.ok()) {
       // Not acknowledged: the endpoint keeps these results and sends them again.
-      ++stats_.store_errors;
+      CountStoreError(done.status());
       spdlog::warn("cannot commit {} result(s) from endpoint {}: {}", pending.results.size(), pending.endpoint_id,
                    done.status().ToString());
     } else {
@@ -391,7 +407,7 @@ void Broker::CommitResults() {
         spdlog::info("endpoint {}: rejected {} result(s) not leased to its session (lease epoch {})",
                      pending.endpoint_id, done->rejected, pending.lease_epoch);
       }
-      hub_->Publish(done->finished);
+      Finished(done->finished);
       if (done->retried > 0) want_dispatch_.insert(pending.endpoint_id);
       // Done with every one of them (committed, retried or refused for good): the endpoint may
       // forget them.
@@ -435,7 +451,7 @@ void Broker::Dispatch(const std::string& endpoint_id) {
     auto specs = store_->LeaseTasks(endpoint_id, grant.lease_epoch, static_cast<int>(want), NowNanos());
     if (!specs.ok()) {
       credit_->Return(endpoint_id, session, want);
-      ++stats_.store_errors;
+      CountStoreError(specs.status());
       spdlog::warn("cannot lease tasks for endpoint {}: {}", endpoint_id, specs.status().ToString());
       want_dispatch_.insert(endpoint_id);  // try again on the next round
       return;
@@ -457,6 +473,7 @@ void Broker::DropSession(const std::string& routing_id, const char* why) {
   if (it == sessions_.end()) return;
   Session s = std::move(it->second);
   sessions_.erase(it);
+  stats_.endpoints_online = static_cast<int64_t>(sessions_.size());
   ++stats_.sessions_lost;
   credit_->Close(s.endpoint_id, routing_id);
   if (auto e = by_endpoint_.find(s.endpoint_id); e != by_endpoint_.end() && e->second == routing_id) {
@@ -468,7 +485,7 @@ void Broker::DropSession(const std::string& routing_id, const char* why) {
   s.record.set_status(v1::ENDPOINT_STATUS_OFFLINE);
   Status put = store_->PutEndpoint(s.record);
   if (!lost.ok() || !put.ok()) {
-    ++stats_.store_errors;
+    CountStoreError(!lost.ok() ? lost.status() : put);
     // Not requeued now: the endpoint's next registration, or this check after a restart,
     // will do it.
     if (!lost.ok()) unclaimed_[s.endpoint_id] = Clock::now();
@@ -485,7 +502,7 @@ void Broker::FailOver(const std::string& lost, const std::string& group) {
     for (const auto& k : other.record.kernels()) kernels.push_back(k.name() + "@" + k.version());
     auto moved = store_->FailoverQueued(lost, other.endpoint_id, kernels, options_.max_failover_scan, NowNanos());
     if (!moved.ok()) {
-      ++stats_.store_errors;
+      CountStoreError(moved.status());
       continue;
     }
     if (*moved > 0) {
@@ -505,7 +522,7 @@ void Broker::CheckLiveness() {
       dead.push_back(rid);
     } else {
       s.record.set_last_seen_unix_nanos(NowNanos());
-      if (!store_->PutEndpoint(s.record).ok()) ++stats_.store_errors;
+      if (Status put = store_->PutEndpoint(s.record); !put.ok()) CountStoreError(put);
     }
   }
   for (const auto& rid : dead) DropSession(rid, "missed heartbeats");
@@ -519,7 +536,7 @@ void Broker::CheckLiveness() {
     auto lost = store_->ReleaseSession(it->first, std::numeric_limits<int64_t>::max(),
                                        "endpoint lost: did not come back after a service restart", NowNanos());
     if (!lost.ok()) {
-      ++stats_.store_errors;
+      CountStoreError(lost.status());
       ++it;
       continue;
     }

@@ -8,6 +8,7 @@
 // they queue the request and wake the loop through an eventfd polled next to the socket.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -22,6 +23,7 @@
 #include "service/api.h"
 #include "service/completion_hub.h"
 #include "service/credit_book.h"
+#include "service/metrics.h"
 #include "service/task_store.h"
 
 namespace loom::service {
@@ -44,14 +46,19 @@ struct BrokerStats {
   std::atomic<uint64_t> results_retried{0};   // failed attempts put back to run again
   std::atomic<uint64_t> sessions_fenced{0};   // replaced by a newer connection with the same endpoint id
   std::atomic<uint64_t> sessions_lost{0};     // dropped for missed heartbeats or a dead link
+  std::atomic<uint64_t> tasks_requeued{0};    // back in their queue after their session was lost or replaced
   std::atomic<uint64_t> store_errors{0};
+  std::array<std::atomic<uint64_t>, 17> store_errors_by_code{};  // by StatusCode of the failed store call
+  std::atomic<int64_t> endpoints_online{0};                      // live sessions
 };
 
 class Broker final : public DispatchNotifier {
  public:
   using EndpointListener = std::function<void(const v1::EndpointRecord&)>;
   // `credit` is shared with the submit path (LoomApi), which may dispatch against it too.
-  Broker(TaskStore* store, CompletionHub* hub, CreditBook* credit, BrokerOptions options, EndpointListener on_endpoint);
+  // `metrics` (may be null: none) counts finished tasks and their hop latencies.
+  Broker(TaskStore* store, CompletionHub* hub, CreditBook* credit, BrokerOptions options, EndpointListener on_endpoint,
+         ServiceMetrics* metrics = nullptr);
   ~Broker() override;
 
   // Binds the ROUTER socket; after OK, bound_address() is the address endpoints connect to.
@@ -109,12 +116,16 @@ class Broker final : public DispatchNotifier {
   bool Send(const std::string& routing_id, const v1::Envelope& env);
   void SendReregister(const std::string& routing_id, const std::string& reason);
   Session* SessionFor(const std::string& routing_id);
+  void CountStoreError(const Status& s);
+  // Publishes records that reached a terminal state (and counts them).
+  void Finished(const std::vector<v1::TaskRecord>& records);
 
   TaskStore* store_;
   CompletionHub* hub_;
   CreditBook* credit_;
   const BrokerOptions options_;
   EndpointListener on_endpoint_;
+  ServiceMetrics* metrics_;
   BrokerStats stats_;
 
   zmq::context_t ctx_{1};

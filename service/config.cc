@@ -41,6 +41,12 @@ Status LoadServiceConfigFile(const std::string& path, ServiceConfig* c) {
         c->log_level = v.as<std::string>();
       else if (key == "ready_file")
         c->ready_file = v.as<std::string>();
+      else if (key == "metrics_address")
+        c->metrics_address = v.as<std::string>();
+      else if (key == "metrics_sample_ms")
+        c->metrics_sample_ms = v.as<int>();
+      else if (key == "metrics_max_endpoints")
+        c->metrics_max_endpoints = v.as<int>();
       else
         return InvalidArgument("config file '" + path + "': unknown key '" + key + "'");
     }

@@ -26,6 +26,11 @@ struct ServiceConfig {
   int64_t result_ttl_seconds = 7 * 24 * 3600;  // finished tasks are kept this long; 0: forever
   std::string log_level = "info";
   std::string ready_file;  // written with the bound addresses once serving
+  // Prometheus /metrics listen address, HOST:PORT (port 0 picks one, reported in the ready
+  // file as metrics=HOST:PORT); empty: no metrics.
+  std::string metrics_address;
+  int metrics_sample_ms = 1000;     // how often per-endpoint queue depths are read from Redis
+  int metrics_max_endpoints = 100;  // endpoints labelled in per-endpoint gauges; the rest sum into _other
 };
 
 // Reads YAML keys of the same names as the fields above (redis as a map: host, port, timeout_ms).

@@ -1,9 +1,11 @@
 // LoomGrpcService: the gRPC face of LoomApi, one RPC to one method, Status codes mapped one to
-// one. Thread-safe (LoomApi is).
+// one; with metrics, each finished RPC is counted by method and code. Thread-safe (LoomApi and
+// ServiceMetrics are).
 #pragma once
 
 #include "loom.grpc.pb.h"
 #include "service/api.h"
+#include "service/metrics.h"
 
 namespace loom::service {
 
@@ -11,7 +13,8 @@ grpc::Status ToGrpc(const Status& s);
 
 class LoomGrpcService final : public v1::Loom::Service {
  public:
-  explicit LoomGrpcService(LoomApi* api) : api_(api) {}
+  // `metrics` may be null (none).
+  explicit LoomGrpcService(LoomApi* api, ServiceMetrics* metrics = nullptr) : api_(api), metrics_(metrics) {}
 
   grpc::Status RegisterFunction(grpc::ServerContext*, const v1::RegisterFunctionRequest*,
                                 v1::RegisterFunctionResponse*) override;
@@ -31,7 +34,13 @@ class LoomGrpcService final : public v1::Loom::Service {
   grpc::Status DeleteTasks(grpc::ServerContext*, const v1::DeleteTasksRequest*, v1::DeleteTasksResponse*) override;
 
  private:
+  grpc::Status Counted(GrpcMethod method, grpc::Status s) {
+    if (metrics_ != nullptr) metrics_->GrpcRequest(method, static_cast<int>(s.error_code()));
+    return s;
+  }
+
   LoomApi* api_;
+  ServiceMetrics* metrics_;
 };
 
 }  // namespace loom::service

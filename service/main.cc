@@ -11,11 +11,13 @@
 #include <thread>
 
 #include "common/cli.h"
+#include "common/metrics.h"
 #include "common/util.h"
 #include "service/api.h"
 #include "service/broker.h"
 #include "service/config.h"
 #include "service/grpc_server.h"
+#include "service/metrics.h"
 #include "service/redis_task_store.h"
 
 using namespace loom;           // NOLINT
@@ -52,9 +54,25 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 10000000));
   app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error");
   app.add_option("--ready-file", c.ready_file, "file to write the bound addresses to once serving");
+  app.add_option("--metrics-address", c.metrics_address,
+                 "serve Prometheus metrics at http://HOST:PORT/metrics (port 0: pick a free one, written to the "
+                 "ready file as metrics=HOST:PORT); default: no metrics");
+  app.add_option("--metrics-sample-ms", c.metrics_sample_ms,
+                 "how often the per-endpoint queue depths are read from Redis for the metrics")
+      ->check(CLI::Range(100, 3600000));
+  app.add_option("--metrics-max-endpoints", c.metrics_max_endpoints,
+                 "endpoints with series of their own in per-endpoint metrics; the rest are summed as _other")
+      ->check(CLI::Range(1, 100000));
   if (auto rc = ParseFlagsAndConfig(app, argc, argv, config_file,
                                     [&](const std::string& path) { return LoadServiceConfigFile(path, &c); })) {
     return *rc;
+  }
+  // Checked here rather than by CLI11 so that a value from the config file is checked too.
+  if (!c.metrics_address.empty()) {
+    if (auto a = metrics::CheckListenAddress(c.metrics_address); !a.ok()) {
+      std::fprintf(stderr, "error: %s\n", a.status().message().c_str());
+      return 2;
+    }
   }
   InitLogging(c.log_level, "service");
   // A write to a Redis connection that the server closed must be an error, not the death of
@@ -90,6 +108,15 @@ int main(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::milliseconds(std::min(100 * (attempt + 1), 1000)));
   }
 
+  // Metrics are counted only when served: without --metrics-address the hot path does not
+  // touch them at all.
+  std::unique_ptr<ServiceMetrics> metrics;
+  if (!c.metrics_address.empty()) {
+    ServiceMetricsOptions mo;
+    mo.max_endpoint_labels = c.metrics_max_endpoints;
+    metrics = std::make_unique<ServiceMetrics>(mo);
+    metrics->AttachRedisPool(store.pool());
+  }
   CompletionHub hub;
   CreditBook credit;
   BrokerOptions bo;
@@ -99,9 +126,12 @@ int main(int argc, char** argv) {
   bo.heartbeat_misses = c.heartbeat_misses;
   bo.high_water_mark = c.zmq_high_water_mark;
   LoomApi* api_ptr = nullptr;
-  Broker broker(&store, &hub, &credit, bo, [&](const v1::EndpointRecord& e) {
-    if (api_ptr) api_ptr->EndpointUpdated(e);
-  });
+  Broker broker(
+      &store, &hub, &credit, bo,
+      [&](const v1::EndpointRecord& e) {
+        if (api_ptr) api_ptr->EndpointUpdated(e);
+      },
+      metrics.get());
   Status bound = broker.Bind();
   if (!bound.ok()) {
     spdlog::critical("{}", bound.message());
@@ -112,11 +142,11 @@ int main(int argc, char** argv) {
   limits.max_batch = c.max_batch;
   limits.max_queue_depth = c.max_queue_depth;
   limits.default_max_attempts = c.default_max_attempts;
-  LoomApi api(&store, &hub, &broker, limits, &credit);
+  LoomApi api(&store, &hub, &broker, limits, &credit, metrics.get());
   api_ptr = &api;
   broker.Start();
 
-  LoomGrpcService grpc_service(&api);
+  LoomGrpcService grpc_service(&api, metrics.get());
   grpc::ServerBuilder builder;
   int grpc_port = 0;
   builder.AddListeningPort(c.grpc_address, grpc::InsecureServerCredentials(), &grpc_port);
@@ -133,13 +163,33 @@ int main(int argc, char** argv) {
   }
   std::string host = c.grpc_address.substr(0, c.grpc_address.rfind(':'));
   std::string grpc_bound = host + ":" + std::to_string(grpc_port);
-  spdlog::info("serving: grpc={} endpoints={} redis={}", grpc_bound, broker.bound_address(),
-               c.redis_socket.empty() ? c.redis_host + ":" + std::to_string(c.redis_port) : c.redis_socket);
+  // Declared after everything its callbacks read, so it stops serving before they go away.
+  std::unique_ptr<metrics::MetricsServer> metrics_server;
+  std::unique_ptr<metrics::Ticker> sampler;
+  if (metrics) {
+    metrics->AttachBroker(broker.stats());
+    auto started = metrics::MetricsServer::Start(c.metrics_address, metrics->collectables());
+    if (!started.ok()) {
+      spdlog::critical("{}", started.status().message());
+      server->Shutdown();
+      broker.Stop();
+      return 1;
+    }
+    metrics_server = std::move(started).value();
+    // Queue depths come from Redis: read on a timer thread of their own, never by the broker
+    // and never per scrape, so a slow Redis stalls neither.
+    sampler = std::make_unique<metrics::Ticker>(std::chrono::milliseconds(c.metrics_sample_ms),
+                                                [&] { (void)metrics->SampleEndpoints(store); });
+  }
+  spdlog::info("serving: grpc={} endpoints={} redis={}{}", grpc_bound, broker.bound_address(),
+               c.redis_socket.empty() ? c.redis_host + ":" + std::to_string(c.redis_port) : c.redis_socket,
+               metrics_server ? " metrics=http://" + metrics_server->address() + "/metrics" : "");
   if (!c.ready_file.empty()) {
     std::string tmp = c.ready_file + ".tmp";
     {
       std::ofstream out(tmp);
       out << "grpc=" << grpc_bound << "\nendpoint=" << broker.bound_address() << "\npid=" << ::getpid() << "\n";
+      if (metrics_server) out << "metrics=" << metrics_server->address() << "\n";
     }
     std::rename(tmp.c_str(), c.ready_file.c_str());
   }
@@ -147,7 +197,9 @@ int main(int argc, char** argv) {
   int sig = 0;
   sigwait(&stop_signals, &sig);
   spdlog::info("signal {}: shutting down", sig);
+  sampler.reset();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   broker.Stop();
+  metrics_server.reset();
   return 0;
 }

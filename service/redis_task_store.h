@@ -17,6 +17,8 @@ class RedisTaskStore final : public TaskStore {
 
   // Checks that Redis answers (PING).
   Status Ping();
+  // The connection pool, for its failure counters and circuit state (metrics).
+  const RedisPool& pool() const { return pool_; }
 
   Result<bool> PutFunction(const v1::Function& f) override;
   Result<std::optional<v1::Function>> GetFunction(const std::string& name) override;

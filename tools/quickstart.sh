@@ -19,6 +19,7 @@ PACKAGES=(
   libspdlog-dev libssl-dev libyaml-cpp-dev libcli11-dev
   libgtest-dev libgmock-dev
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
+  prometheus-cpp-dev
 )
 
 log() { printf '\n==> %s\n' "$*"; }

@@ -28,6 +28,7 @@ max_message_bytes: 1000
 run_dir: /run/loom
 ready_file: /run/loom/ready
 log_level: warn
+metrics_address: 0.0.0.0:9465
 )";
   EndpointConfig c;
   Status s = LoadEndpointConfigFile(path, &c);
@@ -47,6 +48,7 @@ log_level: warn
   EXPECT_EQ(c.run_dir, "/run/loom");
   EXPECT_EQ(c.ready_file, "/run/loom/ready");
   EXPECT_EQ(c.log_level, "warn");
+  EXPECT_EQ(c.metrics_address, "0.0.0.0:9465");
 }
 
 TEST(EndpointConfigTest, RejectsUnknownKeysAndBadValues) {

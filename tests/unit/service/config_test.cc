@@ -34,6 +34,9 @@ heartbeat_period_ms: 250
 heartbeat_misses: 5
 log_level: debug
 ready_file: /tmp/x
+metrics_address: 127.0.0.1:9464
+metrics_sample_ms: 5000
+metrics_max_endpoints: 20
 )"),
                                    &c);
   ASSERT_TRUE(s.ok()) << s.ToString();
@@ -49,6 +52,9 @@ ready_file: /tmp/x
   EXPECT_EQ(c.heartbeat_misses, 5);
   EXPECT_EQ(c.log_level, "debug");
   EXPECT_EQ(c.ready_file, "/tmp/x");
+  EXPECT_EQ(c.metrics_address, "127.0.0.1:9464");
+  EXPECT_EQ(c.metrics_sample_ms, 5000);
+  EXPECT_EQ(c.metrics_max_endpoints, 20);
 }
 
 TEST_F(ServiceConfigTest, RejectsUnknownKeysBadValuesAndMissingFiles) {
