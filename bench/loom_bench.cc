@@ -18,6 +18,7 @@
 #include <mutex>
 #include <thread>
 
+#include "bench/bench_support.h"
 #include "common/local_fabric.h"
 #include "common/util.h"
 #include "loom/client.h"
@@ -27,13 +28,6 @@ using namespace loom;  // NOLINT
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t i = static_cast<size_t>(p / 100.0 * static_cast<double>(v.size() - 1) + 0.5);
-  return v[std::min(i, v.size() - 1)];
-}
 
 struct Throughput {
   int tasks = 0;
@@ -52,7 +46,8 @@ Throughput MeasureThroughput(Client& c, const std::string& ep, int n, int batch)
   std::thread producer([&] {
     for (int done = 0; done < n; done += batch) {
       std::vector<v1::SubmitRequest> reqs;
-      for (int i = done; i < std::min(n, done + batch); ++i) reqs.push_back(MakeSubmitRequest(ep, "bench-noop", {IntValue(i)}));
+      for (int i = done; i < std::min(n, done + batch); ++i)
+        reqs.push_back(MakeSubmitRequest(ep, "bench-noop", {IntValue(i)}));
       auto ids = c.SubmitBatch(std::move(reqs));
       std::lock_guard lock(mu);
       if (!ids.ok()) {
@@ -109,19 +104,6 @@ struct Latency {
   std::map<std::string, std::vector<double>> hops_us;  // hop name -> samples
 };
 
-// The hops of a task, from consecutive pairs of its stages.
-const std::vector<std::pair<std::string, std::pair<std::string, std::string>>> kHops = {
-    {"client -> service", {"client_sent", "received"}},
-    {"service: commit to Redis", {"received", "waiting-for-endpoint"}},
-    {"service: queue -> dispatch", {"waiting-for-endpoint", "dispatched"}},
-    {"service -> endpoint", {"dispatched", "endpoint_received"}},
-    {"endpoint -> worker", {"endpoint_received", "worker_started"}},
-    {"kernel", {"worker_started", "kernel_finished"}},
-    {"worker -> endpoint", {"kernel_finished", "endpoint_result"}},
-    {"endpoint -> service, commit", {"endpoint_result", "success"}},
-    {"service -> client", {"success", "client_received"}},
-};
-
 Latency MeasureLatency(Client& c, const std::string& ep, int samples) {
   Latency l;
   for (int i = 0; i < samples; ++i) {
@@ -137,12 +119,7 @@ Latency MeasureLatency(Client& c, const std::string& ep, int samples) {
     const int64_t recv_ns = NowNanos();
     if (!r.ok() || !r->has_value()) continue;
     l.rtt_ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
-    std::map<std::string, int64_t> at = {{"client_sent", sent_ns}, {"client_received", recv_ns}};
-    for (const auto& t : (*r)->timestamps()) at[t.stage()] = t.unix_nanos();
-    for (const auto& [name, pair] : kHops) {
-      auto a = at.find(pair.first), b = at.find(pair.second);
-      if (a != at.end() && b != at.end()) l.hops_us[name].push_back((b->second - a->second) / 1000.0);
-    }
+    bench::AddHops(**r, sent_ns, recv_ns, &l.hops_us);
     if ((i + 1) % std::max(1, samples / 5) == 0) spdlog::info("latency: {}/{} samples", i + 1, samples);
   }
   return l;
@@ -172,33 +149,18 @@ int main(int argc, char** argv) {
   }
   InitLogging("info", "bench");
 
-  std::unique_ptr<LocalFabric> fabric;
-  std::string endpoint = "bench";
-  if (service.empty()) {
-    LocalFabricOptions o;
-    o.bin_dir = ExecutableDir();
-    o.state_dir = (fs::temp_directory_path() / ("loom-bench-" + std::to_string(::getpid()))).string();
-    o.appendfsync = appendfsync;
-    o.remove_state_dir = true;
-    o.metrics = metrics;
-    fabric = std::make_unique<LocalFabric>(o);
-    spdlog::info("starting a local fabric: redis (appendonly, appendfsync {}), service, endpoint with {} workers",
-                 appendfsync, workers);
-    Status s = fabric->StartAll(endpoint, workers);
-    if (!s.ok()) {
-      spdlog::critical("{}", s.ToString());
-      return 1;
-    }
-    service = fabric->grpc_address();
-  }
-  ClientOptions co;
-  co.address = service;
-  auto client = Client::Connect(co);
-  if (!client.ok()) {
-    spdlog::critical("{}", client.status().ToString());
+  const std::string endpoint = "bench";
+  auto setup = bench::StartBenchFabric({.service = service,
+                                        .endpoint = endpoint,
+                                        .workers = workers,
+                                        .appendfsync = appendfsync,
+                                        .metrics = metrics,
+                                        .name = "loom-bench"});
+  if (!setup.ok()) {
+    spdlog::critical("{}", setup.status().ToString());
     return 1;
   }
-  Client& c = **client;
+  Client& c = *setup->client;
   if (auto f = c.RegisterFunction("bench-noop", "echo@1", "loom-bench no-op"); !f.ok()) {
     spdlog::critical("{}", f.status().ToString());
     return 1;
@@ -207,7 +169,8 @@ int main(int argc, char** argv) {
   (void)MeasureThroughput(c, endpoint, std::min(tasks, 2000), batch);
   Throughput t = MeasureThroughput(c, endpoint, tasks, batch);
   Latency l = MeasureLatency(c, endpoint, samples);
-  const double p50 = Percentile(l.rtt_ms, 50), p99 = Percentile(l.rtt_ms, 99), p999 = Percentile(l.rtt_ms, 99.9);
+  const double p50 = bench::Percentile(l.rtt_ms, 50), p99 = bench::Percentile(l.rtt_ms, 99),
+               p999 = bench::Percentile(l.rtt_ms, 99.9);
   if (json) {
     std::printf(
         "{\"tasks\":%d,\"batch\":%d,\"workers\":%d,\"seconds\":%.3f,\"tasks_per_s\":%.0f,\"errors\":%d,"
@@ -218,16 +181,16 @@ int main(int argc, char** argv) {
   } else {
     std::printf("\nLoom no-op benchmark (%d workers, Redis appendonly, appendfsync %s)\n", workers,
                 appendfsync.c_str());
-    std::printf("  throughput  %d tasks in batches of %d: %.3f s, %.0f tasks/s, %d errors\n", t.tasks, batch,
-                t.seconds, t.tasks_per_s, t.errors);
-    std::printf("  round trip  %zu single tasks: p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms\n", l.rtt_ms.size(), p50,
-                p99, p999);
+    std::printf("  throughput  %d tasks in batches of %d: %.3f s, %.0f tasks/s, %d errors\n", t.tasks, batch, t.seconds,
+                t.tasks_per_s, t.errors);
+    std::printf("  round trip  %zu single tasks: p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms\n", l.rtt_ms.size(), p50, p99,
+                p999);
     std::printf("  median time per hop (us):\n");
-    for (const auto& [name, pair] : kHops) {
+    for (const auto& [name, pair] : bench::TaskHops()) {
       auto it = l.hops_us.find(name);
-      if (it != l.hops_us.end()) std::printf("    %-30s %8.1f\n", name.c_str(), Percentile(it->second, 50));
+      if (it != l.hops_us.end()) std::printf("    %-30s %8.1f\n", name.c_str(), bench::Percentile(it->second, 50));
     }
   }
-  if (fabric) fabric->StopAll();
+  if (setup->fabric) setup->fabric->StopAll();
   return t.errors == 0 ? 0 : 1;
 }

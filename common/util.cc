@@ -1,13 +1,15 @@
 #include "common/util.h"
 
 #include <arpa/inet.h>
+#include <malloc.h>
 #include <netinet/in.h>
-#include <spdlog/spdlog.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -15,8 +17,7 @@
 namespace loom {
 
 std::string NewId() {
-  thread_local std::mt19937_64 rng(std::random_device{}() ^
-                                   (static_cast<uint64_t>(::getpid()) << 32) ^
+  thread_local std::mt19937_64 rng(std::random_device{}() ^ (static_cast<uint64_t>(::getpid()) << 32) ^
                                    static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
   static const char* kHex = "0123456789abcdef";
   std::string out(32, '0');
@@ -73,6 +74,15 @@ void InitLogging(const std::string& level, const std::string& process_name) {
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%L%$ [%n %P] %v");
   spdlog::set_level(spdlog::level::from_str(level));
+}
+
+void TuneAllocatorForLargeMessages() {
+  for (const char* name : {"GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_"}) {
+    if (std::getenv(name) != nullptr) return;
+  }
+  // 32 MiB is the largest threshold glibc accepts on 64-bit hosts.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
 }
 
 }  // namespace loom

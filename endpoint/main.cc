@@ -60,6 +60,7 @@ int main(int argc, char** argv) {
     }
   }
   InitLogging(c.log_level, "endpoint");
+  TuneAllocatorForLargeMessages();
   std::signal(SIGPIPE, SIG_IGN);  // a closed peer is an error to handle, not a reason to die
 
   // Block these in every thread (before any is created): SIGCHLD is read through a signalfd,

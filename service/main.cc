@@ -75,6 +75,7 @@ int main(int argc, char** argv) {
     }
   }
   InitLogging(c.log_level, "service");
+  TuneAllocatorForLargeMessages();
   // A write to a Redis connection that the server closed must be an error, not the death of
   // the process.
   std::signal(SIGPIPE, SIG_IGN);

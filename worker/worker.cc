@@ -82,6 +82,7 @@ int WorkerMain(int argc, char** argv, const std::vector<KernelSet>& compiled_in)
   WorkerFlags flags;
   if (auto code = ParseWorkerFlags(argc, argv, &flags)) return *code;
   InitLogging(flags.log_level, "loom-worker");
+  TuneAllocatorForLargeMessages();
   // Before anything slow: a stop signal during start-up must not kill the process uncleanly.
   InstallStopSignalHandlers();
 

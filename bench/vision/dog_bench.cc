@@ -1,7 +1,8 @@
 // loom-bench-dog: the DoG blob kernel's speed on 1000x1000 frames of 100 Gaussian spheres
 // (MakeSpheresFrame, seeds 1..--images), in both modes, and the Gaussian filter's direct-vs-FFT
 // sweep that sets kFftSigmaThreshold (docs/VISION-DOG.md).
-//   dog:   ms per frame, with a DogWorkspace kept across frames, (median and p90 over --images frames x --repeats) for n_bin = 3, 10, 50:
+//   dog:   ms per frame, with a DogWorkspace kept across frames, (median and p90 over --images frames x --repeats) for
+//   n_bin = 3, 10, 50:
 //          kPaper (sigma 1.5..16 arithmetic, threshold 0.1, float32) and kSkimage (the same
 //          scale count, geometric: sigma_ratio = (16 / 1.5)^(1 / n_bin), float64), with the blob
 //          count and the precision / recall against the known spheres.
@@ -16,13 +17,12 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <string>
-#include <thread>
-#include <vector>
-
 #include <opencv2/core.hpp>
 #include <opencv2/core/utility.hpp>
 #include <opencv2/imgcodecs.hpp>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "kernels/vision/dog.h"
 #include "kernels/vision/gaussian.h"
@@ -130,15 +130,16 @@ int main(int argc, char** argv) {
   }
 
   if (!json) {
-    std::printf("loom-bench-dog: %d frames 1000x1000, 100 Gaussian spheres (radius 3-20), OpenCV threads %d, "
-                "hardware threads %u\n",
-                images, used_threads, std::thread::hardware_concurrency());
+    std::printf(
+        "loom-bench-dog: %d frames 1000x1000, 100 Gaussian spheres (radius 3-20), OpenCV threads %d, "
+        "hardware threads %u\n",
+        images, used_threads, std::thread::hardware_concurrency());
   }
 
   if (!skip_dog) {
     if (!json) {
-      std::printf("\n%-8s %6s %7s %10s %10s %8s %10s %8s\n", "mode", "n_bin", "scales", "ms_median", "ms_p90",
-                  "blobs", "precision", "recall");
+      std::printf("\n%-8s %6s %7s %10s %10s %8s %10s %8s\n", "mode", "n_bin", "scales", "ms_median", "ms_p90", "blobs",
+                  "precision", "recall");
     }
     for (DogMode mode : {DogMode::kPaper, DogMode::kSkimage}) {
       for (int n_bin : n_bins) {
@@ -176,13 +177,14 @@ int main(int argc, char** argv) {
         const double recall = truth ? static_cast<double>(matched) / truth : 0;
         const int scales = static_cast<int>(sigmas->size());
         if (json) {
-          std::printf("{\"bench\":\"dog\",\"mode\":\"%s\",\"n_bin\":%d,\"scales\":%d,\"images\":%d,\"threads\":%d,"
-                      "\"ms_median\":%.3f,\"ms_p90\":%.3f,\"blobs_per_image\":%.1f,\"precision\":%.4f,"
-                      "\"recall\":%.4f,\"min_sigma\":%.17g,\"max_sigma\":%.17g,\"sigma_ratio\":%.17g,"
-                      "\"threshold\":%g}\n",
-                      name, n_bin, scales, images, used_threads, Percentile(ms, 50), Percentile(ms, 90),
-                      static_cast<double>(blobs) / images, precision, recall, o.min_sigma, o.max_sigma,
-                      o.sigma_ratio, o.threshold);
+          std::printf(
+              "{\"bench\":\"dog\",\"mode\":\"%s\",\"n_bin\":%d,\"scales\":%d,\"images\":%d,\"threads\":%d,"
+              "\"ms_median\":%.3f,\"ms_p90\":%.3f,\"blobs_per_image\":%.1f,\"precision\":%.4f,"
+              "\"recall\":%.4f,\"min_sigma\":%.17g,\"max_sigma\":%.17g,\"sigma_ratio\":%.17g,"
+              "\"threshold\":%g}\n",
+              name, n_bin, scales, images, used_threads, Percentile(ms, 50), Percentile(ms, 90),
+              static_cast<double>(blobs) / images, precision, recall, o.min_sigma, o.max_sigma, o.sigma_ratio,
+              o.threshold);
         } else {
           std::printf("%-8s %6d %7d %10.1f %10.1f %8.1f %10.3f %8.3f\n", name, n_bin, scales, Percentile(ms, 50),
                       Percentile(ms, 90), static_cast<double>(blobs) / images, precision, recall);
@@ -202,7 +204,8 @@ int main(int argc, char** argv) {
       std::printf("%6s %8s %10s %8s %14s\n", "sigma", "radius", "direct", "fft", "fft_in_bank");
     }
     for (double sigma : {1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 24.0, 32.0}) {
-      const double direct = TimeMs(5, [&] { (void)GaussianFilter(img, sigma, 4.0, Border::kReflect, ConvPath::kDirect); });
+      const double direct =
+          TimeMs(5, [&] { (void)GaussianFilter(img, sigma, 4.0, Border::kReflect, ConvPath::kDirect); });
       const double fft = TimeMs(5, [&] { (void)GaussianFilter(img, sigma, 4.0, Border::kReflect, ConvPath::kFft); });
       const std::vector<double> same(kBank, sigma);
       std::vector<cv::Mat> out;
@@ -212,9 +215,10 @@ int main(int argc, char** argv) {
           TimeMs(3, [&] { GaussianFilterBank(img, same, 4.0, Border::kReflect, ConvPath::kFft, out, ws); }) / kBank;
       const int radius = static_cast<int>(4.0 * sigma + 0.5);
       if (json) {
-        std::printf("{\"bench\":\"gauss_sweep\",\"sigma\":%g,\"radius\":%d,\"direct_ms\":%.3f,\"fft_ms\":%.3f,"
-                    "\"fft_bank_ms\":%.3f}\n",
-                    sigma, radius, direct, fft, bank);
+        std::printf(
+            "{\"bench\":\"gauss_sweep\",\"sigma\":%g,\"radius\":%d,\"direct_ms\":%.3f,\"fft_ms\":%.3f,"
+            "\"fft_bank_ms\":%.3f}\n",
+            sigma, radius, direct, fft, bank);
       } else {
         std::printf("%6g %8d %10.2f %8.2f %14.2f\n", sigma, radius, direct, fft, bank);
       }

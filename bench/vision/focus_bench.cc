@@ -13,11 +13,10 @@
 #include <cstdio>
 #include <fstream>
 #include <functional>
+#include <opencv2/core.hpp>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <opencv2/core.hpp>
 
 #include "kernels/vision/focus.h"
 #include "kernels/vision/tissue.h"
@@ -58,9 +57,10 @@ struct Timing {
 
 void Report(const Timing& t, bool json, const char* note = "") {
   if (json) {
-    std::printf("{\"bench\":\"focus\",\"metric\":\"ms_per_image\",\"case\":\"%s\",\"images\":%zu,\"median_ms\":%.3f,"
-                "\"p90_ms\":%.3f}\n",
-                t.name.c_str(), t.ms.size(), Percentile(t.ms, 50), Percentile(t.ms, 90));
+    std::printf(
+        "{\"bench\":\"focus\",\"metric\":\"ms_per_image\",\"case\":\"%s\",\"images\":%zu,\"median_ms\":%.3f,"
+        "\"p90_ms\":%.3f}\n",
+        t.name.c_str(), t.ms.size(), Percentile(t.ms, 50), Percentile(t.ms, 90));
   } else {
     std::printf("  %-34s median %8.2f ms   p90 %8.2f ms  %s\n", t.name.c_str(), Percentile(t.ms, 50),
                 Percentile(t.ms, 90), note);
@@ -75,8 +75,9 @@ struct Measure {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Focus detection: ms per image next to the paper's 20 ms (GPU), and accuracy against the variance "
-               "of the Laplacian and Tenengrad on the synthetic tissue blur series."};
+  CLI::App app{
+      "Focus detection: ms per image next to the paper's 20 ms (GPU), and accuracy against the variance "
+      "of the Laplacian and Tenengrad on the synthetic tissue blur series."};
   int images = 10, size = 1024, seeds = 4;
   bool json = false, skip_accuracy = false;
   app.add_option("--images", images, "images per timing")->check(CLI::Range(1, 10000))->capture_default_str();
@@ -109,8 +110,8 @@ int main(int argc, char** argv) {
       inputs.push_back(MakeTissueImage(static_cast<uint64_t>(500 + i), t));
     }
     const std::string tag = std::to_string(input) + "x" + std::to_string(input);
-    Timing total{"DetectFocus " + tag, {}}, prep{"  prepare (resize + stretch)", {}}, space{"  DoG scale space (FFT)", {}},
-        blobs{"  blobs (3x3 maxima, counts)", {}};
+    Timing total{"DetectFocus " + tag, {}}, prep{"  prepare (resize + stretch)", {}},
+        space{"  DoG scale space (FFT)", {}}, blobs{"  blobs (3x3 maxima, counts)", {}};
     (void)DetectFocus(inputs[0], options);  // warm-up: thread pool, allocator
     for (const cv::Mat& image : inputs) {
       const auto t0 = Clock::now();
@@ -126,8 +127,9 @@ int main(int argc, char** argv) {
       space.ms.push_back(Ms(t1, t2));
       blobs.ms.push_back(Ms(t2, t3));
     }
-    if (!json) std::printf("input %s, analysed at %dx%d (%d scales, sigma %g..%g):\n", tag.c_str(), options.resize,
-                           options.resize, options.num_scales, options.sigma_min, options.sigma_max);
+    if (!json)
+      std::printf("input %s, analysed at %dx%d (%d scales, sigma %g..%g):\n", tag.c_str(), options.resize,
+                  options.resize, options.num_scales, options.sigma_min, options.sigma_max);
     Report(total, json, input == 1024 ? "(paper: 20 ms on a GPU)" : "");
     for (const Timing* t : {&prep, &space, &blobs}) Report(*t, json);
     if (input == size) {
@@ -178,10 +180,11 @@ int main(int argc, char** argv) {
   if (!json) {
     std::printf("\naccuracy on the synthetic tissue series (%dx%d, blur", size, size);
     for (double b : blurs) std::printf(" %g", b);
-    std::printf(" px; noise 0.02):\n  in focus: blur <= %g px, out of focus: >= %g px; the 1.5 px level is the "
-                "transition band (in rho, not in accuracy)\n  threshold fitted on seeds 1..%d, accuracy on held-out "
-                "seeds 1001..%d\n",
-                kInFocusMaxBlur, kOutOfFocusMinBlur, seeds, 1000 + seeds);
+    std::printf(
+        " px; noise 0.02):\n  in focus: blur <= %g px, out of focus: >= %g px; the 1.5 px level is the "
+        "transition band (in rho, not in accuracy)\n  threshold fitted on seeds 1..%d, accuracy on held-out "
+        "seeds 1001..%d\n",
+        kInFocusMaxBlur, kOutOfFocusMinBlur, seeds, 1000 + seeds);
     std::printf("  %-24s %9s %9s %11s %10s %10s\n", "measure", "rho max", "rho mean", "threshold", "accuracy",
                 "balanced");
   }
@@ -220,10 +223,11 @@ int main(int argc, char** argv) {
         0.5 * (static_cast<double>(in_right) / in_total + static_cast<double>(out_right) / out_total);
     const double rho_mean = rho_sum / static_cast<double>(seed_list.size());
     if (json) {
-      std::printf("{\"bench\":\"focus\",\"metric\":\"accuracy\",\"measure\":\"%s\",\"size\":%d,\"seeds\":%d,"
-                  "\"rho_max\":%.4f,\"rho_mean\":%.4f,\"threshold\":%.6g,\"heldout_accuracy\":%.4f,"
-                  "\"heldout_balanced_accuracy\":%.4f}\n",
-                  measures[mi].name.c_str(), size, seeds, rho_max, rho_mean, fit.threshold, accuracy, balanced);
+      std::printf(
+          "{\"bench\":\"focus\",\"metric\":\"accuracy\",\"measure\":\"%s\",\"size\":%d,\"seeds\":%d,"
+          "\"rho_max\":%.4f,\"rho_mean\":%.4f,\"threshold\":%.6g,\"heldout_accuracy\":%.4f,"
+          "\"heldout_balanced_accuracy\":%.4f}\n",
+          measures[mi].name.c_str(), size, seeds, rho_max, rho_mean, fit.threshold, accuracy, balanced);
     } else {
       std::printf("  %-24s %9.3f %9.3f %11.4g %9.1f%% %9.1f%%\n", measures[mi].name.c_str(), rho_max, rho_mean,
                   fit.threshold, 100 * accuracy, 100 * balanced);

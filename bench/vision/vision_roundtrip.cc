@@ -16,6 +16,7 @@
 #include <map>
 #include <vector>
 
+#include "bench/bench_support.h"
 #include "common/local_fabric.h"
 #include "common/util.h"
 #include "kernels/vision/spheres.h"
@@ -27,13 +28,6 @@ using namespace loom;  // NOLINT
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t i = static_cast<size_t>(p / 100.0 * static_cast<double>(v.size() - 1) + 0.5);
-  return v[std::min(i, v.size() - 1)];
-}
 
 Value Uint8Tensor(const cv::Mat& image) {
   std::vector<uint8_t> px(image.total());
@@ -47,14 +41,16 @@ Value Uint8Tensor(const cv::Mat& image) {
 struct Row {
   std::string name;
   std::vector<double> rtt_ms;
-  std::vector<double> kernel_ms;
+  std::map<std::string, std::vector<double>> hops_us;
   int errors = 0;
 };
 
 Row Measure(Client& c, const std::string& ep, const std::string& name, const std::string& fn,
             const std::vector<Value>& images, const Kwargs& kwargs, int samples) {
-  Row row{name, {}, {}, 0};
+  Row row;
+  row.name = name;
   for (int i = 0; i < samples; ++i) {
+    const int64_t sent_ns = NowNanos();
     const auto t0 = Clock::now();
     auto id = c.Submit(ep, fn, {images[static_cast<size_t>(i) % images.size()]}, kwargs);
     if (!id.ok()) {
@@ -64,6 +60,7 @@ Row Measure(Client& c, const std::string& ep, const std::string& name, const std
     }
     auto r = c.GetResult(*id, std::chrono::seconds(60));
     const auto t1 = Clock::now();
+    const int64_t received_ns = NowNanos();
     if (!r.ok() || !r->has_value() || (*r)->state() != v1::TASK_STATE_SUCCESS) {
       spdlog::error("{}: task {} did not succeed: {}", name, *id,
                     r.ok() && r->has_value() ? (*r)->error() : std::string("no result"));
@@ -72,11 +69,7 @@ Row Measure(Client& c, const std::string& ep, const std::string& name, const std
     }
     if (i == 0) continue;  // the first call warms the worker
     row.rtt_ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
-    std::map<std::string, int64_t> at;
-    for (const auto& t : (*r)->timestamps()) at[t.stage()] = t.unix_nanos();
-    if (at.contains("worker_started") && at.contains("kernel_finished")) {
-      row.kernel_ms.push_back((at["kernel_finished"] - at["worker_started"]) / 1e6);
-    }
+    bench::AddHops(**r, sent_ns, received_ns, &row.hops_us);
   }
   spdlog::info("{}: {} samples", name, row.rtt_ms.size());
   return row;
@@ -99,29 +92,14 @@ int main(int argc, char** argv) {
   }
   InitLogging("info", "bench");
 
-  std::unique_ptr<LocalFabric> fabric;
   const std::string endpoint = "bench";
-  if (service.empty()) {
-    LocalFabricOptions o;
-    o.bin_dir = ExecutableDir();
-    o.state_dir = (fs::temp_directory_path() / ("loom-bench-vision-" + std::to_string(::getpid()))).string();
-    o.remove_state_dir = true;
-    fabric = std::make_unique<LocalFabric>(o);
-    spdlog::info("starting a local fabric: redis (appendonly), service, endpoint with 1 worker");
-    if (Status s = fabric->StartAll(endpoint, 1); !s.ok()) {
-      spdlog::critical("{}", s.ToString());
-      return 1;
-    }
-    service = fabric->grpc_address();
-  }
-  ClientOptions co;
-  co.address = service;
-  auto client = Client::Connect(co);
-  if (!client.ok()) {
-    spdlog::critical("{}", client.status().ToString());
+  auto setup =
+      bench::StartBenchFabric({.service = service, .endpoint = endpoint, .workers = 1, .name = "loom-bench-vision"});
+  if (!setup.ok()) {
+    spdlog::critical("{}", setup.status().ToString());
     return 1;
   }
-  Client& c = **client;
+  Client& c = *setup->client;
   for (const char* fn : {"focus", "dog_blobs"}) {
     if (auto f = c.RegisterFunction(fn, std::string(fn) + "@1"); !f.ok()) {
       spdlog::critical("{}", f.status().ToString());
@@ -147,16 +125,24 @@ int main(int argc, char** argv) {
   }
   for (const auto& r : rows) {
     errors += r.errors;
-    const double p50 = Percentile(r.rtt_ms, 50), p90 = Percentile(r.rtt_ms, 90), k50 = Percentile(r.kernel_ms, 50);
+    const auto kernel = r.hops_us.find("kernel");
+    const double p50 = bench::Percentile(r.rtt_ms, 50), p90 = bench::Percentile(r.rtt_ms, 90);
+    const double k50 = kernel == r.hops_us.end() ? 0 : bench::Percentile(kernel->second, 50) / 1000.0;
     if (json) {
-      std::printf("{\"kernel\":\"%s\",\"samples\":%zu,\"rtt_p50_ms\":%.2f,\"rtt_p90_ms\":%.2f,\"kernel_p50_ms\":%.2f,"
-                  "\"errors\":%d}\n",
-                  r.name.c_str(), r.rtt_ms.size(), p50, p90, k50, r.errors);
+      std::printf(
+          "{\"kernel\":\"%s\",\"samples\":%zu,\"rtt_p50_ms\":%.2f,\"rtt_p90_ms\":%.2f,\"kernel_p50_ms\":%.2f,"
+          "\"errors\":%d}\n",
+          r.name.c_str(), r.rtt_ms.size(), p50, p90, k50, r.errors);
     } else {
       std::printf("  %-30s %8.1f ms %8.1f ms %10.1f ms %10.1f ms\n", r.name.c_str(), p50, p90, k50, p50 - k50);
+      for (const auto& [hop, unused] : bench::TaskHops()) {
+        if (auto it = r.hops_us.find(hop); it != r.hops_us.end()) {
+          std::printf("      %-32s %8.2f ms\n", hop.c_str(), bench::Percentile(it->second, 50) / 1000.0);
+        }
+      }
     }
   }
   if (!json) std::printf("  paper (focus, GPU): kernel 20 ms, on-demand service round trip about 230 ms\n");
-  if (fabric) fabric->StopAll();
+  if (setup->fabric) setup->fabric->StopAll();
   return errors == 0 ? 0 : 1;
 }
