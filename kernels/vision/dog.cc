@@ -2,15 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numbers>
 #include <cstdio>
+#include <numbers>
+#include <opencv2/core/utility.hpp>
 #include <string>
 #include <tuple>
 #include <unordered_map>
 #include <utility>
-
-#include <opencv2/core/utility.hpp>
-
 
 namespace loom::vision {
 namespace {
@@ -221,8 +219,8 @@ Status ValidateDogOptions(const DogOptions& o) {
     return Bad("min_sigma is " + Num(o.min_sigma) + "; it must be > 0 and <= " + Num(kMaxDogSigma));
   }
   if (!(o.max_sigma > o.min_sigma) || !(o.max_sigma <= kMaxDogSigma)) {
-    return Bad("max_sigma is " + Num(o.max_sigma) + "; it must be > min_sigma (" + Num(o.min_sigma) + ") and <= " +
-               Num(kMaxDogSigma));
+    return Bad("max_sigma is " + Num(o.max_sigma) + "; it must be > min_sigma (" + Num(o.min_sigma) +
+               ") and <= " + Num(kMaxDogSigma));
   }
   if (o.n_bin < 1 || o.n_bin > kMaxDogScales - 1) {
     return Bad("n_bin is " + std::to_string(o.n_bin) + "; it must be in 1.." + std::to_string(kMaxDogScales - 1));
@@ -316,8 +314,8 @@ Result<DogResult> DetectDogBlobs(const cv::Mat& image, const DogOptions& o, DogW
 
   std::vector<cv::Mat>& gauss = ws.cube;
   GaussianFilterBank(work, sigmas, o.truncate, border, o.path, gauss, ws.gaussian);
-  std::vector<Peak> peaks = work.depth() == CV_32F ? DogPeaks<float>(gauss, scale, o.threshold)
-                                                   : DogPeaks<double>(gauss, scale, o.threshold);
+  std::vector<Peak> peaks =
+      work.depth() == CV_32F ? DogPeaks<float>(gauss, scale, o.threshold) : DogPeaks<double>(gauss, scale, o.threshold);
   if (static_cast<int64_t>(peaks.size()) > kMaxDogPeaks) {
     return Bad("found " + std::to_string(peaks.size()) + " scale-space maxima above threshold " + Num(o.threshold) +
                ", more than the limit of " + std::to_string(kMaxDogPeaks) +

@@ -7,9 +7,8 @@
 #pragma once
 
 #include <cstdint>
-#include <vector>
-
 #include <opencv2/core.hpp>
+#include <vector>
 
 #include "common/status.h"
 #include "kernels/vision/gaussian.h"
@@ -39,22 +38,22 @@ inline constexpr double kMaxDogSigma = 1000.0;
 
 struct DogOptions {
   DogMode mode = DogMode::kPaper;
-  double min_sigma = 1.0;      // > 0
-  double max_sigma = 30.0;     // > min_sigma, <= kMaxDogSigma
-  int n_bin = 10;              // kPaper: n_bin + 1 sigmas between min_sigma and max_sigma; 1..200
-  double sigma_ratio = 1.6;    // kSkimage: ratio of successive sigmas; > 1
-  double threshold = 0.1;      // a blob's DoG response must exceed this (skimage threshold_abs); >= 0
-  double overlap = 0.5;        // prune the smaller of two blobs overlapping more than this; [0, 1]
-  double truncate = 4.0;       // kernel radius in sigmas (4 or 5 in the paper; skimage uses 4); (0, 10]
+  double min_sigma = 1.0;    // > 0
+  double max_sigma = 30.0;   // > min_sigma, <= kMaxDogSigma
+  int n_bin = 10;            // kPaper: n_bin + 1 sigmas between min_sigma and max_sigma; 1..200
+  double sigma_ratio = 1.6;  // kSkimage: ratio of successive sigmas; > 1
+  double threshold = 0.1;    // a blob's DoG response must exceed this (skimage threshold_abs); >= 0
+  double overlap = 0.5;      // prune the smaller of two blobs overlapping more than this; [0, 1]
+  double truncate = 4.0;     // kernel radius in sigmas (4 or 5 in the paper; skimage uses 4); (0, 10]
   ConvPath path = ConvPath::kAuto;
-  int histogram_bins = 20;     // radius histogram bins between 0 and sqrt(2) * the largest sigma; 1..1000
-  double presmooth_sigma = 1.0;        // kPaper only: the Gaussian smoothing before the stretch; > 0
-  Border border = Border::kReflect;    // kPaper only (kSkimage always reflects, as blob_dog does)
+  int histogram_bins = 20;           // radius histogram bins between 0 and sqrt(2) * the largest sigma; 1..1000
+  double presmooth_sigma = 1.0;      // kPaper only: the Gaussian smoothing before the stretch; > 0
+  Border border = Border::kReflect;  // kPaper only (kSkimage always reflects, as blob_dog does)
 };
 
 struct DogBlob {
-  double x = 0;         // column
-  double y = 0;         // row
+  double x = 0;  // column
+  double y = 0;  // row
   double sigma = 0;
   double radius = 0;    // sqrt(2) * sigma
   double response = 0;  // the DoG value at the blob's scale-space maximum
@@ -63,9 +62,9 @@ struct DogBlob {
 struct DogResult {
   // Strongest response first (the order peak_local_max gives), after pruning.
   std::vector<DogBlob> blobs;
-  std::vector<double> sigmas;            // the Gaussian scales used, ascending
-  std::vector<double> histogram_edges;   // histogram_bins + 1 radius edges, 0 .. sqrt(2) * sigmas.back()
-  std::vector<int64_t> histogram_counts; // histogram_bins counts; the last bin includes its right edge
+  std::vector<double> sigmas;             // the Gaussian scales used, ascending
+  std::vector<double> histogram_edges;    // histogram_bins + 1 radius edges, 0 .. sqrt(2) * sigmas.back()
+  std::vector<int64_t> histogram_counts;  // histogram_bins counts; the last bin includes its right edge
 };
 
 // InvalidArgument naming the field and its allowed range for any option out of range.
@@ -91,7 +90,6 @@ struct DogWorkspace {
 // an empty or multi-channel image, a DoG cube over kMaxDogCubeElements, or more than
 // kMaxDogPeaks maxima above the threshold.
 // `workspace` may be null (buffers are then allocated for this call only).
-Result<DogResult> DetectDogBlobs(const cv::Mat& image, const DogOptions& options,
-                                 DogWorkspace* workspace = nullptr);
+Result<DogResult> DetectDogBlobs(const cv::Mat& image, const DogOptions& options, DogWorkspace* workspace = nullptr);
 
 }  // namespace loom::vision

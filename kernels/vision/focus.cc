@@ -5,9 +5,8 @@
 #include <limits>
 #include <numbers>
 #include <numeric>
-#include <string>
-
 #include <opencv2/imgproc.hpp>
+#include <string>
 
 #include "kernels/vision/gaussian.h"
 #include "kernels/vision/image.h"
@@ -367,7 +366,8 @@ ThresholdFit FitFocusThreshold(const std::vector<double>& in_focus, const std::v
     if (balanced > best.balanced_accuracy + 1e-12 || (balanced > best.balanced_accuracy - 1e-12 && gap > best_gap)) {
       best.threshold = t;
       best.balanced_accuracy = balanced;
-      best.accuracy = static_cast<double>(in_right + out_right) / static_cast<double>(in_focus.size() + out_of_focus.size());
+      best.accuracy =
+          static_cast<double>(in_right + out_right) / static_cast<double>(in_focus.size() + out_of_focus.size());
       best_gap = gap;
     }
   }

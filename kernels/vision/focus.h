@@ -10,9 +10,8 @@
 #pragma once
 
 #include <cstdint>
-#include <vector>
-
 #include <opencv2/core.hpp>
+#include <vector>
 
 #include "common/status.h"
 
@@ -41,7 +40,7 @@ struct FocusOptions {
 extern const double kDefaultFocusThreshold;
 
 struct FocusBlob {
-  int row = 0;          // in the analysed (resized) image
+  int row = 0;  // in the analysed (resized) image
   int col = 0;
   double sigma = 0;     // the scale where the pixel's DoG response is largest
   double response = 0;  // that response, sigma_i * (L_i - L_(i+1))

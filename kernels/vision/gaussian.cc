@@ -4,7 +4,6 @@
 #include <atomic>
 #include <cmath>
 #include <numbers>
-
 #include <opencv2/core/utility.hpp>
 #include <opencv2/imgproc.hpp>
 
@@ -26,10 +25,14 @@ std::vector<double> GaussianKernel1D(double sigma, double truncate) {
 
 int OpenCvBorder(Border border) {
   switch (border) {
-    case Border::kReflect: return cv::BORDER_REFLECT;
-    case Border::kMirror: return cv::BORDER_REFLECT_101;
-    case Border::kNearest: return cv::BORDER_REPLICATE;
-    case Border::kConstant: return cv::BORDER_CONSTANT;
+    case Border::kReflect:
+      return cv::BORDER_REFLECT;
+    case Border::kMirror:
+      return cv::BORDER_REFLECT_101;
+    case Border::kNearest:
+      return cv::BORDER_REPLICATE;
+    case Border::kConstant:
+      return cv::BORDER_CONSTANT;
   }
   return cv::BORDER_REFLECT;
 }
@@ -152,9 +155,12 @@ void FilterFromSpectrum(const PaddedSpectrum& s, double sigma, double truncate, 
 
 bool UseFft(ConvPath path, double sigma, double threshold) {
   switch (path) {
-    case ConvPath::kDirect: return false;
-    case ConvPath::kFft: return true;
-    case ConvPath::kAuto: return sigma >= threshold;
+    case ConvPath::kDirect:
+      return false;
+    case ConvPath::kFft:
+      return true;
+    case ConvPath::kAuto:
+      return sigma >= threshold;
   }
   return false;
 }

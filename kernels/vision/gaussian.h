@@ -5,22 +5,21 @@
 // Thread-safety: all functions are pure (no shared state) and may be called concurrently.
 #pragma once
 
-#include <vector>
-
 #include <opencv2/core.hpp>
+#include <vector>
 
 namespace loom::vision {
 
 // How the image is extended past its edges.
 enum class Border {
-  kReflect,  // d c b a | a b c d | d c b a  (scipy "reflect", OpenCV BORDER_REFLECT)
-  kMirror,   // d c b | a b c d | c b a      (scipy "mirror", OpenCV BORDER_REFLECT_101)
-  kNearest,  // a a a | a b c d | d d d      (scipy "nearest", OpenCV BORDER_REPLICATE)
-  kConstant, // 0 0 0 | a b c d | 0 0 0      (scipy "constant", cval 0)
+  kReflect,   // d c b a | a b c d | d c b a  (scipy "reflect", OpenCV BORDER_REFLECT)
+  kMirror,    // d c b | a b c d | c b a      (scipy "mirror", OpenCV BORDER_REFLECT_101)
+  kNearest,   // a a a | a b c d | d d d      (scipy "nearest", OpenCV BORDER_REPLICATE)
+  kConstant,  // 0 0 0 | a b c d | 0 0 0      (scipy "constant", cval 0)
 };
 
 enum class ConvPath {
-  kAuto,    // direct below kFftSigmaThreshold, FFT at or above it
+  kAuto,  // direct below kFftSigmaThreshold, FFT at or above it
   kDirect,
   kFft,
 };
@@ -61,10 +60,10 @@ cv::Mat GaussianFilter(const cv::Mat& image, double sigma, double truncate, Bord
 // Fresh multi-megabyte buffers page-fault on first touch, which on some virtual machines costs
 // more than the filtering itself (docs/VISION-DOG.md). Not thread-safe: one per concurrent caller.
 struct GaussianWorkspace {
-  cv::Mat padded;                     // the image with its border, at the DFT size
-  cv::Mat ccs;                        // its forward transform (CCS packed)
-  std::vector<cv::Mat> product;       // per worker: spectrum times kernel spectrum
-  std::vector<cv::Mat> spatial;       // per worker: inverse transform
+  cv::Mat padded;                // the image with its border, at the DFT size
+  cv::Mat ccs;                   // its forward transform (CCS packed)
+  std::vector<cv::Mat> product;  // per worker: spectrum times kernel spectrum
+  std::vector<cv::Mat> spatial;  // per worker: inverse transform
 };
 
 // GaussianFilter for several sigmas of one image, the sigmas filtered in parallel
@@ -72,15 +71,13 @@ struct GaussianWorkspace {
 // the largest of their kernel radii; kAuto picks FFT at or above kFftBankSigmaThreshold.
 // Result i is GaussianFilter(image, sigmas[i], ...) up to float rounding.
 // REQUIRES: as GaussianFilter, every sigma > 0.
-std::vector<cv::Mat> GaussianFilterBank(const cv::Mat& image, const std::vector<double>& sigmas,
-                                        double truncate, Border border,
-                                        ConvPath path = ConvPath::kAuto);
+std::vector<cv::Mat> GaussianFilterBank(const cv::Mat& image, const std::vector<double>& sigmas, double truncate,
+                                        Border border, ConvPath path = ConvPath::kAuto);
 
 // As above, writing into `out` (resized to sigmas.size(); Mats of the right size and type are
 // reused, not reallocated) with buffers from `workspace`. REQUIRES: `out` does not share data
 // with `image`.
-void GaussianFilterBank(const cv::Mat& image, const std::vector<double>& sigmas, double truncate,
-                        Border border, ConvPath path, std::vector<cv::Mat>& out,
-                        GaussianWorkspace& workspace);
+void GaussianFilterBank(const cv::Mat& image, const std::vector<double>& sigmas, double truncate, Border border,
+                        ConvPath path, std::vector<cv::Mat>& out, GaussianWorkspace& workspace);
 
 }  // namespace loom::vision

@@ -3,11 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <string>
-#include <vector>
-
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
+#include <string>
+#include <vector>
 
 namespace loom::vision {
 namespace {
@@ -31,8 +30,12 @@ Status CheckSize(int64_t rows, int64_t cols, std::string_view who) {
 Result<cv::Mat> ToFloat(const cv::Mat& m, int depth, std::string_view who) {
   cv::Mat out;
   switch (m.depth()) {
-    case CV_8U: m.convertTo(out, depth, 1.0 / 255.0); break;
-    case CV_16U: m.convertTo(out, depth, 1.0 / 65535.0); break;
+    case CV_8U:
+      m.convertTo(out, depth, 1.0 / 255.0);
+      break;
+    case CV_16U:
+      m.convertTo(out, depth, 1.0 / 65535.0);
+      break;
     case CV_32F:
     case CV_64F:
       if (!cv::checkRange(m, /*quiet=*/true)) {
@@ -58,10 +61,18 @@ Result<cv::Mat> FromTensor(const Tensor& t, int depth, std::string_view who) {
   LOOM_RETURN_IF_ERROR(CheckSize(t.shape(0), t.shape(1), who));
   int type;
   switch (t.dtype()) {
-    case v1::DTYPE_UINT8: type = CV_8UC1; break;
-    case v1::DTYPE_UINT16: type = CV_16UC1; break;
-    case v1::DTYPE_FLOAT32: type = CV_32FC1; break;
-    case v1::DTYPE_FLOAT64: type = CV_64FC1; break;
+    case v1::DTYPE_UINT8:
+      type = CV_8UC1;
+      break;
+    case v1::DTYPE_UINT16:
+      type = CV_16UC1;
+      break;
+    case v1::DTYPE_FLOAT32:
+      type = CV_32FC1;
+      break;
+    case v1::DTYPE_FLOAT64:
+      type = CV_64FC1;
+      break;
     default:
       return InvalidArgument(Prefix(who) + "image tensors of dtype " + DTypeName(t.dtype()) +
                              " are not supported; use uint8, uint16, float32 or float64");
@@ -76,10 +87,11 @@ Result<cv::Mat> FromTensor(const Tensor& t, int depth, std::string_view who) {
 Result<cv::Mat> FromBytes(const std::string& bytes, int depth, std::string_view who) {
   if (bytes.empty()) return InvalidArgument(Prefix(who) + "the image bytes are empty; give a PNG or TIFF file");
   const bool png = bytes.size() >= 8 && std::memcmp(bytes.data(), "\x89PNG\r\n\x1a\n", 8) == 0;
-  const bool tiff = bytes.size() >= 4 && (std::memcmp(bytes.data(), "II*\0", 4) == 0 ||
-                                          std::memcmp(bytes.data(), "MM\0*", 4) == 0);
+  const bool tiff =
+      bytes.size() >= 4 && (std::memcmp(bytes.data(), "II*\0", 4) == 0 || std::memcmp(bytes.data(), "MM\0*", 4) == 0);
   if (!png && !tiff) {
-    return InvalidArgument(Prefix(who) + "the image bytes are not a PNG or TIFF file (unrecognised signature); "
+    return InvalidArgument(Prefix(who) +
+                           "the image bytes are not a PNG or TIFF file (unrecognised signature); "
                            "give PNG or TIFF bytes, or a 2-D tensor");
   }
   const char* format = png ? "PNG" : "TIFF";

@@ -2,9 +2,8 @@
 // or TIFF file) to a single-channel float image, and the contrast stretches both kernels use.
 #pragma once
 
-#include <string_view>
-
 #include <opencv2/core.hpp>
+#include <string_view>
 
 #include "common/status.h"
 #include "common/value.h"

@@ -46,8 +46,10 @@ SpheresFrame MakeSpheresFrame(uint64_t seed, const SpheresOptions& o) {
     if (o.gaussian) {
       const double sigma = s.radius / std::sqrt(2.0);
       const int reach = static_cast<int>(std::ceil(5 * sigma));
-      const int y0 = std::max(0, static_cast<int>(s.y) - reach), y1 = std::min(o.height - 1, static_cast<int>(s.y) + reach);
-      const int x0 = std::max(0, static_cast<int>(s.x) - reach), x1 = std::min(o.width - 1, static_cast<int>(s.x) + reach);
+      const int y0 = std::max(0, static_cast<int>(s.y) - reach),
+                y1 = std::min(o.height - 1, static_cast<int>(s.y) + reach);
+      const int x0 = std::max(0, static_cast<int>(s.x) - reach),
+                x1 = std::min(o.width - 1, static_cast<int>(s.x) + reach);
       for (int y = y0; y <= y1; ++y) {
         double* row = clean.ptr<double>(y);
         for (int x = x0; x <= x1; ++x) {
@@ -58,8 +60,10 @@ SpheresFrame MakeSpheresFrame(uint64_t seed, const SpheresOptions& o) {
     } else {
       // Flat disc, anti-aliased with 4x4 samples per pixel.
       const int reach = static_cast<int>(std::ceil(s.radius)) + 1;
-      const int y0 = std::max(0, static_cast<int>(s.y) - reach), y1 = std::min(o.height - 1, static_cast<int>(s.y) + reach);
-      const int x0 = std::max(0, static_cast<int>(s.x) - reach), x1 = std::min(o.width - 1, static_cast<int>(s.x) + reach);
+      const int y0 = std::max(0, static_cast<int>(s.y) - reach),
+                y1 = std::min(o.height - 1, static_cast<int>(s.y) + reach);
+      const int x0 = std::max(0, static_cast<int>(s.x) - reach),
+                x1 = std::min(o.width - 1, static_cast<int>(s.x) + reach);
       const double r2 = s.radius * s.radius;
       for (int y = y0; y <= y1; ++y) {
         double* row = clean.ptr<double>(y);

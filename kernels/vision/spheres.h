@@ -4,9 +4,8 @@
 #pragma once
 
 #include <cstdint>
-#include <vector>
-
 #include <opencv2/core.hpp>
+#include <vector>
 
 #include "kernels/vision/dog.h"
 
@@ -23,14 +22,14 @@ struct SpheresOptions {
   int width = 1000;
   int height = 1000;
   int count = 100;
-  double min_radius = 3.0;     // radii are uniform in [min_radius, max_radius]
+  double min_radius = 3.0;  // radii are uniform in [min_radius, max_radius]
   double max_radius = 20.0;
   double min_amplitude = 0.6;  // amplitudes are uniform in [min_amplitude, max_amplitude]
   double max_amplitude = 1.0;
   double background = 0.05;
-  bool gaussian = true;        // Gaussian spheres (sigma = radius / sqrt(2)); false: flat discs
-  double photons = 200.0;      // photons at intensity 1, for the Poisson noise (0: none)
-  double read_noise = 0.02;    // additive Gaussian noise (standard deviation)
+  bool gaussian = true;      // Gaussian spheres (sigma = radius / sqrt(2)); false: flat discs
+  double photons = 200.0;    // photons at intensity 1, for the Poisson noise (0: none)
+  double read_noise = 0.02;  // additive Gaussian noise (standard deviation)
   // false: centres are at least 1.5 (r1 + r2) apart, so the blobs do not touch.
   bool overlap_allowed = false;
 };

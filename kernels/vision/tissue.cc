@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <numbers>
-
 #include <opencv2/imgproc.hpp>
 
 #include "common/status.h"
@@ -100,8 +99,7 @@ cv::Mat MakeTissueImage(uint64_t seed, const TissueOptions& options) {
     const double x = uniform(0, n), y = uniform(0, n), radius = uniform(3, 7);
     cv::circle(mask, Fixed(x, y), static_cast<int>(std::lround(radius * kOne)), cv::Scalar(255), cv::FILLED,
                cv::LINE_AA, kShift);
-    cv::circle(rim, Fixed(x, y), static_cast<int>(std::lround(radius * kOne)), cv::Scalar(255), 1, cv::LINE_AA,
-               kShift);
+    cv::circle(rim, Fixed(x, y), static_cast<int>(std::lround(radius * kOne)), cv::Scalar(255), 1, cv::LINE_AA, kShift);
   }
   Darken(image, mask, 0.25);
   Darken(image, rim, 0.35);
@@ -115,8 +113,8 @@ cv::Mat MakeTissueImage(uint64_t seed, const TissueOptions& options) {
     if (x1 <= x0 || y1 <= y0) continue;
     // Drawn into a small patch of its own so each dot has its own strength.
     cv::Mat dot(y1 - y0, x1 - x0, CV_8U, cv::Scalar(0));
-    cv::circle(dot, Fixed(x - x0, y - y0), static_cast<int>(std::lround(radius * kOne)), cv::Scalar(depth),
-               cv::FILLED, cv::LINE_AA, kShift);
+    cv::circle(dot, Fixed(x - x0, y - y0), static_cast<int>(std::lround(radius * kOne)), cv::Scalar(depth), cv::FILLED,
+               cv::LINE_AA, kShift);
     cv::Mat patch = image(cv::Range(y0, y1), cv::Range(x0, x1));
     Darken(patch, dot, 1.0);
   }

@@ -5,9 +5,8 @@
 #pragma once
 
 #include <cstdint>
-#include <vector>
-
 #include <opencv2/core.hpp>
+#include <vector>
 
 namespace loom::vision {
 
@@ -17,9 +16,9 @@ struct TissueOptions {
   double noise_sigma = 0.02;  // additive Gaussian noise after the blur (image range [0, 1]), >= 0
   // Feature counts per 1024 x 1024 pixels; scaled by area for other sizes so that the density and
   // the feature sizes in pixels are the same at every size.
-  int vesicles = 400;         // dark discs, radius 3..7 px, with a darker rim
-  int membranes = 40;         // dark curves, 2..3 px thick, 100..400 px long
-  int granules = 4000;        // small dark dots, radius 0.8..1.8 px (ribosome-like grain)
+  int vesicles = 400;   // dark discs, radius 3..7 px, with a darker rim
+  int membranes = 40;   // dark curves, 2..3 px thick, 100..400 px long
+  int granules = 4000;  // small dark dots, radius 0.8..1.8 px (ribosome-like grain)
 };
 
 // A CV_32FC1 image in [0, 1]. The same seed gives the same tissue and the same noise field for

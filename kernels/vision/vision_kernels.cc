@@ -249,9 +249,9 @@ Result<Value> DogBlobs(const KernelCall& call, const v1::KernelInfo& info) {
       {"blobs", DoubleTensor({n, 3}, blobs)},
       {"count", IntValue(n)},
       {"sigmas", DoubleTensor({n}, sigmas)},
-      {"histogram", MapValue({{"edges", DoubleTensor({static_cast<int64_t>(r.histogram_edges.size())},
-                                                     r.histogram_edges)},
-                              {"counts", IntTensor(r.histogram_counts)}})},
+      {"histogram",
+       MapValue({{"edges", DoubleTensor({static_cast<int64_t>(r.histogram_edges.size())}, r.histogram_edges)},
+                 {"counts", IntTensor(r.histogram_counts)}})},
   });
 }
 

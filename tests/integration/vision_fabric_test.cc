@@ -7,10 +7,9 @@
 
 #include <cmath>
 #include <fstream>
+#include <opencv2/imgcodecs.hpp>
 #include <set>
 #include <vector>
-
-#include <opencv2/imgcodecs.hpp>
 
 #include "common/local_fabric.h"
 #include "common/subprocess.h"
@@ -140,7 +139,8 @@ TEST_F(VisionFabricTest, FocusScoresASharpImageAboveABlurredOneAndTensorsMatchPn
   ASSERT_EQ(b.state(), v1::TASK_STATE_SUCCESS) << b.error();
   const double sharp_score = Field(s.result(), "score").double_value();
   EXPECT_GT(sharp_score, 2 * Field(b.result(), "score").double_value());
-  EXPECT_GT(Field(s.result(), "laplacian_variance").double_value(), Field(b.result(), "laplacian_variance").double_value());
+  EXPECT_GT(Field(s.result(), "laplacian_variance").double_value(),
+            Field(b.result(), "laplacian_variance").double_value());
   EXPECT_GT(Field(s.result(), "tenengrad").double_value(), Field(b.result(), "tenengrad").double_value());
   EXPECT_TRUE(Field(s.result(), "in_focus").has_bool_value());
 
@@ -210,12 +210,17 @@ TEST_F(VisionFabricTest, BadImagesAndOptionsFailWithClearErrors) {
   }
   const std::vector<Case> cases = {
       {"focus", TensorValueOf(v1::DTYPE_UINT8, {0, 0}, std::vector<uint8_t>()), {}, "the image is empty"},
-      {"dog_blobs", TensorValueOf(v1::DTYPE_INT32, {4, 4}, std::vector<int32_t>(16)), {}, "dtype int32 are not supported"},
+      {"dog_blobs",
+       TensorValueOf(v1::DTYPE_INT32, {4, 4}, std::vector<int32_t>(16)),
+       {},
+       "dtype int32 are not supported"},
       {"focus", TensorValueOf(v1::DTYPE_UINT8, {4, 4, 3}, std::vector<uint8_t>(48)), {}, "got 3-D [4x4x3]"},
       {"dog_blobs", BytesValue(tiff.substr(0, 12) + std::string(100, '\0')), {}, "cannot decode the TIFF bytes"},
       {"dog_blobs", BytesValue("not an image"), {}, "not a PNG or TIFF file"},
       {"focus", StringValue("image.png"), {}, "got string"},
-      {"dog_blobs", TensorValueOf(v1::DTYPE_UINT8, {8, 8}, std::vector<uint8_t>(64)), {{"mode", StringValue("fast")}},
+      {"dog_blobs",
+       TensorValueOf(v1::DTYPE_UINT8, {8, 8}, std::vector<uint8_t>(64)),
+       {{"mode", StringValue("fast")}},
        "'mode' must be 'paper' or 'skimage'"},
   };
   for (const auto& c : cases) {
@@ -229,8 +234,8 @@ TEST_F(VisionFabricTest, BadImagesAndOptionsFailWithClearErrors) {
 
 TEST_F(VisionFabricTest, CliRunsFocusOnAnImageFile) {
   const std::string png = TempFile("tissue.png", Png8(vision::MakeTissueImage(3, {.size = 256})));
-  auto [code, out] = Cli({"run", "--endpoint", "ep", "--function", "focus", "--arg-file", png, "--kwarg",
-                          "resize=256", "--json"});
+  auto [code, out] =
+      Cli({"run", "--endpoint", "ep", "--function", "focus", "--arg-file", png, "--kwarg", "resize=256", "--json"});
   EXPECT_EQ(code, 0) << out;
   EXPECT_THAT(out, HasSubstr("\"score\""));
   EXPECT_THAT(out, HasSubstr("\"in_focus\""));

@@ -93,7 +93,9 @@ int main(int argc, char** argv) {
   app.add_flag("--synthetic", synthetic,
                "use the synthetic tissue blur series instead (in focus: blur <= 1 px, out: >= 2 px)");
   app.add_option("--seeds", seeds, "synthetic: number of seeds")->check(CLI::Range(1, 10000))->capture_default_str();
-  app.add_option("--first-seed", first_seed, "synthetic: first seed")->check(CLI::Range(0, 1 << 30))->capture_default_str();
+  app.add_option("--first-seed", first_seed, "synthetic: first seed")
+      ->check(CLI::Range(0, 1 << 30))
+      ->capture_default_str();
   app.add_option("--size", size, "synthetic: image side in pixels")->check(CLI::Range(16, 8192))->capture_default_str();
   app.add_option("--resize", options.resize, "focus option: analysis size (0 keeps the size)")->capture_default_str();
   app.add_option("--saturated-percent", options.saturated_percent, "focus option")->capture_default_str();

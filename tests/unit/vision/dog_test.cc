@@ -1,19 +1,19 @@
 // Tests for the Gaussian filter paths, the DoG blob detector (paper and scikit-image modes) and
 // the synthetic spheres generator (kernels/vision/gaussian.h, dog.h, spheres.h).
+#include "kernels/vision/dog.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <opencv2/imgcodecs.hpp>
 #include <random>
 #include <sstream>
 #include <string>
 #include <vector>
 
-#include <opencv2/imgcodecs.hpp>
-
-#include "kernels/vision/dog.h"
 #include "kernels/vision/gaussian.h"
 #include "kernels/vision/spheres.h"
 
@@ -24,8 +24,10 @@ namespace {
 int ExtendIndex(int i, int n, Border border) {
   if (i >= 0 && i < n) return i;
   switch (border) {
-    case Border::kConstant: return -1;
-    case Border::kNearest: return std::clamp(i, 0, n - 1);
+    case Border::kConstant:
+      return -1;
+    case Border::kNearest:
+      return std::clamp(i, 0, n - 1);
     case Border::kReflect: {
       const int period = 2 * n;
       int m = ((i % period) + period) % period;
@@ -91,10 +93,14 @@ double MaxAbsDiff(const cv::Mat& a, const cv::Mat& b) {
 
 const char* BorderName(Border b) {
   switch (b) {
-    case Border::kReflect: return "reflect";
-    case Border::kMirror: return "mirror";
-    case Border::kNearest: return "nearest";
-    case Border::kConstant: return "constant";
+    case Border::kReflect:
+      return "reflect";
+    case Border::kMirror:
+      return "mirror";
+    case Border::kNearest:
+      return "nearest";
+    case Border::kConstant:
+      return "constant";
   }
   return "?";
 }
@@ -243,8 +249,7 @@ TEST(DogOptionsTest, SigmaListsMatchEachMode) {
 TEST(DogBlobsTest, RejectsBadImages) {
   DogOptions o;
   EXPECT_EQ(DetectDogBlobs(cv::Mat(), o).status().code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(DetectDogBlobs(cv::Mat(8, 8, CV_32FC3, cv::Scalar(0)), o).status().code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(DetectDogBlobs(cv::Mat(8, 8, CV_32FC3, cv::Scalar(0)), o).status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(DetectDogBlobs(cv::Mat(8, 8, CV_8U, cv::Scalar(0)), o).status().code(), StatusCode::kInvalidArgument);
 }
 
@@ -283,10 +288,11 @@ TEST(DogBlobsTest, PaperModeFindsKnownSpheresWithHighPrecisionAndRecall) {
       auto r = DetectDogBlobs(frame.image, o);
       ASSERT_TRUE(r.ok()) << r.status().ToString();
       const TruthMatch s = MatchToTruth(frame.spheres, r->blobs);
-      std::printf("[ paper  ] %s seed %d: %d true, %d found, %d matched: precision %.3f recall %.3f; "
-                  "radius error mean %.2f px, max %.2f px\n",
-                  gaussian ? "gaussian" : "discs   ", static_cast<int>(seed), s.truth, s.found, s.matched,
-                  s.precision(), s.recall(), s.mean_radius_err, s.max_radius_err);
+      std::printf(
+          "[ paper  ] %s seed %d: %d true, %d found, %d matched: precision %.3f recall %.3f; "
+          "radius error mean %.2f px, max %.2f px\n",
+          gaussian ? "gaussian" : "discs   ", static_cast<int>(seed), s.truth, s.found, s.matched, s.precision(),
+          s.recall(), s.mean_radius_err, s.max_radius_err);
       EXPECT_GE(s.precision(), 0.95) << "seed " << seed;
       EXPECT_GE(s.recall(), 0.95) << "seed " << seed;
       // The sigma grid is 1.45 apart (radius 2.05): a detection lands on the nearest scale or so.

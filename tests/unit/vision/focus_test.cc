@@ -11,10 +11,9 @@
 #include <cstdio>
 #include <limits>
 #include <map>
+#include <opencv2/imgproc.hpp>
 #include <string>
 #include <vector>
-
-#include <opencv2/imgproc.hpp>
 
 #include "kernels/vision/gaussian.h"
 #include "kernels/vision/tissue.h"
@@ -439,8 +438,9 @@ TEST(FocusDefaultThresholdTest, ClassifiesHeldOutSeedsAt1024) {
       ASSERT_TRUE(r.ok());
       EXPECT_EQ(r->threshold, kDefaultFocusThreshold);
       const bool right_answer = r->in_focus == (blur <= kInFocusMaxBlur);
-      if (!right_answer) std::printf("seed %u blur %g: score %.0f, in_focus %d\n", static_cast<unsigned>(seed), blur,
-                                     r->score, r->in_focus ? 1 : 0);
+      if (!right_answer)
+        std::printf("seed %u blur %g: score %.0f, in_focus %d\n", static_cast<unsigned>(seed), blur, r->score,
+                    r->in_focus ? 1 : 0);
       right += right_answer ? 1 : 0;
       ++total;
     }

@@ -6,9 +6,8 @@
 
 #include <cmath>
 #include <limits>
-#include <vector>
-
 #include <opencv2/imgcodecs.hpp>
+#include <vector>
 
 namespace loom::vision {
 namespace {

@@ -1,7 +1,5 @@
 // The vision kernels as Loom kernels (kernels/vision/vision_kernels.cc): registration, option
 // handling (call arguments, then the function's configuration, then defaults) and the results.
-#include "kernels/vision/vision_kernels.h"
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -11,6 +9,7 @@
 #include "kernels/vision/focus.h"
 #include "kernels/vision/spheres.h"
 #include "kernels/vision/tissue.h"
+#include "kernels/vision/vision_kernels.h"
 
 namespace loom::kernels {
 namespace {
