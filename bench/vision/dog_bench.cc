@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/util.h"
 #include "kernels/vision/dog.h"
 #include "kernels/vision/gaussian.h"
 #include "kernels/vision/spheres.h"
@@ -85,6 +86,8 @@ double TimeMs(int reps, F&& f) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // As in loom-worker, where these kernels run (see common/util.h).
+  loom::TuneAllocatorForLargeMessages();
   CLI::App app{"loom-bench-dog: DoG blob kernel speed (paper and scikit-image modes) and the Gaussian path sweep"};
   int images = 5;
   int repeats = 1;

@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/util.h"
 #include "kernels/vision/focus.h"
 #include "kernels/vision/tissue.h"
 
@@ -75,6 +76,8 @@ struct Measure {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // As in loom-worker, where these kernels run (see common/util.h).
+  loom::TuneAllocatorForLargeMessages();
   CLI::App app{
       "Focus detection: ms per image next to the paper's 20 ms (GPU), and accuracy against the variance "
       "of the Laplacian and Tenengrad on the synthetic tissue blur series."};
