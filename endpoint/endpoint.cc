@@ -467,22 +467,37 @@ void Endpoint::AssignTasks() {
     size_t n = std::min(share, static_cast<size_t>(config_.prefetch) - best->assigned.size());
     v1::WorkerEnvelope env;
     auto* batch = env.mutable_tasks();
+    int64_t bytes = 0;
     for (size_t i = 0; i < n && !queue_.empty(); ++i) {
-      std::string id = std::move(queue_.front());
-      queue_.pop_front();
-      auto it = held_.find(id);
-      if (it == held_.end()) continue;  // cancelled while queued here
+      auto it = held_.find(queue_.front());
+      if (it == held_.end()) {  // cancelled while queued here
+        queue_.pop_front();
+        continue;
+      }
+      // One message stays within max_message_bytes (the worker accepts that plus 1 MiB of
+      // envelope): a burst of large tasks goes over in several batches. A single task always
+      // goes; the service already refused any task over the limit.
+      const auto size = static_cast<int64_t>(it->second.spec.ByteSizeLong());
+      if (batch->tasks_size() > 0 && bytes + size > config_.max_message_bytes) break;
+      bytes += size;
       *batch->add_tasks() = it->second.spec;
-      best->assigned.push_back(std::move(id));
+      best->assigned.push_back(std::move(queue_.front()));
+      queue_.pop_front();
     }
     if (batch->tasks_size() == 0) continue;
     try {
       workers_sock_.send(zmq::buffer(best->id), zmq::send_flags::sndmore);
       workers_sock_.send(ToMessage(env), zmq::send_flags::none);
     } catch (const zmq::error_t& e) {
-      // The worker vanished; ReapWorkers will put its tasks back.
-      spdlog::warn("cannot hand tasks to worker {}: {}", best->id, e.what());
+      // The worker is not reachable (it exited, or its connection dropped): its tasks go back
+      // to the head of the queue for the other workers, and it gets none until it says hello
+      // again. ReapWorkers replaces it if it exited.
+      spdlog::warn("cannot hand {} task(s) to worker {}: {}; requeued", batch->tasks_size(), best->id, e.what());
       best->ready = false;
+      const auto first = best->assigned.end() - batch->tasks_size();
+      queue_.insert(queue_.begin(), std::make_move_iterator(first), std::make_move_iterator(best->assigned.end()));
+      best->assigned.erase(first, best->assigned.end());
+      continue;
     }
     NoteHeadStarted(*best);
   }
@@ -672,11 +687,6 @@ void Endpoint::Run() {
       continue;
     }
     if (items[2].revents & ZMQ_POLLIN) break;
-    // SIGCHLD wakes us; the periodic check covers a signal that went to another thread.
-    if ((items[3].revents & ZMQ_POLLIN) || Clock::now() - last_reap >= std::chrono::milliseconds(250)) {
-      ReapWorkers();
-      last_reap = Clock::now();
-    }
     HandleMonitorEvents();
     try {
       for (int n = 0; n < 10000 && !fenced_; ++n) {
@@ -684,6 +694,9 @@ void Endpoint::Run() {
         if (!service_.recv(msg, zmq::recv_flags::dontwait)) break;
         HandleServiceMessage(msg);
       }
+      // Workers' messages before their deaths: a worker that finished a task and then died
+      // (killed by its next one) must have that result counted, so that the death is charged to
+      // the task it was running, not to the one whose result was still in the socket.
       for (int n = 0; n < 10000; ++n) {
         zmq::message_t id, body;
         if (!workers_sock_.recv(id, zmq::recv_flags::dontwait)) break;
@@ -693,6 +706,11 @@ void Endpoint::Run() {
       }
     } catch (const zmq::error_t& e) {
       spdlog::warn("receive failed: {}", e.what());
+    }
+    // SIGCHLD wakes us; the periodic check covers a signal that went to another thread.
+    if ((items[3].revents & ZMQ_POLLIN) || Clock::now() - last_reap >= std::chrono::milliseconds(250)) {
+      ReapWorkers();
+      last_reap = Clock::now();
     }
     if (fenced_) break;
     AssignTasks();

@@ -268,6 +268,46 @@ TEST_F(FabricTest, GarbageOnTheEndpointSocketDoesNotCrashOrStallTheService) {
 
 // ---------------------------------------------------------------- faults, each on its own fabric
 
+// Large tasks that pile up at an endpoint must reach its workers in messages within the size
+// limit. They pile up when an endpoint starts with work waiting: the service sends it all at
+// once. The endpoint once handed a worker its whole share (here about 8 x 3 MB) in one message,
+// over the worker's limit; the worker's connection dropped and the tasks never ran.
+TEST(FabricFaultTest, LargeTasksWaitingForAnEndpointReachItsWorkersInMessagesWithinTheLimit) {
+  auto fabric = MakeFabric("large");
+  ASSERT_TRUE(fabric->StartRedis().ok());
+  ASSERT_TRUE(fabric->StartService().ok());
+  auto client = Connect(*fabric);
+  ASSERT_NE(client, nullptr);
+  RegisterBuiltins(*client);
+  ASSERT_TRUE(client->CreateEndpoint("big", "big").ok());
+  constexpr int kN = 16;
+  constexpr size_t kBytes = 3'000'000;
+  std::vector<v1::SubmitRequest> reqs;
+  for (int i = 0; i < kN; ++i) {
+    reqs.push_back(MakeSubmitRequest("big", "echo", {BytesValue(std::string(kBytes, static_cast<char>('a' + i)))}));
+  }
+  auto ids = client->SubmitBatch(std::move(reqs));
+  ASSERT_TRUE(ids.ok()) << ids.status().ToString();
+  ASSERT_TRUE(fabric->StartEndpoint("big", 2).ok());
+  std::map<std::string, int> index;
+  for (int i = 0; i < kN; ++i) index[(*ids)[i]] = i;
+  int ok = 0;
+  Status s = client->StreamResults(
+      *ids,
+      [&](const v1::TaskRecord& r) {
+        EXPECT_EQ(r.state(), v1::TASK_STATE_SUCCESS) << r.error();
+        const std::string& got = r.result().bytes_value();
+        if (got.size() == kBytes && got.front() == static_cast<char>('a' + index[r.id()]) &&
+            got.back() == got.front()) {
+          ++ok;
+        }
+        return true;
+      },
+      60s);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(ok, kN);
+}
+
 TEST(FabricFaultTest, TaskSubmittedToAnOfflineEndpointRunsOnceItStarts) {
   auto fabric = MakeFabric("offline");
   ASSERT_TRUE(fabric->StartRedis().ok());
