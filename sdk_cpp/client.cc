@@ -83,7 +83,8 @@ Result<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
   }
   grpc::ChannelArguments args;
   args.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
-  args.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
+  args.SetMaxReceiveMessageSize(static_cast<int>(
+      std::min<int64_t>(2 * options.max_message_bytes + (int64_t{1} << 20), std::numeric_limits<int>::max())));
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, sdk_internal::kChannelMinReconnectMs);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, sdk_internal::kChannelMinReconnectMs);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, sdk_internal::kChannelMaxReconnectMs);

@@ -39,9 +39,11 @@ class Executor;
 struct ClientOptions {
   // host:port of the Loom service.
   std::string address = "127.0.0.1:50051";
-  // The largest gRPC message sent or received. Batches of tasks and of ids are split to stay
-  // under it; the service must accept at least this much too.
-  int64_t max_message_bytes = int64_t{16} << 20;
+  // The largest gRPC message sent: batches of tasks and of ids are split to stay under it. The
+  // service must accept at least this much (loom-service --max-message-bytes, whose default this
+  // is). Replies of up to twice this plus 1 MiB are accepted: a task record carries both its
+  // arguments and its result.
+  int64_t max_message_bytes = int64_t{10} << 20;
   // Deadline of each unary call, and how long Connect waits for the service.
   std::chrono::milliseconds rpc_timeout{30000};
   // The most tasks (or ids) one SubmitBatch, GetTasks or DeleteTasks call or one WaitResults
