@@ -4,8 +4,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
+#include "common/redis.h"
 #include "common/util.h"
 
 namespace loom::bench {
@@ -34,7 +38,9 @@ const std::vector<std::pair<std::string, std::pair<std::string, std::string>>>& 
 
 void AddHops(const v1::TaskRecord& r, int64_t sent_ns, int64_t received_ns,
              std::map<std::string, std::vector<double>>* hops_us) {
-  std::map<std::string, int64_t> at = {{"client_sent", sent_ns}, {"client_received", received_ns}};
+  std::map<std::string, int64_t> at;
+  if (sent_ns > 0) at["client_sent"] = sent_ns;
+  if (received_ns > 0) at["client_received"] = received_ns;
   for (const auto& t : r.timestamps()) at[t.stage()] = t.unix_nanos();
   for (const auto& [name, stages] : TaskHops()) {
     auto a = at.find(stages.first), b = at.find(stages.second);
@@ -52,16 +58,180 @@ Result<BenchFabric> StartBenchFabric(const BenchFabricOptions& options) {
     o.appendfsync = options.appendfsync;
     o.remove_state_dir = true;
     o.metrics = options.metrics;
+    o.service_args = options.service_args;
     out.fabric = std::make_unique<LocalFabric>(o);
-    spdlog::info("starting a local fabric: redis (appendonly, appendfsync {}), service, endpoint with {} workers{}",
-                 options.appendfsync, options.workers, options.metrics ? ", metrics on" : "");
-    LOOM_RETURN_IF_ERROR(out.fabric->StartAll(options.endpoint, options.workers));
+    if (options.endpoint.empty()) {
+      spdlog::info("starting a local fabric: redis (appendonly, appendfsync {}), service{}", options.appendfsync,
+                   options.metrics ? ", metrics on" : "");
+    } else {
+      spdlog::info("starting a local fabric: redis (appendonly, appendfsync {}), service, endpoint with {} workers{}",
+                   options.appendfsync, options.workers, options.metrics ? ", metrics on" : "");
+    }
+    LOOM_RETURN_IF_ERROR(out.fabric->StartRedis());
+    LOOM_RETURN_IF_ERROR(out.fabric->StartService());
+    if (!options.endpoint.empty()) {
+      LOOM_RETURN_IF_ERROR(out.fabric->StartEndpoint(options.endpoint, options.workers, options.endpoint_args));
+    }
     service = out.fabric->grpc_address();
   }
   ClientOptions co;
   co.address = service;
+  if (options.client_max_message_bytes > 0) co.max_message_bytes = options.client_max_message_bytes;
   LOOM_ASSIGN_OR_RETURN(out.client, Client::Connect(co));
   return out;
+}
+
+namespace {
+
+// The value in kB of `key` ("VmRSS:") in a /proc file of "Key:   value kB" lines, in bytes.
+int64_t ProcKbField(const std::string& path, const std::string& key) {
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(key, 0) == 0) {
+      long long kb = -1;
+      if (std::sscanf(line.c_str() + key.size(), "%lld", &kb) == 1 && kb >= 0) return kb * 1024;
+    }
+  }
+  return -1;
+}
+
+// The parent pid from /proc/PID/stat; -1 when unreadable.
+pid_t ParentPid(const std::string& pid_dir) {
+  std::ifstream in(pid_dir + "/stat");
+  std::string stat;
+  std::getline(in, stat);
+  // pid (comm) state ppid ...; comm may hold spaces and parentheses, so read after the last ')'.
+  const size_t close = stat.rfind(')');
+  if (close == std::string::npos) return -1;
+  char state = 0;
+  int ppid = -1;
+  if (std::sscanf(stat.c_str() + close + 1, " %c %d", &state, &ppid) != 2) return -1;
+  if (state == 'Z') return -1;  // a zombie is not running
+  return ppid;
+}
+
+template <typename F>
+void ForEachProcess(F&& f) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.empty() || !std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; })) continue;
+    f(static_cast<pid_t>(std::stol(name)), e.path().string());
+  }
+}
+
+Result<RedisReply> RedisCommand(const LocalFabric& fabric, const std::vector<std::string>& argv) {
+  RedisOptions ro;
+  ro.unix_socket = fabric.RedisSocket();
+  ro.command_timeout = std::chrono::milliseconds(30000);
+  LOOM_ASSIGN_OR_RETURN(auto conn, RedisConnection::Connect(ro));
+  std::vector<std::string_view> views(argv.begin(), argv.end());
+  return conn->Command(views);
+}
+
+}  // namespace
+
+int64_t ProcessRssBytes(pid_t pid) { return ProcKbField("/proc/" + std::to_string(pid) + "/status", "VmRSS:"); }
+
+int64_t ProcessPeakRssBytes(pid_t pid) { return ProcKbField("/proc/" + std::to_string(pid) + "/status", "VmHWM:"); }
+
+int64_t ProcessPssBytes(pid_t pid) { return ProcKbField("/proc/" + std::to_string(pid) + "/smaps_rollup", "Pss:"); }
+
+std::vector<pid_t> ChildPids(pid_t pid) {
+  std::vector<pid_t> out;
+  ForEachProcess([&](pid_t p, const std::string& dir) {
+    if (ParentPid(dir) == pid) out.push_back(p);
+  });
+  return out;
+}
+
+std::vector<pid_t> ProcessesRunningFrom(const std::string& dir) {
+  std::vector<pid_t> out;
+  std::error_code ec;
+  const auto want = std::filesystem::weakly_canonical(dir, ec);
+  ForEachProcess([&](pid_t p, const std::string& pdir) {
+    if (p == ::getpid()) return;
+    std::error_code e2;
+    const auto exe = std::filesystem::read_symlink(pdir + "/exe", e2);
+    if (e2 || exe.parent_path() != want) return;
+    if (ParentPid(pdir) < 0) return;  // a zombie waiting to be reaped
+    out.push_back(p);
+  });
+  return out;
+}
+
+int64_t MemAvailableBytes() { return ProcKbField("/proc/meminfo", "MemAvailable:"); }
+
+Result<int64_t> RedisInfoInt(const LocalFabric& fabric, const std::string& field) {
+  LOOM_ASSIGN_OR_RETURN(auto reply, RedisCommand(fabric, {"INFO"}));
+  if (reply->type != REDIS_REPLY_STRING) return Internal("INFO did not answer with text");
+  std::istringstream in(std::string(reply->str, reply->len));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(field + ":", 0) == 0) return static_cast<int64_t>(std::stoll(line.substr(field.size() + 1)));
+  }
+  return NotFound("Redis INFO has no field '" + field + "'");
+}
+
+Result<int64_t> RedisInt(const LocalFabric& fabric, const std::vector<std::string>& argv) {
+  LOOM_ASSIGN_OR_RETURN(auto reply, RedisCommand(fabric, argv));
+  if (reply->type != REDIS_REPLY_INTEGER) return Internal("'" + argv[0] + "' did not answer with an integer");
+  return static_cast<int64_t>(reply->integer);
+}
+
+double JainIndex(const std::vector<double>& x) {
+  double sum = 0, sq = 0;
+  for (double v : x) {
+    sum += v;
+    sq += v * v;
+  }
+  if (x.empty() || sq == 0) return 1;
+  return sum * sum / (static_cast<double>(x.size()) * sq);
+}
+
+void JsonLine::Key(const std::string& key) {
+  if (!body_.empty()) body_ += ",";
+  body_ += "\"" + key + "\":";
+}
+
+JsonLine& JsonLine::Str(const std::string& key, const std::string& value) {
+  Key(key);
+  body_ += "\"";
+  for (char c : value) {
+    if (c == '"' || c == '\\') {
+      body_ += '\\';
+      body_ += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(c));
+      body_ += buf;
+    } else {
+      body_ += c;
+    }
+  }
+  body_ += "\"";
+  return *this;
+}
+
+JsonLine& JsonLine::Int(const std::string& key, int64_t value) {
+  Key(key);
+  body_ += std::to_string(value);
+  return *this;
+}
+
+JsonLine& JsonLine::Num(const std::string& key, double value, int decimals) {
+  Key(key);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", decimals, value);
+  body_ += buf;
+  return *this;
+}
+
+JsonLine& JsonLine::Bool(const std::string& key, bool value) {
+  Key(key);
+  body_ += value ? "true" : "false";
+  return *this;
 }
 
 }  // namespace loom::bench

@@ -2,6 +2,9 @@
 // a task read from its timestamps, and a local fabric (or a running service) with a client.
 #pragma once
 
+#include <sys/types.h>
+
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
@@ -22,7 +25,8 @@ double Percentile(std::vector<double> v, double p);
 const std::vector<std::pair<std::string, std::pair<std::string, std::string>>>& TaskHops();
 
 // Adds each hop's duration in microseconds to `hops_us`, for a task sent at `sent_ns` and received
-// at `received_ns` (wall clock, NowNanos) whose record is `r`. Hops with a missing stage are skipped.
+// at `received_ns` (wall clock, NowNanos) whose record is `r`. Hops with a missing stage are skipped;
+// a client time of 0 counts as missing.
 void AddHops(const v1::TaskRecord& r, int64_t sent_ns, int64_t received_ns,
              std::map<std::string, std::vector<double>>* hops_us);
 
@@ -40,7 +44,51 @@ struct BenchFabricOptions {
   std::string appendfsync = "everysec";
   bool metrics = false;
   std::string name = "loom-bench";  // names the state directory
+  // Local fabric only: extra loom-service flags, and extra flags of the endpoint (none is started
+  // when `endpoint` is empty).
+  std::vector<std::string> service_args;
+  std::vector<std::string> endpoint_args;
+  int64_t client_max_message_bytes = 0;  // 0: ClientOptions' default
 };
 Result<BenchFabric> StartBenchFabric(const BenchFabricOptions& options);
+
+// ---------------------------------------------------------------- resources (Linux /proc)
+
+// VmRSS (resident set) of a process in bytes; -1 when it cannot be read (e.g. the process is gone).
+int64_t ProcessRssBytes(pid_t pid);
+// VmHWM (peak resident set) of a process in bytes; -1 when it cannot be read.
+int64_t ProcessPeakRssBytes(pid_t pid);
+// Pss (proportional set size: shared pages divided among the processes sharing them) in bytes,
+// from /proc/PID/smaps_rollup; -1 when it cannot be read.
+int64_t ProcessPssBytes(pid_t pid);
+// The live children of `pid`.
+std::vector<pid_t> ChildPids(pid_t pid);
+// Live processes other than this one whose executable lies in directory `dir`.
+std::vector<pid_t> ProcessesRunningFrom(const std::string& dir);
+// MemAvailable from /proc/meminfo in bytes; -1 when it cannot be read.
+int64_t MemAvailableBytes();
+
+// An integer field of Redis INFO (e.g. "used_memory") from a local fabric's Redis.
+Result<int64_t> RedisInfoInt(const LocalFabric& fabric, const std::string& field);
+// The integer reply of one Redis command (e.g. MEMORY USAGE key) on a local fabric's Redis.
+Result<int64_t> RedisInt(const LocalFabric& fabric, const std::vector<std::string>& argv);
+
+// Jain's fairness index of `x`: (sum x)^2 / (n * sum x^2); 1 when all are equal, 1/n when one
+// has everything. 1 for no samples or all zero.
+double JainIndex(const std::vector<double>& x);
+
+// One JSON object on one line, built field by field: JsonLine().Str("a", "b").Int("n", 3).str().
+class JsonLine {
+ public:
+  JsonLine& Str(const std::string& key, const std::string& value);
+  JsonLine& Int(const std::string& key, int64_t value);
+  JsonLine& Num(const std::string& key, double value, int decimals = 3);
+  JsonLine& Bool(const std::string& key, bool value);
+  std::string str() const { return "{" + body_ + "}"; }
+
+ private:
+  void Key(const std::string& key);
+  std::string body_;
+};
 
 }  // namespace loom::bench
