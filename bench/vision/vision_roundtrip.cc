@@ -93,8 +93,12 @@ int main(int argc, char** argv) {
   InitLogging("info", "bench");
 
   const std::string endpoint = "bench";
-  auto setup =
-      bench::StartBenchFabric({.service = service, .endpoint = endpoint, .workers = 1, .name = "loom-bench-vision"});
+  bench::BenchFabricOptions options;
+  options.service = service;
+  options.endpoint = endpoint;
+  options.workers = 1;
+  options.name = "loom-bench-vision";
+  auto setup = bench::StartBenchFabric(options);
   if (!setup.ok()) {
     spdlog::critical("{}", setup.status().ToString());
     return 1;
