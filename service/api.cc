@@ -53,12 +53,12 @@ Result<v1::RegisterFunctionResponse> LoomApi::RegisterFunction(const v1::Registe
   LOOM_ASSIGN_OR_RETURN(bool created, store_->PutFunction(fn));
   LOOM_ASSIGN_OR_RETURN(auto stored, LookupFunction(fn.name()));
   v1::RegisterFunctionResponse resp;
-  *resp.mutable_function() = stored;
+  *resp.mutable_function() = *stored;
   resp.set_created(created);
   return resp;
 }
 
-Result<v1::Function> LoomApi::LookupFunction(const std::string& name) {
+Result<LoomApi::FunctionPtr> LoomApi::LookupFunction(const std::string& name) {
   {
     std::lock_guard lock(cache_mu_);
     auto it = functions_.find(name);
@@ -66,12 +66,20 @@ Result<v1::Function> LoomApi::LookupFunction(const std::string& name) {
   }
   LOOM_ASSIGN_OR_RETURN(auto fn, store_->GetFunction(name));
   if (!fn) return NotFound("function '" + name + "' is not registered; register it with `loom function register`");
+  auto ptr = std::make_shared<const v1::Function>(std::move(*fn));
   std::lock_guard lock(cache_mu_);
-  functions_[name] = *fn;
-  return *fn;
+  functions_[name] = ptr;
+  return ptr;
 }
 
-Result<v1::EndpointRecord> LoomApi::LookupEndpoint(const std::string& id) {
+LoomApi::EndpointPtr LoomApi::MakeCachedEndpoint(v1::EndpointRecord e) {
+  auto c = std::make_shared<CachedEndpoint>();
+  c->record = std::move(e);
+  for (const auto& k : c->record.kernels()) c->kernels[k.name() + "@" + k.version()] = &k;
+  return c;
+}
+
+Result<LoomApi::EndpointPtr> LoomApi::LookupEndpoint(const std::string& id) {
   {
     std::lock_guard lock(cache_mu_);
     auto it = endpoints_.find(id);
@@ -79,18 +87,21 @@ Result<v1::EndpointRecord> LoomApi::LookupEndpoint(const std::string& id) {
   }
   LOOM_ASSIGN_OR_RETURN(auto ep, store_->GetEndpoint(id));
   if (!ep) return NotFound("endpoint '" + id + "' is not registered; see `loom endpoint list`");
+  EndpointPtr ptr = MakeCachedEndpoint(std::move(*ep));
   std::lock_guard lock(cache_mu_);
-  endpoints_[id] = *ep;
-  return *ep;
+  endpoints_[id] = ptr;
+  return ptr;
 }
 
 void LoomApi::EndpointUpdated(const v1::EndpointRecord& e) {
+  EndpointPtr ptr = MakeCachedEndpoint(e);
   std::lock_guard lock(cache_mu_);
-  endpoints_[e.id()] = e;
+  endpoints_[e.id()] = std::move(ptr);
 }
 
 Result<v1::Function> LoomApi::GetFunction(const v1::GetFunctionRequest& req, const std::string&) {
-  return LookupFunction(req.name());
+  LOOM_ASSIGN_OR_RETURN(auto fn, LookupFunction(req.name()));
+  return *fn;
 }
 
 Result<v1::ListFunctionsResponse> LoomApi::ListFunctions(const std::string&) {
@@ -143,13 +154,13 @@ Result<v1::EndpointRecord> LoomApi::GetEndpoint(const v1::GetEndpointRequest& re
 Status LoomApi::Validate(const v1::SubmitRequest& req, NewTask* task, int64_t received_ns) {
   if (req.function().empty()) return InvalidArgument("no function named: set 'function'");
   if (req.endpoint().empty()) return InvalidArgument("no endpoint named: set 'endpoint'");
-  LOOM_ASSIGN_OR_RETURN(auto fn, LookupFunction(req.function()));
-  LOOM_ASSIGN_OR_RETURN(auto ep, LookupEndpoint(req.endpoint()));
+  LOOM_ASSIGN_OR_RETURN(auto fn_ptr, LookupFunction(req.function()));
+  LOOM_ASSIGN_OR_RETURN(auto ep_ptr, LookupEndpoint(req.endpoint()));
+  const v1::Function& fn = *fn_ptr;
+  const v1::EndpointRecord& ep = ep_ptr->record;
   if (ep.kernels_size() > 0) {
-    const v1::KernelInfo* kernel = nullptr;
-    for (const auto& k : ep.kernels()) {
-      if (k.name() + "@" + k.version() == fn.kernel()) kernel = &k;
-    }
+    auto found = ep_ptr->kernels.find(fn.kernel());
+    const v1::KernelInfo* kernel = found == ep_ptr->kernels.end() ? nullptr : found->second;
     if (kernel == nullptr) {
       std::string offered;
       for (const auto& k : ep.kernels()) offered += (offered.empty() ? "" : ", ") + k.name() + "@" + k.version();

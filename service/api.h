@@ -13,8 +13,10 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "common/status.h"
@@ -88,8 +90,18 @@ class LoomApi {
   const ServiceLimits& limits() const { return limits_; }
 
  private:
-  Result<v1::Function> LookupFunction(const std::string& name);
-  Result<v1::EndpointRecord> LookupEndpoint(const std::string& id);
+  // An endpoint as last registered, with its kernels indexed by "name@version". Shared and
+  // never modified: a submit holds it without copying (a record with its kernels' documentation
+  // is kilobytes, and was copied per task).
+  struct CachedEndpoint {
+    v1::EndpointRecord record;
+    std::unordered_map<std::string, const v1::KernelInfo*> kernels;  // points into record
+  };
+  using FunctionPtr = std::shared_ptr<const v1::Function>;
+  using EndpointPtr = std::shared_ptr<const CachedEndpoint>;
+  Result<FunctionPtr> LookupFunction(const std::string& name);
+  Result<EndpointPtr> LookupEndpoint(const std::string& id);
+  static EndpointPtr MakeCachedEndpoint(v1::EndpointRecord e);
   Status Validate(const v1::SubmitRequest& req, NewTask* task, int64_t received_ns);
   // Blocks until `tasks` are committed (or the commit failed); `dispatched` says which went out
   // at once.
@@ -103,8 +115,8 @@ class LoomApi {
   ServiceMetrics* metrics_;
 
   std::mutex cache_mu_;
-  std::map<std::string, v1::Function> functions_;        // GUARDED_BY(cache_mu_); functions never change
-  std::map<std::string, v1::EndpointRecord> endpoints_;  // GUARDED_BY(cache_mu_)
+  std::unordered_map<std::string, FunctionPtr> functions_;  // GUARDED_BY(cache_mu_); functions never change
+  std::unordered_map<std::string, EndpointPtr> endpoints_;  // GUARDED_BY(cache_mu_)
 
   struct PendingCommit {
     std::vector<NewTask>* tasks;
