@@ -1,6 +1,7 @@
 #include "bench/bench_support.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,9 +25,10 @@ double Percentile(std::vector<double> v, double p) {
 const std::vector<std::pair<std::string, std::pair<std::string, std::string>>>& TaskHops() {
   static const std::vector<std::pair<std::string, std::pair<std::string, std::string>>> kHops = {
       {"client -> service", {"client_sent", "received"}},
-      {"service: commit to Redis", {"received", "waiting-for-endpoint"}},
+      {"service: check, wait to commit", {"received", "waiting-for-endpoint"}},
       {"service: queue -> dispatch", {"waiting-for-endpoint", "dispatched"}},
-      {"service -> endpoint", {"dispatched", "endpoint_received"}},
+      {"service: Redis commit, to broker", {"dispatched", "service_sent"}},
+      {"service -> endpoint", {"service_sent", "endpoint_received"}},
       {"endpoint -> worker", {"endpoint_received", "worker_started"}},
       {"kernel", {"worker_started", "kernel_finished"}},
       {"worker -> endpoint", {"kernel_finished", "endpoint_result"}},
@@ -137,6 +139,31 @@ int64_t ProcessRssBytes(pid_t pid) { return ProcKbField("/proc/" + std::to_strin
 int64_t ProcessPeakRssBytes(pid_t pid) { return ProcKbField("/proc/" + std::to_string(pid) + "/status", "VmHWM:"); }
 
 int64_t ProcessPssBytes(pid_t pid) { return ProcKbField("/proc/" + std::to_string(pid) + "/smaps_rollup", "Pss:"); }
+
+double ProcessCpuSeconds(pid_t pid, bool reaped_children) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  if (!std::getline(in, stat)) return -1;
+  const size_t close = stat.rfind(')');
+  if (close == std::string::npos) return -1;
+  // After the comm: state (field 3) ... cmajflt (13), utime (14), stime, cutime, cstime (17).
+  std::istringstream fields(stat.substr(close + 1));
+  std::string skip;
+  for (int i = 3; i <= 13; ++i) fields >> skip;
+  long long utime = 0, stime = 0, cutime = 0, cstime = 0;
+  if (!(fields >> utime >> stime >> cutime >> cstime)) return -1;
+  const double ticks = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  long long total = utime + stime;
+  if (reaped_children) total += cutime + cstime;
+  return static_cast<double>(total) / ticks;
+}
+
+double SelfCpuSeconds() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  auto sec = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
+  return sec(u.ru_utime) + sec(u.ru_stime);
+}
 
 std::vector<pid_t> ChildPids(pid_t pid) {
   std::vector<pid_t> out;

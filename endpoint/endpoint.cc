@@ -292,10 +292,14 @@ void Endpoint::AddResult(v1::TaskResult result) {
   auto it = held_.find(result.task_id());
   if (it != held_.end()) {
     auto* ts = result.mutable_timestamps();
-    v1::Timestamp t;
-    t.set_stage("endpoint_received");
-    t.set_unix_nanos(it->second.received_ns);
-    ts->Add(std::move(t));
+    if (it->second.service_sent_ns > 0) {
+      v1::Timestamp* sent = ts->Add();
+      sent->set_stage("service_sent");
+      sent->set_unix_nanos(it->second.service_sent_ns);
+    }
+    v1::Timestamp* t = ts->Add();
+    t->set_stage("endpoint_received");
+    t->set_unix_nanos(it->second.received_ns);
     held_.erase(it);
   }
   auto* t = result.add_timestamps();
@@ -555,13 +559,14 @@ void Endpoint::HandleServiceMessage(const zmq::message_t& msg) {
       break;
     case v1::Envelope::kTasks: {
       const int64_t now = NowNanos();
+      const int64_t sent = env.tasks().sent_unix_nanos();
       auto* tasks = env.mutable_tasks()->mutable_tasks();
       requested_ = std::max<int64_t>(0, requested_ - tasks->size());
       if (metrics_ != nullptr) metrics_->TasksReceived(tasks->size());
       for (auto& spec : *tasks) {
         std::string id = spec.task_id();
         if (held_.contains(id)) continue;  // a duplicate after a requeue race: we already have it
-        held_.emplace(id, Held{std::move(spec), now});
+        held_.emplace(id, Held{std::move(spec), now, sent});
         queue_.push_back(std::move(id));
       }
       break;

@@ -69,6 +69,7 @@ class Endpoint {
   struct Held {
     v1::TaskSpec spec;
     int64_t received_ns = 0;
+    int64_t service_sent_ns = 0;  // the service's send time (TaskBatch.sent_unix_nanos); 0: unknown
   };
 
   Status SpawnWorker(const std::string& slot);

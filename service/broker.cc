@@ -391,9 +391,19 @@ void Broker::CommitResults() {
     if (Status s = store_->MarkRunning(started_); !s.ok()) CountStoreError(s);
     started_.clear();
   }
+  // Every session's results in one store call (one Redis round trip for many endpoints).
+  std::vector<TaskStore::CompleteBatch> batches;
+  std::vector<std::pair<const std::string*, PendingResults*>> from;
   for (auto& [rid, pending] : results_) {
     if (pending.results.empty()) continue;
-    auto done = store_->CompleteTasks(pending.endpoint_id, pending.lease_epoch, pending.results, now);
+    batches.push_back({&pending.endpoint_id, pending.lease_epoch, &pending.results});
+    from.emplace_back(&rid, &pending);
+  }
+  auto outcomes = store_->CompleteTasksMany(batches, now);
+  for (size_t i = 0; i < from.size(); ++i) {
+    const std::string& rid = *from[i].first;
+    PendingResults& pending = *from[i].second;
+    auto& done = outcomes[i];
     if (!done.ok()) {
       // Not acknowledged: the endpoint keeps these results and sends them again.
       CountStoreError(done.status());
@@ -428,6 +438,7 @@ bool Broker::SendTasks(const std::string& routing_id, std::vector<v1::TaskSpec>&
   for (auto& spec : specs) {
     int64_t size = static_cast<int64_t>(spec.ByteSizeLong());
     if (env.tasks().tasks_size() > 0 && bytes + size > options_.max_message_bytes) {
+      env.mutable_tasks()->set_sent_unix_nanos(NowNanos());
       ok = ok && Send(routing_id, env);
       env.Clear();
       bytes = 0;
@@ -435,7 +446,10 @@ bool Broker::SendTasks(const std::string& routing_id, std::vector<v1::TaskSpec>&
     bytes += size;
     *env.mutable_tasks()->add_tasks() = std::move(spec);
   }
-  if (env.tasks().tasks_size() > 0) ok = ok && Send(routing_id, env);
+  if (env.tasks().tasks_size() > 0) {
+    env.mutable_tasks()->set_sent_unix_nanos(NowNanos());
+    ok = ok && Send(routing_id, env);
+  }
   return ok;
 }
 

@@ -150,6 +150,11 @@ return 1
 constexpr const char* kComplete = R"lua(
 local out = {0, 0}
 local ttl = tonumber(ARGV[9])
+local done = {}  -- ids to ZREM from the in-flight set, one call per 1000
+local function unflight(id)
+  done[#done + 1] = id
+  if #done == 1000 then redis.call('ZREM', ARGV[2], unpack(done)); done = {} end
+end
 local function finish(k, v)
   if ttl > 0 then
     redis.call('EXPIRE', k, ttl)
@@ -161,7 +166,7 @@ for i = 22, #ARGV, 5 do
   local k = ARGV[1] .. id
   local v = redis.call('HMGET', k, 's', 'o', 'f', 'e', 't', 'l', 'n', 'm', 'd', 'h', 'k')
   if v[1] and v[4] == ARGV[3] and v[6] == ARGV[4] and (v[1] == ARGV[11] or v[1] == ARGV[12]) then
-    redis.call('ZREM', ARGV[2], id)
+    unflight(id)
     local stamps = v[5] .. ARGV[i + 3]
     local n, m = tonumber(v[7]) or 0, tonumber(v[8]) or 1
     if ARGV[i + 1] == '1' then
@@ -204,6 +209,7 @@ for i = 22, #ARGV, 5 do
     out[2] = out[2] + 1
   end
 end
+if #done > 0 then redis.call('ZREM', ARGV[2], unpack(done)) end
 return out
 )lua";
 
@@ -616,59 +622,137 @@ Status RedisTaskStore::MarkRunning(const std::vector<v1::TaskStarted>& started) 
   return Status::Ok();
 }
 
-Result<CompleteOutcome> RedisTaskStore::CompleteTasks(const std::string& endpoint, int64_t lease_epoch,
-                                                      const std::vector<v1::TaskResult>& results, int64_t now_ns) {
-  CompleteOutcome outcome;
-  if (results.empty()) return outcome;
-  const std::string inflight = keys::InFlight(endpoint), queue = keys::Queue(endpoint), epoch = Num(lease_epoch);
-  const std::string success = StateArg(v1::TASK_STATE_SUCCESS), failed = StateArg(v1::TASK_STATE_FAILED);
-  const std::string waiting = StateArg(v1::TASK_STATE_WAITING_FOR_ENDPOINT);
-  const std::string dispatched = StateArg(v1::TASK_STATE_DISPATCHED), running = StateArg(v1::TASK_STATE_RUNNING);
-  const std::string ttl = Num(options_.result_ttl_seconds), deaths = Num(options_.max_worker_deaths);
-  const std::string ok_stamp = EncodeStamp(TaskStateName(v1::TASK_STATE_SUCCESS), now_ns);
-  const std::string fail_stamp = EncodeStamp(TaskStateName(v1::TASK_STATE_FAILED), now_ns);
-  const std::string retry_stamp = EncodeStamp("retry", now_ns), now = Num(now_ns);
-  const std::string lost = Num(v1::FAILURE_KIND_WORKER_LOST), poison = Num(v1::FAILURE_KIND_POISON);
-  const std::string exhausted = Num(v1::FAILURE_KIND_ATTEMPTS_EXHAUSTED);
-  const std::string kernel_error = Num(v1::FAILURE_KIND_KERNEL_ERROR);
+namespace {
+
+// The arguments of one kComplete call, with the strings they point into.
+struct CompleteCall {
+  std::string endpoint, inflight, queue, epoch, success, failed, waiting, dispatched, running, ttl, deaths;
+  std::string ok_stamp, fail_stamp, retry_stamp, now, lost, poison, exhausted, kernel_error;
   std::vector<std::string> payloads, stamps, kinds;
-  payloads.reserve(results.size());
-  stamps.reserve(results.size());
-  kinds.reserve(results.size());
   std::map<std::string_view, const v1::TaskResult*> by_id;
+  std::vector<std::string_view> args;
+};
+
+std::unique_ptr<CompleteCall> PrepareComplete(const std::string& endpoint, int64_t lease_epoch,
+                                              const std::vector<v1::TaskResult>& results, int64_t now_ns,
+                                              const StoreOptions& options) {
+  auto c = std::make_unique<CompleteCall>();
+  c->endpoint = endpoint;
+  c->inflight = keys::InFlight(endpoint);
+  c->queue = keys::Queue(endpoint);
+  c->epoch = Num(lease_epoch);
+  c->success = StateArg(v1::TASK_STATE_SUCCESS);
+  c->failed = StateArg(v1::TASK_STATE_FAILED);
+  c->waiting = StateArg(v1::TASK_STATE_WAITING_FOR_ENDPOINT);
+  c->dispatched = StateArg(v1::TASK_STATE_DISPATCHED);
+  c->running = StateArg(v1::TASK_STATE_RUNNING);
+  c->ttl = Num(options.result_ttl_seconds);
+  c->deaths = Num(options.max_worker_deaths);
+  c->ok_stamp = EncodeStamp(TaskStateName(v1::TASK_STATE_SUCCESS), now_ns);
+  c->fail_stamp = EncodeStamp(TaskStateName(v1::TASK_STATE_FAILED), now_ns);
+  c->retry_stamp = EncodeStamp("retry", now_ns);
+  c->now = Num(now_ns);
+  c->lost = Num(v1::FAILURE_KIND_WORKER_LOST);
+  c->poison = Num(v1::FAILURE_KIND_POISON);
+  c->exhausted = Num(v1::FAILURE_KIND_ATTEMPTS_EXHAUSTED);
+  c->kernel_error = Num(v1::FAILURE_KIND_KERNEL_ERROR);
+  c->payloads.reserve(results.size());
+  c->stamps.reserve(results.size());
+  c->kinds.reserve(results.size());
   for (const auto& r : results) {
-    payloads.push_back(r.ok() ? r.value().SerializeAsString() : SanitizeForHistory(r.error()));
-    std::string s;
-    for (const auto& t : r.timestamps()) s += EncodeStamp(t.stage(), t.unix_nanos());
-    stamps.push_back(std::move(s));
-    kinds.push_back(Num(r.failure()));
-    by_id[r.task_id()] = &r;
+    c->payloads.push_back(r.ok() ? r.value().SerializeAsString() : SanitizeForHistory(r.error()));
+    std::string st;
+    for (const auto& t : r.timestamps()) st += EncodeStamp(t.stage(), t.unix_nanos());
+    c->stamps.push_back(std::move(st));
+    c->kinds.push_back(Num(r.failure()));
+    c->by_id[r.task_id()] = &r;
   }
-  std::vector<std::string_view> args = {"0",        keys::kTaskPrefix,
-                                        inflight,   endpoint,
-                                        epoch,      success,
-                                        failed,     waiting,
-                                        queue,      ttl,
-                                        deaths,     dispatched,
-                                        running,    ok_stamp,
-                                        fail_stamp, retry_stamp,
-                                        now,        keys::kIdempotencyPrefix,
-                                        lost,       poison,
-                                        exhausted,  kernel_error};
-  args.reserve(args.size() + results.size() * 5);
+  c->args = {"0",        keys::kTaskPrefix, c->inflight,   c->endpoint,    c->epoch,  c->success,
+             c->failed,  c->waiting,        c->queue,      c->ttl,         c->deaths, c->dispatched,
+             c->running, c->ok_stamp,       c->fail_stamp, c->retry_stamp, c->now,    keys::kIdempotencyPrefix,
+             c->lost,    c->poison,         c->exhausted,  c->kernel_error};
+  c->args.reserve(c->args.size() + results.size() * 5);
   for (size_t i = 0; i < results.size(); ++i) {
-    args.insert(args.end(), {results[i].task_id(), results[i].ok() ? "1" : "0", payloads[i], stamps[i], kinds[i]});
+    c->args.insert(c->args.end(),
+                   {results[i].task_id(), results[i].ok() ? "1" : "0", c->payloads[i], c->stamps[i], c->kinds[i]});
   }
-  LOOM_ASSIGN_OR_RETURN(auto r, Eval(complete_, args));
+  return c;
+}
+
+Result<CompleteOutcome> ParseComplete(const CompleteCall& c, const redisReply* r) {
   if (r->type != REDIS_REPLY_ARRAY || r->elements < 2) return Internal("unexpected reply from the complete script");
+  CompleteOutcome outcome;
   outcome.retried = r->element[0]->integer;
   outcome.rejected = r->element[1]->integer;
-  outcome.finished = FinishedRecords(r.get(), 2, endpoint);
+  outcome.finished = FinishedRecords(r, 2, c.endpoint);
   for (auto& rec : outcome.finished) {
-    const v1::TaskResult* res = by_id[rec.id()];
-    if (res != nullptr && res->ok()) *rec.mutable_result() = res->value();
+    auto it = c.by_id.find(rec.id());
+    if (it != c.by_id.end() && it->second->ok()) *rec.mutable_result() = it->second->value();
   }
   return outcome;
+}
+
+}  // namespace
+
+Result<CompleteOutcome> RedisTaskStore::CompleteTasks(const std::string& endpoint, int64_t lease_epoch,
+                                                      const std::vector<v1::TaskResult>& results, int64_t now_ns) {
+  if (results.empty()) return CompleteOutcome();
+  auto call = PrepareComplete(endpoint, lease_epoch, results, now_ns, options_);
+  LOOM_ASSIGN_OR_RETURN(auto r, Eval(complete_, call->args));
+  return ParseComplete(*call, r.get());
+}
+
+std::vector<Result<CompleteOutcome>> RedisTaskStore::CompleteTasksMany(const std::vector<CompleteBatch>& batches,
+                                                                       int64_t now_ns) {
+  std::vector<Result<CompleteOutcome>> out;
+  out.reserve(batches.size());
+  if (batches.size() <= 1) return TaskStore::CompleteTasksMany(batches, now_ns);
+  std::vector<std::unique_ptr<CompleteCall>> calls;
+  calls.reserve(batches.size());
+  for (const auto& b : batches) {
+    calls.push_back(b.results->empty() ? nullptr
+                                       : PrepareComplete(*b.endpoint, b.lease_epoch, *b.results, now_ns, options_));
+  }
+  auto conn = pool_.Acquire();
+  if (!conn.ok()) {
+    for (size_t i = 0; i < batches.size(); ++i) out.push_back(conn.status());
+    return out;
+  }
+  // One round trip for all: every EVALSHA goes out, then every reply is read, in order.
+  for (const auto& c : calls) {
+    if (c == nullptr) continue;
+    std::vector<std::string_view> argv;
+    argv.reserve(c->args.size() + 2);
+    argv.push_back("EVALSHA");
+    argv.push_back(complete_.sha);
+    argv.insert(argv.end(), c->args.begin(), c->args.end());
+    (*conn)->Append(argv);
+  }
+  Status broken = Status::Ok();  // once the connection fails, the remaining replies are lost
+  for (const auto& c : calls) {
+    if (c == nullptr) {
+      out.push_back(CompleteOutcome());
+      continue;
+    }
+    if (!broken.ok()) {
+      out.push_back(broken);
+      continue;
+    }
+    auto r = (*conn)->GetReply();
+    if (!r.ok()) {
+      if (r.status().message().find("NOSCRIPT") != std::string::npos) {
+        // Redis lost its script cache (it restarted): this one again, with the source.
+        auto again = Eval(complete_, c->args);
+        out.push_back(again.ok() ? ParseComplete(*c, again->get()) : Result<CompleteOutcome>(again.status()));
+        continue;
+      }
+      if (r.status().code() != StatusCode::kInternal) broken = r.status();  // not a script error: the link
+      out.push_back(r.status());
+      continue;
+    }
+    out.push_back(ParseComplete(*c, r->get()));
+  }
+  return out;
 }
 
 Result<std::vector<std::optional<v1::TaskRecord>>> RedisTaskStore::GetTasks(const std::vector<std::string>& ids,

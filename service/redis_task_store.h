@@ -31,6 +31,8 @@ class RedisTaskStore final : public TaskStore {
   Result<std::vector<v1::TaskSpec>> LeaseTasks(const std::string& endpoint, int64_t lease_epoch, int max,
                                                int64_t now_ns) override;
   Status MarkRunning(const std::vector<v1::TaskStarted>& started) override;
+  std::vector<Result<CompleteOutcome>> CompleteTasksMany(const std::vector<CompleteBatch>& batches,
+                                                         int64_t now_ns) override;
   Result<CompleteOutcome> CompleteTasks(const std::string& endpoint, int64_t lease_epoch,
                                         const std::vector<v1::TaskResult>& results, int64_t now_ns) override;
   Result<std::vector<std::optional<v1::TaskRecord>>> GetTasks(const std::vector<std::string>& ids,

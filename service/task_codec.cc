@@ -6,27 +6,91 @@
 
 namespace loom::service {
 
+namespace {
+
+// Index = code. Append only: codes are stored.
+constexpr std::string_view kStageCodes[] = {
+    "",          // 0: a named stage follows
+    "received",  // 1
+    "waiting-for-endpoint",
+    "dispatched",
+    "running",
+    "success",
+    "failed",
+    "cancelled",
+    "retry",
+    "requeued",
+    "failover",  // 10
+    "endpoint_received",
+    "worker_started",
+    "kernel_finished",
+    "endpoint_result",
+    "service_sent",  // 15
+};
+constexpr size_t kStageCodeCount = sizeof(kStageCodes) / sizeof(kStageCodes[0]);
+static_assert(kStageCodeCount <= 32, "codes must stay below ' ', the first byte of a text entry");
+
+uint8_t StageCode(std::string_view stage) {
+  for (size_t i = 1; i < kStageCodeCount; ++i) {
+    if (kStageCodes[i] == stage) return static_cast<uint8_t>(i);
+  }
+  return 0;
+}
+
+}  // namespace
+
 std::string EncodeStamp(std::string_view stage, int64_t unix_nanos) {
   std::string s;
-  s.reserve(stage.size() + 22);
-  s.append(stage).append("=").append(std::to_string(unix_nanos)).append(";");
+  const uint8_t code = StageCode(stage);
+  if (code != 0) {
+    s.push_back(static_cast<char>(code));
+  } else {
+    stage = stage.substr(0, 255);
+    s.push_back('\0');
+    s.push_back(static_cast<char>(stage.size()));
+    s.append(stage);
+  }
+  auto v = static_cast<uint64_t>(unix_nanos);
+  for (int i = 0; i < 8; ++i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
   return s;
 }
 
 void DecodeStamps(std::string_view encoded, google::protobuf::RepeatedPtrField<v1::Timestamp>* out) {
+  const int first = out->size();
   while (!encoded.empty()) {
-    auto semi = encoded.find(';');
-    std::string_view entry = encoded.substr(0, semi);
-    encoded = semi == std::string_view::npos ? std::string_view() : encoded.substr(semi + 1);
-    auto eq = entry.find('=');
-    if (eq == std::string_view::npos) continue;
-    int64_t ns = 0;
-    std::from_chars(entry.data() + eq + 1, entry.data() + entry.size(), ns);
+    const auto lead = static_cast<uint8_t>(encoded[0]);
+    if (lead >= kStageCodeCount && lead >= 0x20) {  // a text entry: "stage=unix_nanos;"
+      auto semi = encoded.find(';');
+      std::string_view entry = encoded.substr(0, semi);
+      encoded = semi == std::string_view::npos ? std::string_view() : encoded.substr(semi + 1);
+      auto eq = entry.find('=');
+      if (eq == std::string_view::npos) continue;
+      int64_t ns = 0;
+      std::from_chars(entry.data() + eq + 1, entry.data() + entry.size(), ns);
+      auto* t = out->Add();
+      t->set_stage(std::string(entry.substr(0, eq)));
+      t->set_unix_nanos(ns);
+      continue;
+    }
+    if (lead >= kStageCodeCount) break;  // not ours
+    std::string_view stage = kStageCodes[lead];
+    size_t at = 1;
+    if (lead == 0) {
+      if (encoded.size() < 2) break;
+      const size_t n = static_cast<uint8_t>(encoded[1]);
+      if (encoded.size() < 2 + n) break;
+      stage = encoded.substr(2, n);
+      at = 2 + n;
+    }
+    if (encoded.size() < at + 8) break;
+    uint64_t v = 0;
+    for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(encoded[at + i])) << (8 * i);
     auto* t = out->Add();
-    t->set_stage(std::string(entry.substr(0, eq)));
-    t->set_unix_nanos(ns);
+    t->set_stage(std::string(stage));
+    t->set_unix_nanos(static_cast<int64_t>(v));
+    encoded = encoded.substr(at + 8);
   }
-  std::stable_sort(out->begin(), out->end(),
+  std::stable_sort(out->begin() + first, out->end(),
                    [](const v1::Timestamp& a, const v1::Timestamp& b) { return a.unix_nanos() < b.unix_nanos(); });
 }
 

@@ -9,9 +9,15 @@
 
 namespace loom::service {
 
-// Timestamps are kept as "stage=unix_nanos;" entries in the order written.
+// Timestamps are kept as binary entries in the order written (a task's Redis hash rewrites them
+// at each transition, so their size is paid in Redis memory, AOF bytes and Lua work):
+//   a known stage: its code (1..31, kStageCodes in task_codec.cc), then unix nanos (8 bytes LE);
+//   another stage: 0, its length (1 byte), its name (up to 255 bytes), then unix nanos.
+// A task's 8 usual stamps take 72 bytes instead of about 270 as "stage=unix_nanos;" text.
 std::string EncodeStamp(std::string_view stage, int64_t unix_nanos);
 // Parses the entries into `out`, sorted by time (stable), later duplicates of a stage kept.
+// Text entries of the earlier format ("stage=unix_nanos;") are read too. A truncated entry
+// ends the parse.
 void DecodeStamps(std::string_view encoded, google::protobuf::RepeatedPtrField<v1::Timestamp>* out);
 
 // The error for a submit that would overfill an endpoint's queue.

@@ -105,6 +105,22 @@ class TaskStore {
   virtual Result<CompleteOutcome> CompleteTasks(const std::string& endpoint, int64_t lease_epoch,
                                                 const std::vector<v1::TaskResult>& results, int64_t now_ns) = 0;
 
+  // CompleteTasks for the results of several sessions at once, one outcome per batch in order.
+  // A store may send them together (RedisTaskStore pipelines them: one round trip instead of
+  // one per endpoint, which is what many endpoints with a few results each cost).
+  struct CompleteBatch {
+    const std::string* endpoint;
+    int64_t lease_epoch;
+    const std::vector<v1::TaskResult>* results;
+  };
+  virtual std::vector<Result<CompleteOutcome>> CompleteTasksMany(const std::vector<CompleteBatch>& batches,
+                                                                 int64_t now_ns) {
+    std::vector<Result<CompleteOutcome>> out;
+    out.reserve(batches.size());
+    for (const auto& b : batches) out.push_back(CompleteTasks(*b.endpoint, b.lease_epoch, *b.results, now_ns));
+    return out;
+  }
+
   // One entry per id, nullopt for unknown ids.
   virtual Result<std::vector<std::optional<v1::TaskRecord>>> GetTasks(const std::vector<std::string>& ids,
                                                                       bool include_args) = 0;

@@ -329,6 +329,34 @@ TEST_P(TaskStoreContract, CommitsEachResultOnceWithValueErrorAndTimestamps) {
   EXPECT_EQ(Get("b").state(), v1::TASK_STATE_FAILED);
 }
 
+TEST_P(TaskStoreContract, CompletesTheResultsOfSeveralSessionsInOneCallEachAsAlone) {
+  Submit({"a1", "a2"}, "ep1");
+  Submit({"b1"}, "ep2");
+  Submit({"c1"}, "ep3");
+  ASSERT_EQ(Lease("ep1", 10, 300)->size(), 2u);
+  ASSERT_EQ(Lease("ep2", 10, 300)->size(), 1u);
+  ASSERT_EQ(Lease("ep3", 10, 300)->size(), 1u);
+  const std::string ep1 = "ep1", ep2 = "ep2", ep3 = "ep3", ep4 = "ep4";
+  const std::vector<v1::TaskResult> r1 = {Ok("a1", 1), Err("a2", "boom")}, r2 = {Ok("b1", 2)}, r3 = {Ok("c1", 3)}, none;
+  // ep3's results come from a stale session: refused, as CompleteTasks refuses them.
+  auto out = store_->CompleteTasksMany(
+      {{&ep1, kEpoch, &r1}, {&ep4, kEpoch, &none}, {&ep2, kEpoch, &r2}, {&ep3, kEpoch - 1, &r3}}, 500);
+  ASSERT_EQ(out.size(), 4u);
+  for (const auto& o : out) ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_EQ(FinishedIds(*out[0]), (std::vector<std::string>{"a1", "a2"}));
+  EXPECT_EQ(out[0]->finished[0].result().int_value(), 1);
+  EXPECT_EQ(out[0]->finished[1].error(), "boom");
+  EXPECT_TRUE(out[1]->finished.empty());
+  EXPECT_EQ(FinishedIds(*out[2]), (std::vector<std::string>{"b1"}));
+  EXPECT_EQ(out[2]->finished[0].endpoint(), "ep2");
+  EXPECT_TRUE(out[3]->finished.empty());
+  EXPECT_EQ(out[3]->rejected, 1);
+  EXPECT_EQ(Get("b1").state(), v1::TASK_STATE_SUCCESS);
+  EXPECT_EQ(Get("c1").state(), v1::TASK_STATE_DISPATCHED);
+  EXPECT_EQ(*store_->InFlightCount("ep1"), 0);
+  EXPECT_EQ(*store_->InFlightCount("ep3"), 1);
+}
+
 TEST_P(TaskStoreContract, IgnoresResultsForTasksNotInFlightOnThatEndpoint) {
   Submit({"a"}, "ep1");
   Submit({"w"}, "ep1");
@@ -635,6 +663,44 @@ INSTANTIATE_TEST_SUITE_P(Stores, TaskStoreContract,
                          ::testing::Values(std::make_pair("InMemory", Factory(MakeMemory)),
                                            std::make_pair("Redis", Factory(MakeRedis))),
                          [](const auto& param_info) { return std::string(param_info.param.first); });
+
+// Redis only: a restarted Redis has lost its script cache; the pipelined EVALSHAs of
+// CompleteTasksMany each get NOSCRIPT and are run again with the script's source.
+TEST(RedisTaskStoreTest, CompleteTasksManySurvivesALostScriptCache) {
+  auto store = MakeRedis();
+  auto task = [](const std::string& id, const std::string& ep) {
+    NewTask t;
+    t.id = id;
+    t.owner = "alice";
+    t.function = "f";
+    t.endpoint = ep;
+    t.spec.set_task_id(id);
+    t.spec.set_kernel("echo@1");
+    return t;
+  };
+  ASSERT_TRUE(store->SubmitTasks({task("x1", "ep1"), task("y1", "ep2")}, 200).ok());
+  ASSERT_EQ(store->LeaseTasks("ep1", 3, 10, 300)->size(), 1u);
+  ASSERT_EQ(store->LeaseTasks("ep2", 3, 10, 300)->size(), 1u);
+  auto conn = RedisConnection::Connect(TestRedis());
+  ASSERT_TRUE(conn.ok());
+  ASSERT_TRUE((*conn)->Command({"SCRIPT", "FLUSH"}).ok());
+  auto ok = [](const std::string& id) {
+    v1::TaskResult r;
+    r.set_task_id(id);
+    r.set_ok(true);
+    *r.mutable_value() = IntValue(5);
+    return r;
+  };
+  const std::string ep1 = "ep1", ep2 = "ep2";
+  const std::vector<v1::TaskResult> r1 = {ok("x1")}, r2 = {ok("y1")};
+  auto out = store->CompleteTasksMany({{&ep1, 3, &r1}, {&ep2, 3, &r2}}, 400);
+  ASSERT_EQ(out.size(), 2u);
+  for (const auto& o : out) {
+    ASSERT_TRUE(o.ok()) << o.status().ToString();
+    ASSERT_EQ(o->finished.size(), 1u);
+    EXPECT_EQ(o->finished[0].state(), v1::TASK_STATE_SUCCESS);
+  }
+}
 
 }  // namespace
 }  // namespace loom::service
