@@ -61,6 +61,11 @@ int64_t ProcessPeakRssBytes(pid_t pid);
 // Pss (proportional set size: shared pages divided among the processes sharing them) in bytes,
 // from /proc/PID/smaps_rollup; -1 when it cannot be read.
 int64_t ProcessPssBytes(pid_t pid);
+// CPU time (user + system, all threads) a process has used, in seconds; with `reaped_children`,
+// plus that of the children it has waited for (Redis's AOF rewrites). -1 when it cannot be read.
+double ProcessCpuSeconds(pid_t pid, bool reaped_children = false);
+// CPU time this process has used, in seconds (all threads).
+double SelfCpuSeconds();
 // The live children of `pid`.
 std::vector<pid_t> ChildPids(pid_t pid);
 // Live processes other than this one whose executable lies in directory `dir`.

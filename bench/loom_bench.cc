@@ -75,6 +75,8 @@ struct Settings {
   int scale_workers = 10;
   int scale_tasks = 50000;
   double scale_mem_fraction = 0.5;
+  std::vector<std::string> extra_service_args;   // --service-arg, appended to every service
+  std::vector<std::string> extra_endpoint_args;  // --endpoint-arg, appended to every endpoint
 
   int SweepTasks() const { return tasks_given ? tasks : 20000; }
 };
@@ -285,6 +287,8 @@ Result<Fabric> Start(const Settings& s, const std::string& name, const std::stri
                      std::vector<std::string> service_args = {}, std::vector<std::string> endpoint_args = {},
                      int64_t client_max_message_bytes = 0) {
   Fabric f;
+  service_args.insert(service_args.end(), s.extra_service_args.begin(), s.extra_service_args.end());
+  endpoint_args.insert(endpoint_args.end(), s.extra_endpoint_args.begin(), s.extra_endpoint_args.end());
   LOOM_ASSIGN_OR_RETURN(f.bf, bench::StartBenchFabric({.service = s.service,
                                                        .endpoint = endpoint,
                                                        .workers = workers,
@@ -321,6 +325,79 @@ void StopAndCheck(Fabric& f) {
   }
 }
 
+// ---------------------------------------------------------------- cost per task
+
+// CPU seconds used so far by each part of a local fabric, and Redis's AOF size: read before and
+// after a run, they give what one task costs each part, a measure that holds on a noisy machine
+// where tasks/s does not.
+struct CpuSnapshot {
+  std::vector<std::pair<std::string, double>> cpu_s;  // part -> CPU seconds; -1 unknown
+  int64_t aof_bytes = -1;
+};
+
+CpuSnapshot TakeCpuSnapshot(Fabric& f, const std::string& endpoint) {
+  CpuSnapshot snap;
+  LocalFabric* lf = f.local();
+  if (lf == nullptr) return snap;  // a running service: its processes are not ours to read
+  snap.cpu_s.emplace_back("redis", bench::ProcessCpuSeconds(lf->redis().pid(), /*reaped_children=*/true));
+  snap.cpu_s.emplace_back("service", bench::ProcessCpuSeconds(lf->service().pid()));
+  Subprocess* ep = lf->endpoint(endpoint);
+  snap.cpu_s.emplace_back("endpoint", ep == nullptr ? -1 : bench::ProcessCpuSeconds(ep->pid()));
+  double workers = ep == nullptr ? -1 : 0;
+  if (ep != nullptr) {
+    for (pid_t w : bench::ChildPids(ep->pid())) workers += std::max(0.0, bench::ProcessCpuSeconds(w));
+  }
+  snap.cpu_s.emplace_back("workers", workers);
+  snap.cpu_s.emplace_back("client", bench::SelfCpuSeconds());
+  if (auto aof = bench::RedisInfoInt(*lf, "aof_current_size"); aof.ok()) snap.aof_bytes = *aof;
+  return snap;
+}
+
+struct CpuCost {
+  std::vector<std::pair<std::string, double>> us_per_task;  // part -> CPU microseconds per task
+  double aof_bytes_per_task = -1;
+  bool known() const { return !us_per_task.empty(); }
+  double total() const {
+    double sum = 0;
+    for (const auto& [part, us] : us_per_task) sum += us;
+    return sum;
+  }
+  std::string Json() const {
+    if (!known()) return "";
+    std::string out;
+    char buf[96];
+    for (const auto& [part, us] : us_per_task) {
+      std::snprintf(buf, sizeof buf, ",\"cpu_us_per_task_%s\":%.1f", part.c_str(), us);
+      out += buf;
+    }
+    std::snprintf(buf, sizeof buf, ",\"cpu_us_per_task\":%.1f,\"aof_bytes_per_task\":%.0f", total(),
+                  aof_bytes_per_task);
+    return out + buf;
+  }
+  void Print() const {
+    if (!known()) return;
+    std::printf("  CPU per task (us, all threads; throughput run):\n");
+    for (const auto& [part, us] : us_per_task) std::printf("    %-30s %8.1f\n", part.c_str(), us);
+    std::printf("    %-30s %8.1f\n", "total", total());
+    if (aof_bytes_per_task >= 0) std::printf("  Redis AOF written per task: %.0f bytes\n", aof_bytes_per_task);
+  }
+};
+
+CpuCost CostPerTask(const CpuSnapshot& before, const CpuSnapshot& after, int tasks) {
+  CpuCost cost;
+  if (tasks <= 0 || before.cpu_s.size() != after.cpu_s.size()) return cost;
+  for (size_t i = 0; i < before.cpu_s.size(); ++i) {
+    if (before.cpu_s[i].second < 0 || after.cpu_s[i].second < 0) continue;
+    cost.us_per_task.emplace_back(before.cpu_s[i].first,
+                                  (after.cpu_s[i].second - before.cpu_s[i].second) * 1e6 / tasks);
+  }
+  // An AOF rewrite shrinks the file mid-run; the growth is then unknown.
+  if (before.aof_bytes >= 0 && after.aof_bytes >= before.aof_bytes) {
+    cost.aof_bytes_per_task = static_cast<double>(after.aof_bytes - before.aof_bytes) / tasks;
+  }
+  return cost;
+}
+
 // ---------------------------------------------------------------- scenarios
 
 int ScenarioThroughput(const Settings& s) {
@@ -333,7 +410,9 @@ int ScenarioThroughput(const Settings& s) {
   Client& c = f->client();
   // Warm up: connections, caches, workers.
   (void)MeasureThroughput(c, endpoint, std::min(s.tasks, 2000), s.batch);
+  const CpuSnapshot before = TakeCpuSnapshot(*f, endpoint);
   Throughput t = MeasureThroughput(c, endpoint, s.tasks, s.batch);
+  const CpuCost cost = CostPerTask(before, TakeCpuSnapshot(*f, endpoint), t.tasks);
   Latency l = MeasureLatency(c, endpoint, s.samples);
   const double p50 = bench::Percentile(l.rtt_ms, 50), p99 = bench::Percentile(l.rtt_ms, 99),
                p999 = bench::Percentile(l.rtt_ms, 99.9);
@@ -341,9 +420,9 @@ int ScenarioThroughput(const Settings& s) {
     std::printf(
         "{\"tasks\":%d,\"batch\":%d,\"workers\":%d,\"seconds\":%.3f,\"tasks_per_s\":%.0f,\"errors\":%d,"
         "\"latency_samples\":%zu,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"appendfsync\":\"%s\","
-        "\"metrics\":%s}\n",
+        "\"metrics\":%s%s}\n",
         t.tasks, s.batch, s.workers, t.seconds, t.tasks_per_s, t.errors, l.rtt_ms.size(), p50, p99, p999,
-        s.appendfsync.c_str(), s.metrics ? "true" : "false");
+        s.appendfsync.c_str(), s.metrics ? "true" : "false", cost.Json().c_str());
   } else {
     std::printf("\nLoom no-op benchmark (%d workers, Redis appendonly, appendfsync %s)\n", s.workers,
                 s.appendfsync.c_str());
@@ -356,6 +435,7 @@ int ScenarioThroughput(const Settings& s) {
       auto it = l.hops_us.find(name);
       if (it != l.hops_us.end()) std::printf("    %-30s %8.1f\n", name.c_str(), bench::Percentile(it->second, 50));
     }
+    cost.Print();
   }
   std::fflush(stdout);
   StopAndCheck(*f);
@@ -426,7 +506,7 @@ int ScenarioWorkers(const Settings& s) {
   }
   for (int w = 1; w <= s.max_workers; ++w) {
     const std::string ep = "bench-w" + std::to_string(w);
-    if (Status st = f->local()->StartEndpoint(ep, w); !st.ok()) {
+    if (Status st = f->local()->StartEndpoint(ep, w, s.extra_endpoint_args); !st.ok()) {
       spdlog::critical("{}", st.ToString());
       StopAndCheck(*f);
       return 1;
@@ -524,7 +604,7 @@ int ScenarioEndpoints(const Settings& s) {
   for (int n : counts) {
     while (static_cast<int>(eps.size()) < n) {
       const std::string ep = "bench-e" + std::to_string(eps.size());
-      if (Status st = f->local()->StartEndpoint(ep, s.endpoint_workers); !st.ok()) {
+      if (Status st = f->local()->StartEndpoint(ep, s.endpoint_workers, s.extra_endpoint_args); !st.ok()) {
         spdlog::critical("{}", st.ToString());
         StopAndCheck(*f);
         return 1;
@@ -850,7 +930,7 @@ int ScenarioScale(const Settings& s) {
 
   // 1. What one endpoint with --scale-workers workers costs, after it ran some tasks.
   const std::string probe = "scale-probe";
-  if (Status st = lf.StartEndpoint(probe, s.scale_workers); !st.ok()) {
+  if (Status st = lf.StartEndpoint(probe, s.scale_workers, s.extra_endpoint_args); !st.ok()) {
     spdlog::critical("{}", st.ToString());
     StopAndCheck(*f);
     return 1;
@@ -899,7 +979,7 @@ int ScenarioScale(const Settings& s) {
   auto start_ep = [&](int i) -> Status {
     char name[32];
     std::snprintf(name, sizeof name, "scale-%03d", i);
-    LOOM_RETURN_IF_ERROR(lf.StartEndpoint(name, W));
+    LOOM_RETURN_IF_ERROR(lf.StartEndpoint(name, W, s.extra_endpoint_args));
     eps.push_back(name);
     return Status::Ok();
   };
@@ -1069,6 +1149,13 @@ int main(int argc, char** argv) {
                  "scale: the share of MemAvailable the endpoints and workers may take; fewer workers (then fewer "
                  "endpoints) are run when the estimate exceeds it")
       ->check(CLI::Range(0.01, 0.9));
+  app.add_option(
+      "--service-arg", s.extra_service_args,
+      "a flag passed to every loom-service the benchmark starts (repeat it; e.g. --service-arg=--redis-timeout-ms "
+      "--service-arg=5000)");
+  app.add_option("--endpoint-arg", s.extra_endpoint_args,
+                 "a flag passed to every loom-endpoint the benchmark starts (repeat it; e.g. "
+                 "--endpoint-arg=--queue-capacity --endpoint-arg=4096)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
