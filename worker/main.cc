@@ -1,8 +1,15 @@
 // loom-worker: runs kernels for one endpoint. See worker/worker.h for flags and behaviour.
-// Wires in the science kernels (kernels/); plugins add more at run time.
+// Wires in the science kernels (kernels/): their descriptions now, their code (and OpenCV) from
+// libloom_vision.so when one is first called. Plugins add more at run time.
+#include "common/util.h"
 #include "kernels/vision/vision_kernels.h"
+#include "worker/lazy_plugin.h"
 #include "worker/worker.h"
 
 int main(int argc, char** argv) {
-  return loom::worker::WorkerMain(argc, argv, {loom::kernels::RegisterVisionKernels});
+  auto vision = [](loom::KernelRegistry* registry) {
+    return loom::worker::RegisterLazyPlugin(registry, loom::ExecutableDir() + "/../lib/libloom_vision.so",
+                                            loom::kernels::VisionKernelInfos());
+  };
+  return loom::worker::WorkerMain(argc, argv, {vision});
 }

@@ -51,8 +51,12 @@ struct WorkerLoopOptions {
   // Upper bound on one serialized envelope. A single result larger than this is replaced by a
   // failed result saying so, rather than being sent and getting the connection dropped.
   int64_t max_message_bytes = kDefaultMaxMessageBytes;
-  // How long an idle worker waits for a message before checking should_stop again.
-  std::chrono::milliseconds idle_wait{100};
+  // How long an idle worker waits for a message before checking should_stop again. A stop
+  // signal interrupts the wait (the transport returns no message on EINTR), so this only bounds
+  // how late a stop is seen in the rare case that the signal lands just before the wait. Each
+  // wake-up of an idle worker costs CPU: at 10 a second, a thousand idle workers on one host
+  // (the scale benchmark) kept two cores busy doing nothing.
+  std::chrono::milliseconds idle_wait{1000};
   // Wall-clock nanoseconds: the timestamps go to other processes.
   std::function<int64_t()> now;
   // Polled between tasks and while idle; true ends the loop after flushing pending results.
