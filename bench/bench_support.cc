@@ -27,7 +27,7 @@ const std::vector<std::pair<std::string, std::pair<std::string, std::string>>>& 
       {"client -> service", {"client_sent", "received"}},
       {"service: check, wait to commit", {"received", "waiting-for-endpoint"}},
       {"service: queue -> dispatch", {"waiting-for-endpoint", "dispatched"}},
-      {"service: Redis commit, to broker", {"dispatched", "service_sent"}},
+      {"service: commit, send", {"dispatched", "service_sent"}},
       {"service -> endpoint", {"service_sent", "endpoint_received"}},
       {"endpoint -> worker", {"endpoint_received", "worker_started"}},
       {"kernel", {"worker_started", "kernel_finished"}},
