@@ -394,7 +394,7 @@ Result<v1::GetTasksResponse> LoomApi::GetTasks(const v1::GetTasksRequest& req, c
 }
 
 Status LoomApi::WaitResults(const v1::WaitResultsRequest& req, const std::string&,
-                            const std::function<bool(const v1::TaskRecord&, bool more)>& write,
+                            const std::function<bool(const v1::TaskRecord&)>& write,
                             const std::function<bool()>& cancelled) {
   using Clock = std::chrono::steady_clock;
   if (req.task_ids_size() > limits_.max_wait_ids) {
@@ -416,19 +416,10 @@ Status LoomApi::WaitResults(const v1::WaitResultsRequest& req, const std::string
   for (size_t i = 0; i < recs.size(); ++i) {
     if (!recs[i]) return NotFound(UnknownTaskMessage(ids[i]));
   }
-  // Records ready together are written as one burst: `more` says another follows at once.
-  auto write_all = [&](auto& records, auto&& get) {
-    const v1::TaskRecord* held = nullptr;
-    for (auto& r : records) {
-      const v1::TaskRecord& rec = get(r);
-      if (!IsTerminal(rec.state()) || !pending.erase(rec.id())) continue;
-      if (held != nullptr && !write(*held, true)) return false;
-      held = &rec;
+  for (auto& r : recs) {
+    if (IsTerminal(r->state()) && pending.erase(r->id())) {
+      if (!write(*r)) return Status(StatusCode::kCancelled, "the client went away");
     }
-    return held == nullptr || write(*held, false);
-  };
-  if (!write_all(recs, [](auto& r) -> const v1::TaskRecord& { return *r; })) {
-    return Status(StatusCode::kCancelled, "the client went away");
   }
   while (!pending.empty()) {
     if (cancelled()) return Status(StatusCode::kCancelled, "the client cancelled the wait");
@@ -439,8 +430,8 @@ Status LoomApi::WaitResults(const v1::WaitResultsRequest& req, const std::string
     }
     // Wake up now and then to notice a client that went away.
     auto batch = sub->Take(std::min(deadline, now + std::chrono::milliseconds(200)));
-    if (!write_all(batch, [](auto& r) -> const v1::TaskRecord& { return r; })) {
-      return Status(StatusCode::kCancelled, "the client went away");
+    for (const auto& r : batch) {
+      if (pending.erase(r.id()) && !write(r)) return Status(StatusCode::kCancelled, "the client went away");
     }
   }
   return Status::Ok();

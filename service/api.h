@@ -77,13 +77,11 @@ class LoomApi {
   Result<v1::GetTasksResponse> GetTasks(
       const v1::GetTasksRequest& req, const std::string& user,
       const std::function<bool()>& cancelled = [] { return false; });
-  // Calls `write` once per listed task as it reaches a terminal state, in completion order;
-  // `more` is true when another record follows at once (the writer may hold this one until then).
+  // Calls `write` once per listed task as it reaches a terminal state, in completion order.
   // Returns OK when every task was written, DEADLINE_EXCEEDED when timeout_ms passed first,
   // CANCELLED when `cancelled` turned true or `write` returned false.
   Status WaitResults(const v1::WaitResultsRequest& req, const std::string& user,
-                     const std::function<bool(const v1::TaskRecord&, bool more)>& write,
-                     const std::function<bool()>& cancelled);
+                     const std::function<bool(const v1::TaskRecord&)>& write, const std::function<bool()>& cancelled);
   Result<v1::CancelResponse> Cancel(const v1::CancelRequest& req, const std::string& user);
   Result<v1::DeleteTasksResponse> DeleteTasks(const v1::DeleteTasksRequest& req, const std::string& user);
 

@@ -54,37 +54,8 @@ grpc::Status LoomGrpcService::GetTasks(grpc::ServerContext* ctx, const v1::GetTa
 grpc::Status LoomGrpcService::WaitResults(grpc::ServerContext* ctx, const v1::WaitResultsRequest* req,
                                           grpc::ServerWriter<v1::TaskRecord>* writer) {
   Status s = api_->WaitResults(
-      *req, kLocalUser, [&](const v1::TaskRecord& r, bool) { return writer->Write(r); },
-      [&] { return ctx->IsCancelled(); });
+      *req, kLocalUser, [&](const v1::TaskRecord& r) { return writer->Write(r); }, [&] { return ctx->IsCancelled(); });
   return Counted(GrpcMethod::kWaitResults, ToGrpc(s));
-}
-
-grpc::Status LoomGrpcService::StreamResults(grpc::ServerContext* ctx, const v1::WaitResultsRequest* req,
-                                            grpc::ServerWriter<v1::TaskRecords>* writer) {
-  // A message holds the records that are ready together, up to about max_message_bytes (a
-  // record alone may be larger: the client accepts twice the limit plus 1 MiB).
-  const int64_t limit = api_->limits().max_message_bytes;
-  v1::TaskRecords batch;
-  int64_t bytes = 0;
-  Status s = api_->WaitResults(
-      *req, kLocalUser,
-      [&](const v1::TaskRecord& r, bool more) {
-        const auto size = static_cast<int64_t>(r.ByteSizeLong());
-        if (batch.tasks_size() > 0 && bytes + size > limit) {
-          if (!writer->Write(batch)) return false;
-          batch.Clear();
-          bytes = 0;
-        }
-        *batch.add_tasks() = r;
-        bytes += size;
-        if (more) return true;
-        const bool ok = writer->Write(batch);
-        batch.Clear();
-        bytes = 0;
-        return ok;
-      },
-      [&] { return ctx->IsCancelled(); });
-  return Counted(GrpcMethod::kStreamResults, ToGrpc(s));
 }
 grpc::Status LoomGrpcService::Cancel(grpc::ServerContext*, const v1::CancelRequest* req, v1::CancelResponse* resp) {
   return Counted(GrpcMethod::kCancel, Reply(api_->Cancel(*req, kLocalUser), resp));

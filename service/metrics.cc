@@ -34,8 +34,6 @@ const char* GrpcMethodName(GrpcMethod m) {
       return "GetTasks";
     case GrpcMethod::kWaitResults:
       return "WaitResults";
-    case GrpcMethod::kStreamResults:
-      return "StreamResults";
     case GrpcMethod::kCancel:
       return "Cancel";
     case GrpcMethod::kDeleteTasks:

@@ -57,7 +57,6 @@ enum class GrpcMethod {
   kSubmitBatch,
   kGetTasks,
   kWaitResults,
-  kStreamResults,
   kCancel,
   kDeleteTasks,
   kCount

@@ -255,7 +255,7 @@ TEST_F(ApiTest, WaitResultsStreamsInCompletionOrderAndEachTaskOnce) {
   w.set_timeout_ms(10000);
   Status s = api_->WaitResults(
       w, kLocalUser,
-      [&](const v1::TaskRecord& r, bool) {
+      [&](const v1::TaskRecord& r) {
         std::lock_guard lock(notifier_.mu);
         seen.push_back(r.id());
         return true;
@@ -266,36 +266,6 @@ TEST_F(ApiTest, WaitResultsStreamsInCompletionOrderAndEachTaskOnce) {
   EXPECT_EQ(seen, (std::vector<std::string>{ids[0], ids[2], ids[1]}));
 }
 
-TEST_F(ApiTest, WaitResultsMarksRecordsThatAreReadyTogetherAsOneBurst) {
-  v1::SubmitBatchRequest b;
-  for (int i = 0; i < 4; ++i) *b.add_tasks() = Req("echo", "ep1", {IntValue(i)});
-  auto ids = api_->SubmitBatch(b, kLocalUser)->task_ids();
-  ASSERT_EQ(store_.LeaseTasks("ep1", 1, 4, NowNanos())->size(), 4u);
-  std::vector<v1::TaskResult> results;
-  for (int i = 0; i < 3; ++i) {  // three finish before the wait, the fourth never does
-    v1::TaskResult r;
-    r.set_task_id(ids[i]);
-    r.set_ok(true);
-    *r.mutable_value() = IntValue(i);
-    results.push_back(r);
-  }
-  ASSERT_TRUE(store_.CompleteTasks("ep1", 1, results, NowNanos()).ok());
-  v1::WaitResultsRequest w;
-  for (const auto& id : ids) w.add_task_ids(id);
-  w.set_timeout_ms(50);
-  std::vector<bool> more;
-  Status s = api_->WaitResults(
-      w, kLocalUser,
-      [&](const v1::TaskRecord&, bool m) {
-        more.push_back(m);
-        return true;
-      },
-      [] { return false; });
-  EXPECT_EQ(s.code(), StatusCode::kDeadlineExceeded);
-  // One burst: only the last of the three says that nothing follows at once.
-  EXPECT_EQ(more, (std::vector<bool>{true, true, false}));
-}
-
 TEST_F(ApiTest, WaitResultsTimesOutAndRejectsUnknownIds) {
   auto id = api_->Submit(Req("echo", "ep1", {IntValue(1)}), kLocalUser)->task_id();
   v1::WaitResultsRequest w;
@@ -303,12 +273,12 @@ TEST_F(ApiTest, WaitResultsTimesOutAndRejectsUnknownIds) {
   w.set_timeout_ms(50);
   int writes = 0;
   Status s = api_->WaitResults(
-      w, kLocalUser, [&](const v1::TaskRecord&, bool) { return ++writes > 0; }, [] { return false; });
+      w, kLocalUser, [&](const v1::TaskRecord&) { return ++writes > 0; }, [] { return false; });
   EXPECT_EQ(s.code(), StatusCode::kDeadlineExceeded);
   EXPECT_EQ(writes, 0);
   w.add_task_ids("missing");
   EXPECT_EQ(api_->WaitResults(
-                    w, kLocalUser, [](const v1::TaskRecord&, bool) { return true; }, [] { return false; })
+                    w, kLocalUser, [](const v1::TaskRecord&) { return true; }, [] { return false; })
                 .code(),
             StatusCode::kNotFound);
 }
