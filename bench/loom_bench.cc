@@ -302,10 +302,12 @@ Result<Fabric> Start(const Settings& s, const std::string& name, const std::stri
   return f;
 }
 
-Status RequireLocal(const Settings& s, const std::string& scenario) {
+// For the scenarios that start their own endpoints (workers, endpoints, memory, scale): refuses
+// --service, then starts redis-server and the service as loom-bench-<scenario>, no endpoint yet.
+Result<Fabric> StartLocal(const Settings& s, const std::string& scenario, std::vector<std::string> service_args = {}) {
   if (!s.service.empty())
     return InvalidArgument("scenario '" + scenario + "' starts its own processes: it cannot use --service");
-  return Status::Ok();
+  return Start(s, "loom-bench-" + scenario, "", 0, std::move(service_args));
 }
 
 // Stops the local fabric and says whether anything started from the build's bin directory is
@@ -489,11 +491,7 @@ int ScenarioBatch(const Settings& s) {
 }
 
 int ScenarioWorkers(const Settings& s) {
-  if (Status st = RequireLocal(s, "workers"); !st.ok()) {
-    spdlog::critical("{}", st.ToString());
-    return 1;
-  }
-  auto f = Start(s, "loom-bench-workers", "", 0);
+  auto f = StartLocal(s, "workers");
   if (!f.ok()) {
     spdlog::critical("{}", f.status().ToString());
     return 1;
@@ -578,11 +576,7 @@ Fairness ComputeFairness(const Throughput& t, const std::vector<std::string>& en
 }
 
 int ScenarioEndpoints(const Settings& s) {
-  if (Status st = RequireLocal(s, "endpoints"); !st.ok()) {
-    spdlog::critical("{}", st.ToString());
-    return 1;
-  }
-  auto f = Start(s, "loom-bench-endpoints", "", 0);
+  auto f = StartLocal(s, "endpoints");
   if (!f.ok()) {
     spdlog::critical("{}", f.status().ToString());
     return 1;
@@ -791,14 +785,10 @@ int ScenarioPayload(const Settings& s) {
 }
 
 int ScenarioMemory(const Settings& s) {
-  if (Status st = RequireLocal(s, "memory"); !st.ok()) {
-    spdlog::critical("{}", st.ToString());
-    return 1;
-  }
   // No queue-depth limit: the default (1,000,000 per endpoint) would refuse the last batch. A
   // longer Redis timeout than the default 2 s: with hundreds of thousands of tasks queued, a group
   // commit of two 10,000-task batches (one Lua call) once took longer than that here.
-  auto f = Start(s, "loom-bench-memory", "", 0, {"--max-queue-depth", "0", "--redis-timeout-ms", "10000"});
+  auto f = StartLocal(s, "memory", {"--max-queue-depth", "0", "--redis-timeout-ms", "10000"});
   if (!f.ok()) {
     spdlog::critical("{}", f.status().ToString());
     return 1;
@@ -915,11 +905,7 @@ std::vector<pid_t> WaitForWorkers(pid_t ep_pid, int want, std::chrono::seconds t
 }
 
 int ScenarioScale(const Settings& s) {
-  if (Status st = RequireLocal(s, "scale"); !st.ok()) {
-    spdlog::critical("{}", st.ToString());
-    return 1;
-  }
-  auto f = Start(s, "loom-bench-scale", "", 0);
+  auto f = StartLocal(s, "scale");
   if (!f.ok()) {
     spdlog::critical("{}", f.status().ToString());
     return 1;
