@@ -98,17 +98,22 @@ int64_t ProcKbField(const std::string& path, const std::string& key) {
   return -1;
 }
 
-// The parent pid from /proc/PID/stat; -1 when unreadable.
-pid_t ParentPid(const std::string& pid_dir) {
+// /proc/PID/stat from field 3 (state) on: "pid (comm) state ppid ...", where comm may hold
+// spaces and parentheses, so it is what follows the last ')'. Empty when unreadable.
+std::string StatAfterComm(const std::string& pid_dir) {
   std::ifstream in(pid_dir + "/stat");
   std::string stat;
   std::getline(in, stat);
-  // pid (comm) state ppid ...; comm may hold spaces and parentheses, so read after the last ')'.
   const size_t close = stat.rfind(')');
-  if (close == std::string::npos) return -1;
+  return close == std::string::npos ? std::string() : stat.substr(close + 1);
+}
+
+// The parent pid from /proc/PID/stat; -1 when unreadable.
+pid_t ParentPid(const std::string& pid_dir) {
+  const std::string fields = StatAfterComm(pid_dir);
   char state = 0;
   int ppid = -1;
-  if (std::sscanf(stat.c_str() + close + 1, " %c %d", &state, &ppid) != 2) return -1;
+  if (std::sscanf(fields.c_str(), " %c %d", &state, &ppid) != 2) return -1;
   if (state == 'Z') return -1;  // a zombie is not running
   return ppid;
 }
@@ -141,13 +146,8 @@ int64_t ProcessPeakRssBytes(pid_t pid) { return ProcKbField("/proc/" + std::to_s
 int64_t ProcessPssBytes(pid_t pid) { return ProcKbField("/proc/" + std::to_string(pid) + "/smaps_rollup", "Pss:"); }
 
 double ProcessCpuSeconds(pid_t pid, bool reaped_children) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat;
-  if (!std::getline(in, stat)) return -1;
-  const size_t close = stat.rfind(')');
-  if (close == std::string::npos) return -1;
-  // After the comm: state (field 3) ... cmajflt (13), utime (14), stime, cutime, cstime (17).
-  std::istringstream fields(stat.substr(close + 1));
+  // state (field 3) ... cmajflt (13), utime (14), stime, cutime, cstime (17).
+  std::istringstream fields(StatAfterComm("/proc/" + std::to_string(pid)));
   std::string skip;
   for (int i = 3; i <= 13; ++i) fields >> skip;
   long long utime = 0, stime = 0, cutime = 0, cstime = 0;
