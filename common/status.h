@@ -2,6 +2,7 @@
 // and REST edges map them one to one.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <utility>
@@ -43,9 +44,18 @@ class [[nodiscard]] Status {
   const std::string& message() const { return message_; }
   std::string ToString() const;
 
+  // With RESOURCE_EXHAUSTED or UNAVAILABLE: how long the caller should wait before trying
+  // again (gRPC trailer "retry-after-ms", HTTP Retry-After); 0: no hint.
+  int64_t retry_after_ms() const { return retry_after_ms_; }
+  Status&& WithRetryAfter(int64_t ms) && {
+    retry_after_ms_ = ms;
+    return std::move(*this);
+  }
+
  private:
   StatusCode code_ = StatusCode::kOk;
   std::string message_;
+  int64_t retry_after_ms_ = 0;
 };
 
 inline Status InvalidArgument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
@@ -56,12 +66,14 @@ inline Status ResourceExhausted(std::string m) { return {StatusCode::kResourceEx
 inline Status Unavailable(std::string m) { return {StatusCode::kUnavailable, std::move(m)}; }
 inline Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
 inline Status DeadlineExceeded(std::string m) { return {StatusCode::kDeadlineExceeded, std::move(m)}; }
+inline Status Unauthenticated(std::string m) { return {StatusCode::kUnauthenticated, std::move(m)}; }
+inline Status PermissionDenied(std::string m) { return {StatusCode::kPermissionDenied, std::move(m)}; }
 
 // A value or a non-OK Status.
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}         // NOLINT(google-explicit-constructor)
   Result(Status status) : v_(std::move(status)) {}  // NOLINT(google-explicit-constructor)
 
   bool ok() const { return std::holds_alternative<T>(v_); }
@@ -86,10 +98,10 @@ class [[nodiscard]] Result {
 #define LOOM_CONCAT_INNER(a, b) a##b
 #define LOOM_CONCAT(a, b) LOOM_CONCAT_INNER(a, b)
 
-#define LOOM_RETURN_IF_ERROR(expr)            \
-  do {                                        \
-    ::loom::Status _loom_st = (expr);         \
-    if (!_loom_st.ok()) return _loom_st;      \
+#define LOOM_RETURN_IF_ERROR(expr)       \
+  do {                                   \
+    ::loom::Status _loom_st = (expr);    \
+    if (!_loom_st.ok()) return _loom_st; \
   } while (0)
 
 #define LOOM_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
@@ -97,13 +109,12 @@ class [[nodiscard]] Result {
   if (!tmp.ok()) return tmp.status();              \
   lhs = std::move(tmp).value()
 
-#define LOOM_ASSIGN_OR_RETURN(lhs, expr) \
-  LOOM_ASSIGN_OR_RETURN_IMPL(LOOM_CONCAT(_loom_res_, __LINE__), lhs, expr)
+#define LOOM_ASSIGN_OR_RETURN(lhs, expr) LOOM_ASSIGN_OR_RETURN_IMPL(LOOM_CONCAT(_loom_res_, __LINE__), lhs, expr)
 
 // A broken invariant is a crash, not a Status.
-#define LOOM_CHECK(cond)                                                              \
-  do {                                                                                \
-    if (!(cond)) ::loom::internal::CheckFailed(#cond, __FILE__, __LINE__);            \
+#define LOOM_CHECK(cond)                                                   \
+  do {                                                                     \
+    if (!(cond)) ::loom::internal::CheckFailed(#cond, __FILE__, __LINE__); \
   } while (0)
 
 namespace loom::internal {

@@ -11,8 +11,14 @@
 namespace loom::service {
 
 LoomApi::LoomApi(TaskStore* store, CompletionHub* hub, DispatchNotifier* notifier, ServiceLimits limits,
-                 CreditBook* credit, ServiceMetrics* metrics)
-    : store_(store), hub_(hub), notifier_(notifier), limits_(limits), credit_(credit), metrics_(metrics) {}
+                 CreditBook* credit, ServiceMetrics* metrics, ApiSecurity security)
+    : store_(store),
+      hub_(hub),
+      notifier_(notifier),
+      limits_(limits),
+      credit_(credit),
+      metrics_(metrics),
+      security_(security) {}
 
 LoomApi::~LoomApi() = default;
 
@@ -32,7 +38,7 @@ std::string UnknownTaskMessage(const std::string& id) {
 }  // namespace
 
 Result<v1::RegisterFunctionResponse> LoomApi::RegisterFunction(const v1::RegisterFunctionRequest& req,
-                                                               const std::string& user) {
+                                                               const Principal& who) {
   v1::Function fn = req.function();
   if (!ValidName(fn.name())) {
     return InvalidArgument("function name '" + fn.name() + "' is invalid: use " + kNameRule);
@@ -48,7 +54,7 @@ Result<v1::RegisterFunctionResponse> LoomApi::RegisterFunction(const v1::Registe
   if (fn.timeout_ms() < 0) {
     return InvalidArgument("timeout_ms " + std::to_string(fn.timeout_ms()) + " is negative: use 0 for no deadline");
   }
-  fn.set_owner(user);
+  fn.set_owner(who.user);
   fn.set_created_unix_nanos(NowNanos());
   LOOM_ASSIGN_OR_RETURN(bool created, store_->PutFunction(fn));
   LOOM_ASSIGN_OR_RETURN(auto stored, LookupFunction(fn.name()));
@@ -99,19 +105,19 @@ void LoomApi::EndpointUpdated(const v1::EndpointRecord& e) {
   endpoints_[e.id()] = std::move(ptr);
 }
 
-Result<v1::Function> LoomApi::GetFunction(const v1::GetFunctionRequest& req, const std::string&) {
+Result<v1::Function> LoomApi::GetFunction(const v1::GetFunctionRequest& req, const Principal&) {
   LOOM_ASSIGN_OR_RETURN(auto fn, LookupFunction(req.name()));
   return *fn;
 }
 
-Result<v1::ListFunctionsResponse> LoomApi::ListFunctions(const std::string&) {
+Result<v1::ListFunctionsResponse> LoomApi::ListFunctions(const Principal&) {
   LOOM_ASSIGN_OR_RETURN(auto fns, store_->ListFunctions());
   v1::ListFunctionsResponse resp;
   for (auto& f : fns) *resp.add_functions() = std::move(f);
   return resp;
 }
 
-Result<v1::EndpointRecord> LoomApi::CreateEndpoint(const v1::CreateEndpointRequest& req, const std::string& user) {
+Result<v1::EndpointRecord> LoomApi::CreateEndpoint(const v1::CreateEndpointRequest& req, const Principal& who) {
   if (!ValidName(req.name())) return InvalidArgument("endpoint name '" + req.name() + "' is invalid: use " + kNameRule);
   std::string id = req.id().empty() ? req.name() : req.id();
   if (!ValidName(id)) return InvalidArgument("endpoint id '" + id + "' is invalid: use " + kNameRule);
@@ -120,7 +126,7 @@ Result<v1::EndpointRecord> LoomApi::CreateEndpoint(const v1::CreateEndpointReque
   v1::EndpointRecord e;
   e.set_id(id);
   e.set_name(req.name());
-  e.set_owner(user);
+  e.set_owner(who.user);
   e.set_status(v1::ENDPOINT_STATUS_NEVER_CONNECTED);
   e.set_created_unix_nanos(NowNanos());
   LOOM_RETURN_IF_ERROR(store_->PutEndpoint(e));
@@ -128,7 +134,7 @@ Result<v1::EndpointRecord> LoomApi::CreateEndpoint(const v1::CreateEndpointReque
   return e;
 }
 
-Result<v1::ListEndpointsResponse> LoomApi::ListEndpoints(const std::string&) {
+Result<v1::ListEndpointsResponse> LoomApi::ListEndpoints(const Principal&) {
   LOOM_ASSIGN_OR_RETURN(auto eps, store_->ListEndpoints());
   v1::ListEndpointsResponse resp;
   for (auto& e : eps) {
@@ -141,7 +147,7 @@ Result<v1::ListEndpointsResponse> LoomApi::ListEndpoints(const std::string&) {
   return resp;
 }
 
-Result<v1::EndpointRecord> LoomApi::GetEndpoint(const v1::GetEndpointRequest& req, const std::string&) {
+Result<v1::EndpointRecord> LoomApi::GetEndpoint(const v1::GetEndpointRequest& req, const Principal&) {
   LOOM_ASSIGN_OR_RETURN(auto ep, store_->GetEndpoint(req.id()));
   if (!ep) return NotFound("endpoint '" + req.id() + "' is not registered; see `loom endpoint list`");
   LOOM_ASSIGN_OR_RETURN(int64_t depth, store_->QueueDepth(req.id()));
@@ -211,16 +217,16 @@ Status LoomApi::Validate(const v1::SubmitRequest& req, NewTask* task, int64_t re
   return Status::Ok();
 }
 
-Result<v1::SubmitResponse> LoomApi::Submit(const v1::SubmitRequest& req, const std::string& user) {
+Result<v1::SubmitResponse> LoomApi::Submit(const v1::SubmitRequest& req, const Principal& who) {
   v1::SubmitBatchRequest batch;
   *batch.add_tasks() = req;
-  LOOM_ASSIGN_OR_RETURN(auto ids, SubmitBatch(batch, user));
+  LOOM_ASSIGN_OR_RETURN(auto ids, SubmitBatch(batch, who));
   v1::SubmitResponse resp;
   resp.set_task_id(ids.task_ids(0));
   return resp;
 }
 
-Result<v1::SubmitBatchResponse> LoomApi::SubmitBatch(const v1::SubmitBatchRequest& req, const std::string&) {
+Result<v1::SubmitBatchResponse> LoomApi::SubmitBatch(const v1::SubmitBatchRequest& req, const Principal&) {
   const int64_t received = NowNanos();
   if (req.tasks_size() == 0) return InvalidArgument("the batch holds no tasks");
   if (req.tasks_size() > limits_.max_batch) {
@@ -344,7 +350,7 @@ Status LoomApi::Commit(std::vector<NewTask>* tasks, SubmitOutcome* outcome) {
   return s;
 }
 
-Result<v1::GetTasksResponse> LoomApi::GetTasks(const v1::GetTasksRequest& req, const std::string&,
+Result<v1::GetTasksResponse> LoomApi::GetTasks(const v1::GetTasksRequest& req, const Principal&,
                                                const std::function<bool()>& cancelled) {
   if (req.task_ids_size() > limits_.max_wait_ids) {
     return ResourceExhausted("asked for " + std::to_string(req.task_ids_size()) + " tasks; the limit is " +
@@ -393,7 +399,7 @@ Result<v1::GetTasksResponse> LoomApi::GetTasks(const v1::GetTasksRequest& req, c
   return resp;
 }
 
-Status LoomApi::WaitResults(const v1::WaitResultsRequest& req, const std::string&,
+Status LoomApi::WaitResults(const v1::WaitResultsRequest& req, const Principal&,
                             const std::function<bool(const v1::TaskRecord&)>& write,
                             const std::function<bool()>& cancelled) {
   using Clock = std::chrono::steady_clock;
@@ -437,7 +443,7 @@ Status LoomApi::WaitResults(const v1::WaitResultsRequest& req, const std::string
   return Status::Ok();
 }
 
-Result<v1::CancelResponse> LoomApi::Cancel(const v1::CancelRequest& req, const std::string&) {
+Result<v1::CancelResponse> LoomApi::Cancel(const v1::CancelRequest& req, const Principal&) {
   const int64_t now = NowNanos();
   LOOM_ASSIGN_OR_RETURN(auto rec, store_->CancelTask(req.task_id(), now));
   if (!rec) return NotFound(UnknownTaskMessage(req.task_id()));
@@ -456,7 +462,7 @@ Result<v1::CancelResponse> LoomApi::Cancel(const v1::CancelRequest& req, const s
   return resp;
 }
 
-Result<v1::DeleteTasksResponse> LoomApi::DeleteTasks(const v1::DeleteTasksRequest& req, const std::string&) {
+Result<v1::DeleteTasksResponse> LoomApi::DeleteTasks(const v1::DeleteTasksRequest& req, const Principal&) {
   if (req.task_ids_size() > limits_.max_wait_ids) {
     return ResourceExhausted("asked to delete " + std::to_string(req.task_ids_size()) + " tasks; the limit is " +
                              std::to_string(limits_.max_wait_ids));

@@ -21,9 +21,11 @@
 
 #include "common/status.h"
 #include "loom.pb.h"
+#include "service/auth.h"
 #include "service/completion_hub.h"
 #include "service/credit_book.h"
 #include "service/metrics.h"
+#include "service/quota.h"
 #include "service/task_store.h"
 
 namespace loom::service {
@@ -50,40 +52,53 @@ class DispatchNotifier {
   virtual void TasksCancelled(const std::string& endpoint, const std::vector<std::string>& task_ids) = 0;
 };
 
-// Until authentication lands every caller is this one local user.
+// The user of a service without authentication (unit tests, in-process fakes), and the owner
+// of endpoints that register without a CURVE key.
 inline constexpr const char* kLocalUser = "local";
+inline Principal LocalPrincipal() { return {kLocalUser, true}; }
+
+// Who may do what. Every pointer may be null: no token management (token calls answer
+// UNIMPLEMENTED), no quotas.
+struct ApiSecurity {
+  TokenAuthenticator* tokens = nullptr;
+  Quotas* quotas = nullptr;
+};
 
 class LoomApi {
  public:
   // `credit` (may be null) lets submits dispatch at once to endpoints that have asked for work.
   // `metrics` (may be null: none) counts submitted and cancelled tasks.
   LoomApi(TaskStore* store, CompletionHub* hub, DispatchNotifier* notifier, ServiceLimits limits,
-          CreditBook* credit = nullptr, ServiceMetrics* metrics = nullptr);
+          CreditBook* credit = nullptr, ServiceMetrics* metrics = nullptr, ApiSecurity security = {});
   ~LoomApi();
   LoomApi(const LoomApi&) = delete;
   LoomApi& operator=(const LoomApi&) = delete;
 
-  Result<v1::RegisterFunctionResponse> RegisterFunction(const v1::RegisterFunctionRequest& req,
-                                                        const std::string& user);
-  Result<v1::Function> GetFunction(const v1::GetFunctionRequest& req, const std::string& user);
-  Result<v1::ListFunctionsResponse> ListFunctions(const std::string& user);
-  Result<v1::EndpointRecord> CreateEndpoint(const v1::CreateEndpointRequest& req, const std::string& user);
-  Result<v1::ListEndpointsResponse> ListEndpoints(const std::string& user);
-  Result<v1::EndpointRecord> GetEndpoint(const v1::GetEndpointRequest& req, const std::string& user);
-  Result<v1::SubmitResponse> Submit(const v1::SubmitRequest& req, const std::string& user);
-  Result<v1::SubmitBatchResponse> SubmitBatch(const v1::SubmitBatchRequest& req, const std::string& user);
+  Result<v1::RegisterFunctionResponse> RegisterFunction(const v1::RegisterFunctionRequest& req, const Principal& who);
+  Result<v1::Function> GetFunction(const v1::GetFunctionRequest& req, const Principal& who);
+  Result<v1::ListFunctionsResponse> ListFunctions(const Principal& who);
+  Result<v1::EndpointRecord> CreateEndpoint(const v1::CreateEndpointRequest& req, const Principal& who);
+  Result<v1::ListEndpointsResponse> ListEndpoints(const Principal& who);
+  Result<v1::EndpointRecord> GetEndpoint(const v1::GetEndpointRequest& req, const Principal& who);
+  Result<v1::SubmitResponse> Submit(const v1::SubmitRequest& req, const Principal& who);
+  Result<v1::SubmitBatchResponse> SubmitBatch(const v1::SubmitBatchRequest& req, const Principal& who);
   // With wait_ms > 0, a long poll: returns when every task is terminal, wait_ms passed, or
   // `cancelled` turned true (the client went away).
   Result<v1::GetTasksResponse> GetTasks(
-      const v1::GetTasksRequest& req, const std::string& user,
+      const v1::GetTasksRequest& req, const Principal& who,
       const std::function<bool()>& cancelled = [] { return false; });
   // Calls `write` once per listed task as it reaches a terminal state, in completion order.
   // Returns OK when every task was written, DEADLINE_EXCEEDED when timeout_ms passed first,
   // CANCELLED when `cancelled` turned true or `write` returned false.
-  Status WaitResults(const v1::WaitResultsRequest& req, const std::string& user,
+  Status WaitResults(const v1::WaitResultsRequest& req, const Principal& who,
                      const std::function<bool(const v1::TaskRecord&)>& write, const std::function<bool()>& cancelled);
-  Result<v1::CancelResponse> Cancel(const v1::CancelRequest& req, const std::string& user);
-  Result<v1::DeleteTasksResponse> DeleteTasks(const v1::DeleteTasksRequest& req, const std::string& user);
+  Result<v1::CancelResponse> Cancel(const v1::CancelRequest& req, const Principal& who);
+  Result<v1::DeleteTasksResponse> DeleteTasks(const v1::DeleteTasksRequest& req, const Principal& who);
+  Result<v1::EndpointRecord> UpdateEndpoint(const v1::UpdateEndpointRequest& req, const Principal& who);
+  Result<v1::CreateTokenResponse> CreateToken(const v1::CreateTokenRequest& req, const Principal& who);
+  Result<v1::RevokeTokenResponse> RevokeToken(const v1::RevokeTokenRequest& req, const Principal& who);
+  Result<v1::ListTokensResponse> ListTokens(const v1::ListTokensRequest& req, const Principal& who);
+  Result<v1::WhoAmIResponse> WhoAmI(const Principal& who);
 
   // The broker reports endpoint registrations here, so submits check against current kernels.
   void EndpointUpdated(const v1::EndpointRecord& e);
@@ -113,6 +128,7 @@ class LoomApi {
   const ServiceLimits limits_;
   CreditBook* credit_;
   ServiceMetrics* metrics_;
+  const ApiSecurity security_;
 
   std::mutex cache_mu_;
   std::unordered_map<std::string, FunctionPtr> functions_;  // GUARDED_BY(cache_mu_); functions never change

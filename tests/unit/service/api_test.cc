@@ -59,7 +59,7 @@ class ApiTest : public ::testing::Test {
     v1::RegisterFunctionRequest r;
     r.mutable_function()->set_name(name);
     r.mutable_function()->set_kernel(kernel);
-    ASSERT_TRUE(api_->RegisterFunction(r, kLocalUser).ok());
+    ASSERT_TRUE(api_->RegisterFunction(r, LocalPrincipal()).ok());
   }
 
   static v1::SubmitRequest Req(const std::string& fn, const std::string& ep, std::vector<Value> args) {
@@ -78,7 +78,7 @@ class ApiTest : public ::testing::Test {
 };
 
 TEST_F(ApiTest, SubmitStoresTheTaskBeforeReplyingAndWakesTheDispatcher) {
-  auto r = api_->Submit(Req("add", "ep1", {IntValue(1), IntValue(2)}), kLocalUser);
+  auto r = api_->Submit(Req("add", "ep1", {IntValue(1), IntValue(2)}), LocalPrincipal());
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   auto rec = store_.GetTasks({r->task_id()}, true);
   ASSERT_TRUE((*rec)[0].has_value());
@@ -96,7 +96,7 @@ TEST_F(ApiTest, SubmitDispatchesAtOnceAgainstCreditAndQueuesTheRest) {
   credit.Open("ep1", "s1", 1, 2);
   v1::SubmitBatchRequest b;
   for (int i = 0; i < 3; ++i) *b.add_tasks() = Req("echo", "ep1", {IntValue(i)});
-  auto ids = api.SubmitBatch(b, kLocalUser);
+  auto ids = api.SubmitBatch(b, LocalPrincipal());
   ASSERT_TRUE(ids.ok()) << ids.status().ToString();
   // Two went out with the credit, in order; the third waits in the queue.
   ASSERT_EQ(notifier_.dispatched.size(), 2u);
@@ -113,7 +113,7 @@ TEST_F(ApiTest, SubmitDispatchesAtOnceAgainstCreditAndQueuesTheRest) {
   // credit is given back.
   credit.Add("ep1", "s1", 5);
   notifier_.dispatched.clear();
-  ASSERT_TRUE(api.Submit(Req("echo", "ep1", {IntValue(9)}), kLocalUser).ok());
+  ASSERT_TRUE(api.Submit(Req("echo", "ep1", {IntValue(9)}), LocalPrincipal()).ok());
   EXPECT_TRUE(notifier_.dispatched.empty());
   EXPECT_EQ(*store_.QueueDepth("ep1"), 2);
   EXPECT_EQ(credit.Take("ep1", 10).n, 5);
@@ -123,10 +123,10 @@ TEST_F(ApiTest, QueueDepthLimitRejectsOnlyTheSubmitThatWouldOverfillIt) {
   ServiceLimits small = limits_;
   small.max_queue_depth = 2;
   LoomApi api(&store_, &hub_, &notifier_, small);
-  ASSERT_TRUE(api.Submit(Req("echo", "ep1", {IntValue(1)}), kLocalUser).ok());
+  ASSERT_TRUE(api.Submit(Req("echo", "ep1", {IntValue(1)}), LocalPrincipal()).ok());
   v1::SubmitBatchRequest two;
   for (int i = 0; i < 2; ++i) *two.add_tasks() = Req("echo", "ep1", {IntValue(i)});
-  auto r = api.SubmitBatch(two, kLocalUser);
+  auto r = api.SubmitBatch(two, LocalPrincipal());
   EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted);
   EXPECT_NE(r.status().message().find("limit of 2 (max_queue_depth)"), std::string::npos) << r.status().message();
   EXPECT_EQ(*store_.QueueDepth("ep1"), 1);
@@ -135,7 +135,7 @@ TEST_F(ApiTest, QueueDepthLimitRejectsOnlyTheSubmitThatWouldOverfillIt) {
   std::atomic<int> ok{0}, full{0};
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&] {
-      auto s = api.Submit(Req("echo", "ep1", {IntValue(7)}), kLocalUser);
+      auto s = api.Submit(Req("echo", "ep1", {IntValue(7)}), LocalPrincipal());
       if (s.ok()) ++ok;
       if (s.status().code() == StatusCode::kResourceExhausted) ++full;
     });
@@ -147,22 +147,22 @@ TEST_F(ApiTest, QueueDepthLimitRejectsOnlyTheSubmitThatWouldOverfillIt) {
 }
 
 TEST_F(ApiTest, RejectsBadSubmitsWithClearErrors) {
-  auto unknown_fn = api_->Submit(Req("nope", "ep1", {}), kLocalUser);
+  auto unknown_fn = api_->Submit(Req("nope", "ep1", {}), LocalPrincipal());
   EXPECT_EQ(unknown_fn.status().code(), StatusCode::kNotFound);
   EXPECT_NE(unknown_fn.status().message().find("function 'nope'"), std::string::npos);
-  auto unknown_ep = api_->Submit(Req("add", "mars", {IntValue(1), IntValue(2)}), kLocalUser);
+  auto unknown_ep = api_->Submit(Req("add", "mars", {IntValue(1), IntValue(2)}), LocalPrincipal());
   EXPECT_EQ(unknown_ep.status().code(), StatusCode::kNotFound);
   EXPECT_NE(unknown_ep.status().message().find("endpoint 'mars'"), std::string::npos);
-  auto wrong_type = api_->Submit(Req("add", "ep1", {IntValue(1), StringValue("x")}), kLocalUser);
+  auto wrong_type = api_->Submit(Req("add", "ep1", {IntValue(1), StringValue("x")}), LocalPrincipal());
   EXPECT_EQ(wrong_type.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(wrong_type.status().message().find("'b' must be number, got string"), std::string::npos)
       << wrong_type.status().message();
-  auto missing = api_->Submit(Req("add", "ep1", {IntValue(1)}), kLocalUser);
+  auto missing = api_->Submit(Req("add", "ep1", {IntValue(1)}), LocalPrincipal());
   EXPECT_EQ(missing.status().code(), StatusCode::kInvalidArgument);
-  auto no_kernel = api_->Submit(Req("other", "ep1", {}), kLocalUser);
+  auto no_kernel = api_->Submit(Req("other", "ep1", {}), LocalPrincipal());
   EXPECT_EQ(no_kernel.status().code(), StatusCode::kFailedPrecondition);
   EXPECT_NE(no_kernel.status().message().find("braggnn@1"), std::string::npos);
-  auto too_big = api_->Submit(Req("echo", "ep1", {BytesValue(std::string(5000, 'x'))}), kLocalUser);
+  auto too_big = api_->Submit(Req("echo", "ep1", {BytesValue(std::string(5000, 'x'))}), LocalPrincipal());
   EXPECT_EQ(too_big.status().code(), StatusCode::kResourceExhausted);
   EXPECT_NE(too_big.status().message().find("max_message_bytes"), std::string::npos);
   EXPECT_TRUE(notifier_.queued.empty());
@@ -170,7 +170,7 @@ TEST_F(ApiTest, RejectsBadSubmitsWithClearErrors) {
 }
 
 TEST_F(ApiTest, AcceptsTasksForAnEndpointThatHasNotConnectedYet) {
-  auto r = api_->Submit(Req("other", "never", {IntValue(1)}), kLocalUser);
+  auto r = api_->Submit(Req("other", "never", {IntValue(1)}), LocalPrincipal());
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(*store_.QueueDepth("never"), 1);
 }
@@ -178,17 +178,17 @@ TEST_F(ApiTest, AcceptsTasksForAnEndpointThatHasNotConnectedYet) {
 TEST_F(ApiTest, BatchLimitsAreEnforcedAndAFaultyTaskRejectsTheWholeBatch) {
   v1::SubmitBatchRequest big;
   for (int i = 0; i < 101; ++i) *big.add_tasks() = Req("echo", "ep1", {IntValue(i)});
-  auto r = api_->SubmitBatch(big, kLocalUser);
+  auto r = api_->SubmitBatch(big, LocalPrincipal());
   EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted);
   EXPECT_NE(r.status().message().find("limit of 100"), std::string::npos);
   v1::SubmitBatchRequest bad;
   *bad.add_tasks() = Req("echo", "ep1", {IntValue(1)});
   *bad.add_tasks() = Req("add", "ep1", {IntValue(1)});
-  auto rb = api_->SubmitBatch(bad, kLocalUser);
+  auto rb = api_->SubmitBatch(bad, LocalPrincipal());
   EXPECT_EQ(rb.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(rb.status().message().find("task 1"), std::string::npos);
   EXPECT_EQ(*store_.QueueDepth("ep1"), 0);
-  EXPECT_EQ(api_->SubmitBatch(v1::SubmitBatchRequest(), kLocalUser).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(api_->SubmitBatch(v1::SubmitBatchRequest(), LocalPrincipal()).status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST_F(ApiTest, ConcurrentSubmitsAreAllCommitted) {
@@ -197,7 +197,7 @@ TEST_F(ApiTest, ConcurrentSubmitsAreAllCommitted) {
   for (int t = 0; t < 8; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < 50; ++i) {
-        if (api_->Submit(Req("echo", "ep1", {IntValue(t * 1000 + i)}), kLocalUser).ok()) ++ok;
+        if (api_->Submit(Req("echo", "ep1", {IntValue(t * 1000 + i)}), LocalPrincipal()).ok()) ++ok;
       }
     });
   }
@@ -210,21 +210,21 @@ TEST_F(ApiTest, RegisteringTheSameFunctionTwiceIsIdempotentButConflictsAreReject
   v1::RegisterFunctionRequest r;
   r.mutable_function()->set_name("add");
   r.mutable_function()->set_kernel("add@1");
-  auto again = api_->RegisterFunction(r, kLocalUser);
+  auto again = api_->RegisterFunction(r, LocalPrincipal());
   ASSERT_TRUE(again.ok());
   EXPECT_FALSE(again->created());
   r.mutable_function()->set_kernel("echo@1");
-  EXPECT_EQ(api_->RegisterFunction(r, kLocalUser).status().code(), StatusCode::kAlreadyExists);
+  EXPECT_EQ(api_->RegisterFunction(r, LocalPrincipal()).status().code(), StatusCode::kAlreadyExists);
   r.mutable_function()->set_kernel("echo");  // no version
-  EXPECT_EQ(api_->RegisterFunction(r, kLocalUser).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(api_->RegisterFunction(r, LocalPrincipal()).status().code(), StatusCode::kInvalidArgument);
   r.mutable_function()->set_name("bad name");
-  EXPECT_EQ(api_->RegisterFunction(r, kLocalUser).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(api_->RegisterFunction(r, LocalPrincipal()).status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST_F(ApiTest, WaitResultsStreamsInCompletionOrderAndEachTaskOnce) {
   v1::SubmitBatchRequest b;
   for (int i = 0; i < 3; ++i) *b.add_tasks() = Req("echo", "ep1", {IntValue(i)});
-  auto ids = api_->SubmitBatch(b, kLocalUser)->task_ids();
+  auto ids = api_->SubmitBatch(b, LocalPrincipal())->task_ids();
   ASSERT_EQ(store_.LeaseTasks("ep1", 1, 3, NowNanos())->size(), 3u);
   // The first one finishes before the wait starts, the others while it waits, in reverse.
   auto commit = [&](const std::string& id, int64_t v) {
@@ -254,7 +254,7 @@ TEST_F(ApiTest, WaitResultsStreamsInCompletionOrderAndEachTaskOnce) {
   for (const auto& id : ids) w.add_task_ids(id);
   w.set_timeout_ms(10000);
   Status s = api_->WaitResults(
-      w, kLocalUser,
+      w, LocalPrincipal(),
       [&](const v1::TaskRecord& r) {
         std::lock_guard lock(notifier_.mu);
         seen.push_back(r.id());
@@ -267,29 +267,29 @@ TEST_F(ApiTest, WaitResultsStreamsInCompletionOrderAndEachTaskOnce) {
 }
 
 TEST_F(ApiTest, WaitResultsTimesOutAndRejectsUnknownIds) {
-  auto id = api_->Submit(Req("echo", "ep1", {IntValue(1)}), kLocalUser)->task_id();
+  auto id = api_->Submit(Req("echo", "ep1", {IntValue(1)}), LocalPrincipal())->task_id();
   v1::WaitResultsRequest w;
   w.add_task_ids(id);
   w.set_timeout_ms(50);
   int writes = 0;
   Status s = api_->WaitResults(
-      w, kLocalUser, [&](const v1::TaskRecord&) { return ++writes > 0; }, [] { return false; });
+      w, LocalPrincipal(), [&](const v1::TaskRecord&) { return ++writes > 0; }, [] { return false; });
   EXPECT_EQ(s.code(), StatusCode::kDeadlineExceeded);
   EXPECT_EQ(writes, 0);
   w.add_task_ids("missing");
   EXPECT_EQ(api_->WaitResults(
-                    w, kLocalUser, [](const v1::TaskRecord&) { return true; }, [] { return false; })
+                    w, LocalPrincipal(), [](const v1::TaskRecord&) { return true; }, [] { return false; })
                 .code(),
             StatusCode::kNotFound);
 }
 
 TEST_F(ApiTest, GetTasksLongPollWaitsForTheResultOrTheTimeout) {
-  auto id = api_->Submit(Req("echo", "ep1", {IntValue(8)}), kLocalUser)->task_id();
+  auto id = api_->Submit(Req("echo", "ep1", {IntValue(8)}), LocalPrincipal())->task_id();
   ASSERT_EQ(store_.LeaseTasks("ep1", 1, 1, NowNanos())->size(), 1u);
   v1::GetTasksRequest req;
   req.add_task_ids(id);
   req.set_wait_ms(30);
-  auto early = api_->GetTasks(req, kLocalUser);  // nothing finishes: returns as it is
+  auto early = api_->GetTasks(req, LocalPrincipal());  // nothing finishes: returns as it is
   ASSERT_TRUE(early.ok());
   EXPECT_EQ(early->tasks(0).state(), v1::TASK_STATE_DISPATCHED);
   std::atomic<bool> waiting{false};
@@ -304,7 +304,7 @@ TEST_F(ApiTest, GetTasksLongPollWaitsForTheResultOrTheTimeout) {
   req.set_wait_ms(10000);
   req.set_include_args(true);
   waiting = true;
-  auto done = api_->GetTasks(req, kLocalUser);
+  auto done = api_->GetTasks(req, LocalPrincipal());
   finisher.join();
   ASSERT_TRUE(done.ok());
   EXPECT_EQ(done->tasks(0).state(), v1::TASK_STATE_SUCCESS);
@@ -314,21 +314,21 @@ TEST_F(ApiTest, GetTasksLongPollWaitsForTheResultOrTheTimeout) {
 }
 
 TEST_F(ApiTest, CancelMarksTheTaskPublishesItAndTellsTheDispatcher) {
-  auto id = api_->Submit(Req("echo", "ep1", {IntValue(1)}), kLocalUser)->task_id();
+  auto id = api_->Submit(Req("echo", "ep1", {IntValue(1)}), LocalPrincipal())->task_id();
   auto c = api_->Cancel(
       [&] {
         v1::CancelRequest r;
         r.set_task_id(id);
         return r;
       }(),
-      kLocalUser);
+      LocalPrincipal());
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(c->task().state(), v1::TASK_STATE_CANCELLED);
   EXPECT_EQ(notifier_.cancelled, (std::vector<std::string>{id}));
   EXPECT_EQ(*store_.QueueDepth("ep1"), 0);
   v1::CancelRequest unknown;
   unknown.set_task_id("nope");
-  EXPECT_EQ(api_->Cancel(unknown, kLocalUser).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(api_->Cancel(unknown, LocalPrincipal()).status().code(), StatusCode::kNotFound);
 }
 
 TEST_F(ApiTest, AttemptsAndDeadlinesComeFromTheSubmitThenTheFunctionThenTheServiceDefault) {
@@ -337,13 +337,13 @@ TEST_F(ApiTest, AttemptsAndDeadlinesComeFromTheSubmitThenTheFunctionThenTheServi
   fr.mutable_function()->set_kernel("echo@1");
   fr.mutable_function()->set_max_attempts(5);
   fr.mutable_function()->set_timeout_ms(2000);
-  ASSERT_TRUE(api_->RegisterFunction(fr, kLocalUser).ok());
-  auto plain = api_->Submit(Req("echo", "ep1", {IntValue(1)}), kLocalUser)->task_id();
-  auto from_fn = api_->Submit(Req("patient", "ep1", {IntValue(1)}), kLocalUser)->task_id();
+  ASSERT_TRUE(api_->RegisterFunction(fr, LocalPrincipal()).ok());
+  auto plain = api_->Submit(Req("echo", "ep1", {IntValue(1)}), LocalPrincipal())->task_id();
+  auto from_fn = api_->Submit(Req("patient", "ep1", {IntValue(1)}), LocalPrincipal())->task_id();
   auto req = Req("patient", "ep1", {IntValue(1)});
   req.set_max_attempts(1);
   req.set_timeout_ms(30);
-  auto from_req = api_->Submit(req, kLocalUser)->task_id();
+  auto from_req = api_->Submit(req, LocalPrincipal())->task_id();
   auto recs = *store_.GetTasks({plain, from_fn, from_req}, false);
   EXPECT_EQ(recs[0]->max_attempts(), limits_.default_max_attempts);
   EXPECT_EQ(recs[0]->timeout_ms(), 0);
@@ -355,16 +355,16 @@ TEST_F(ApiTest, AttemptsAndDeadlinesComeFromTheSubmitThenTheFunctionThenTheServi
   ASSERT_EQ(specs.size(), 3u);
   EXPECT_EQ(specs[2].timeout_ms(), 30);  // the endpoint enforces it
   req.set_max_attempts(limits_.max_attempts_limit + 1);
-  EXPECT_EQ(api_->Submit(req, kLocalUser).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(api_->Submit(req, LocalPrincipal()).status().code(), StatusCode::kInvalidArgument);
   fr.mutable_function()->set_name("impatient");
   fr.mutable_function()->set_max_attempts(-1);
-  EXPECT_EQ(api_->RegisterFunction(fr, kLocalUser).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(api_->RegisterFunction(fr, LocalPrincipal()).status().code(), StatusCode::kInvalidArgument);
   fr.mutable_function()->set_max_attempts(1);
   fr.mutable_function()->set_timeout_ms(-5);
-  EXPECT_EQ(api_->RegisterFunction(fr, kLocalUser).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(api_->RegisterFunction(fr, LocalPrincipal()).status().code(), StatusCode::kInvalidArgument);
   req.set_max_attempts(0);
   req.set_timeout_ms(-1);
-  EXPECT_EQ(api_->Submit(req, kLocalUser).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(api_->Submit(req, LocalPrincipal()).status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST_F(ApiTest, ARetriedSubmitWithTheSameIdempotencyKeyReturnsTheFirstTaskAndCreatesNothing) {
@@ -373,36 +373,36 @@ TEST_F(ApiTest, ARetriedSubmitWithTheSameIdempotencyKeyReturnsTheFirstTaskAndCre
   credit.Open("ep1", "s1", 1, 10);
   auto req = Req("echo", "ep1", {IntValue(1)});
   req.set_idempotency_key("run-17/frame-3");
-  auto first = api.Submit(req, kLocalUser);
+  auto first = api.Submit(req, LocalPrincipal());
   ASSERT_TRUE(first.ok());
-  auto again = api.Submit(req, kLocalUser);
+  auto again = api.Submit(req, LocalPrincipal());
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->task_id(), first->task_id());
   EXPECT_EQ(notifier_.dispatched.size(), 1u);  // the retry dispatched nothing
   EXPECT_EQ(*store_.InFlightCount("ep1"), 1);
   // The credit the retry took went back: the next task goes out at once.
-  ASSERT_TRUE(api.Submit(Req("echo", "ep1", {IntValue(2)}), kLocalUser).ok());
+  ASSERT_TRUE(api.Submit(Req("echo", "ep1", {IntValue(2)}), LocalPrincipal()).ok());
   EXPECT_EQ(notifier_.dispatched.size(), 2u);
   req.set_idempotency_key(std::string(limits_.max_idempotency_key_bytes + 1, 'k'));
-  EXPECT_EQ(api.Submit(req, kLocalUser).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(api.Submit(req, LocalPrincipal()).status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST_F(ApiTest, DeleteTasksRemovesFinishedTasksAndRefusesUnfinishedOnes) {
-  auto id = api_->Submit(Req("echo", "ep1", {IntValue(1)}), kLocalUser)->task_id();
+  auto id = api_->Submit(Req("echo", "ep1", {IntValue(1)}), LocalPrincipal())->task_id();
   v1::DeleteTasksRequest del;
   del.add_task_ids(id);
-  auto refused = api_->DeleteTasks(del, kLocalUser);
+  auto refused = api_->DeleteTasks(del, LocalPrincipal());
   EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition);
   EXPECT_NE(refused.status().message().find("cancel it"), std::string::npos);
   v1::CancelRequest c;
   c.set_task_id(id);
-  ASSERT_TRUE(api_->Cancel(c, kLocalUser).ok());
-  auto deleted = api_->DeleteTasks(del, kLocalUser);
+  ASSERT_TRUE(api_->Cancel(c, LocalPrincipal()).ok());
+  auto deleted = api_->DeleteTasks(del, LocalPrincipal());
   ASSERT_TRUE(deleted.ok());
   EXPECT_EQ(deleted->deleted(), 1);
   v1::GetTasksRequest get;
   get.add_task_ids(id);
-  auto gone = api_->GetTasks(get, kLocalUser);
+  auto gone = api_->GetTasks(get, LocalPrincipal());
   EXPECT_EQ(gone.status().code(), StatusCode::kNotFound);
   EXPECT_NE(gone.status().message().find("expired after the result TTL"), std::string::npos);
 }
