@@ -14,13 +14,13 @@
 namespace loom {
 
 struct LocalFabricOptions {
-  std::string bin_dir;                 // holds loom-service, loom-endpoint, loom-worker
-  std::string state_dir;               // redis data, logs, ready files; created if missing
+  std::string bin_dir;    // holds loom-service, loom-endpoint, loom-worker
+  std::string state_dir;  // redis data, logs, ready files; created if missing
   std::string redis_server = "redis-server";
   std::string appendfsync = "everysec";  // Redis AOF fsync policy: everysec or always
   std::string log_level = "warn";
   std::vector<std::string> service_args;  // extra loom-service flags
-  bool detach = false;  // children get their own session and outlive this object
+  bool detach = false;                    // children get their own session and outlive this object
   std::chrono::milliseconds ready_timeout{20000};
   bool remove_state_dir = false;  // delete state_dir after stopping everything
   // Serve Prometheus metrics from the service and every endpoint on free loopback ports
@@ -53,6 +53,10 @@ class LocalFabric {
   Subprocess* endpoint(const std::string& id);
 
   const std::string& grpc_address() const { return grpc_address_; }
+  // The service's admin bootstrap token (loom-service --bootstrap-token-file), and its file:
+  // clients of the fabric authenticate with it (ClientOptions::token, or LOOM_TOKEN_FILE).
+  const std::string& token() const { return token_; }
+  std::string token_file() const;
   const std::string& endpoint_address() const { return endpoint_address_; }
   int redis_port() const { return redis_port_; }
   // HOST:PORT of the /metrics servers (options.metrics); empty when not serving metrics.
@@ -80,6 +84,7 @@ class LocalFabric {
   int grpc_port_ = 0;
   int zmq_port_ = 0;
   std::string grpc_address_;
+  std::string token_;
   std::string endpoint_address_;
   std::string service_metrics_address_;
   std::map<std::string, std::string> endpoint_metrics_addresses_;

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "service/quota.h"
 
 namespace loom::service {
 
@@ -20,7 +21,7 @@ struct ServiceConfig {
   int64_t max_queue_depth = 1000000;  // tasks waiting for one endpoint; 0: no limit
   int heartbeat_period_ms = 1000;
   int heartbeat_misses = 3;
-  int zmq_high_water_mark = 100000;  // messages queued per endpoint before sends to it fail
+  int zmq_high_water_mark = 100000;            // messages queued per endpoint before sends to it fail
   int default_max_attempts = 3;                // attempts on system failure when neither task nor function sets it
   int max_worker_deaths = 3;                   // a task that killed this many workers fails as poison
   int64_t result_ttl_seconds = 7 * 24 * 3600;  // finished tasks are kept this long; 0: forever
@@ -31,6 +32,15 @@ struct ServiceConfig {
   std::string metrics_address;
   int metrics_sample_ms = 1000;     // how often per-endpoint queue depths are read from Redis
   int metrics_max_endpoints = 100;  // endpoints labelled in per-endpoint gauges; the rest sum into _other
+  // Authentication: the admin bootstrap (see docs/SECURITY.md). When set and the file does not
+  // hold a valid admin token, one is created for bootstrap_user and written there (mode 0600).
+  std::string bootstrap_token_file;
+  std::string bootstrap_user = "admin";
+  int token_cache_ms = 2000;  // a checked token is trusted this long before Redis is asked again
+  // TLS for gRPC: PEM certificate chain and private key; both empty: plaintext.
+  std::string tls_cert;
+  std::string tls_key;
+  QuotaOptions quotas;  // per user; YAML: quotas: {default: {...}, users: {NAME: {...}}}
 };
 
 // Reads YAML keys of the same names as the fields above (redis as a map: host, port, timeout_ms).

@@ -61,10 +61,12 @@ int Up(const Options& o) {
   std::ofstream(pids) << fabric.PidLines();
   std::ofstream(fs::path(o.state_dir) / "fabric.env")
       << "LOOM_SERVICE=" << fabric.grpc_address() << "\nLOOM_ENDPOINT_ADDRESS=" << fabric.endpoint_address()
-      << "\nLOOM_REDIS_PORT=" << fabric.redis_port() << "\nLOOM_ENDPOINT_ID=" << o.endpoint_id << "\n";
+      << "\nLOOM_REDIS_PORT=" << fabric.redis_port() << "\nLOOM_ENDPOINT_ID=" << o.endpoint_id
+      << "\nLOOM_TOKEN_FILE=" << fs::absolute(fabric.token_file()).string() << "\n";
   std::cout << "Loom is running: service " << fabric.grpc_address() << ", endpoint '" << o.endpoint_id << "' with "
             << o.workers << " workers, redis on 127.0.0.1:" << fabric.redis_port() << "\n"
-            << "  use it:  LOOM_SERVICE=" << fabric.grpc_address() << " loom endpoint list\n"
+            << "  use it:  LOOM_SERVICE=" << fabric.grpc_address()
+            << " LOOM_TOKEN_FILE=" << fs::absolute(fabric.token_file()).string() << " loom endpoint list\n"
             << "  logs:    " << fabric.state_dir() << "/*.log\n"
             << "  stop it: loom-local down --state-dir " << o.state_dir << "\n";
   return 0;
@@ -83,7 +85,8 @@ int Down(const Options& o) {
   pid_t pid;
   while (in >> name >> pid) procs.emplace_back(name, pid);
   auto rank = [](const std::string& n) { return n.rfind("endpoint", 0) == 0 ? 0 : n == "service" ? 1 : 2; };
-  std::stable_sort(procs.begin(), procs.end(), [&](const auto& a, const auto& b) { return rank(a.first) < rank(b.first); });
+  std::stable_sort(procs.begin(), procs.end(),
+                   [&](const auto& a, const auto& b) { return rank(a.first) < rank(b.first); });
   for (const auto& [n, p] : procs) {
     if (::kill(p, SIGTERM) != 0) continue;
     for (int i = 0; i < 100 && ::kill(p, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -118,7 +121,7 @@ int Run(const Options& o) {
     argv.push_back(a);
   }
   SpawnOptions so;
-  so.env = {"LOOM_SERVICE=" + fabric.grpc_address()};
+  so.env = {"LOOM_SERVICE=" + fabric.grpc_address(), "LOOM_TOKEN_FILE=" + fs::absolute(fabric.token_file()).string()};
   auto child = Subprocess::Spawn(argv, so);
   if (!child.ok()) {
     std::cerr << "error: " << child.status().message() << "\n";
