@@ -14,18 +14,21 @@
 namespace loom {
 
 struct LocalFabricOptions {
-  std::string bin_dir;                 // holds loom-service, loom-endpoint, loom-worker
-  std::string state_dir;               // redis data, logs, ready files; created if missing
+  std::string bin_dir;    // holds loom-service, loom-endpoint, loom-worker
+  std::string state_dir;  // redis data, logs, ready files; created if missing
   std::string redis_server = "redis-server";
   std::string appendfsync = "everysec";  // Redis AOF fsync policy: everysec or always
   std::string log_level = "warn";
   std::vector<std::string> service_args;  // extra loom-service flags
-  bool detach = false;  // children get their own session and outlive this object
+  bool detach = false;                    // children get their own session and outlive this object
   std::chrono::milliseconds ready_timeout{20000};
   bool remove_state_dir = false;  // delete state_dir after stopping everything
   // Serve Prometheus metrics from the service and every endpoint on free loopback ports
   // (--metrics-address 127.0.0.1:0); their addresses come from the ready files.
   bool metrics = false;
+  // The service's REST gateway listen address (--rest-address); port 0 picks a free one, which
+  // a restart of the service keeps. Empty: no REST.
+  std::string rest_address = "127.0.0.1:0";
 };
 
 class LocalFabric {
@@ -57,6 +60,8 @@ class LocalFabric {
   int redis_port() const { return redis_port_; }
   // HOST:PORT of the /metrics servers (options.metrics); empty when not serving metrics.
   const std::string& service_metrics_address() const { return service_metrics_address_; }
+  // HOST:PORT of the service's REST gateway (from its ready file); empty without REST.
+  const std::string& rest_address() const { return rest_address_; }
   std::string endpoint_metrics_address(const std::string& id) const;
   // The service talks to Redis over this Unix socket (cheaper than loopback TCP); tools and
   // tests may use either.
@@ -82,6 +87,7 @@ class LocalFabric {
   std::string grpc_address_;
   std::string endpoint_address_;
   std::string service_metrics_address_;
+  std::string rest_address_;
   std::map<std::string, std::string> endpoint_metrics_addresses_;
 };
 

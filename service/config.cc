@@ -36,7 +36,8 @@ Status LoadServiceConfigFile(const std::string& path, ServiceConfig* c) {
         c->max_worker_deaths = v.as<int>();
       else if (key == "result_ttl_seconds")
         c->result_ttl_seconds = v.as<int64_t>();
-      else if (key == "zmq_high_water_mark") c->zmq_high_water_mark = v.as<int>();
+      else if (key == "zmq_high_water_mark")
+        c->zmq_high_water_mark = v.as<int>();
       else if (key == "log_level")
         c->log_level = v.as<std::string>();
       else if (key == "ready_file")
@@ -47,6 +48,20 @@ Status LoadServiceConfigFile(const std::string& path, ServiceConfig* c) {
         c->metrics_sample_ms = v.as<int>();
       else if (key == "metrics_max_endpoints")
         c->metrics_max_endpoints = v.as<int>();
+      else if (key == "rest_address")
+        c->rest_address = v.as<std::string>();
+      else if (key == "rest_tls_cert")
+        c->rest_tls_cert = v.as<std::string>();
+      else if (key == "rest_tls_key")
+        c->rest_tls_key = v.as<std::string>();
+      else if (key == "rest_max_body_bytes")
+        c->rest_max_body_bytes = v.as<int64_t>();
+      else if (key == "rest_max_json_depth")
+        c->rest_max_json_depth = v.as<int>();
+      else if (key == "rest_threads")
+        c->rest_threads = v.as<int>();
+      else if (key == "rest_max_wait_ms")
+        c->rest_max_wait_ms = v.as<int64_t>();
       else
         return InvalidArgument("config file '" + path + "': unknown key '" + key + "'");
     }

@@ -20,7 +20,7 @@ struct ServiceConfig {
   int64_t max_queue_depth = 1000000;  // tasks waiting for one endpoint; 0: no limit
   int heartbeat_period_ms = 1000;
   int heartbeat_misses = 3;
-  int zmq_high_water_mark = 100000;  // messages queued per endpoint before sends to it fail
+  int zmq_high_water_mark = 100000;            // messages queued per endpoint before sends to it fail
   int default_max_attempts = 3;                // attempts on system failure when neither task nor function sets it
   int max_worker_deaths = 3;                   // a task that killed this many workers fails as poison
   int64_t result_ttl_seconds = 7 * 24 * 3600;  // finished tasks are kept this long; 0: forever
@@ -31,6 +31,15 @@ struct ServiceConfig {
   std::string metrics_address;
   int metrics_sample_ms = 1000;     // how often per-endpoint queue depths are read from Redis
   int metrics_max_endpoints = 100;  // endpoints labelled in per-endpoint gauges; the rest sum into _other
+  // The REST/JSON gateway (docs/REST.md): HOST:PORT (port 0 picks one, reported in the ready
+  // file as rest=HOST:PORT); empty: no REST.
+  std::string rest_address;
+  std::string rest_tls_cert;  // PEM files; both set: HTTPS
+  std::string rest_tls_key;
+  int64_t rest_max_body_bytes = 0;  // 0: max_message_bytes * 4/3 + 1 MiB (JSON of a message at the limit)
+  int rest_max_json_depth = 64;
+  int rest_threads = 32;
+  int64_t rest_max_wait_ms = 60000;  // longest long poll
 };
 
 // Reads YAML keys of the same names as the fields above (redis as a map: host, port, timeout_ms).

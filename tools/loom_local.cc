@@ -2,8 +2,9 @@
 // with workers) on free loopback ports.
 //   loom-local up      start it in the background and leave it running (addresses in STATE/fabric.env)
 //   loom-local down    stop what `up` started
-//   loom-local run -- CMD ARGS...   start it, run CMD with {grpc} replaced by the service
-//                                   address (and LOOM_SERVICE set), then stop everything
+//   loom-local run -- CMD ARGS...   start it, run CMD with {grpc} replaced by the service's gRPC
+//                                   address and {rest} by its REST address (and LOOM_SERVICE,
+//                                   LOOM_REST set), then stop everything
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/wait.h>
@@ -61,9 +62,11 @@ int Up(const Options& o) {
   std::ofstream(pids) << fabric.PidLines();
   std::ofstream(fs::path(o.state_dir) / "fabric.env")
       << "LOOM_SERVICE=" << fabric.grpc_address() << "\nLOOM_ENDPOINT_ADDRESS=" << fabric.endpoint_address()
-      << "\nLOOM_REDIS_PORT=" << fabric.redis_port() << "\nLOOM_ENDPOINT_ID=" << o.endpoint_id << "\n";
+      << "\nLOOM_REDIS_PORT=" << fabric.redis_port() << "\nLOOM_ENDPOINT_ID=" << o.endpoint_id
+      << "\nLOOM_REST=" << fabric.rest_address() << "\n";
   std::cout << "Loom is running: service " << fabric.grpc_address() << ", endpoint '" << o.endpoint_id << "' with "
-            << o.workers << " workers, redis on 127.0.0.1:" << fabric.redis_port() << "\n"
+            << o.workers << " workers, redis on 127.0.0.1:" << fabric.redis_port() << ", REST at http://"
+            << fabric.rest_address() << "/v1\n"
             << "  use it:  LOOM_SERVICE=" << fabric.grpc_address() << " loom endpoint list\n"
             << "  logs:    " << fabric.state_dir() << "/*.log\n"
             << "  stop it: loom-local down --state-dir " << o.state_dir << "\n";
@@ -83,7 +86,8 @@ int Down(const Options& o) {
   pid_t pid;
   while (in >> name >> pid) procs.emplace_back(name, pid);
   auto rank = [](const std::string& n) { return n.rfind("endpoint", 0) == 0 ? 0 : n == "service" ? 1 : 2; };
-  std::stable_sort(procs.begin(), procs.end(), [&](const auto& a, const auto& b) { return rank(a.first) < rank(b.first); });
+  std::stable_sort(procs.begin(), procs.end(),
+                   [&](const auto& a, const auto& b) { return rank(a.first) < rank(b.first); });
   for (const auto& [n, p] : procs) {
     if (::kill(p, SIGTERM) != 0) continue;
     for (int i = 0; i < 100 && ::kill(p, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -111,14 +115,17 @@ int Run(const Options& o) {
     std::cerr << "error: " << s.message() << "\n";
     return 1;
   }
-  std::cout << "fabric ready: service " << fabric.grpc_address() << "\n" << std::flush;
+  std::cout << "fabric ready: service " << fabric.grpc_address() << ", REST at http://" << fabric.rest_address()
+            << "/v1\n"
+            << std::flush;
   std::vector<std::string> argv;
   for (auto a : o.command) {
     for (size_t p; (p = a.find("{grpc}")) != std::string::npos;) a.replace(p, 6, fabric.grpc_address());
+    for (size_t p; (p = a.find("{rest}")) != std::string::npos;) a.replace(p, 6, fabric.rest_address());
     argv.push_back(a);
   }
   SpawnOptions so;
-  so.env = {"LOOM_SERVICE=" + fabric.grpc_address()};
+  so.env = {"LOOM_SERVICE=" + fabric.grpc_address(), "LOOM_REST=" + fabric.rest_address()};
   auto child = Subprocess::Spawn(argv, so);
   if (!child.ok()) {
     std::cerr << "error: " << child.status().message() << "\n";
@@ -154,7 +161,10 @@ int main(int argc, char** argv) {
   auto* run = app.add_subcommand("run", "start a fabric, run a command against it, stop the fabric");
   add_common(run);
   add_start(run);
-  run->add_option("command", o.command, "the command; {grpc} is replaced by the service address")->required();
+  run->add_option(
+         "command", o.command,
+         "the command; {grpc} is replaced by the service's gRPC address, {rest} by its REST address (HOST:PORT)")
+      ->required();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
