@@ -399,8 +399,7 @@ bool RestGateway::AnswerUnrouted(const httplib::Request& req, httplib::Response&
   return true;
 }
 
-Status RestGateway::ReadBody(const httplib::Request&, httplib::Response& res, const httplib::ContentReader& reader,
-                             std::string* body) const {
+Status RestGateway::ReadBody(httplib::Response& res, const httplib::ContentReader& reader, std::string* body) const {
   bool over = false;
   const bool ok = reader([&](const char* data, size_t n) {
     if (body->size() + n > limits_.max_bytes) {
@@ -425,7 +424,7 @@ void RestGateway::Serve(const Entry& e, const httplib::Request& req, httplib::Re
                         const httplib::ContentReader* reader) {
   Call c{req, res, e, {}, {}, {}};
   Status s = [&]() -> Status {
-    if (reader != nullptr) LOOM_RETURN_IF_ERROR(ReadBody(req, res, *reader, &c.body));
+    if (reader != nullptr) LOOM_RETURN_IF_ERROR(ReadBody(res, *reader, &c.body));
     auto params = MatchPath(e.route.path, req.path);
     if (!params) return Internal("route " + e.route.path + " was dispatched for " + req.path);
     c.params = std::move(*params);
@@ -481,6 +480,15 @@ Status RestGateway::Reply(Call& c, int http_status, const google::protobuf::Mess
 }
 
 int64_t RestGateway::CapWait(int64_t wait_ms) const { return std::min(wait_ms, options_.max_wait_ms); }
+
+Result<v1::GetTasksResponse> RestGateway::LongPoll(const v1::GetTasksRequest& req, const Principal& who) {
+  auto resp = api_->GetTasks(req, who, [this] { return stopping_.load(); });
+  // Cut short by a stopping service: the client should poll again (perhaps another replica).
+  if (!resp.ok() && resp.status().code() == StatusCode::kCancelled && stopping_) {
+    return Unavailable("the service is stopping; poll again");
+  }
+  return resp;
+}
 
 Status RestGateway::Health(Call& c) {
   c.res.status = 200;
@@ -560,7 +568,7 @@ Status RestGateway::GetTasks(Call& c) {
   LOOM_RETURN_IF_ERROR(ParseBody(c, &req));
   if (req.wait_ms() < 0) return InvalidArgument("wait_ms " + std::to_string(req.wait_ms()) + " is negative");
   req.set_wait_ms(CapWait(req.wait_ms()));
-  LOOM_ASSIGN_OR_RETURN(auto resp, api_->GetTasks(req, c.who, [this] { return stopping_.load(); }));
+  LOOM_ASSIGN_OR_RETURN(auto resp, LongPoll(req, c.who));
   return Reply(c, 200, resp);
 }
 
@@ -575,7 +583,7 @@ Status RestGateway::GetTask(Call& c) {
     LOOM_ASSIGN_OR_RETURN(bool include, ParseBool("include_args", c.req.get_param_value("include_args")));
     req.set_include_args(include);
   }
-  LOOM_ASSIGN_OR_RETURN(auto resp, api_->GetTasks(req, c.who, [this] { return stopping_.load(); }));
+  LOOM_ASSIGN_OR_RETURN(auto resp, LongPoll(req, c.who));
   if (resp.tasks_size() != 1) return Internal("GetTasks answered " + std::to_string(resp.tasks_size()) + " records");
   return Reply(c, 200, resp.tasks(0));
 }

@@ -77,8 +77,8 @@ class RestGateway {
   // outlive the gateway. INVALID_ARGUMENT for a bad address or TLS files, UNAVAILABLE when it
   // cannot listen.
   static Result<std::unique_ptr<RestGateway>> Start(const RestOptions& options, LoomApi* api, Authenticator* auth);
-  // Stops listening, ends long polls and streams (a stream ends with an UNAVAILABLE status
-  // line), and waits for the requests in progress.
+  // Stops listening, ends long polls (503) and streams (an UNAVAILABLE status line), and waits
+  // for the requests in progress.
   ~RestGateway();
   RestGateway(const RestGateway&) = delete;
   RestGateway& operator=(const RestGateway&) = delete;
@@ -100,14 +100,15 @@ class RestGateway {
   RestGateway(const RestOptions& options, LoomApi* api, Authenticator* auth);
   void Register();
   void Serve(const Entry& e, const httplib::Request& req, httplib::Response& res, const httplib::ContentReader* reader);
-  Status ReadBody(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader,
-                  std::string* body) const;
+  Status ReadBody(httplib::Response& res, const httplib::ContentReader& reader, std::string* body) const;
   // Answers a request no route takes: 405 (with Allow) when another method takes the path,
   // 404 otherwise. Returns false when some route takes it.
   bool AnswerUnrouted(const httplib::Request& req, httplib::Response& res) const;
   Status ParseBody(const Call& c, google::protobuf::Message* msg) const;
   Status Reply(Call& c, int http_status, const google::protobuf::Message& msg) const;
   int64_t CapWait(int64_t wait_ms) const;
+  // LoomApi::GetTasks, ended early (UNAVAILABLE) when the gateway stops.
+  Result<v1::GetTasksResponse> LongPoll(const v1::GetTasksRequest& req, const Principal& who);
 
   Status Health(Call& c);
   Status WhoAmI(Call& c);
