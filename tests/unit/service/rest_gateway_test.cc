@@ -606,6 +606,13 @@ TEST_F(RestGatewayTest, BodiesOverTheLimitAreRefusedWhateverTheirEncoding) {
   ASSERT_TRUE(r) << httplib::to_string(r.error());
   EXPECT_EQ(r->status, 413);
   EXPECT_NE(ErrorOf(r->body).second.find("over the limit of 65536 bytes"), std::string::npos);
+  // Compressed: a small Content-Length, a large body once inflated.
+  auto gzip = Client();
+  gzip->set_compress(true);
+  auto inflated = gzip->Post("/v1/tasks", std::string(1 << 20, ' '), kJson);
+  ASSERT_TRUE(inflated) << httplib::to_string(inflated.error());
+  EXPECT_EQ(inflated->status, 413);
+  EXPECT_NE(ErrorOf(inflated->body).second.find("over the limit of 65536 bytes"), std::string::npos);
   // A POST without Content-Length (curl -X POST) has an empty body, not one read until the
   // connection closes.
   auto [host, port] = Split(gateway_->address());
