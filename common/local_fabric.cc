@@ -163,6 +163,10 @@ Status LocalFabric::StartService() {
                                    "--log-level",
                                    options_.log_level};
   if (options_.metrics) argv.insert(argv.end(), {"--metrics-address", "127.0.0.1:0"});
+  // A restart keeps the REST port it picked, as it keeps the others.
+  if (!options_.rest_address.empty()) {
+    argv.insert(argv.end(), {"--rest-address", rest_address_.empty() ? options_.rest_address : rest_address_});
+  }
   argv.insert(argv.end(), options_.service_args.begin(), options_.service_args.end());
   LOOM_ASSIGN_OR_RETURN(service_, Subprocess::Spawn(argv, Spawn("service")));
   LOOM_RETURN_IF_ERROR(WaitForFile(ready, service_, "service"));
@@ -171,6 +175,7 @@ Status LocalFabric::StartService() {
   while (!token_.empty() && (token_.back() == '\n' || token_.back() == '\r')) token_.pop_back();
   if (token_.empty()) return Internal("loom-service wrote no admin token to " + token_file());
   service_metrics_address_ = ReadyValue(ready, "metrics");
+  rest_address_ = ReadyValue(ready, "rest");
   return Status::Ok();
 }
 

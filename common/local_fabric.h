@@ -26,6 +26,9 @@ struct LocalFabricOptions {
   // Serve Prometheus metrics from the service and every endpoint on free loopback ports
   // (--metrics-address 127.0.0.1:0); their addresses come from the ready files.
   bool metrics = false;
+  // The service's REST gateway listen address (--rest-address); port 0 picks a free one, which
+  // a restart of the service keeps. Empty: no REST.
+  std::string rest_address = "127.0.0.1:0";
 };
 
 class LocalFabric {
@@ -61,6 +64,8 @@ class LocalFabric {
   int redis_port() const { return redis_port_; }
   // HOST:PORT of the /metrics servers (options.metrics); empty when not serving metrics.
   const std::string& service_metrics_address() const { return service_metrics_address_; }
+  // HOST:PORT of the service's REST gateway (from its ready file); empty without REST.
+  const std::string& rest_address() const { return rest_address_; }
   std::string endpoint_metrics_address(const std::string& id) const;
   // The service talks to Redis over this Unix socket (cheaper than loopback TCP); tools and
   // tests may use either.
@@ -87,6 +92,7 @@ class LocalFabric {
   std::string token_;
   std::string endpoint_address_;
   std::string service_metrics_address_;
+  std::string rest_address_;
   std::map<std::string, std::string> endpoint_metrics_addresses_;
 };
 

@@ -95,7 +95,21 @@ Status LoadServiceConfigFile(const std::string& path, ServiceConfig* c) {
             c->quotas.users[u.first.as<std::string>()] = ParseQuota(u.second, c->quotas.defaults);
           }
         }
-      } else
+      } else if (key == "rest_address")
+        c->rest_address = v.as<std::string>();
+      else if (key == "rest_tls_cert")
+        c->rest_tls_cert = v.as<std::string>();
+      else if (key == "rest_tls_key")
+        c->rest_tls_key = v.as<std::string>();
+      else if (key == "rest_max_body_bytes")
+        c->rest_max_body_bytes = v.as<int64_t>();
+      else if (key == "rest_max_json_depth")
+        c->rest_max_json_depth = v.as<int>();
+      else if (key == "rest_threads")
+        c->rest_threads = v.as<int>();
+      else if (key == "rest_max_wait_ms")
+        c->rest_max_wait_ms = v.as<int64_t>();
+      else
         return InvalidArgument("config file '" + path + "': unknown key '" + key + "'");
     }
   } catch (const YAML::Exception& e) {

@@ -41,6 +41,15 @@ struct ServiceConfig {
   std::string tls_cert;
   std::string tls_key;
   QuotaOptions quotas;  // per user; YAML: quotas: {default: {...}, users: {NAME: {...}}}
+  // The REST/JSON gateway (docs/REST.md): HOST:PORT (port 0 picks one, reported in the ready
+  // file as rest=HOST:PORT); empty: no REST.
+  std::string rest_address;
+  std::string rest_tls_cert;  // PEM files; both set: HTTPS
+  std::string rest_tls_key;
+  int64_t rest_max_body_bytes = 0;  // 0: max_message_bytes * 4/3 + 1 MiB (JSON of a message at the limit)
+  int rest_max_json_depth = 64;
+  int rest_threads = 32;
+  int64_t rest_max_wait_ms = 60000;  // longest long poll
 };
 
 // Reads YAML keys of the same names as the fields above (redis as a map: host, port, timeout_ms).

@@ -21,6 +21,7 @@
 #include "service/quota.h"
 #include "service/redis_task_store.h"
 #include "service/redis_token_store.h"
+#include "service/rest_gateway.h"
 
 using namespace loom;           // NOLINT
 using namespace loom::service;  // NOLINT
@@ -84,6 +85,26 @@ int main(int argc, char** argv) {
   app.add_option("--quota-max-in-flight", c.quotas.defaults.max_in_flight,
                  "tasks each user may have submitted and not finished (0: no limit)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--rest-address", c.rest_address,
+                 "serve the REST/JSON API (docs/REST.md) at HOST:PORT (port 0: pick a free one, written to the "
+                 "ready file as rest=HOST:PORT); default: no REST");
+  app.add_option("--rest-tls-cert", c.rest_tls_cert,
+                 "PEM certificate (chain) for the REST API; with --rest-tls-key it is served over HTTPS only");
+  app.add_option("--rest-tls-key", c.rest_tls_key, "PEM private key of --rest-tls-cert");
+  app.add_option("--rest-max-body-bytes", c.rest_max_body_bytes,
+                 "largest REST request body; larger ones get 413 before parsing (0: max-message-bytes * 4/3 + "
+                 "1 MiB, room for base64 in JSON)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--rest-max-json-depth", c.rest_max_json_depth,
+                 "deepest nesting of objects and arrays in a REST request body; deeper ones get 400")
+      ->check(CLI::Range(1, 10000));
+  app.add_option("--rest-threads", c.rest_threads,
+                 "REST requests served at once (each long poll or result stream holds one thread)")
+      ->check(CLI::Range(1, 10000));
+  app.add_option("--rest-max-wait-ms", c.rest_max_wait_ms,
+                 "longest REST long poll (wait_ms of GET /v1/tasks/{id} and POST /v1/tasks:get); longer waits "
+                 "are cut to it")
+      ->check(CLI::Range(int64_t{1}, int64_t{3600000}));
   if (auto rc = ParseFlagsAndConfig(app, argc, argv, config_file,
                                     [&](const std::string& path) { return LoadServiceConfigFile(path, &c); })) {
     return *rc;
@@ -97,6 +118,16 @@ int main(int argc, char** argv) {
   }
   if (c.tls_cert.empty() != c.tls_key.empty()) {
     std::fprintf(stderr, "error: --tls-cert and --tls-key go together: give both or neither\n");
+    return 2;
+  }
+  if (!c.rest_address.empty()) {
+    if (auto a = metrics::CheckListenAddress(c.rest_address, "--rest-address"); !a.ok()) {
+      std::fprintf(stderr, "error: %s\n", a.status().message().c_str());
+      return 2;
+    }
+  }
+  if (c.rest_tls_cert.empty() != c.rest_tls_key.empty()) {
+    std::fprintf(stderr, "error: HTTPS needs both --rest-tls-cert and --rest-tls-key\n");
     return 2;
   }
   InitLogging(c.log_level, "service");
@@ -221,6 +252,26 @@ int main(int argc, char** argv) {
   }
   std::string host = c.grpc_address.substr(0, c.grpc_address.rfind(':'));
   std::string grpc_bound = host + ":" + std::to_string(grpc_port);
+  // The REST gateway maps onto the same LoomApi as gRPC.
+  std::unique_ptr<RestGateway> rest;
+  if (!c.rest_address.empty()) {
+    RestOptions rest_options;
+    rest_options.address = c.rest_address;
+    rest_options.tls_cert_file = c.rest_tls_cert;
+    rest_options.tls_key_file = c.rest_tls_key;
+    rest_options.max_body_bytes = c.rest_max_body_bytes;
+    rest_options.max_json_depth = c.rest_max_json_depth;
+    rest_options.threads = c.rest_threads;
+    rest_options.max_wait_ms = c.rest_max_wait_ms;
+    auto started = RestGateway::Start(rest_options, &api, &tokens);
+    if (!started.ok()) {
+      spdlog::critical("{}", started.status().message());
+      server->Shutdown();
+      broker.Stop();
+      return 1;
+    }
+    rest = std::move(started).value();
+  }
   // Declared after everything its callbacks read, so it stops serving before they go away.
   std::unique_ptr<metrics::MetricsServer> metrics_server;
   std::unique_ptr<metrics::Ticker> sampler;
@@ -239,9 +290,10 @@ int main(int argc, char** argv) {
     sampler = std::make_unique<metrics::Ticker>(std::chrono::milliseconds(c.metrics_sample_ms),
                                                 [&] { (void)metrics->SampleEndpoints(store); });
   }
-  spdlog::info("serving: grpc={}{} endpoints={} redis={}{}", grpc_bound, c.tls_cert.empty() ? "" : " (TLS)",
+  spdlog::info("serving: grpc={}{} endpoints={} redis={}{}{}", grpc_bound, c.tls_cert.empty() ? "" : " (TLS)",
                broker.bound_address(),
                c.redis_socket.empty() ? c.redis_host + ":" + std::to_string(c.redis_port) : c.redis_socket,
+               rest ? std::string(" rest=") + (rest->tls() ? "https://" : "http://") + rest->address() + "/v1" : "",
                metrics_server ? " metrics=http://" + metrics_server->address() + "/metrics" : "");
   if (!c.ready_file.empty()) {
     std::string tmp = c.ready_file + ".tmp";
@@ -249,6 +301,7 @@ int main(int argc, char** argv) {
       std::ofstream out(tmp);
       out << "grpc=" << grpc_bound << "\nendpoint=" << broker.bound_address() << "\npid=" << ::getpid() << "\n";
       if (metrics_server) out << "metrics=" << metrics_server->address() << "\n";
+      if (rest) out << "rest=" << rest->address() << "\n";
     }
     std::rename(tmp.c_str(), c.ready_file.c_str());
   }
@@ -258,6 +311,7 @@ int main(int argc, char** argv) {
   spdlog::info("signal {}: shutting down", sig);
   sampler.reset();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  rest.reset();  // ends its long polls and streams; before the broker, whose API it calls
   broker.Stop();
   metrics_server.reset();
   return 0;

@@ -2,8 +2,9 @@
 // with workers) on free loopback ports.
 //   loom-local up      start it in the background and leave it running (addresses in STATE/fabric.env)
 //   loom-local down    stop what `up` started
-//   loom-local run -- CMD ARGS...   start it, run CMD with {grpc} replaced by the service
-//                                   address (and LOOM_SERVICE set), then stop everything
+//   loom-local run -- CMD ARGS...   start it, run CMD with {grpc} replaced by the service's gRPC
+//                                   address and {rest} by its REST address (and LOOM_SERVICE,
+//                                   LOOM_REST set), then stop everything
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/wait.h>
@@ -62,9 +63,11 @@ int Up(const Options& o) {
   std::ofstream(fs::path(o.state_dir) / "fabric.env")
       << "LOOM_SERVICE=" << fabric.grpc_address() << "\nLOOM_ENDPOINT_ADDRESS=" << fabric.endpoint_address()
       << "\nLOOM_REDIS_PORT=" << fabric.redis_port() << "\nLOOM_ENDPOINT_ID=" << o.endpoint_id
-      << "\nLOOM_TOKEN_FILE=" << fs::absolute(fabric.token_file()).string() << "\n";
+      << "\nLOOM_TOKEN_FILE=" << fs::absolute(fabric.token_file()).string() << "\nLOOM_REST=" << fabric.rest_address()
+      << "\n";
   std::cout << "Loom is running: service " << fabric.grpc_address() << ", endpoint '" << o.endpoint_id << "' with "
-            << o.workers << " workers, redis on 127.0.0.1:" << fabric.redis_port() << "\n"
+            << o.workers << " workers, redis on 127.0.0.1:" << fabric.redis_port() << ", REST at http://"
+            << fabric.rest_address() << "/v1\n"
             << "  use it:  LOOM_SERVICE=" << fabric.grpc_address()
             << " LOOM_TOKEN_FILE=" << fs::absolute(fabric.token_file()).string() << " loom endpoint list\n"
             << "  logs:    " << fabric.state_dir() << "/*.log\n"
@@ -114,14 +117,18 @@ int Run(const Options& o) {
     std::cerr << "error: " << s.message() << "\n";
     return 1;
   }
-  std::cout << "fabric ready: service " << fabric.grpc_address() << "\n" << std::flush;
+  std::cout << "fabric ready: service " << fabric.grpc_address() << ", REST at http://" << fabric.rest_address()
+            << "/v1\n"
+            << std::flush;
   std::vector<std::string> argv;
   for (auto a : o.command) {
     for (size_t p; (p = a.find("{grpc}")) != std::string::npos;) a.replace(p, 6, fabric.grpc_address());
+    for (size_t p; (p = a.find("{rest}")) != std::string::npos;) a.replace(p, 6, fabric.rest_address());
     argv.push_back(a);
   }
   SpawnOptions so;
-  so.env = {"LOOM_SERVICE=" + fabric.grpc_address(), "LOOM_TOKEN_FILE=" + fs::absolute(fabric.token_file()).string()};
+  so.env = {"LOOM_SERVICE=" + fabric.grpc_address(), "LOOM_REST=" + fabric.rest_address(),
+            "LOOM_TOKEN_FILE=" + fs::absolute(fabric.token_file()).string()};
   auto child = Subprocess::Spawn(argv, so);
   if (!child.ok()) {
     std::cerr << "error: " << child.status().message() << "\n";
@@ -157,7 +164,10 @@ int main(int argc, char** argv) {
   auto* run = app.add_subcommand("run", "start a fabric, run a command against it, stop the fabric");
   add_common(run);
   add_start(run);
-  run->add_option("command", o.command, "the command; {grpc} is replaced by the service address")->required();
+  run->add_option(
+         "command", o.command,
+         "the command; {grpc} is replaced by the service's gRPC address, {rest} by its REST address (HOST:PORT)")
+      ->required();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

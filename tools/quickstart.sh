@@ -20,6 +20,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
   prometheus-cpp-dev
+  libcpp-httplib-dev openssl
 )
 
 log() { printf '\n==> %s\n' "$*"; }

@@ -67,6 +67,30 @@ TEST_F(ServiceConfigTest, RejectsUnknownKeysBadValuesAndMissingFiles) {
   EXPECT_EQ(LoadServiceConfigFile("/nonexistent/loom.yaml", &c).code(), StatusCode::kInvalidArgument);
 }
 
+TEST_F(ServiceConfigTest, ReadsTheRestGatewaySettings) {
+  ServiceConfig c;
+  EXPECT_TRUE(c.rest_address.empty()) << "no REST unless asked for";
+  Status s = LoadServiceConfigFile(WriteFile(R"(
+rest_address: 127.0.0.1:8080
+rest_tls_cert: /etc/loom/rest.crt
+rest_tls_key: /etc/loom/rest.key
+rest_max_body_bytes: 1048576
+rest_max_json_depth: 20
+rest_threads: 4
+rest_max_wait_ms: 5000
+)"),
+                                   &c);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(c.rest_address, "127.0.0.1:8080");
+  EXPECT_EQ(c.rest_tls_cert, "/etc/loom/rest.crt");
+  EXPECT_EQ(c.rest_tls_key, "/etc/loom/rest.key");
+  EXPECT_EQ(c.rest_max_body_bytes, 1048576);
+  EXPECT_EQ(c.rest_max_json_depth, 20);
+  EXPECT_EQ(c.rest_threads, 4);
+  EXPECT_EQ(c.rest_max_wait_ms, 5000);
+  EXPECT_EQ(LoadServiceConfigFile(WriteFile("rest_threads: many\n"), &c).code(), StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace loom::service
 
