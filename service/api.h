@@ -50,6 +50,8 @@ class DispatchNotifier {
   virtual void TasksDispatched(const std::string& endpoint, const std::string& session, int64_t lease_epoch,
                                std::vector<v1::TaskSpec> specs) = 0;
   virtual void TasksCancelled(const std::string& endpoint, const std::vector<std::string>& task_ids) = 0;
+  // An endpoint record was created or changed by the API (its CURVE key or allow-lists).
+  virtual void EndpointChanged(const v1::EndpointRecord& /*e*/) {}
 };
 
 // The user of a service without authentication (unit tests, in-process fakes), and the owner

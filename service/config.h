@@ -20,7 +20,7 @@ struct ServiceConfig {
   int64_t max_queue_depth = 1000000;  // tasks waiting for one endpoint; 0: no limit
   int heartbeat_period_ms = 1000;
   int heartbeat_misses = 3;
-  int zmq_high_water_mark = 100000;  // messages queued per endpoint before sends to it fail
+  int zmq_high_water_mark = 100000;            // messages queued per endpoint before sends to it fail
   int default_max_attempts = 3;                // attempts on system failure when neither task nor function sets it
   int max_worker_deaths = 3;                   // a task that killed this many workers fails as poison
   int64_t result_ttl_seconds = 7 * 24 * 3600;  // finished tasks are kept this long; 0: forever
@@ -29,6 +29,13 @@ struct ServiceConfig {
   // Prometheus /metrics listen address, HOST:PORT (port 0 picks one, reported in the ready
   // file as metrics=HOST:PORT); empty: no metrics.
   std::string metrics_address;
+  // How endpoints authenticate: "curve" (ZeroMQ CURVE keys checked by a ZAP handler against the
+  // endpoint records; see docs/ARCHITECTURE.md) or "none" (plaintext, endpoints register
+  // themselves: only for a single-user host).
+  std::string endpoint_auth = "curve";
+  // The service's CURVE key pair (created, mode 0600, if missing); its public key goes to the
+  // ready file as curve_public_key=. Default: $XDG_STATE_HOME/loom/service/curve.key.
+  std::string curve_secret_key_file;
   int metrics_sample_ms = 1000;     // how often per-endpoint queue depths are read from Redis
   int metrics_max_endpoints = 100;  // endpoints labelled in per-endpoint gauges; the rest sum into _other
 };
