@@ -3,6 +3,7 @@
 #include <map>
 #include <set>
 
+#include "common/curve.h"
 #include "common/kernel_api.h"
 #include "common/task_state.h"
 #include "common/util.h"
@@ -129,9 +130,36 @@ Result<v1::EndpointRecord> LoomApi::CreateEndpoint(const v1::CreateEndpointReque
   e.set_owner(who.user);
   e.set_status(v1::ENDPOINT_STATUS_NEVER_CONNECTED);
   e.set_created_unix_nanos(NowNanos());
+  if (!req.curve_public_key().empty()) {
+    LOOM_RETURN_IF_ERROR(curve::CheckKey(req.curve_public_key(), "curve_public_key"));
+    e.set_curve_public_key(req.curve_public_key());
+  }
+  *e.mutable_allowed_users() = req.allowed_users();
+  *e.mutable_allowed_functions() = req.allowed_functions();
   LOOM_RETURN_IF_ERROR(store_->PutEndpoint(e));
   EndpointUpdated(e);
+  notifier_->EndpointChanged(e);
   return e;
+}
+
+// A stand-in until main's UpdateEndpoint lands: stores the key and the allow-lists.
+Result<v1::EndpointRecord> LoomApi::UpdateEndpoint(const v1::UpdateEndpointRequest& req, const Principal& who) {
+  LOOM_ASSIGN_OR_RETURN(auto e, store_->GetEndpoint(req.id()));
+  if (!e) return NotFound("endpoint '" + req.id() + "' does not exist; create it with `loom endpoint configure`");
+  if (!who.admin && e->owner() != who.user) {
+    return PermissionDenied("endpoint '" + req.id() + "' belongs to '" + e->owner() +
+                            "'; only its owner may change it");
+  }
+  if (!req.curve_public_key().empty()) {
+    LOOM_RETURN_IF_ERROR(curve::CheckKey(req.curve_public_key(), "curve_public_key"));
+    e->set_curve_public_key(req.curve_public_key());
+  }
+  if (req.has_allowed_users()) *e->mutable_allowed_users() = req.allowed_users().items();
+  if (req.has_allowed_functions()) *e->mutable_allowed_functions() = req.allowed_functions().items();
+  LOOM_RETURN_IF_ERROR(store_->PutEndpoint(*e));
+  EndpointUpdated(*e);
+  notifier_->EndpointChanged(*e);
+  return *e;
 }
 
 Result<v1::ListEndpointsResponse> LoomApi::ListEndpoints(const Principal&) {

@@ -66,4 +66,10 @@ grpc::Status LoomGrpcService::DeleteTasks(grpc::ServerContext*, const v1::Delete
   return Counted(GrpcMethod::kDeleteTasks, Reply(api_->DeleteTasks(*req, LocalPrincipal()), resp));
 }
 
+// A stand-in until main's lands (not counted: GrpcMethod has no entry for it yet).
+grpc::Status LoomGrpcService::UpdateEndpoint(grpc::ServerContext*, const v1::UpdateEndpointRequest* req,
+                                             v1::EndpointRecord* resp) {
+  return Reply(api_->UpdateEndpoint(*req, LocalPrincipal()), resp);
+}
+
 }  // namespace loom::service

@@ -32,6 +32,7 @@ class LoomGrpcService final : public v1::Loom::Service {
                            grpc::ServerWriter<v1::TaskRecord>*) override;
   grpc::Status Cancel(grpc::ServerContext*, const v1::CancelRequest*, v1::CancelResponse*) override;
   grpc::Status DeleteTasks(grpc::ServerContext*, const v1::DeleteTasksRequest*, v1::DeleteTasksResponse*) override;
+  grpc::Status UpdateEndpoint(grpc::ServerContext*, const v1::UpdateEndpointRequest*, v1::EndpointRecord*) override;
 
  private:
   grpc::Status Counted(GrpcMethod method, grpc::Status s) {
