@@ -5,6 +5,7 @@
 #pragma once
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -14,18 +15,22 @@
 namespace loom {
 
 struct LocalFabricOptions {
-  std::string bin_dir;                 // holds loom-service, loom-endpoint, loom-worker
-  std::string state_dir;               // redis data, logs, ready files; created if missing
+  std::string bin_dir;    // holds loom-service, loom-endpoint, loom-worker
+  std::string state_dir;  // redis data, logs, ready files; created if missing
   std::string redis_server = "redis-server";
   std::string appendfsync = "everysec";  // Redis AOF fsync policy: everysec or always
   std::string log_level = "warn";
   std::vector<std::string> service_args;  // extra loom-service flags
-  bool detach = false;  // children get their own session and outlive this object
+  bool detach = false;                    // children get their own session and outlive this object
   std::chrono::milliseconds ready_timeout{20000};
   bool remove_state_dir = false;  // delete state_dir after stopping everything
   // Serve Prometheus metrics from the service and every endpoint on free loopback ports
   // (--metrics-address 127.0.0.1:0); their addresses come from the ready files.
   bool metrics = false;
+  // How endpoints authenticate: "curve" (the service's default) enrolls each endpoint before
+  // starting it (`loom endpoint configure`: a key pair in the state dir, its public key in the
+  // endpoint's record); "none" starts the service with --endpoint-auth none.
+  std::string endpoint_auth = "curve";
 };
 
 class LocalFabric {
@@ -38,7 +43,13 @@ class LocalFabric {
   Status StartRedis();
   // The first start picks free ports; a restart reuses them, as a real restart would.
   Status StartService();
+  // In curve mode the endpoint is enrolled first (once per id; a restart reuses its keys),
+  // unless `extra_args` bring their own --curve-secret-key-file.
   Status StartEndpoint(const std::string& id, int workers, const std::vector<std::string>& extra_args = {});
+  // Curve mode: makes the endpoint's key pair and its record with the public key (runs
+  // `BIN/loom endpoint configure ID` with LOOM_TOKEN_FILE=<state_dir>/admin.token), once per id.
+  // REQUIRES: the service runs.
+  Status EnrollEndpoint(const std::string& id);
   // Convenience: redis, service and one endpoint.
   Status StartAll(const std::string& endpoint_id, int workers);
 
@@ -53,6 +64,13 @@ class LocalFabric {
   Subprocess* endpoint(const std::string& id);
 
   const std::string& grpc_address() const { return grpc_address_; }
+  bool curve() const { return options_.endpoint_auth == "curve"; }
+  // Curve mode: the service's public key (from its ready file), and an enrolled endpoint's
+  // secret key file.
+  const std::string& service_public_key() const { return service_public_key_; }
+  std::string EndpointKeyFile(const std::string& id) const;
+  // <state_dir>/admin.token: the token the service's --bootstrap-token-file writes.
+  std::string AdminTokenFile() const;
   const std::string& endpoint_address() const { return endpoint_address_; }
   int redis_port() const { return redis_port_; }
   // HOST:PORT of the /metrics servers (options.metrics); empty when not serving metrics.
@@ -82,6 +100,8 @@ class LocalFabric {
   std::string grpc_address_;
   std::string endpoint_address_;
   std::string service_metrics_address_;
+  std::string service_public_key_;
+  std::set<std::string> enrolled_;
   std::map<std::string, std::string> endpoint_metrics_addresses_;
 };
 
