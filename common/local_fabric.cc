@@ -183,6 +183,11 @@ std::string LocalFabric::EndpointKeyFile(const std::string& id) const {
   return (fs::path(options_.state_dir) / ("endpoint-" + id + "-keys") / "endpoint.key").string();
 }
 
+std::vector<std::string> LocalFabric::EndpointAuthArgs(const std::string& id) const {
+  if (!curve()) return {};
+  return {"--curve-secret-key-file", EndpointKeyFile(id), "--service-public-key", service_public_key_};
+}
+
 std::string LocalFabric::AdminTokenFile() const { return (fs::path(options_.state_dir) / "admin.token").string(); }
 
 Status LocalFabric::EnrollEndpoint(const std::string& id) {
@@ -238,8 +243,8 @@ Status LocalFabric::StartEndpoint(const std::string& id, int workers, const std:
   if (options_.metrics) argv.insert(argv.end(), {"--metrics-address", "127.0.0.1:0"});
   if (curve() && std::find(extra_args.begin(), extra_args.end(), "--curve-secret-key-file") == extra_args.end()) {
     LOOM_RETURN_IF_ERROR(EnrollEndpoint(id));
-    argv.insert(argv.end(),
-                {"--curve-secret-key-file", EndpointKeyFile(id), "--service-public-key", service_public_key_});
+    const auto auth = EndpointAuthArgs(id);
+    argv.insert(argv.end(), auth.begin(), auth.end());
   }
   // Extra arguments may point the endpoint elsewhere (e.g. through a fault proxy).
   if (std::find(extra_args.begin(), extra_args.end(), "--service") != extra_args.end())

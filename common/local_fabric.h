@@ -69,6 +69,9 @@ class LocalFabric {
   // secret key file.
   const std::string& service_public_key() const { return service_public_key_; }
   std::string EndpointKeyFile(const std::string& id) const;
+  // The loom-endpoint flags that make an endpoint `id` use its key pair (curve mode; empty in
+  // none mode), for tests that start an endpoint process by hand. REQUIRES: `id` enrolled.
+  std::vector<std::string> EndpointAuthArgs(const std::string& id) const;
   // <state_dir>/admin.token: the token the service's --bootstrap-token-file writes.
   std::string AdminTokenFile() const;
   const std::string& endpoint_address() const { return endpoint_address_; }

@@ -207,10 +207,8 @@ TEST_F(MetricsTest, AFenceIsCountedAndTheSecondEndpointServesItsOwnMetrics) {
                                    ready,
                                    "--metrics-address",
                                    "127.0.0.1:0"};
-  if (fabric_->curve()) {  // the same endpoint: its key pair
-    argv.insert(argv.end(), {"--curve-secret-key-file", fabric_->EndpointKeyFile("ep"), "--service-public-key",
-                             fabric_->service_public_key()});
-  }
+  const auto auth = fabric_->EndpointAuthArgs("ep");  // the same endpoint: its key pair
+  argv.insert(argv.end(), auth.begin(), auth.end());
   auto second = Subprocess::Spawn(argv, so);
   ASSERT_TRUE(second.ok()) << second.status().ToString();
   ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(ready); }, 20s)) << ReadFileOrEmpty(so.log_path);

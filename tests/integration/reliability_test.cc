@@ -259,10 +259,8 @@ TEST(ReliabilityTest, ASecondEndpointProcessWithTheSameIdFencesTheFirstWhichStop
                                    dir + "/second-spool",
                                    "--log-level",
                                    "info"};
-  if (fabric->curve()) {  // the same endpoint: its key pair
-    argv.insert(argv.end(), {"--curve-secret-key-file", fabric->EndpointKeyFile("ep"), "--service-public-key",
-                             fabric->service_public_key()});
-  }
+  const auto auth = fabric->EndpointAuthArgs("ep");  // the same endpoint: its key pair
+  argv.insert(argv.end(), auth.begin(), auth.end());
   auto second = Subprocess::Spawn(argv, so);
   ASSERT_TRUE(second.ok()) << second.status().ToString();
   auto status = fabric->endpoint("ep")->Wait(15s);
