@@ -167,6 +167,13 @@ Status LocalFabric::StartService() {
   if (!options_.rest_address.empty()) {
     argv.insert(argv.end(), {"--rest-address", rest_address_.empty() ? options_.rest_address : rest_address_});
   }
+  if (curve()) {
+    // Kept in the state dir, so a restarted service keeps its key and its endpoints trust it.
+    argv.insert(argv.end(), {"--endpoint-auth", "curve", "--curve-secret-key-file",
+                             (fs::path(options_.state_dir) / "service.key").string()});
+  } else {
+    argv.insert(argv.end(), {"--endpoint-auth", "none"});
+  }
   argv.insert(argv.end(), options_.service_args.begin(), options_.service_args.end());
   LOOM_ASSIGN_OR_RETURN(service_, Subprocess::Spawn(argv, Spawn("service")));
   LOOM_RETURN_IF_ERROR(WaitForFile(ready, service_, "service"));
@@ -176,6 +183,48 @@ Status LocalFabric::StartService() {
   if (token_.empty()) return Internal("loom-service wrote no admin token to " + token_file());
   service_metrics_address_ = ReadyValue(ready, "metrics");
   rest_address_ = ReadyValue(ready, "rest");
+  service_public_key_ = ReadyValue(ready, "curve_public_key");
+  if (curve() && service_public_key_.empty()) {
+    return Internal("the service runs with --endpoint-auth curve but its ready file has no curve_public_key");
+  }
+  return Status::Ok();
+}
+
+std::string LocalFabric::EndpointKeyFile(const std::string& id) const {
+  return (fs::path(options_.state_dir) / ("endpoint-" + id + "-keys") / "endpoint.key").string();
+}
+
+std::vector<std::string> LocalFabric::EndpointAuthArgs(const std::string& id) const {
+  if (!curve()) return {};
+  return {"--curve-secret-key-file", EndpointKeyFile(id), "--service-public-key", service_public_key_};
+}
+
+Status LocalFabric::EnrollEndpoint(const std::string& id) {
+  if (enrolled_.contains(id)) return Status::Ok();
+  const std::string name = "enroll-" + id;
+  std::vector<std::string> argv = {(fs::path(options_.bin_dir) / "loom").string(),
+                                   "--service",
+                                   grpc_address_,
+                                   "endpoint",
+                                   "configure",
+                                   id,
+                                   "--key-dir",
+                                   fs::path(EndpointKeyFile(id)).parent_path().string(),
+                                   "--service-public-key",
+                                   service_public_key_,
+                                   "--endpoint-address",
+                                   endpoint_address_};
+  SpawnOptions o = Spawn(name);
+  o.env.push_back("LOOM_TOKEN_FILE=" + token_file());
+  LOOM_ASSIGN_OR_RETURN(auto proc, Subprocess::Spawn(argv, o));
+  auto status = proc.Wait(options_.ready_timeout);
+  if (!status || *status != 0) {
+    if (!status) proc.Stop();
+    return Unavailable("`loom endpoint configure " + id + "` failed (" +
+                       (status ? DescribeWaitStatus(*status) : std::string("timed out")) + "); log tail:\n" +
+                       LogTail(name));
+  }
+  enrolled_.insert(id);
   return Status::Ok();
 }
 
@@ -203,6 +252,11 @@ Status LocalFabric::StartEndpoint(const std::string& id, int workers, const std:
   // Unacknowledged results survive a restart of this endpoint in its state dir.
   argv.insert(argv.end(), {"--spool-dir", (fs::path(options_.state_dir) / ("endpoint-" + id + "-spool")).string()});
   if (options_.metrics) argv.insert(argv.end(), {"--metrics-address", "127.0.0.1:0"});
+  if (curve() && std::find(extra_args.begin(), extra_args.end(), "--curve-secret-key-file") == extra_args.end()) {
+    LOOM_RETURN_IF_ERROR(EnrollEndpoint(id));
+    const auto auth = EndpointAuthArgs(id);
+    argv.insert(argv.end(), auth.begin(), auth.end());
+  }
   // Extra arguments may point the endpoint elsewhere (e.g. through a fault proxy).
   if (std::find(extra_args.begin(), extra_args.end(), "--service") != extra_args.end())
     argv.erase(argv.begin() + 3, argv.begin() + 5);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,10 @@ struct LocalFabricOptions {
   // The service's REST gateway listen address (--rest-address); port 0 picks a free one, which
   // a restart of the service keeps. Empty: no REST.
   std::string rest_address = "127.0.0.1:0";
+  // How endpoints authenticate: "curve" (the service's default) enrolls each endpoint before
+  // starting it (`loom endpoint configure`: a key pair in the state dir, its public key in the
+  // endpoint's record); "none" starts the service with --endpoint-auth none.
+  std::string endpoint_auth = "curve";
 };
 
 class LocalFabric {
@@ -41,7 +46,13 @@ class LocalFabric {
   Status StartRedis();
   // The first start picks free ports; a restart reuses them, as a real restart would.
   Status StartService();
+  // In curve mode the endpoint is enrolled first (once per id; a restart reuses its keys),
+  // unless `extra_args` bring their own --curve-secret-key-file.
   Status StartEndpoint(const std::string& id, int workers, const std::vector<std::string>& extra_args = {});
+  // Curve mode: makes the endpoint's key pair and its record with the public key (runs
+  // `BIN/loom endpoint configure ID` with LOOM_TOKEN_FILE=<state_dir>/admin.token), once per id.
+  // REQUIRES: the service runs.
+  Status EnrollEndpoint(const std::string& id);
   // Convenience: redis, service and one endpoint.
   Status StartAll(const std::string& endpoint_id, int workers);
 
@@ -60,6 +71,14 @@ class LocalFabric {
   // clients of the fabric authenticate with it (ClientOptions::token, or LOOM_TOKEN_FILE).
   const std::string& token() const { return token_; }
   std::string token_file() const;
+  bool curve() const { return options_.endpoint_auth == "curve"; }
+  // Curve mode: the service's public key (from its ready file), and an enrolled endpoint's
+  // secret key file.
+  const std::string& service_public_key() const { return service_public_key_; }
+  std::string EndpointKeyFile(const std::string& id) const;
+  // The loom-endpoint flags that make an endpoint `id` use its key pair (curve mode; empty in
+  // none mode), for tests that start an endpoint process by hand. REQUIRES: `id` enrolled.
+  std::vector<std::string> EndpointAuthArgs(const std::string& id) const;
   const std::string& endpoint_address() const { return endpoint_address_; }
   int redis_port() const { return redis_port_; }
   // HOST:PORT of the /metrics servers (options.metrics); empty when not serving metrics.
@@ -93,6 +112,8 @@ class LocalFabric {
   std::string endpoint_address_;
   std::string service_metrics_address_;
   std::string rest_address_;
+  std::string service_public_key_;
+  std::set<std::string> enrolled_;
   std::map<std::string, std::string> endpoint_metrics_addresses_;
 };
 

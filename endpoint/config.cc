@@ -49,6 +49,18 @@ Status LoadEndpointConfigFile(const std::string& path, EndpointConfig* c) {
         c->log_level = v.as<std::string>();
       else if (key == "metrics_address")
         c->metrics_address = v.as<std::string>();
+      else if (key == "curve_secret_key_file")
+        c->curve_secret_key_file = v.as<std::string>();
+      else if (key == "service_public_key")
+        c->service_public_key = v.as<std::string>();
+      else if (key == "service_public_key_file")
+        c->service_public_key_file = v.as<std::string>();
+      else if (key == "owner")
+        c->owner = v.as<std::string>();
+      else if (key == "allowed_users")
+        c->allowed_users = v.as<std::vector<std::string>>();
+      else if (key == "allowed_functions")
+        c->allowed_functions = v.as<std::vector<std::string>>();
       else
         return InvalidArgument("config file '" + path + "': unknown key '" + key + "'");
     }

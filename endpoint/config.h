@@ -32,6 +32,17 @@ struct EndpointConfig {
   // file as metrics=HOST:PORT); empty: no metrics.
   std::string metrics_address;
   std::string log_level = "info";
+  // CURVE (the service runs --endpoint-auth curve): this endpoint's key pair, made and
+  // registered by `loom endpoint configure`, and the service's public key (Z85, or a file
+  // holding it). Without them the endpoint connects in plaintext (--endpoint-auth none).
+  std::string curve_secret_key_file;
+  std::string service_public_key;
+  std::string service_public_key_file;
+  // The endpoint's own allow-list (common/allow_list.h), checked on every task it receives,
+  // whatever the service decided. Unset owner: no check (allow_* then must be empty).
+  std::string owner;
+  std::vector<std::string> allowed_users;      // "*": every user
+  std::vector<std::string> allowed_functions;  // "name" (the owner's) or "user/name"; empty: any
 };
 
 // YAML keys named as the fields (plugins and plugin_dirs are lists).

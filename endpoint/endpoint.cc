@@ -55,6 +55,7 @@ void Endpoint::RequestStop() {
 Status Endpoint::Start() {
   if (config_.id.empty()) return InvalidArgument("an endpoint needs an id (--id)");
   if (config_.workers < 1) return InvalidArgument("an endpoint needs at least one worker (--workers)");
+  LOOM_RETURN_IF_ERROR(LoadSecurity());
   if (config_.run_dir.empty()) {
     std::string tmpl = (fs::temp_directory_path() / "loom-endpoint-XXXXXX").string();
     if (::mkdtemp(tmpl.data()) == nullptr) return Internal("cannot create a run directory under /tmp");
@@ -87,6 +88,41 @@ Status Endpoint::Start() {
   LOOM_RETURN_IF_ERROR(Reconnect());
   for (int i = 0; i < config_.workers; ++i) LOOM_RETURN_IF_ERROR(SpawnWorker("w" + std::to_string(i)));
   spdlog::info("endpoint {} starting {} worker(s); service {}", config_.id, config_.workers, config_.service);
+  return Status::Ok();
+}
+
+Status Endpoint::LoadSecurity() {
+  const bool have_service_key = !config_.service_public_key.empty() || !config_.service_public_key_file.empty();
+  if (have_service_key != !config_.curve_secret_key_file.empty()) {
+    return InvalidArgument(
+        "CURVE needs both this endpoint's key pair (--curve-secret-key-file) and the service's public key "
+        "(--service-public-key or --service-public-key-file); `loom endpoint configure` prints both");
+  }
+  if (!config_.service_public_key.empty() && !config_.service_public_key_file.empty()) {
+    return InvalidArgument("give the service's public key once: --service-public-key or --service-public-key-file");
+  }
+  if (have_service_key) {
+    if (!config_.service_public_key_file.empty()) {
+      LOOM_ASSIGN_OR_RETURN(service_public_key_, curve::ReadPublicKeyFile(config_.service_public_key_file));
+    } else {
+      LOOM_RETURN_IF_ERROR(curve::CheckKey(config_.service_public_key, "--service-public-key"));
+      service_public_key_ = config_.service_public_key;
+    }
+    auto keys = curve::ReadSecretKeyFile(config_.curve_secret_key_file);
+    if (!keys.ok()) {
+      return Status(keys.status().code(), "this endpoint's CURVE key: " + keys.status().message() +
+                                              " (`loom endpoint configure " + config_.id + "` makes it)");
+    }
+    curve_keys_ = std::move(keys).value();
+  }
+  if (config_.owner.empty()) {
+    if (!config_.allowed_users.empty() || !config_.allowed_functions.empty()) {
+      return InvalidArgument("--allow-user and --allow-function need --owner (whose endpoint this is)");
+    }
+  } else {
+    LOOM_RETURN_IF_ERROR(ValidateAllowList(config_.allowed_users, config_.allowed_functions));
+    allow_ = AllowList{config_.id, config_.owner, config_.allowed_users, config_.allowed_functions};
+  }
   return Status::Ok();
 }
 
@@ -135,9 +171,12 @@ Status Endpoint::Reconnect() {
     service_.set(zmq::sockopt::rcvhwm, 0);
     service_.set(zmq::sockopt::reconnect_ivl, 100);
     service_.set(zmq::sockopt::reconnect_ivl_max, 2000);
+    if (curve_keys_) LOOM_RETURN_IF_ERROR(curve::MakeClient(service_, *curve_keys_, service_public_key_));
     const std::string events = "inproc://service-events-" + std::to_string(++monitor_generation_);
-    if (zmq_socket_monitor(service_.handle(), events.c_str(), ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED) !=
-        0) {
+    if (zmq_socket_monitor(service_.handle(), events.c_str(),
+                           ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) != 0) {
       return Internal("cannot monitor the service socket: " + std::string(zmq_strerror(zmq_errno())));
     }
     monitor_ = zmq::socket_t(ctx_, zmq::socket_type::pair);
@@ -170,8 +209,35 @@ void Endpoint::HandleMonitorEvents() {
     if (head.size() < sizeof(uint16_t)) continue;
     uint16_t event = 0;
     std::memcpy(&event, head.data(), sizeof(event));
+    uint32_t value = 0;
+    if (head.size() >= sizeof(event) + sizeof(value)) {
+      std::memcpy(&value, static_cast<const char*>(head.data()) + sizeof(event), sizeof(value));
+    }
+    if (event & (ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                 ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)) {
+      // ZeroMQ retries by itself; say why once, until a handshake succeeds.
+      if (metrics_ != nullptr) metrics_->HandshakeFailed();
+      std::string why = event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
+                            ? "the service refused this endpoint's CURVE key (ZAP status " + std::to_string(value) +
+                                  "): is it registered for endpoint '" + config_.id + "'? `loom endpoint configure " +
+                                  config_.id + "` registers it"
+                        : curve_keys_
+                            ? "the CURVE handshake failed (" + std::to_string(value) +
+                                  "): check --service-public-key, and that the service runs with --endpoint-auth curve"
+                            : "the handshake failed (" + std::to_string(value) +
+                                  "): the service may require CURVE (--endpoint-auth curve); give this endpoint "
+                                  "--curve-secret-key-file and --service-public-key";
+      if (!handshake_failure_logged_) {
+        spdlog::error("cannot connect to the service at {}: {}", config_.service, why);
+        handshake_failure_logged_ = true;
+      } else {
+        spdlog::debug("handshake with the service failed again: {}", why);
+      }
+      continue;
+    }
     if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
       connected_ = true;
+      handshake_failure_logged_ = false;
       // Whatever was in flight on a dropped connection may be lost: register again, so the
       // service requeues what we do not hold, and resend what it has not acknowledged.
       if (registered_) spdlog::info("reconnected to the service; registering again");
@@ -557,25 +623,46 @@ void Endpoint::HandleServiceMessage(const zmq::message_t& msg) {
       break;
     case v1::Envelope::kHeartbeat:
       break;
-    case v1::Envelope::kTasks: {
-      const int64_t now = NowNanos();
-      const int64_t sent = env.tasks().sent_unix_nanos();
-      auto* tasks = env.mutable_tasks()->mutable_tasks();
-      requested_ = std::max<int64_t>(0, requested_ - tasks->size());
-      if (metrics_ != nullptr) metrics_->TasksReceived(tasks->size());
-      for (auto& spec : *tasks) {
-        std::string id = spec.task_id();
-        if (held_.contains(id)) continue;  // a duplicate after a requeue race: we already have it
-        held_.emplace(id, Held{std::move(spec), now, sent});
-        queue_.push_back(std::move(id));
-      }
+    case v1::Envelope::kTasks:
+      AcceptTasks(*env.mutable_tasks());
       break;
-    }
     case v1::Envelope::kCancel:
       HandleCancel(env.cancel());
       break;
     default:
       spdlog::warn("unexpected message from the service (case {})", static_cast<int>(env.body_case()));
+  }
+}
+
+void Endpoint::AcceptTasks(v1::TaskBatch& batch) {
+  const int64_t now = NowNanos();
+  const int64_t sent = batch.sent_unix_nanos();
+  auto* tasks = batch.mutable_tasks();
+  requested_ = std::max<int64_t>(0, requested_ - tasks->size());
+  if (metrics_ != nullptr) metrics_->TasksReceived(tasks->size());
+  for (auto& spec : *tasks) {
+    std::string id = spec.task_id();
+    if (held_.contains(id)) continue;  // a duplicate after a requeue race: we already have it
+    if (allow_) {
+      if (auto no = CheckAllowList(*allow_, spec.owner(), spec.function(), spec.function_owner())) {
+        // Refused here whatever the service decided: it never reaches a worker.
+        if (metrics_ != nullptr) metrics_->TaskRefused(no->kind == AllowRefusal::Kind::kUser);
+        uint64_t held = 0;
+        if (log_refusals_.Allow(Clock::now(), &held)) {
+          spdlog::warn("refused task {}: {}{}", id, no->message,
+                       held > 0 ? " (" + std::to_string(held) + " more refused, not logged)" : "");
+        }
+        v1::TaskResult r;
+        r.set_task_id(id);
+        r.set_ok(false);
+        r.set_failure(v1::FAILURE_KIND_REJECTED);
+        r.set_error(no->message);
+        AddResult(std::move(r));
+        continue;
+      }
+    }
+    held_.emplace(id, Held{std::move(spec), now, sent});
+    queue_.push_back(std::move(id));
   }
 }
 

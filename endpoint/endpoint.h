@@ -9,6 +9,11 @@
 // reconnects (a fresh connection) and registers again with backoff. A cancelled or overdue
 // running task has its worker killed and replaced.
 //
+// With CURVE keys configured it connects as a CURVE client (the service authenticates it by
+// its key), and with an owner set it refuses, without running them, the tasks its allow-list
+// does not admit (common/allow_list.h), whatever the service sent: a refusal is a failed
+// result (FAILURE_KIND_REJECTED) that says why.
+//
 // Everything runs on the thread that calls Run(): both sockets, the worker processes (their
 // deaths arrive through a signalfd for SIGCHLD) and the timers. RequestStop() may be called
 // from any thread or a signal handler context via the stop fd. Metrics (optional) are counted
@@ -19,12 +24,16 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
 #include <zmq.hpp>
 
+#include "common/allow_list.h"
+#include "common/curve.h"
+#include "common/log_limiter.h"
 #include "common/status.h"
 #include "common/subprocess.h"
 #include "endpoint/config.h"
@@ -74,6 +83,10 @@ class Endpoint {
 
   Status SpawnWorker(const std::string& slot);
   void HandleServiceMessage(const zmq::message_t& msg);
+  // Queues the tasks of a batch this endpoint admits; answers the others with a refusal.
+  void AcceptTasks(v1::TaskBatch& batch);
+  // Loads the CURVE keys and the allow-list from the config.
+  Status LoadSecurity();
   void HandleWorkerMessage(const std::string& worker_id, const zmq::message_t& msg);
   void ReapWorkers();
   void AssignTasks();
@@ -110,6 +123,11 @@ class Endpoint {
 
   EndpointConfig config_;
   EndpointMetrics* metrics_;
+  std::optional<curve::KeyPair> curve_keys_;  // set: connect with CURVE
+  std::string service_public_key_;
+  std::optional<AllowList> allow_;  // set: check every task
+  LogLimiter log_refusals_{10};
+  bool handshake_failure_logged_ = false;  // since the last handshake that succeeded
   std::string ready_info_;
   std::string session_id_;
   std::string worker_address_;

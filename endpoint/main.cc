@@ -48,6 +48,20 @@ int main(int argc, char** argv) {
   app.add_option("--metrics-address", c.metrics_address,
                  "serve Prometheus metrics at http://HOST:PORT/metrics (port 0: pick a free one, written to the "
                  "ready file as metrics=HOST:PORT); default: no metrics");
+  app.add_option("--curve-secret-key-file", c.curve_secret_key_file,
+                 "this endpoint's CURVE key pair (from `loom endpoint configure`): connect with CURVE, as the service "
+                 "runs with --endpoint-auth curve");
+  app.add_option("--service-public-key", c.service_public_key,
+                 "the service's CURVE public key (40 characters of Z85; in its ready file as curve_public_key=)");
+  app.add_option("--service-public-key-file", c.service_public_key_file, "a file holding the service's public key");
+  app.add_option("--owner", c.owner,
+                 "the endpoint's owner: with it set, only tasks of the owner and of --allow-user users run here");
+  app.add_option("--allow-user", c.allowed_users,
+                 "a user besides the owner whose tasks may run here (* for every user); repeatable")
+      ->allow_extra_args(false);
+  app.add_option("--allow-function", c.allowed_functions,
+                 "a function that may run here: NAME (the owner's) or USER/NAME; repeatable (default: any)")
+      ->allow_extra_args(false);
   if (auto rc = ParseFlagsAndConfig(app, argc, argv, config_file,
                                     [&](const std::string& path) { return LoadEndpointConfigFile(path, &c); })) {
     return *rc;

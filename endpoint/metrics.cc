@@ -53,6 +53,17 @@ EndpointMetrics::EndpointMetrics(int worker_slots) : registry_(std::make_shared<
                         .Help("Registrations the service accepted (one per session start or re-registration)")
                         .Register(r)
                         .Add({});
+  handshake_failures_ = &pm::BuildCounter()
+                             .Name("loom_endpoint_handshake_failures_total")
+                             .Help("ZeroMQ handshakes with the service that failed (e.g. a CURVE key it refused)")
+                             .Register(r)
+                             .Add({});
+  auto& refused = pm::BuildCounter()
+                      .Name("loom_endpoint_tasks_refused_total")
+                      .Help("Tasks refused by this endpoint's allow-list without running, by reason: user or function")
+                      .Register(r);
+  refused_user_ = &refused.Add({{"reason", "user"}});
+  refused_function_ = &refused.Add({{"reason", "function"}});
   auto& workers = pm::BuildGauge()
                       .Name("loom_endpoint_workers")
                       .Help("Worker processes by state: busy (has tasks), idle (ready, no task), starting")

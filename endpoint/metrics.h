@@ -46,6 +46,9 @@ class EndpointMetrics {
   void ConnectionDropped() { drops_->Increment(); }
   void HeartbeatMissed() { heartbeat_misses_->Increment(); }
   void Registered() { registrations_->Increment(); }
+  void HandshakeFailed() { handshake_failures_->Increment(); }
+  // A task refused by the endpoint's allow-list: for its user (`user`), or its function.
+  void TaskRefused(bool user) { (user ? refused_user_ : refused_function_)->Increment(); }
   // The state gauges, set once per loop round.
   struct State {
     int busy = 0, idle = 0, starting = 0;
@@ -69,6 +72,9 @@ class EndpointMetrics {
   prometheus::Counter* drops_;
   prometheus::Counter* heartbeat_misses_;
   prometheus::Counter* registrations_;
+  prometheus::Counter* handshake_failures_;
+  prometheus::Counter* refused_user_;
+  prometheus::Counter* refused_function_;
   prometheus::Gauge* busy_;
   prometheus::Gauge* idle_;
   prometheus::Gauge* starting_;

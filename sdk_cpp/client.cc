@@ -208,9 +208,17 @@ Result<std::vector<v1::Function>> Client::ListFunctions() {
 }
 
 Result<v1::EndpointRecord> Client::CreateEndpoint(const std::string& name, const std::string& id) {
+  return CreateEndpoint(name, id, EndpointOptions{});
+}
+
+Result<v1::EndpointRecord> Client::CreateEndpoint(const std::string& name, const std::string& id,
+                                                  const EndpointOptions& options) {
   v1::CreateEndpointRequest request;
   request.set_name(name);
   request.set_id(id);
+  request.set_curve_public_key(options.curve_public_key);
+  for (const auto& u : options.allowed_users) request.add_allowed_users(u);
+  for (const auto& f : options.allowed_functions) request.add_allowed_functions(f);
   v1::EndpointRecord response;
   LOOM_RETURN_IF_ERROR(
       Unary(options_, [&](grpc::ClientContext* c) { return stub_->CreateEndpoint(c, request, &response); }));

@@ -4,6 +4,7 @@
 #include <map>
 #include <set>
 
+#include "common/curve.h"
 #include "common/kernel_api.h"
 #include "common/task_state.h"
 #include "common/util.h"
@@ -74,18 +75,21 @@ Status CheckAccessLists(const google::protobuf::RepeatedPtrField<std::string>& u
   return Status::Ok();
 }
 
-// A ZeroMQ CURVE public key in Z85: 40 characters of the Z85 alphabet.
-Status CheckCurveKey(const std::string& key) {
-  static const std::string kZ85 =
-      "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#";
-  if (key.size() != 40 || key.find_first_not_of(kZ85) != std::string::npos) {
-    return InvalidArgument(
-        "curve_public_key must be a CURVE public key in Z85 (40 characters); `loom endpoint "
-        "configure` makes one");
+}  // namespace
+
+Status LoomApi::CheckKeyUnused(const std::string& key, const std::string& id) {
+  if (key.empty()) return Status::Ok();
+  LOOM_ASSIGN_OR_RETURN(auto eps, store_->ListEndpoints());
+  for (const auto& e : eps) {
+    // One key, one endpoint: the ZAP handler could not tell two apart (it refuses both).
+    if (e.id() != id && e.curve_public_key() == key) {
+      return AlreadyExists(
+          "that CURVE public key belongs to another endpoint; make a new key pair with `loom endpoint "
+          "configure`");
+    }
   }
   return Status::Ok();
 }
-}  // namespace
 
 Status LoomApi::Admit(const Principal& who) {
   if (security_.quotas == nullptr) return Status::Ok();
@@ -204,7 +208,9 @@ Result<v1::EndpointRecord> LoomApi::CreateEndpoint(const v1::CreateEndpointReque
   std::string id = req.id().empty() ? req.name() : req.id();
   if (!ValidName(id)) return InvalidArgument("endpoint id '" + id + "' is invalid: use " + kNameRule);
   LOOM_RETURN_IF_ERROR(CheckAccessLists(req.allowed_users(), req.allowed_functions()));
-  if (!req.curve_public_key().empty()) LOOM_RETURN_IF_ERROR(CheckCurveKey(req.curve_public_key()));
+  if (!req.curve_public_key().empty())
+    LOOM_RETURN_IF_ERROR(curve::CheckKey(req.curve_public_key(), "curve_public_key"));
+  LOOM_RETURN_IF_ERROR(CheckKeyUnused(req.curve_public_key(), id));
   LOOM_ASSIGN_OR_RETURN(auto existing, store_->GetEndpoint(id));
   if (existing) return AlreadyExists("endpoint '" + id + "' already exists");
   v1::EndpointRecord e;
@@ -220,6 +226,7 @@ Result<v1::EndpointRecord> LoomApi::CreateEndpoint(const v1::CreateEndpointReque
   LOOM_RETURN_IF_ERROR(store_->PutEndpointAccess(e));
   LOOM_RETURN_IF_ERROR(store_->PutEndpoint(e));
   CacheEndpoint(e);
+  notifier_->EndpointChanged(e);
   return e;
 }
 
@@ -616,12 +623,15 @@ Result<v1::EndpointRecord> LoomApi::UpdateEndpoint(const v1::UpdateEndpointReque
     return PermissionDenied("only the owner of endpoint '" + req.id() + "' (" + ep->owner() + ") may change it");
   }
   LOOM_RETURN_IF_ERROR(CheckAccessLists(req.allowed_users().items(), req.allowed_functions().items()));
-  if (!req.curve_public_key().empty()) LOOM_RETURN_IF_ERROR(CheckCurveKey(req.curve_public_key()));
+  if (!req.curve_public_key().empty())
+    LOOM_RETURN_IF_ERROR(curve::CheckKey(req.curve_public_key(), "curve_public_key"));
+  LOOM_RETURN_IF_ERROR(CheckKeyUnused(req.curve_public_key(), req.id()));
   if (req.has_allowed_users()) *ep->mutable_allowed_users() = req.allowed_users().items();
   if (req.has_allowed_functions()) *ep->mutable_allowed_functions() = req.allowed_functions().items();
   if (!req.curve_public_key().empty()) ep->set_curve_public_key(req.curve_public_key());
   LOOM_RETURN_IF_ERROR(store_->PutEndpointAccess(*ep));
   CacheEndpoint(*ep);
+  notifier_->EndpointChanged(*ep);
   return *ep;
 }
 

@@ -50,6 +50,8 @@ class DispatchNotifier {
   virtual void TasksDispatched(const std::string& endpoint, const std::string& session, int64_t lease_epoch,
                                std::vector<v1::TaskSpec> specs) = 0;
   virtual void TasksCancelled(const std::string& endpoint, const std::vector<std::string>& task_ids) = 0;
+  // An endpoint record was created or changed by the API (its CURVE key or allow-lists).
+  virtual void EndpointChanged(const v1::EndpointRecord& /*e*/) {}
 };
 
 // The user of a service without authentication (unit tests, in-process fakes), and the owner
@@ -118,6 +120,8 @@ class LoomApi {
   Result<FunctionPtr> LookupFunction(const std::string& key);
   // `name` as the caller wrote it: their own function, or (an admin) "user/name".
   Result<FunctionPtr> FunctionFor(const std::string& name, const Principal& who);
+  // ALREADY_EXISTS when another endpoint than `id` has this CURVE key.
+  Status CheckKeyUnused(const std::string& key, const std::string& id);
   // Counts the request against the caller's rate quota.
   Status Admit(const Principal& who);
   static bool Owns(const v1::TaskRecord& t, const Principal& who) { return who.admin || t.owner() == who.user; }

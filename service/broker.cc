@@ -22,16 +22,36 @@ Broker::Broker(TaskStore* store, CompletionHub* hub, CreditBook* credit, BrokerO
       on_endpoint_(std::move(on_endpoint)),
       metrics_(metrics),
       router_(ctx_, zmq::socket_type::router) {
+  if (options_.curve) {
+    keys_ = std::make_unique<EndpointKeyDirectory>(store_, options_.key_directory);
+    zap_ = std::make_unique<ZapHandler>(ctx_, keys_.get(), kLoomZapDomain, &stats_.zap);
+  }
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   LOOM_CHECK(wake_fd_ >= 0);
 }
 
 Broker::~Broker() {
   Stop();
+  if (zap_) zap_->Stop();
   ::close(wake_fd_);
 }
 
 Status Broker::Bind() {
+  if (curve()) {
+    // Keys known now; one created later is learnt from the API, or read on the first miss.
+    if (Status s = keys_->Refresh(); !s.ok()) {
+      spdlog::warn("cannot load the endpoints' CURVE keys yet ({}); they are read when endpoints connect",
+                   s.ToString());
+    }
+    LOOM_RETURN_IF_ERROR(zap_->Start());
+    LOOM_RETURN_IF_ERROR(
+        curve::MakeServer(router_, *options_.curve, kLoomZapDomain, options_.enforce_zap, &zap_enforced_));
+    if (options_.enforce_zap && !zap_enforced_) {
+      spdlog::warn(
+          "this libzmq ignores ZMQ_ZAP_ENFORCE_DOMAIN: should the ZAP handler stop, connections get in "
+          "unauthenticated, and the broker refuses every message of theirs");
+    }
+  }
   try {
     router_.set(zmq::sockopt::router_mandatory, 1);
     router_.set(zmq::sockopt::maxmsgsize, options_.max_message_bytes + (1 << 20));
@@ -73,6 +93,60 @@ void Broker::Stop() {
   stop_ = true;
   Wake();
   thread_.join();
+}
+
+void Broker::StopZapHandler() {
+  if (zap_) zap_->Stop();
+}
+
+Status Broker::StartZapHandler() {
+  if (!zap_) return FailedPrecondition("the broker does not authenticate endpoints (no CURVE keys)");
+  return zap_->Start();
+}
+
+void Broker::EndpointChanged(const v1::EndpointRecord& e) {
+  if (keys_) keys_->Update(e);
+  {
+    std::lock_guard lock(mu_);
+    changed_.push_back(e);
+  }
+  Wake();
+}
+
+void Broker::ApplyEndpointChanges(std::vector<v1::EndpointRecord> changed) {
+  for (auto& e : changed) {
+    auto it = by_endpoint_.find(e.id());
+    Session* s = it == by_endpoint_.end() ? nullptr : SessionFor(it->second);
+    if (s == nullptr) continue;
+    // The API owns these fields; this session's copy of the record is written back on every
+    // liveness check, and must not put the old ones back.
+    s->record.set_owner(e.owner());
+    *s->record.mutable_allowed_users() = e.allowed_users();
+    *s->record.mutable_allowed_functions() = e.allowed_functions();
+    s->record.set_curve_public_key(e.curve_public_key());
+    if (curve() && s->key != e.curve_public_key()) {
+      // A replaced key revokes the old one, also on connections it already opened.
+      const std::string rid = s->routing_id;
+      RefuseAuth(rid, "endpoint '" + e.id() + "' has a new CURVE key; this connection holds the old one", true);
+      DropSession(rid, "its CURVE key was replaced");
+      continue;
+    }
+    if (Status put = store_->PutEndpoint(s->record); !put.ok()) CountStoreError(put);
+  }
+}
+
+void Broker::RefuseAuth(const std::string& routing_id, const std::string& why, bool fence) {
+  ++stats_.auth_refused;
+  uint64_t held = 0;
+  if (log_refusals_.Allow(Clock::now(), &held)) {
+    spdlog::warn("refused a message from an endpoint connection: {}{}", why,
+                 held > 0 ? " (" + std::to_string(held) + " more refused, not logged)" : "");
+  }
+  if (fence) {
+    v1::Envelope fenced;
+    fenced.mutable_fenced()->set_reason("the service refused this endpoint: " + why);
+    Send(routing_id, fenced);
+  }
 }
 
 void Broker::Wake() {
@@ -186,12 +260,15 @@ void Broker::Run() {
     std::set<std::string> queued;
     std::vector<std::pair<std::string, std::string>> cancelled;
     std::vector<DirectBatch> direct;
+    std::vector<v1::EndpointRecord> changed;
     {
       std::lock_guard lock(mu_);
       queued.swap(queued_);
       cancelled.swap(cancelled_);
       direct.swap(direct_);
+      changed.swap(changed_);
     }
+    if (!changed.empty()) ApplyEndpointChanges(std::move(changed));
     for (auto& batch : direct) SendDirect(batch);
     want_dispatch_.insert(queued.begin(), queued.end());
     std::map<std::string, v1::Envelope> cancels;
@@ -237,17 +314,44 @@ void Broker::SendDirect(DirectBatch& batch) {
   want_dispatch_.insert(batch.endpoint);
 }
 
+void Broker::HandleForTesting(const std::string& routing_id, std::string_view payload) {
+  zmq::message_t msg(payload.data(), payload.size());
+  HandleMessage(routing_id, msg);
+  CommitResults();
+}
+
 void Broker::HandleMessage(const std::string& routing_id, const zmq::message_t& payload) {
   v1::Envelope env;
   if (!FromMessage(payload, &env) || env.body_case() == v1::Envelope::BODY_NOT_SET) {
     ++stats_.garbage_frames;
     return;
   }
+  Peer peer;
+  if (curve()) {
+    // libzmq attaches the ZAP reply's User-Id and metadata to every message of the connection.
+    const char* user = zmq_msg_gets(payload.handle(), "User-Id");
+    const char* key = zmq_msg_gets(payload.handle(), kKeyProperty);
+    if (user == nullptr || key == nullptr || *user == '\0' || *key == '\0') {
+      // Only possible if a handshake got through without a ZAP handler's answer: say nothing.
+      RefuseAuth(routing_id, "its connection is not authenticated (no ZAP handler answered its CURVE handshake)",
+                 false);
+      return;
+    }
+    peer = {user, key};
+  }
   if (env.has_register_()) {
-    HandleRegister(routing_id, env.register_());
+    HandleRegister(routing_id, env.register_(), peer);
     return;
   }
   Session* s = SessionFor(routing_id);
+  if (s != nullptr && curve() && (s->endpoint_id != peer.endpoint_id || s->key != peer.key)) {
+    // Another connection took over this routing id after the session's own one went away.
+    RefuseAuth(routing_id,
+               "a connection authenticated as endpoint '" + peer.endpoint_id + "' sent on the session of endpoint '" +
+                   s->endpoint_id + "'",
+               true);
+    return;
+  }
   if (s == nullptr) {
     // Typically: this service restarted, or dropped the session for missed heartbeats, and the
     // endpoint's socket reconnected by itself. Results sent on a dead session are fenced off
@@ -288,9 +392,16 @@ void Broker::HandleMessage(const std::string& routing_id, const zmq::message_t& 
   }
 }
 
-void Broker::HandleRegister(const std::string& routing_id, const v1::EndpointRegister& reg) {
+void Broker::HandleRegister(const std::string& routing_id, const v1::EndpointRegister& reg, const Peer& peer) {
   if (reg.endpoint_id().empty() || reg.session_id().empty()) {
     ++stats_.garbage_frames;
+    return;
+  }
+  if (curve() && peer.endpoint_id != reg.endpoint_id()) {
+    RefuseAuth(routing_id,
+               "a connection authenticated as endpoint '" + peer.endpoint_id +
+                   "' (by its CURVE key) tried to register as '" + reg.endpoint_id() + "'",
+               true);
     return;
   }
   auto existing = store_->GetEndpoint(reg.endpoint_id());
@@ -298,6 +409,15 @@ void Broker::HandleRegister(const std::string& routing_id, const v1::EndpointReg
     CountStoreError(existing.status());
     spdlog::warn("endpoint {} cannot register: {}", reg.endpoint_id(), existing.status().ToString());
     return;  // it retries registering until it hears back
+  }
+  if (curve() && (!existing->has_value() || (**existing).curve_public_key() != peer.key)) {
+    // Its key was replaced or its record deleted since the handshake.
+    RefuseAuth(routing_id,
+               !existing->has_value()
+                   ? "endpoint '" + reg.endpoint_id() + "' has no record; create it with `loom endpoint configure`"
+                   : "endpoint '" + reg.endpoint_id() + "' has a new CURVE key; this connection holds the old one",
+               true);
+    return;
   }
   // The new session takes the next lease epoch: the tasks it still holds move to it, the
   // others were lost with earlier sessions. Results of earlier sessions are fenced off.
@@ -350,6 +470,7 @@ void Broker::HandleRegister(const std::string& routing_id, const v1::EndpointReg
   }
   Session& s = sessions_[routing_id];
   s.endpoint_id = reg.endpoint_id();
+  s.key = peer.key;
   s.session_id = reg.session_id();
   s.routing_id = routing_id;
   s.lease_epoch = session->lease_epoch;

@@ -4,8 +4,17 @@
 // endpoint asks for as many tasks as it has room for), commits results to the store before
 // publishing them, and requeues the tasks of endpoints that fall silent.
 //
-// One thread (Run) owns the socket. TasksQueued/TasksCancelled may be called from any thread:
-// they queue the request and wake the loop through an eventfd polled next to the socket.
+// Endpoint authentication (BrokerOptions::curve set): the ROUTER is a ZeroMQ CURVE server, and
+// a ZapHandler (zap_handler.h) bound in the broker's context authenticates every connection by
+// its CURVE public key. A connection may register only as the endpoint its key belongs to
+// (ZAP's User-Id), and every later message on it must carry that same User-Id and key; the
+// endpoint's record must exist (made by CreateEndpoint). Anything else is refused, logged and
+// counted (BrokerStats::auth_refused). Without `curve` (--endpoint-auth none) endpoints connect
+// in plaintext and register themselves, owned by "local": for a single-user host only.
+//
+// One thread (Run) owns the socket. TasksQueued/TasksCancelled/EndpointChanged may be called
+// from any thread: they queue the request and wake the loop through an eventfd polled next to
+// the socket.
 #pragma once
 
 #include <array>
@@ -13,18 +22,23 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 #include <zmq.hpp>
 
+#include "common/curve.h"
+#include "common/log_limiter.h"
 #include "service/api.h"
 #include "service/completion_hub.h"
 #include "service/credit_book.h"
 #include "service/metrics.h"
 #include "service/task_store.h"
+#include "service/zap_handler.h"
 
 namespace loom::service {
 
@@ -36,6 +50,13 @@ struct BrokerOptions {
   int high_water_mark = 100000;    // messages queued per peer before sends to it fail
   int max_dispatch_batch = 1000;   // tasks leased per store call
   int max_failover_scan = 100000;  // queued tasks of a lost endpoint examined for failover
+  // The service's CURVE key pair: endpoints must authenticate (see the class comment). Unset:
+  // plaintext, endpoints register themselves (--endpoint-auth none).
+  std::optional<curve::KeyPair> curve;
+  // Tests only: off, libzmq lets a CURVE handshake through when no ZAP handler answers (as a
+  // libzmq without ZMQ_ZAP_ENFORCE_DOMAIN would), and the broker's own check must hold alone.
+  bool enforce_zap = true;
+  KeyDirectoryOptions key_directory;
 };
 
 struct BrokerStats {
@@ -50,6 +71,9 @@ struct BrokerStats {
   std::atomic<uint64_t> store_errors{0};
   std::array<std::atomic<uint64_t>, 17> store_errors_by_code{};  // by StatusCode of the failed store call
   std::atomic<int64_t> endpoints_online{0};                      // live sessions
+  // Endpoint authentication (curve mode).
+  std::atomic<uint64_t> auth_refused{0};  // messages refused: unauthenticated, another endpoint's id, replaced key
+  ZapStats zap;                           // the ZAP handler's answers
 };
 
 class Broker final : public DispatchNotifier {
@@ -62,6 +86,7 @@ class Broker final : public DispatchNotifier {
   ~Broker() override;
 
   // Binds the ROUTER socket; after OK, bound_address() is the address endpoints connect to.
+  // In curve mode it first loads the endpoints' keys and starts the ZAP handler.
   Status Bind();
   const std::string& bound_address() const { return bound_address_; }
   // Runs the loop on a thread of its own until Stop().
@@ -72,12 +97,32 @@ class Broker final : public DispatchNotifier {
   void TasksDispatched(const std::string& endpoint, const std::string& session, int64_t lease_epoch,
                        std::vector<v1::TaskSpec> specs) override;
   void TasksCancelled(const std::string& endpoint, const std::vector<std::string>& task_ids) override;
+  // An endpoint record was created or changed through the API: its CURVE key is known (or
+  // forgotten) at once, and a live session whose key was replaced is fenced off.
+  void EndpointChanged(const v1::EndpointRecord& e) override;
 
   const BrokerStats& stats() const { return stats_; }
+  bool curve() const { return options_.curve.has_value(); }
+  // Whether libzmq took ZMQ_ZAP_ENFORCE_DOMAIN (curve mode; see zap_handler.h).
+  bool zap_enforced() const { return zap_enforced_; }
+  // Fuzz targets and tests only: handles one message from `routing_id` as the loop would, on
+  // the calling thread, then commits the results it carried. REQUIRES: Bind() returned OK and
+  // Start() was never called (no loop thread).
+  void HandleForTesting(const std::string& routing_id, std::string_view payload);
+  // Tests only: stop and start the ZAP handler, to show that connections fail without it.
+  void StopZapHandler();
+  Status StartZapHandler();
 
  private:
+  // Who a connection authenticated as (ZAP's User-Id and the key it used); empty when it did
+  // not, or in plaintext mode.
+  struct Peer {
+    std::string endpoint_id;
+    std::string key;
+  };
   struct Session {
     std::string endpoint_id;
+    std::string key;  // curve mode: the CURVE key its connection authenticated with
     std::string session_id;
     std::string routing_id;
     int64_t lease_epoch = 0;
@@ -98,7 +143,11 @@ class Broker final : public DispatchNotifier {
   void Run();
   void Wake();
   void HandleMessage(const std::string& routing_id, const zmq::message_t& payload);
-  void HandleRegister(const std::string& routing_id, const v1::EndpointRegister& reg);
+  void HandleRegister(const std::string& routing_id, const v1::EndpointRegister& reg, const Peer& peer);
+  // Counts and logs a refused message; `fence` also tells the peer to stop, with `why`.
+  void RefuseAuth(const std::string& routing_id, const std::string& why, bool fence);
+  // Applies the records EndpointChanged queued to the live sessions.
+  void ApplyEndpointChanges(std::vector<v1::EndpointRecord> changed);
   void CommitResults();
   void Dispatch(const std::string& endpoint_id);
   // Sends specs to the endpoint's session, split under the message size limit.
@@ -129,6 +178,13 @@ class Broker final : public DispatchNotifier {
   BrokerStats stats_;
 
   zmq::context_t ctx_{1};
+  std::unique_ptr<EndpointKeyDirectory> keys_;  // curve mode
+  std::unique_ptr<ZapHandler> zap_;             // curve mode
+  bool zap_enforced_ = false;
+  // No socket monitor on router_: with libzmq 4.3.4, a monitor taking handshake-failure events
+  // on this CURVE server kept a connection whose handshake had failed open, so its client never
+  // retried (seen while writing tests/integration/endpoint_auth_test). The ZAP handler counts
+  // its refusals instead.
   zmq::socket_t router_;
   std::string bound_address_;
   int wake_fd_ = -1;
@@ -140,6 +196,7 @@ class Broker final : public DispatchNotifier {
   std::set<std::string> queued_;                                // GUARDED_BY(mu_)
   std::vector<std::pair<std::string, std::string>> cancelled_;  // GUARDED_BY(mu_) (endpoint, task)
   std::vector<DirectBatch> direct_;                             // GUARDED_BY(mu_)
+  std::vector<v1::EndpointRecord> changed_;                     // GUARDED_BY(mu_)
 
   // Owned by the loop thread.
   std::map<std::string, Session> sessions_;         // by routing id
@@ -149,6 +206,7 @@ class Broker final : public DispatchNotifier {
   std::vector<v1::TaskStarted> started_;
   // Endpoints with tasks in flight when this service started, and when they must be back.
   std::map<std::string, std::chrono::steady_clock::time_point> unclaimed_;
+  LogLimiter log_refusals_{10};
 };
 
 }  // namespace loom::service

@@ -65,6 +65,10 @@ Status LoadServiceConfigFile(const std::string& path, ServiceConfig* c) {
         c->ready_file = v.as<std::string>();
       else if (key == "metrics_address")
         c->metrics_address = v.as<std::string>();
+      else if (key == "endpoint_auth")
+        c->endpoint_auth = v.as<std::string>();
+      else if (key == "curve_secret_key_file")
+        c->curve_secret_key_file = v.as<std::string>();
       else if (key == "metrics_sample_ms")
         c->metrics_sample_ms = v.as<int>();
       else if (key == "metrics_max_endpoints")

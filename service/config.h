@@ -30,6 +30,13 @@ struct ServiceConfig {
   // Prometheus /metrics listen address, HOST:PORT (port 0 picks one, reported in the ready
   // file as metrics=HOST:PORT); empty: no metrics.
   std::string metrics_address;
+  // How endpoints authenticate: "curve" (ZeroMQ CURVE keys checked by a ZAP handler against the
+  // endpoint records; see docs/ARCHITECTURE.md) or "none" (plaintext, endpoints register
+  // themselves: only for a single-user host).
+  std::string endpoint_auth = "curve";
+  // The service's CURVE key pair (created, mode 0600, if missing); its public key goes to the
+  // ready file as curve_public_key=. Default: $XDG_STATE_HOME/loom/service/curve.key.
+  std::string curve_secret_key_file;
   int metrics_sample_ms = 1000;     // how often per-endpoint queue depths are read from Redis
   int metrics_max_endpoints = 100;  // endpoints labelled in per-endpoint gauges; the rest sum into _other
   // Authentication: the admin bootstrap (see docs/SECURITY.md). When set and the file does not

@@ -11,7 +11,9 @@
 #include <thread>
 
 #include "common/cli.h"
+#include "common/curve.h"
 #include "common/metrics.h"
+#include "common/secret_file.h"
 #include "common/util.h"
 #include "service/api.h"
 #include "service/broker.h"
@@ -60,6 +62,13 @@ int main(int argc, char** argv) {
   app.add_option("--metrics-address", c.metrics_address,
                  "serve Prometheus metrics at http://HOST:PORT/metrics (port 0: pick a free one, written to the "
                  "ready file as metrics=HOST:PORT); default: no metrics");
+  app.add_option("--endpoint-auth", c.endpoint_auth,
+                 "how endpoints authenticate: curve (CURVE keys registered with `loom endpoint configure`) or none "
+                 "(plaintext; endpoints register themselves: for a single-user host only)")
+      ->capture_default_str();
+  app.add_option("--curve-secret-key-file", c.curve_secret_key_file,
+                 "the service's CURVE key pair, created (mode 0600) if missing; its public key is logged and written "
+                 "to the ready file as curve_public_key= (default: $XDG_STATE_HOME/loom/service/curve.key)");
   app.add_option("--metrics-sample-ms", c.metrics_sample_ms,
                  "how often the per-endpoint queue depths are read from Redis for the metrics")
       ->check(CLI::Range(100, 3600000));
@@ -130,6 +139,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: HTTPS needs both --rest-tls-cert and --rest-tls-key\n");
     return 2;
   }
+  if (c.endpoint_auth != "curve" && c.endpoint_auth != "none") {
+    std::fprintf(stderr, "error: --endpoint-auth is '%s'; use curve or none\n", c.endpoint_auth.c_str());
+    return 2;
+  }
   InitLogging(c.log_level, "service");
   TuneAllocatorForLargeMessages();
   // A write to a Redis connection that the server closed must be an error, not the death of
@@ -197,6 +210,22 @@ int main(int argc, char** argv) {
   bo.heartbeat_period = std::chrono::milliseconds(c.heartbeat_period_ms);
   bo.heartbeat_misses = c.heartbeat_misses;
   bo.high_water_mark = c.zmq_high_water_mark;
+  if (c.endpoint_auth == "curve") {
+    if (c.curve_secret_key_file.empty()) c.curve_secret_key_file = DefaultStatePath("service/curve.key");
+    bool created = false;
+    auto keys = curve::LoadOrCreateSecretKeyFile(c.curve_secret_key_file, &created);
+    if (!keys.ok()) {
+      spdlog::critical("the service's CURVE key: {}", keys.status().message());
+      return 1;
+    }
+    spdlog::info("endpoints authenticate with CURVE; the service's public key is {} ({} {})", keys->public_key,
+                 created ? "created" : "read from", c.curve_secret_key_file);
+    bo.curve = std::move(keys).value();
+  } else {
+    spdlog::warn(
+        "--endpoint-auth none: endpoints connect in plaintext and register themselves; use it on a single-user "
+        "host only");
+  }
   LoomApi* api_ptr = nullptr;
   Broker broker(
       &store, &hub, &credit, bo,
@@ -302,6 +331,7 @@ int main(int argc, char** argv) {
       out << "grpc=" << grpc_bound << "\nendpoint=" << broker.bound_address() << "\npid=" << ::getpid() << "\n";
       if (metrics_server) out << "metrics=" << metrics_server->address() << "\n";
       if (rest) out << "rest=" << rest->address() << "\n";
+      if (bo.curve) out << "curve_public_key=" << bo.curve->public_key << "\n";
     }
     std::rename(tmp.c_str(), c.ready_file.c_str());
   }

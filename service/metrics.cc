@@ -177,6 +177,16 @@ void ServiceMetrics::AttachBroker(const BrokerStats& s) {
                   T::Counter, {}, load(s.sessions_lost));
   callbacks_->Add("loom_garbage_frames_total", "Unreadable or malformed messages from endpoints", T::Counter, {},
                   load(s.garbage_frames));
+  callbacks_->Add("loom_auth_refused_total",
+                  "Endpoint messages refused: unauthenticated, registering as another endpoint, or sent with a "
+                  "replaced CURVE key",
+                  T::Counter, {}, load(s.auth_refused));
+  const char* zap_help =
+      "Answers of the ZAP handler to CURVE handshakes: 200 accepted, 300 key not known yet (the client retries), "
+      "400 refused (unknown key, malformed)";
+  callbacks_->Add("loom_zap_replies_total", zap_help, T::Counter, {{"status", "200"}}, load(s.zap.accepted));
+  callbacks_->Add("loom_zap_replies_total", zap_help, T::Counter, {{"status", "300"}}, load(s.zap.deferred));
+  callbacks_->Add("loom_zap_replies_total", zap_help, T::Counter, {{"status", "400"}}, load(s.zap.denied));
   callbacks_->Add("loom_endpoints_online", "Endpoints with a live session", T::Gauge, {},
                   [&s] { return static_cast<double>(s.endpoints_online.load()); });
   for (size_t c = 0; c < s.store_errors_by_code.size(); ++c) {

@@ -4,7 +4,8 @@
 #   tools/quickstart.sh demo   install what is missing, build, start a local fabric (redis-server,
 #                              loom-service, one loom-endpoint with workers) on free loopback
 #                              ports, run the demo against it, stop everything
-#   tools/quickstart.sh test   install what is missing, build, run the whole test suite (ctest)
+#   tools/quickstart.sh test   install what is missing, build, run the whole test suite (ctest), then
+#                              the fuzz targets for 30 s each (tools/run_fuzzers.sh, clang)
 #   tools/quickstart.sh build  install what is missing and build into build/
 #   tools/quickstart.sh up     build, then start a local fabric and leave it running (.loom/)
 #   tools/quickstart.sh down   stop the fabric that `up` started
@@ -12,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(
-  build-essential cmake pkg-config ccache
+  build-essential cmake pkg-config ccache clang libclang-rt-dev
   libzmq3-dev cppzmq-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libhiredis-dev redis-server
@@ -60,8 +61,9 @@ case "${1:-}" in
     install_packages
     build -DLOOM_WERROR=ON
     log "running the test suite"
-    cd build
-    exec ctest --output-on-failure --timeout 600
+    (cd build && ctest --output-on-failure --timeout 600)
+    # The JSON and ZeroMQ-frame decoders under libFuzzer with ASan/UBSan, 30 s each.
+    exec tools/run_fuzzers.sh 30
     ;;
   build)
     install_packages

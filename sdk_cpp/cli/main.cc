@@ -8,6 +8,8 @@
 //     endpoint status ID | endpoint share|unshare ID [--user U ...] [--function F ...]
 //     token create [--user U] [--admin] [--expires 30d] [--description D] | token list [--user U|*]
 //     token revoke ID | whoami
+//     endpoint configure ID [--name N] [--key-dir DIR] [--allow-user U ...] [--allow-function F ...]
+//                        [--service-public-key KEY | --service-public-key-file FILE] [--endpoint-address ADDR]
 //     run --endpoint EP --function F [ARG ...] [--kwarg key=literal ...] [TASK OPTIONS] [--timeout SECONDS]
 //     submit --endpoint EP --function F [ARG ...] [--kwarg key=literal ...] [TASK OPTIONS]   (prints the id)
 //       TASK OPTIONS: [--idempotency-key KEY] [--max-attempts N] [--timeout-ms MS]
@@ -22,6 +24,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -30,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "common/curve.h"
 #include "common/task_state.h"
 #include "common/util.h"
 #include "common/value.h"
@@ -337,6 +341,85 @@ Result<std::string> SubmitTask(Client& client, const TaskFlags& f) {
   return client.Submit(f.endpoint, f.function, std::move(args), kwargs, f.options);
 }
 
+struct EndpointConfigureFlags {
+  std::string id;
+  std::string name;
+  std::string key_dir;
+  std::vector<std::string> allowed_users;
+  std::vector<std::string> allowed_functions;
+  std::string service_public_key;
+  std::string service_public_key_file;
+  std::string endpoint_address;
+};
+
+// `loom endpoint configure`: the key pair (kept if it exists, so a re-run or a restarted
+// endpoint keeps its identity), then the record: created, or updated when it exists (the
+// service lets only its owner do that).
+int ConfigureEndpoint(Client& client, const EndpointConfigureFlags& f, bool json) {
+  std::string dir = f.key_dir;
+  if (dir.empty()) {
+    const char* home = std::getenv("HOME");
+    if (home == nullptr || *home == '\0') return Fail(InvalidArgument("HOME is not set: give --key-dir"));
+    dir = std::string(home) + "/.loom/endpoints/" + f.id;
+  }
+  std::string service_key = f.service_public_key;
+  if (!f.service_public_key_file.empty()) {
+    auto k = curve::ReadPublicKeyFile(f.service_public_key_file);
+    if (!k.ok()) return Fail(k.status());
+    service_key = *k;
+  }
+  if (!service_key.empty()) {
+    if (Status s = curve::CheckKey(service_key, "--service-public-key"); !s.ok()) return Fail(s);
+  }
+  const std::string secret_path = dir + "/endpoint.key";
+  bool created_keys = false;
+  auto keys = curve::LoadOrCreateSecretKeyFile(secret_path, &created_keys);
+  if (!keys.ok()) return Fail(keys.status());
+  if (Status s = curve::WritePublicKeyFile(dir + "/endpoint.pub", keys->public_key); !s.ok()) return Fail(s);
+
+  EndpointOptions options;
+  options.curve_public_key = keys->public_key;
+  options.allowed_users = f.allowed_users;
+  options.allowed_functions = f.allowed_functions;
+  auto record = client.CreateEndpoint(f.name.empty() ? f.id : f.name, f.id, options);
+  bool updated = false;
+  if (!record.ok() && record.status().code() == StatusCode::kAlreadyExists) {
+    v1::UpdateEndpointRequest update;
+    update.set_id(f.id);
+    update.set_curve_public_key(keys->public_key);
+    if (!f.allowed_users.empty()) {
+      for (const auto& u : f.allowed_users) update.mutable_allowed_users()->add_items(u);
+    }
+    if (!f.allowed_functions.empty()) {
+      for (const auto& fn : f.allowed_functions) update.mutable_allowed_functions()->add_items(fn);
+    }
+    record = client.UpdateEndpoint(update);
+    updated = true;
+  }
+  if (!record.ok()) return Fail(record.status());
+  if (json) {
+    PrintJson(*record);
+    return kExitOk;
+  }
+  std::printf("%s endpoint %s (owner %s) with CURVE public key %s\n", updated ? "updated" : "created",
+              record->id().c_str(), record->owner().c_str(), keys->public_key.c_str());
+  std::printf("key pair %s: %s (secret, mode 0600) and %s/endpoint.pub\n", created_keys ? "made" : "kept",
+              secret_path.c_str(), dir.c_str());
+  std::string flags = "loom-endpoint --id " + record->id() + " --service " +
+                      (f.endpoint_address.empty() ? std::string("tcp://SERVICE-HOST:PORT") : f.endpoint_address) +
+                      " \\\n    --curve-secret-key-file " + secret_path + " --service-public-key " +
+                      (service_key.empty() ? std::string("SERVICE-PUBLIC-KEY") : service_key);
+  // The endpoint checks the same allow-list itself (whatever the service sends it).
+  flags += " \\\n    --owner " + record->owner();
+  for (const auto& u : record->allowed_users()) flags += " --allow-user " + u;
+  for (const auto& fn : record->allowed_functions()) flags += " --allow-function " + fn;
+  std::printf("start it with:\n  %s\n", flags.c_str());
+  if (service_key.empty()) {
+    std::printf("(SERVICE-PUBLIC-KEY: the curve_public_key= line of the service's ready file, or its log)\n");
+  }
+  return kExitOk;
+}
+
 int Main(int argc, char** argv) {
   GlobalFlags g;
   CLI::App app{"loom: the command-line client of the Loom function-as-a-service fabric", "loom"};
@@ -463,6 +546,36 @@ int Main(int argc, char** argv) {
       return kExitOk;
     };
   });
+  EndpointConfigureFlags configure;
+  auto* ep_configure = endpoint->add_subcommand(
+      "configure",
+      "Make an endpoint's CURVE key pair (or reuse it) and register its public key with the service under "
+      "your token: creates the endpoint, or updates yours; prints the loom-endpoint flags to start it with");
+  ep_configure->add_option("ID", configure.id, "Endpoint id")->required();
+  ep_configure->add_option("--name", configure.name, "Display name (default: the id)");
+  ep_configure->add_option("--key-dir", configure.key_dir,
+                           "Where the key pair lives: endpoint.key (secret, mode 0600) and endpoint.pub "
+                           "(default: ~/.loom/endpoints/ID)");
+  ep_configure
+      ->add_option("--allow-user", configure.allowed_users,
+                   "A user besides you who may submit to it (* for every user); repeatable")
+      ->allow_extra_args(false);
+  ep_configure
+      ->add_option("--allow-function", configure.allowed_functions,
+                   "A function that may run on it: NAME (yours) or USER/NAME; repeatable (default: any)")
+      ->allow_extra_args(false);
+  auto* service_key =
+      ep_configure->add_option("--service-public-key", configure.service_public_key,
+                               "The service's CURVE public key (its ready file's curve_public_key=), for the "
+                               "printed flags");
+  ep_configure
+      ->add_option("--service-public-key-file", configure.service_public_key_file,
+                   "A file holding the service's public key, for the printed flags")
+      ->excludes(service_key);
+  ep_configure->add_option("--endpoint-address", configure.endpoint_address,
+                           "The service's ZeroMQ address for endpoints (tcp://HOST:PORT), for the printed flags");
+  ep_configure->callback(
+      [&] { action = [&](Client& client) { return ConfigureEndpoint(client, configure, g.json); }; });
   endpoint->add_subcommand("list", "List endpoints")->callback([&] {
     action = [&](Client& client) {
       auto eps = client.ListEndpoints();

@@ -192,11 +192,24 @@ TEST_F(MetricsTest, AFenceIsCountedAndTheSecondEndpointServesItsOwnMetrics) {
   const std::string ready = dir + "/second.ready";
   SpawnOptions so;
   so.log_path = dir + "/endpoint-second.log";
-  auto second =
-      Subprocess::Spawn({loom::testing::BinDir() + "/loom-endpoint", "--id", "ep", "--service",
-                         fabric_->endpoint_address(), "--workers", "1", "--run-dir", dir + "/second-run", "--spool-dir",
-                         dir + "/second-spool", "--ready-file", ready, "--metrics-address", "127.0.0.1:0"},
-                        so);
+  std::vector<std::string> argv = {loom::testing::BinDir() + "/loom-endpoint",
+                                   "--id",
+                                   "ep",
+                                   "--service",
+                                   fabric_->endpoint_address(),
+                                   "--workers",
+                                   "1",
+                                   "--run-dir",
+                                   dir + "/second-run",
+                                   "--spool-dir",
+                                   dir + "/second-spool",
+                                   "--ready-file",
+                                   ready,
+                                   "--metrics-address",
+                                   "127.0.0.1:0"};
+  const auto auth = fabric_->EndpointAuthArgs("ep");  // the same endpoint: its key pair
+  argv.insert(argv.end(), auth.begin(), auth.end());
+  auto second = Subprocess::Spawn(argv, so);
   ASSERT_TRUE(second.ok()) << second.status().ToString();
   ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(ready); }, 20s)) << ReadFileOrEmpty(so.log_path);
   std::string twin;

@@ -32,6 +32,7 @@ namespace loom {
 namespace {
 
 using namespace std::chrono_literals;
+using loom::testing::ConnectAsEndpoint;
 using loom::testing::ConnectClient;
 using loom::testing::DeliveryChecker;
 using loom::testing::MakeFabric;
@@ -245,10 +246,22 @@ TEST(ReliabilityTest, ASecondEndpointProcessWithTheSameIdFencesTheFirstWhichStop
   const std::string dir = fabric->state_dir();
   SpawnOptions so;
   so.log_path = dir + "/endpoint-ep-second.log";
-  auto second = Subprocess::Spawn(
-      {loom::testing::BinDir() + "/loom-endpoint", "--id", "ep", "--service", fabric->endpoint_address(), "--workers",
-       "1", "--run-dir", dir + "/second-run", "--spool-dir", dir + "/second-spool", "--log-level", "info"},
-      so);
+  std::vector<std::string> argv = {loom::testing::BinDir() + "/loom-endpoint",
+                                   "--id",
+                                   "ep",
+                                   "--service",
+                                   fabric->endpoint_address(),
+                                   "--workers",
+                                   "1",
+                                   "--run-dir",
+                                   dir + "/second-run",
+                                   "--spool-dir",
+                                   dir + "/second-spool",
+                                   "--log-level",
+                                   "info"};
+  const auto auth = fabric->EndpointAuthArgs("ep");  // the same endpoint: its key pair
+  argv.insert(argv.end(), auth.begin(), auth.end());
+  auto second = Subprocess::Spawn(argv, so);
   ASSERT_TRUE(second.ok()) << second.status().ToString();
   auto status = fabric->endpoint("ep")->Wait(15s);
   ASSERT_TRUE(status.has_value()) << "the first endpoint did not stop";
@@ -574,7 +587,7 @@ TEST(ReliabilityTest, AnEndpointThatStopsReadingHitsTheHighWaterMarkAndIsDropped
   stalled.set(zmq::sockopt::rcvhwm, 1);
   stalled.set(zmq::sockopt::rcvbuf, 4096);
   stalled.set(zmq::sockopt::routing_id, "stalled-1");
-  stalled.connect(fabric->endpoint_address());
+  ConnectAsEndpoint(*fabric, "ep", stalled);
   v1::Envelope reg;
   reg.mutable_register_()->set_endpoint_id("ep");
   reg.mutable_register_()->set_session_id("stalled");
@@ -614,8 +627,8 @@ TEST(ReliabilityTest, AnOversizedFrameOnTheEndpointSocketIsDroppedAndTheServiceK
   zmq::context_t ctx;
   zmq::socket_t rogue(ctx, zmq::socket_type::dealer);
   rogue.set(zmq::sockopt::linger, 0);
-  rogue.connect(fabric->endpoint_address());
-  std::string big(4 << 20, 'x');  // over ZMQ_MAXMSGSIZE (max_message_bytes + 1 MiB)
+  ConnectAsEndpoint(*fabric, "ep", rogue);  // authenticated, so the frame reaches the size check
+  std::string big(4 << 20, 'x');            // over ZMQ_MAXMSGSIZE (max_message_bytes + 1 MiB)
   ASSERT_TRUE(rogue.send(zmq::buffer(big), zmq::send_flags::none).has_value());
   for (int i = 0; i < 3; ++i) {
     auto r = client->GetResult(SubmitOne(*client, Req("ep", "echo", {IntValue(i)})), 10s);

@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include "common/curve.h"
+
 namespace loom::testing {
 
 std::unique_ptr<Client> ConnectClient(const LocalFabric& fabric) {
@@ -28,6 +30,18 @@ void RegisterBuiltins(Client& client) {
     auto r = client.RegisterFunction(name, kernel);
     ASSERT_TRUE(r.ok()) << r.status().ToString();
   }
+}
+
+void ConnectAsEndpoint(LocalFabric& fabric, const std::string& id, zmq::socket_t& socket) {
+  if (fabric.curve()) {
+    Status enrolled = fabric.EnrollEndpoint(id);
+    ASSERT_TRUE(enrolled.ok()) << enrolled.ToString();
+    auto keys = curve::ReadSecretKeyFile(fabric.EndpointKeyFile(id));
+    ASSERT_TRUE(keys.ok()) << keys.status().ToString();
+    Status s = curve::MakeClient(socket, *keys, fabric.service_public_key());
+    ASSERT_TRUE(s.ok()) << s.ToString();
+  }
+  socket.connect(fabric.endpoint_address());
 }
 
 std::set<pid_t> ChildPids(pid_t parent) {

@@ -100,6 +100,18 @@ struct FunctionOptions {
   int64_t timeout_ms = 0;    // 0: no deadline
 };
 
+// What Client::CreateEndpoint stores besides the name and the id (initialized like
+// SubmitOptions).
+struct EndpointOptions {
+  // The endpoint's ZeroMQ CURVE public key (Z85, 40 characters): only a connection holding the
+  // matching secret key may register as this endpoint. `loom endpoint configure` makes the pair.
+  std::string curve_public_key{};
+  // Who besides the owner may submit to it ("*": every user), and which functions may run on it
+  // ("name": the owner's function; "user/name": another user's; empty: any).
+  std::vector<std::string> allowed_users{};
+  std::vector<std::string> allowed_functions{};
+};
+
 // Builds the request that Client::SubmitBatch takes for one task.
 v1::SubmitRequest MakeSubmitRequest(const std::string& endpoint, const std::string& function, std::vector<Value> args,
                                     const Kwargs& kwargs = {}, const SubmitOptions& options = {});
@@ -162,6 +174,9 @@ class Client {
   Status RevokeToken(const std::string& id);
   // The caller's tokens; an admin may name another user, or "*" for all.
   Result<std::vector<v1::TokenInfo>> ListTokens(const std::string& user = "");
+  // The same, with its CURVE key and allow-lists; ALREADY_EXISTS when the id is taken.
+  Result<v1::EndpointRecord> CreateEndpoint(const std::string& name, const std::string& id,
+                                            const EndpointOptions& options);
   Result<std::vector<v1::EndpointRecord>> ListEndpoints();
   Result<v1::EndpointRecord> GetEndpoint(const std::string& id);
 

@@ -29,6 +29,12 @@ run_dir: /run/loom
 ready_file: /run/loom/ready
 log_level: warn
 metrics_address: 0.0.0.0:9465
+curve_secret_key_file: /etc/loom/gpu-box.key
+service_public_key_file: /etc/loom/service.pub
+service_public_key: "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+owner: alice
+allowed_users: [bob, carol]
+allowed_functions: [echo, bob/add]
 )";
   EndpointConfig c;
   Status s = LoadEndpointConfigFile(path, &c);
@@ -49,6 +55,12 @@ metrics_address: 0.0.0.0:9465
   EXPECT_EQ(c.ready_file, "/run/loom/ready");
   EXPECT_EQ(c.log_level, "warn");
   EXPECT_EQ(c.metrics_address, "0.0.0.0:9465");
+  EXPECT_EQ(c.curve_secret_key_file, "/etc/loom/gpu-box.key");
+  EXPECT_EQ(c.service_public_key_file, "/etc/loom/service.pub");
+  EXPECT_EQ(c.service_public_key, "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7");
+  EXPECT_EQ(c.owner, "alice");
+  EXPECT_EQ(c.allowed_users, (std::vector<std::string>{"bob", "carol"}));
+  EXPECT_EQ(c.allowed_functions, (std::vector<std::string>{"echo", "bob/add"}));
 }
 
 TEST(EndpointConfigTest, RejectsUnknownKeysAndBadValues) {

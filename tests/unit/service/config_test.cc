@@ -37,6 +37,8 @@ ready_file: /tmp/x
 metrics_address: 127.0.0.1:9464
 metrics_sample_ms: 5000
 metrics_max_endpoints: 20
+endpoint_auth: none
+curve_secret_key_file: /etc/loom/service.key
 )"),
                                    &c);
   ASSERT_TRUE(s.ok()) << s.ToString();
@@ -55,6 +57,8 @@ metrics_max_endpoints: 20
   EXPECT_EQ(c.metrics_address, "127.0.0.1:9464");
   EXPECT_EQ(c.metrics_sample_ms, 5000);
   EXPECT_EQ(c.metrics_max_endpoints, 20);
+  EXPECT_EQ(c.endpoint_auth, "none");
+  EXPECT_EQ(c.curve_secret_key_file, "/etc/loom/service.key");
 }
 
 TEST_F(ServiceConfigTest, RejectsUnknownKeysBadValuesAndMissingFiles) {
