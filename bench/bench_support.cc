@@ -78,6 +78,7 @@ Result<BenchFabric> StartBenchFabric(const BenchFabricOptions& options) {
   }
   ClientOptions co;
   co.address = service;
+  if (out.fabric) co.token = out.fabric->token();  // else LOOM_TOKEN / LOOM_TOKEN_FILE
   if (options.client_max_message_bytes > 0) co.max_message_bytes = options.client_max_message_bytes;
   LOOM_ASSIGN_OR_RETURN(out.client, Client::Connect(co));
   return out;

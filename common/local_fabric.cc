@@ -158,6 +158,8 @@ Status LocalFabric::StartService() {
                                    RedisSocket(),
                                    "--ready-file",
                                    ready,
+                                   "--bootstrap-token-file",
+                                   token_file(),
                                    "--log-level",
                                    options_.log_level};
   if (options_.metrics) argv.insert(argv.end(), {"--metrics-address", "127.0.0.1:0"});
@@ -168,10 +170,16 @@ Status LocalFabric::StartService() {
   argv.insert(argv.end(), options_.service_args.begin(), options_.service_args.end());
   LOOM_ASSIGN_OR_RETURN(service_, Subprocess::Spawn(argv, Spawn("service")));
   LOOM_RETURN_IF_ERROR(WaitForFile(ready, service_, "service"));
+  // Written before the ready file: the service checks or creates it first thing.
+  token_ = ReadFileOrEmpty(token_file());
+  while (!token_.empty() && (token_.back() == '\n' || token_.back() == '\r')) token_.pop_back();
+  if (token_.empty()) return Internal("loom-service wrote no admin token to " + token_file());
   service_metrics_address_ = ReadyValue(ready, "metrics");
   rest_address_ = ReadyValue(ready, "rest");
   return Status::Ok();
 }
+
+std::string LocalFabric::token_file() const { return (fs::path(options_.state_dir) / "admin.token").string(); }
 
 Status LocalFabric::StartEndpoint(const std::string& id, int workers, const std::vector<std::string>& extra_args) {
   const std::string ready = (fs::path(options_.state_dir) / ("endpoint-" + id + ".ready")).string();

@@ -56,6 +56,10 @@ class LocalFabric {
   Subprocess* endpoint(const std::string& id);
 
   const std::string& grpc_address() const { return grpc_address_; }
+  // The service's admin bootstrap token (loom-service --bootstrap-token-file), and its file:
+  // clients of the fabric authenticate with it (ClientOptions::token, or LOOM_TOKEN_FILE).
+  const std::string& token() const { return token_; }
+  std::string token_file() const;
   const std::string& endpoint_address() const { return endpoint_address_; }
   int redis_port() const { return redis_port_; }
   // HOST:PORT of the /metrics servers (options.metrics); empty when not serving metrics.
@@ -85,6 +89,7 @@ class LocalFabric {
   int grpc_port_ = 0;
   int zmq_port_ = 0;
   std::string grpc_address_;
+  std::string token_;
   std::string endpoint_address_;
   std::string service_metrics_address_;
   std::string rest_address_;

@@ -10,6 +10,8 @@ namespace loom {
 std::string NewId();
 // Nanoseconds since the Unix epoch (wall clock: comparable across processes on one host).
 int64_t NowNanos();
+// "2026-11-28T10:15:00Z" (UTC, whole seconds).
+std::string FormatUnixNanos(int64_t unix_nanos);
 // A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it, close).
 int FreeLoopbackPort();
 // The directory of the running executable (where its sibling binaries live); "." if unknown.

@@ -1,8 +1,11 @@
 #include "loom/client.h"
 
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/support/client_interceptor.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <fstream>
 #include <thread>
 
 #include "common/task_state.h"
@@ -46,7 +49,48 @@ Clock::time_point DeadlineAfter(std::chrono::milliseconds timeout) {
   return now + std::max(timeout, std::chrono::milliseconds(0));
 }
 
+// Adds "authorization: Bearer <token>" to every call on the channel, whatever made its context
+// (Client, Executor, ResultWatcher). An interceptor rather than call credentials: gRPC sends call
+// credentials only over TLS, and a loopback fabric runs in plaintext.
+class BearerInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  explicit BearerInterceptor(const std::string* header) : header_(header) {}
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
+      methods->GetSendInitialMetadata()->insert({"authorization", *header_});
+    }
+    methods->Proceed();
+  }
+
+ private:
+  const std::string* header_;
+};
+
+class BearerInterceptorFactory final : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  explicit BearerInterceptorFactory(std::string token) : header_("Bearer " + std::move(token)) {}
+  grpc::experimental::Interceptor* CreateClientInterceptor(grpc::experimental::ClientRpcInfo*) override {
+    return new BearerInterceptor(&header_);
+  }
+
+ private:
+  const std::string header_;  // lives as long as the channel, which owns the factory
+};
+
 }  // namespace
+
+std::string TokenFromEnvironment() {
+  if (const char* t = std::getenv("LOOM_TOKEN"); t != nullptr && *t != '\0') return t;
+  if (const char* f = std::getenv("LOOM_TOKEN_FILE"); f != nullptr && *f != '\0') {
+    std::ifstream in(f);
+    std::string line;
+    if (in && std::getline(in, line)) {
+      while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+      return line;
+    }
+  }
+  return "";
+}
 
 v1::SubmitRequest MakeSubmitRequest(const std::string& endpoint, const std::string& function, std::vector<Value> args,
                                     const Kwargs& kwargs, const SubmitOptions& options) {
@@ -91,7 +135,22 @@ Result<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
   // BDP probing sends an HTTP/2 PING with reads to size flow-control windows; for Loom's small,
   // latency-bound messages it only adds packets and wake-ups.
   args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
-  auto channel = grpc::CreateCustomChannel(options.address, grpc::InsecureChannelCredentials(), args);
+  if (options.token.empty()) options.token = TokenFromEnvironment();
+  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+  if (options.tls || !options.tls_ca_file.empty()) {
+    grpc::SslCredentialsOptions ssl;
+    if (!options.tls_ca_file.empty()) {
+      std::ifstream in(options.tls_ca_file);
+      std::string pem((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      if (pem.empty()) return InvalidArgument("cannot read the TLS CA file '" + options.tls_ca_file + "'");
+      ssl.pem_root_certs = std::move(pem);
+    }
+    creds = grpc::SslCredentials(ssl);
+  }
+  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> interceptors;
+  if (!options.token.empty()) interceptors.push_back(std::make_unique<BearerInterceptorFactory>(options.token));
+  auto channel =
+      grpc::experimental::CreateCustomChannelWithInterceptors(options.address, creds, args, std::move(interceptors));
   if (!channel->WaitForConnected(DeadlineAfter(options.rpc_timeout))) {
     return Unavailable("cannot connect to the Loom service at " + options.address + " within " +
                        std::to_string(options.rpc_timeout.count()) +
@@ -156,6 +215,50 @@ Result<v1::EndpointRecord> Client::CreateEndpoint(const std::string& name, const
   LOOM_RETURN_IF_ERROR(
       Unary(options_, [&](grpc::ClientContext* c) { return stub_->CreateEndpoint(c, request, &response); }));
   return response;
+}
+
+Result<v1::EndpointRecord> Client::CreateEndpoint(const v1::CreateEndpointRequest& request) {
+  v1::EndpointRecord response;
+  LOOM_RETURN_IF_ERROR(
+      Unary(options_, [&](grpc::ClientContext* c) { return stub_->CreateEndpoint(c, request, &response); }));
+  return response;
+}
+
+Result<v1::EndpointRecord> Client::UpdateEndpoint(const v1::UpdateEndpointRequest& request) {
+  v1::EndpointRecord response;
+  LOOM_RETURN_IF_ERROR(
+      Unary(options_, [&](grpc::ClientContext* c) { return stub_->UpdateEndpoint(c, request, &response); }));
+  return response;
+}
+
+Result<v1::WhoAmIResponse> Client::WhoAmI() {
+  v1::WhoAmIResponse response;
+  LOOM_RETURN_IF_ERROR(
+      Unary(options_, [&](grpc::ClientContext* c) { return stub_->WhoAmI(c, v1::WhoAmIRequest(), &response); }));
+  return response;
+}
+
+Result<v1::CreateTokenResponse> Client::CreateToken(const v1::CreateTokenRequest& request) {
+  v1::CreateTokenResponse response;
+  LOOM_RETURN_IF_ERROR(
+      Unary(options_, [&](grpc::ClientContext* c) { return stub_->CreateToken(c, request, &response); }));
+  return response;
+}
+
+Status Client::RevokeToken(const std::string& id) {
+  v1::RevokeTokenRequest request;
+  request.set_id(id);
+  v1::RevokeTokenResponse response;
+  return Unary(options_, [&](grpc::ClientContext* c) { return stub_->RevokeToken(c, request, &response); });
+}
+
+Result<std::vector<v1::TokenInfo>> Client::ListTokens(const std::string& user) {
+  v1::ListTokensRequest request;
+  request.set_user(user);
+  v1::ListTokensResponse response;
+  LOOM_RETURN_IF_ERROR(
+      Unary(options_, [&](grpc::ClientContext* c) { return stub_->ListTokens(c, request, &response); }));
+  return std::vector<v1::TokenInfo>(response.tokens().begin(), response.tokens().end());
 }
 
 Result<std::vector<v1::EndpointRecord>> Client::ListEndpoints() {

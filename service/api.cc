@@ -1,5 +1,6 @@
 #include "service/api.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -35,10 +36,65 @@ const char* kNameRule = "1-128 characters of letters, digits, '-', '_' or '.'";
 std::string UnknownTaskMessage(const std::string& id) {
   return "task '" + id + "' is not known (never submitted, deleted, or expired after the result TTL)";
 }
+std::string UnknownEndpointMessage(const std::string& id) {
+  return "endpoint '" + id + "' is not registered; see `loom endpoint list`";
+}
+std::string UnknownFunctionMessage(const std::string& name) {
+  return "function '" + name + "' is not registered; register it with `loom function register`";
+}
+
+bool Listed(const google::protobuf::RepeatedPtrField<std::string>& list, const std::string& what) {
+  return std::find(list.begin(), list.end(), what) != list.end();
+}
+
+// The owner, an admin, and the users on its allow-list see an endpoint and may submit to it.
+bool MayUse(const v1::EndpointRecord& e, const Principal& who) {
+  return who.admin || e.owner() == who.user || Listed(e.allowed_users(), who.user) || Listed(e.allowed_users(), "*");
+}
+
+// An empty function list admits every function of an allowed user; "name" is a function of the
+// endpoint's owner, "user/name" one of another user.
+bool FunctionAllowed(const v1::EndpointRecord& e, const v1::Function& fn) {
+  if (e.allowed_functions_size() == 0) return true;
+  return Listed(e.allowed_functions(), FunctionKey(fn)) ||
+         (fn.owner() == e.owner() && Listed(e.allowed_functions(), fn.name()));
+}
+
+Status CheckAccessLists(const google::protobuf::RepeatedPtrField<std::string>& users,
+                        const google::protobuf::RepeatedPtrField<std::string>& functions) {
+  for (const auto& u : users) {
+    if (u != "*" && !ValidName(u)) return InvalidArgument("allowed user '" + u + "' is invalid: use " + kNameRule);
+  }
+  for (const auto& f : functions) {
+    const size_t slash = f.find('/');
+    const bool ok =
+        slash == std::string::npos ? ValidName(f) : ValidName(f.substr(0, slash)) && ValidName(f.substr(slash + 1));
+    if (!ok) return InvalidArgument("allowed function '" + f + "' is invalid: use NAME or USER/NAME");
+  }
+  return Status::Ok();
+}
+
+// A ZeroMQ CURVE public key in Z85: 40 characters of the Z85 alphabet.
+Status CheckCurveKey(const std::string& key) {
+  static const std::string kZ85 =
+      "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#";
+  if (key.size() != 40 || key.find_first_not_of(kZ85) != std::string::npos) {
+    return InvalidArgument(
+        "curve_public_key must be a CURVE public key in Z85 (40 characters); `loom endpoint "
+        "configure` makes one");
+  }
+  return Status::Ok();
+}
 }  // namespace
+
+Status LoomApi::Admit(const Principal& who) {
+  if (security_.quotas == nullptr) return Status::Ok();
+  return security_.quotas->AdmitRequest(who.user);
+}
 
 Result<v1::RegisterFunctionResponse> LoomApi::RegisterFunction(const v1::RegisterFunctionRequest& req,
                                                                const Principal& who) {
+  LOOM_RETURN_IF_ERROR(Admit(who));
   v1::Function fn = req.function();
   if (!ValidName(fn.name())) {
     return InvalidArgument("function name '" + fn.name() + "' is invalid: use " + kNameRule);
@@ -57,25 +113,33 @@ Result<v1::RegisterFunctionResponse> LoomApi::RegisterFunction(const v1::Registe
   fn.set_owner(who.user);
   fn.set_created_unix_nanos(NowNanos());
   LOOM_ASSIGN_OR_RETURN(bool created, store_->PutFunction(fn));
-  LOOM_ASSIGN_OR_RETURN(auto stored, LookupFunction(fn.name()));
+  LOOM_ASSIGN_OR_RETURN(auto stored, LookupFunction(FunctionKey(fn)));
   v1::RegisterFunctionResponse resp;
   *resp.mutable_function() = *stored;
   resp.set_created(created);
   return resp;
 }
 
-Result<LoomApi::FunctionPtr> LoomApi::LookupFunction(const std::string& name) {
+Result<LoomApi::FunctionPtr> LoomApi::LookupFunction(const std::string& key) {
   {
     std::lock_guard lock(cache_mu_);
-    auto it = functions_.find(name);
+    auto it = functions_.find(key);
     if (it != functions_.end()) return it->second;
   }
-  LOOM_ASSIGN_OR_RETURN(auto fn, store_->GetFunction(name));
-  if (!fn) return NotFound("function '" + name + "' is not registered; register it with `loom function register`");
+  LOOM_ASSIGN_OR_RETURN(auto fn, store_->GetFunction(key));
+  if (!fn) return NotFound(UnknownFunctionMessage(key.substr(key.find('/') + 1)));
   auto ptr = std::make_shared<const v1::Function>(std::move(*fn));
   std::lock_guard lock(cache_mu_);
-  functions_[name] = ptr;
+  functions_[key] = ptr;
   return ptr;
+}
+
+Result<LoomApi::FunctionPtr> LoomApi::FunctionFor(const std::string& name, const Principal& who) {
+  // "name" is the caller's own; "user/name" another user's, which only an admin may read.
+  const size_t slash = name.find('/');
+  if (slash == std::string::npos) return LookupFunction(FunctionKey(who.user, name));
+  if (!who.admin && name.substr(0, slash) != who.user) return NotFound(UnknownFunctionMessage(name));
+  return LookupFunction(name);
 }
 
 LoomApi::EndpointPtr LoomApi::MakeCachedEndpoint(v1::EndpointRecord e) {
@@ -92,7 +156,7 @@ Result<LoomApi::EndpointPtr> LoomApi::LookupEndpoint(const std::string& id) {
     if (it != endpoints_.end()) return it->second;
   }
   LOOM_ASSIGN_OR_RETURN(auto ep, store_->GetEndpoint(id));
-  if (!ep) return NotFound("endpoint '" + id + "' is not registered; see `loom endpoint list`");
+  if (!ep) return NotFound(UnknownEndpointMessage(id));
   EndpointPtr ptr = MakeCachedEndpoint(std::move(*ep));
   std::lock_guard lock(cache_mu_);
   endpoints_[id] = ptr;
@@ -100,44 +164,71 @@ Result<LoomApi::EndpointPtr> LoomApi::LookupEndpoint(const std::string& id) {
 }
 
 void LoomApi::EndpointUpdated(const v1::EndpointRecord& e) {
+  // The broker's record may carry access fields from before an UpdateEndpoint: the cached ones
+  // (set by CreateEndpoint / UpdateEndpoint through CacheEndpoint) stay.
+  v1::EndpointRecord merged = e;
+  {
+    std::lock_guard lock(cache_mu_);
+    if (auto it = endpoints_.find(e.id()); it != endpoints_.end()) OverlayAccess(it->second->record, &merged);
+  }
+  EndpointPtr ptr = MakeCachedEndpoint(std::move(merged));
+  std::lock_guard lock(cache_mu_);
+  endpoints_[e.id()] = std::move(ptr);
+}
+
+void LoomApi::CacheEndpoint(const v1::EndpointRecord& e) {
   EndpointPtr ptr = MakeCachedEndpoint(e);
   std::lock_guard lock(cache_mu_);
   endpoints_[e.id()] = std::move(ptr);
 }
 
-Result<v1::Function> LoomApi::GetFunction(const v1::GetFunctionRequest& req, const Principal&) {
-  LOOM_ASSIGN_OR_RETURN(auto fn, LookupFunction(req.name()));
+Result<v1::Function> LoomApi::GetFunction(const v1::GetFunctionRequest& req, const Principal& who) {
+  LOOM_RETURN_IF_ERROR(Admit(who));
+  LOOM_ASSIGN_OR_RETURN(auto fn, FunctionFor(req.name(), who));
   return *fn;
 }
 
-Result<v1::ListFunctionsResponse> LoomApi::ListFunctions(const Principal&) {
+Result<v1::ListFunctionsResponse> LoomApi::ListFunctions(const Principal& who) {
+  LOOM_RETURN_IF_ERROR(Admit(who));
   LOOM_ASSIGN_OR_RETURN(auto fns, store_->ListFunctions());
   v1::ListFunctionsResponse resp;
-  for (auto& f : fns) *resp.add_functions() = std::move(f);
+  for (auto& f : fns) {
+    if (who.admin || f.owner() == who.user) *resp.add_functions() = std::move(f);
+  }
   return resp;
 }
 
 Result<v1::EndpointRecord> LoomApi::CreateEndpoint(const v1::CreateEndpointRequest& req, const Principal& who) {
+  LOOM_RETURN_IF_ERROR(Admit(who));
   if (!ValidName(req.name())) return InvalidArgument("endpoint name '" + req.name() + "' is invalid: use " + kNameRule);
   std::string id = req.id().empty() ? req.name() : req.id();
   if (!ValidName(id)) return InvalidArgument("endpoint id '" + id + "' is invalid: use " + kNameRule);
+  LOOM_RETURN_IF_ERROR(CheckAccessLists(req.allowed_users(), req.allowed_functions()));
+  if (!req.curve_public_key().empty()) LOOM_RETURN_IF_ERROR(CheckCurveKey(req.curve_public_key()));
   LOOM_ASSIGN_OR_RETURN(auto existing, store_->GetEndpoint(id));
   if (existing) return AlreadyExists("endpoint '" + id + "' already exists");
   v1::EndpointRecord e;
   e.set_id(id);
   e.set_name(req.name());
   e.set_owner(who.user);
+  e.set_curve_public_key(req.curve_public_key());
+  *e.mutable_allowed_users() = req.allowed_users();
+  *e.mutable_allowed_functions() = req.allowed_functions();
   e.set_status(v1::ENDPOINT_STATUS_NEVER_CONNECTED);
   e.set_created_unix_nanos(NowNanos());
+  // Access first: a record visible without it would have no owner.
+  LOOM_RETURN_IF_ERROR(store_->PutEndpointAccess(e));
   LOOM_RETURN_IF_ERROR(store_->PutEndpoint(e));
-  EndpointUpdated(e);
+  CacheEndpoint(e);
   return e;
 }
 
-Result<v1::ListEndpointsResponse> LoomApi::ListEndpoints(const Principal&) {
+Result<v1::ListEndpointsResponse> LoomApi::ListEndpoints(const Principal& who) {
+  LOOM_RETURN_IF_ERROR(Admit(who));
   LOOM_ASSIGN_OR_RETURN(auto eps, store_->ListEndpoints());
   v1::ListEndpointsResponse resp;
   for (auto& e : eps) {
+    if (!MayUse(e, who)) continue;
     LOOM_ASSIGN_OR_RETURN(int64_t depth, store_->QueueDepth(e.id()));
     LOOM_ASSIGN_OR_RETURN(int64_t inflight, store_->InFlightCount(e.id()));
     e.set_queue_depth(depth);
@@ -147,9 +238,11 @@ Result<v1::ListEndpointsResponse> LoomApi::ListEndpoints(const Principal&) {
   return resp;
 }
 
-Result<v1::EndpointRecord> LoomApi::GetEndpoint(const v1::GetEndpointRequest& req, const Principal&) {
+Result<v1::EndpointRecord> LoomApi::GetEndpoint(const v1::GetEndpointRequest& req, const Principal& who) {
+  LOOM_RETURN_IF_ERROR(Admit(who));
   LOOM_ASSIGN_OR_RETURN(auto ep, store_->GetEndpoint(req.id()));
-  if (!ep) return NotFound("endpoint '" + req.id() + "' is not registered; see `loom endpoint list`");
+  // Another tenant's endpoint answers exactly like an unknown one.
+  if (!ep || !MayUse(*ep, who)) return NotFound(UnknownEndpointMessage(req.id()));
   LOOM_ASSIGN_OR_RETURN(int64_t depth, store_->QueueDepth(req.id()));
   LOOM_ASSIGN_OR_RETURN(int64_t inflight, store_->InFlightCount(req.id()));
   ep->set_queue_depth(depth);
@@ -157,13 +250,26 @@ Result<v1::EndpointRecord> LoomApi::GetEndpoint(const v1::GetEndpointRequest& re
   return *ep;
 }
 
-Status LoomApi::Validate(const v1::SubmitRequest& req, NewTask* task, int64_t received_ns) {
+Status LoomApi::Validate(const v1::SubmitRequest& req, const Principal& who, NewTask* task, int64_t received_ns) {
   if (req.function().empty()) return InvalidArgument("no function named: set 'function'");
   if (req.endpoint().empty()) return InvalidArgument("no endpoint named: set 'endpoint'");
-  LOOM_ASSIGN_OR_RETURN(auto fn_ptr, LookupFunction(req.function()));
+  LOOM_ASSIGN_OR_RETURN(auto fn_ptr, FunctionFor(req.function(), who));
   LOOM_ASSIGN_OR_RETURN(auto ep_ptr, LookupEndpoint(req.endpoint()));
   const v1::Function& fn = *fn_ptr;
   const v1::EndpointRecord& ep = ep_ptr->record;
+  if (!MayUse(ep, who)) {
+    return PermissionDenied("endpoint '" + ep.id() + "' does not accept tasks from user '" + who.user +
+                            "'; its owner can allow you with `loom endpoint share " + ep.id() + " --user " + who.user +
+                            "`");
+  }
+  if (!FunctionAllowed(ep, fn)) {
+    return PermissionDenied("endpoint '" + ep.id() + "' does not run function '" + FunctionKey(fn) +
+                            "'; its owner allows: " + [&] {
+                              std::string list;
+                              for (const auto& f : ep.allowed_functions()) list += (list.empty() ? "" : ", ") + f;
+                              return list;
+                            }());
+  }
   if (ep.kernels_size() > 0) {
     auto found = ep_ptr->kernels.find(fn.kernel());
     const v1::KernelInfo* kernel = found == ep_ptr->kernels.end() ? nullptr : found->second;
@@ -192,7 +298,7 @@ Status LoomApi::Validate(const v1::SubmitRequest& req, NewTask* task, int64_t re
                            " bytes, over the limit of " + std::to_string(limits_.max_idempotency_key_bytes));
   }
   task->id = NewId();
-  task->owner = kLocalUser;
+  task->owner = who.user;
   task->idempotency_key = req.idempotency_key();
   if (req.failover()) task->failover_kernel = fn.kernel();
   task->max_attempts = req.max_attempts() > 0  ? req.max_attempts()
@@ -209,6 +315,8 @@ Status LoomApi::Validate(const v1::SubmitRequest& req, NewTask* task, int64_t re
   *spec.mutable_kwargs() = req.kwargs();
   *spec.mutable_config() = fn.config();
   spec.set_timeout_ms(req.timeout_ms() > 0 ? req.timeout_ms() : fn.timeout_ms());
+  spec.set_owner(who.user);
+  spec.set_function_owner(fn.owner());
   const int64_t size = static_cast<int64_t>(spec.ByteSizeLong());
   if (size > limits_.max_message_bytes) {
     return ResourceExhausted("task arguments take " + std::to_string(size) + " bytes, over the limit of " +
@@ -226,8 +334,9 @@ Result<v1::SubmitResponse> LoomApi::Submit(const v1::SubmitRequest& req, const P
   return resp;
 }
 
-Result<v1::SubmitBatchResponse> LoomApi::SubmitBatch(const v1::SubmitBatchRequest& req, const Principal&) {
+Result<v1::SubmitBatchResponse> LoomApi::SubmitBatch(const v1::SubmitBatchRequest& req, const Principal& who) {
   const int64_t received = NowNanos();
+  LOOM_RETURN_IF_ERROR(Admit(who));
   if (req.tasks_size() == 0) return InvalidArgument("the batch holds no tasks");
   if (req.tasks_size() > limits_.max_batch) {
     return ResourceExhausted("a batch of " + std::to_string(req.tasks_size()) + " tasks exceeds the limit of " +
@@ -235,7 +344,7 @@ Result<v1::SubmitBatchResponse> LoomApi::SubmitBatch(const v1::SubmitBatchReques
   }
   std::vector<NewTask> tasks(req.tasks_size());
   for (int i = 0; i < req.tasks_size(); ++i) {
-    Status s = Validate(req.tasks(i), &tasks[i], received);
+    Status s = Validate(req.tasks(i), who, &tasks[i], received);
     if (!s.ok()) {
       if (req.tasks_size() == 1) return s;
       return Status(s.code(), "task " + std::to_string(i) + ": " + s.message());
@@ -262,6 +371,15 @@ Result<v1::SubmitBatchResponse> LoomApi::SubmitBatch(const v1::SubmitBatchReques
       }
     }
   }
+  // Reserved before the commit so that concurrent submits cannot pass the quota together.
+  const int64_t reserved = static_cast<int64_t>(tasks.size());
+  if (security_.quotas != nullptr) {
+    Status q = security_.quotas->ReserveTasks(who.user, reserved);
+    if (!q.ok()) {
+      for (auto& [ep, got] : taken) credit_->Return(ep, got.session, got.n);
+      return q;
+    }
+  }
   SubmitOutcome outcome;
   Status committed = Commit(&tasks, &outcome);
   std::map<std::string, std::vector<v1::TaskSpec>> sent;
@@ -285,6 +403,10 @@ Result<v1::SubmitBatchResponse> LoomApi::SubmitBatch(const v1::SubmitBatchReques
   for (const auto& [ep, got] : taken) {
     const int64_t used = sent.contains(ep) ? static_cast<int64_t>(sent[ep].size()) : 0;
     if (got.n > used) credit_->Return(ep, got.session, got.n - used);
+  }
+  if (security_.quotas != nullptr) {
+    // A failed commit created nothing; a retried submit (idempotency key) nothing new.
+    security_.quotas->ReleaseTasks(who.user, committed.ok() ? reserved - created : reserved);
   }
   LOOM_RETURN_IF_ERROR(committed);
   if (metrics_ != nullptr) metrics_->TasksSubmitted(created);
@@ -350,8 +472,9 @@ Status LoomApi::Commit(std::vector<NewTask>* tasks, SubmitOutcome* outcome) {
   return s;
 }
 
-Result<v1::GetTasksResponse> LoomApi::GetTasks(const v1::GetTasksRequest& req, const Principal&,
+Result<v1::GetTasksResponse> LoomApi::GetTasks(const v1::GetTasksRequest& req, const Principal& who,
                                                const std::function<bool()>& cancelled) {
+  LOOM_RETURN_IF_ERROR(Admit(who));
   if (req.task_ids_size() > limits_.max_wait_ids) {
     return ResourceExhausted("asked for " + std::to_string(req.task_ids_size()) + " tasks; the limit is " +
                              std::to_string(limits_.max_wait_ids));
@@ -369,7 +492,8 @@ Result<v1::GetTasksResponse> LoomApi::GetTasks(const v1::GetTasksRequest& req, c
   } unsub{hub_, sub};
   LOOM_ASSIGN_OR_RETURN(auto recs, store_->GetTasks(ids, req.include_args()));
   for (size_t i = 0; i < recs.size(); ++i) {
-    if (!recs[i]) return NotFound(UnknownTaskMessage(ids[i]));
+    // Another tenant's task answers exactly like an unknown one.
+    if (!recs[i] || !Owns(*recs[i], who)) return NotFound(UnknownTaskMessage(ids[i]));
   }
   if (sub) {
     std::map<std::string, size_t> pending;
@@ -399,10 +523,11 @@ Result<v1::GetTasksResponse> LoomApi::GetTasks(const v1::GetTasksRequest& req, c
   return resp;
 }
 
-Status LoomApi::WaitResults(const v1::WaitResultsRequest& req, const Principal&,
+Status LoomApi::WaitResults(const v1::WaitResultsRequest& req, const Principal& who,
                             const std::function<bool(const v1::TaskRecord&)>& write,
                             const std::function<bool()>& cancelled) {
   using Clock = std::chrono::steady_clock;
+  LOOM_RETURN_IF_ERROR(Admit(who));
   if (req.task_ids_size() > limits_.max_wait_ids) {
     return ResourceExhausted("asked to wait for " + std::to_string(req.task_ids_size()) + " tasks; the limit is " +
                              std::to_string(limits_.max_wait_ids));
@@ -420,7 +545,7 @@ Status LoomApi::WaitResults(const v1::WaitResultsRequest& req, const Principal&,
   // Subscribed first, then read: a task finishing in between is seen at least once.
   LOOM_ASSIGN_OR_RETURN(auto recs, store_->GetTasks(ids, false));
   for (size_t i = 0; i < recs.size(); ++i) {
-    if (!recs[i]) return NotFound(UnknownTaskMessage(ids[i]));
+    if (!recs[i] || !Owns(*recs[i], who)) return NotFound(UnknownTaskMessage(ids[i]));
   }
   for (auto& r : recs) {
     if (IsTerminal(r->state()) && pending.erase(r->id())) {
@@ -443,17 +568,20 @@ Status LoomApi::WaitResults(const v1::WaitResultsRequest& req, const Principal&,
   return Status::Ok();
 }
 
-Result<v1::CancelResponse> LoomApi::Cancel(const v1::CancelRequest& req, const Principal&) {
+Result<v1::CancelResponse> LoomApi::Cancel(const v1::CancelRequest& req, const Principal& who) {
+  LOOM_RETURN_IF_ERROR(Admit(who));
+  {
+    LOOM_ASSIGN_OR_RETURN(auto found, store_->GetTasks({req.task_id()}, false));
+    if (found.empty() || !found[0] || !Owns(*found[0], who)) return NotFound(UnknownTaskMessage(req.task_id()));
+  }
   const int64_t now = NowNanos();
   LOOM_ASSIGN_OR_RETURN(auto rec, store_->CancelTask(req.task_id(), now));
   if (!rec) return NotFound(UnknownTaskMessage(req.task_id()));
-  if (rec->state() == v1::TASK_STATE_CANCELLED) {
-    // Counted once: by the call that cancelled it (stamped with this call's time), not by a
-    // repeat that finds it already cancelled.
-    if (metrics_ != nullptr && rec->timestamps_size() > 0 &&
-        rec->timestamps(rec->timestamps_size() - 1).unix_nanos() == now) {
-      metrics_->TasksFinished({*rec});
-    }
+  // Published and counted once: by the call that cancelled it (stamped with this call's time),
+  // not by a repeat that finds it already cancelled.
+  if (rec->state() == v1::TASK_STATE_CANCELLED && rec->timestamps_size() > 0 &&
+      rec->timestamps(rec->timestamps_size() - 1).unix_nanos() == now) {
+    if (metrics_ != nullptr) metrics_->TasksFinished({*rec});
     hub_->Publish({*rec});
     notifier_->TasksCancelled(rec->endpoint(), {rec->id()});
   }
@@ -462,14 +590,82 @@ Result<v1::CancelResponse> LoomApi::Cancel(const v1::CancelRequest& req, const P
   return resp;
 }
 
-Result<v1::DeleteTasksResponse> LoomApi::DeleteTasks(const v1::DeleteTasksRequest& req, const Principal&) {
+Result<v1::DeleteTasksResponse> LoomApi::DeleteTasks(const v1::DeleteTasksRequest& req, const Principal& who) {
+  LOOM_RETURN_IF_ERROR(Admit(who));
   if (req.task_ids_size() > limits_.max_wait_ids) {
     return ResourceExhausted("asked to delete " + std::to_string(req.task_ids_size()) + " tasks; the limit is " +
                              std::to_string(limits_.max_wait_ids));
   }
-  LOOM_ASSIGN_OR_RETURN(int64_t n, store_->DeleteTasks({req.task_ids().begin(), req.task_ids().end()}));
+  std::vector<std::string> ids(req.task_ids().begin(), req.task_ids().end());
+  LOOM_ASSIGN_OR_RETURN(auto recs, store_->GetTasks(ids, false));
+  std::vector<std::string> mine;  // unknown ids, and other tenants' tasks, are skipped alike
+  for (size_t i = 0; i < recs.size(); ++i) {
+    if (recs[i] && Owns(*recs[i], who)) mine.push_back(ids[i]);
+  }
+  LOOM_ASSIGN_OR_RETURN(int64_t n, store_->DeleteTasks(mine));
   v1::DeleteTasksResponse resp;
   resp.set_deleted(static_cast<int32_t>(n));
+  return resp;
+}
+
+Result<v1::EndpointRecord> LoomApi::UpdateEndpoint(const v1::UpdateEndpointRequest& req, const Principal& who) {
+  LOOM_RETURN_IF_ERROR(Admit(who));
+  LOOM_ASSIGN_OR_RETURN(auto ep, store_->GetEndpoint(req.id()));
+  if (!ep || !MayUse(*ep, who)) return NotFound(UnknownEndpointMessage(req.id()));
+  if (!who.admin && ep->owner() != who.user) {
+    return PermissionDenied("only the owner of endpoint '" + req.id() + "' (" + ep->owner() + ") may change it");
+  }
+  LOOM_RETURN_IF_ERROR(CheckAccessLists(req.allowed_users().items(), req.allowed_functions().items()));
+  if (!req.curve_public_key().empty()) LOOM_RETURN_IF_ERROR(CheckCurveKey(req.curve_public_key()));
+  if (req.has_allowed_users()) *ep->mutable_allowed_users() = req.allowed_users().items();
+  if (req.has_allowed_functions()) *ep->mutable_allowed_functions() = req.allowed_functions().items();
+  if (!req.curve_public_key().empty()) ep->set_curve_public_key(req.curve_public_key());
+  LOOM_RETURN_IF_ERROR(store_->PutEndpointAccess(*ep));
+  CacheEndpoint(*ep);
+  return *ep;
+}
+
+Result<v1::CreateTokenResponse> LoomApi::CreateToken(const v1::CreateTokenRequest& req, const Principal& who) {
+  LOOM_RETURN_IF_ERROR(Admit(who));
+  if (security_.tokens == nullptr) return Status(StatusCode::kUnimplemented, "this service does not use tokens");
+  const std::string user = req.user().empty() ? who.user : req.user();
+  if (!ValidName(user)) return InvalidArgument("user name '" + user + "' is invalid: use " + kNameRule);
+  if ((user != who.user || req.admin()) && !who.admin) {
+    return PermissionDenied("only an admin may create tokens for another user or admin tokens");
+  }
+  if (req.ttl_seconds() < 0) return InvalidArgument("ttl_seconds is negative: use 0 for a token that never expires");
+  if (req.description().size() > 1024) return InvalidArgument("the description is over 1024 bytes");
+  return security_.tokens->Create(user, req.admin(), std::chrono::seconds(req.ttl_seconds()), req.description());
+}
+
+Result<v1::RevokeTokenResponse> LoomApi::RevokeToken(const v1::RevokeTokenRequest& req, const Principal& who) {
+  LOOM_RETURN_IF_ERROR(Admit(who));
+  if (security_.tokens == nullptr) return Status(StatusCode::kUnimplemented, "this service does not use tokens");
+  LOOM_ASSIGN_OR_RETURN(auto info, security_.tokens->Get(req.id()));
+  // Another user's token answers like an unknown one.
+  if (!info || (!who.admin && info->user() != who.user)) {
+    return NotFound("token '" + req.id() + "' is not known (never created, or already revoked)");
+  }
+  LOOM_RETURN_IF_ERROR(security_.tokens->Revoke(req.id()));
+  return v1::RevokeTokenResponse();
+}
+
+Result<v1::ListTokensResponse> LoomApi::ListTokens(const v1::ListTokensRequest& req, const Principal& who) {
+  LOOM_RETURN_IF_ERROR(Admit(who));
+  if (security_.tokens == nullptr) return Status(StatusCode::kUnimplemented, "this service does not use tokens");
+  const std::string user = req.user().empty() ? who.user : req.user();
+  if (user != who.user && !who.admin) return PermissionDenied("only an admin may list another user's tokens");
+  LOOM_ASSIGN_OR_RETURN(auto tokens, security_.tokens->List(user));
+  v1::ListTokensResponse resp;
+  for (auto& t : tokens) *resp.add_tokens() = std::move(t);
+  return resp;
+}
+
+Result<v1::WhoAmIResponse> LoomApi::WhoAmI(const Principal& who) {
+  LOOM_RETURN_IF_ERROR(Admit(who));
+  v1::WhoAmIResponse resp;
+  resp.set_user(who.user);
+  resp.set_admin(who.admin);
   return resp;
 }
 

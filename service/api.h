@@ -114,10 +114,18 @@ class LoomApi {
   };
   using FunctionPtr = std::shared_ptr<const v1::Function>;
   using EndpointPtr = std::shared_ptr<const CachedEndpoint>;
-  Result<FunctionPtr> LookupFunction(const std::string& name);
+  // By FunctionKey (owner/name).
+  Result<FunctionPtr> LookupFunction(const std::string& key);
+  // `name` as the caller wrote it: their own function, or (an admin) "user/name".
+  Result<FunctionPtr> FunctionFor(const std::string& name, const Principal& who);
+  // Counts the request against the caller's rate quota.
+  Status Admit(const Principal& who);
+  static bool Owns(const v1::TaskRecord& t, const Principal& who) { return who.admin || t.owner() == who.user; }
   Result<EndpointPtr> LookupEndpoint(const std::string& id);
   static EndpointPtr MakeCachedEndpoint(v1::EndpointRecord e);
-  Status Validate(const v1::SubmitRequest& req, NewTask* task, int64_t received_ns);
+  // Replaces the cached record, access fields included.
+  void CacheEndpoint(const v1::EndpointRecord& e);
+  Status Validate(const v1::SubmitRequest& req, const Principal& who, NewTask* task, int64_t received_ns);
   // Blocks until `tasks` are committed (or the commit failed); `dispatched` says which went out
   // at once.
   Status Commit(std::vector<NewTask>* tasks, SubmitOutcome* outcome);

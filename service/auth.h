@@ -4,7 +4,9 @@
 // a SHA-256 of the secret, never the secret: a leaked Redis dump lets nobody in. A checked token
 // is cached for `cache_ttl` so the hot path makes no Redis call; revoking through this service
 // drops it from the cache at once, and a token revoked elsewhere (another service process, or
-// expired) stops working within `cache_ttl`.
+// expired) stops working within `cache_ttl`. While Redis is out of reach, a token checked
+// before stays trusted (a Redis restart must not lock every client out); one never seen is
+// refused with UNAVAILABLE.
 //
 //   TokenAuthenticator auth(&token_store, {});
 //   auto who = auth.Authenticate("Bearer loom_0123...");   // UNAUTHENTICATED: says why

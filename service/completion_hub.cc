@@ -32,6 +32,7 @@ void CompletionHub::Unsubscribe(const std::shared_ptr<Subscription>& sub) {
 }
 
 void CompletionHub::Publish(const std::vector<v1::TaskRecord>& records) {
+  if (observer_) observer_(records);
   std::lock_guard lock(mu_);
   if (watchers_.empty()) return;
   for (const auto& r : records) {

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -35,12 +36,19 @@ class CompletionHub {
   // Subscribe before reading the store, so that nothing completing in between is missed.
   std::shared_ptr<Subscription> Subscribe(std::vector<std::string> ids);
   void Unsubscribe(const std::shared_ptr<Subscription>& sub);
+  // Every record is published once, when its task reaches a terminal state.
   void Publish(const std::vector<v1::TaskRecord>& records);
+  // Called with every published batch (e.g. to count a user's tasks in flight). Set before
+  // anything publishes; it must be thread-safe and must not call back into the hub.
+  void SetObserver(std::function<void(const std::vector<v1::TaskRecord>&)> observer) {
+    observer_ = std::move(observer);
+  }
 
  private:
   std::mutex mu_;
   // A task id may be watched by several streams.
   std::unordered_multimap<std::string, Subscription*> watchers_;  // GUARDED_BY(mu_)
+  std::function<void(const std::vector<v1::TaskRecord>&)> observer_;
 };
 
 }  // namespace loom::service

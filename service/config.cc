@@ -4,6 +4,27 @@
 
 namespace loom::service {
 
+namespace {
+Quota ParseQuota(const YAML::Node& n, Quota q) {
+  if (!n.IsMap()) throw YAML::Exception(n.Mark(), "a quota is a map of requests_per_second, burst, max_in_flight");
+  for (const auto& kv : n) {
+    const std::string key = kv.first.as<std::string>();
+    if (key == "requests_per_second")
+      q.requests_per_second = kv.second.as<double>();
+    else if (key == "burst")
+      q.burst = kv.second.as<double>();
+    else if (key == "max_in_flight")
+      q.max_in_flight = kv.second.as<int64_t>();
+    else
+      throw YAML::Exception(kv.first.Mark(), "unknown quota key '" + key + "'");
+  }
+  if (q.requests_per_second < 0 || q.burst < 0 || q.max_in_flight < 0) {
+    throw YAML::Exception(n.Mark(), "quota values must not be negative");
+  }
+  return q;
+}
+}  // namespace
+
 Status LoadServiceConfigFile(const std::string& path, ServiceConfig* c) {
   try {
     YAML::Node n = YAML::LoadFile(path);
@@ -48,7 +69,33 @@ Status LoadServiceConfigFile(const std::string& path, ServiceConfig* c) {
         c->metrics_sample_ms = v.as<int>();
       else if (key == "metrics_max_endpoints")
         c->metrics_max_endpoints = v.as<int>();
-      else if (key == "rest_address")
+      else if (key == "bootstrap_token_file")
+        c->bootstrap_token_file = v.as<std::string>();
+      else if (key == "bootstrap_user")
+        c->bootstrap_user = v.as<std::string>();
+      else if (key == "token_cache_ms")
+        c->token_cache_ms = v.as<int>();
+      else if (key == "tls_cert")
+        c->tls_cert = v.as<std::string>();
+      else if (key == "tls_key")
+        c->tls_key = v.as<std::string>();
+      else if (key == "quotas") {
+        if (!v.IsMap()) return InvalidArgument("config file '" + path + "': quotas must be a map (default, users)");
+        for (const auto& q : v) {
+          const std::string which = q.first.as<std::string>();
+          if (which != "default" && which != "users") {
+            return InvalidArgument("config file '" + path + "': quotas: unknown key '" + which +
+                                   "' (use default and users)");
+          }
+        }
+        // Users' quotas start from the default one: read it first.
+        if (v["default"]) c->quotas.defaults = ParseQuota(v["default"], c->quotas.defaults);
+        if (v["users"]) {
+          for (const auto& u : v["users"]) {
+            c->quotas.users[u.first.as<std::string>()] = ParseQuota(u.second, c->quotas.defaults);
+          }
+        }
+      } else if (key == "rest_address")
         c->rest_address = v.as<std::string>();
       else if (key == "rest_tls_cert")
         c->rest_tls_cert = v.as<std::string>();

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "service/quota.h"
 
 namespace loom::service {
 
@@ -31,6 +32,15 @@ struct ServiceConfig {
   std::string metrics_address;
   int metrics_sample_ms = 1000;     // how often per-endpoint queue depths are read from Redis
   int metrics_max_endpoints = 100;  // endpoints labelled in per-endpoint gauges; the rest sum into _other
+  // Authentication: the admin bootstrap (see docs/SECURITY.md). When set and the file does not
+  // hold a valid admin token, one is created for bootstrap_user and written there (mode 0600).
+  std::string bootstrap_token_file;
+  std::string bootstrap_user = "admin";
+  int token_cache_ms = 2000;  // a checked token is trusted this long before Redis is asked again
+  // TLS for gRPC: PEM certificate chain and private key; both empty: plaintext.
+  std::string tls_cert;
+  std::string tls_key;
+  QuotaOptions quotas;  // per user; YAML: quotas: {default: {...}, users: {NAME: {...}}}
   // The REST/JSON gateway (docs/REST.md): HOST:PORT (port 0 picks one, reported in the ready
   // file as rest=HOST:PORT); empty: no REST.
   std::string rest_address;

@@ -7,63 +7,103 @@ grpc::Status ToGrpc(const Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), s.message());
 }
 
-namespace {
-template <typename T>
-grpc::Status Reply(Result<T> r, T* out) {
-  if (!r.ok()) return ToGrpc(r.status());
-  *out = std::move(r).value();
-  return grpc::Status::OK;
+Result<Principal> LoomGrpcService::Authenticate(grpc::ServerContext* ctx) {
+  if (auth_ == nullptr) return LocalPrincipal();
+  const auto& md = ctx->client_metadata();
+  auto it = md.find("authorization");
+  if (it == md.end()) return auth_->Authenticate("");
+  return auth_->Authenticate(std::string_view(it->second.data(), it->second.size()));
 }
-}  // namespace
 
-grpc::Status LoomGrpcService::RegisterFunction(grpc::ServerContext*, const v1::RegisterFunctionRequest* req,
+grpc::Status LoomGrpcService::Finish(GrpcMethod method, grpc::ServerContext* ctx, const Status& s) {
+  if (s.retry_after_ms() > 0) ctx->AddTrailingMetadata("retry-after-ms", std::to_string(s.retry_after_ms()));
+  grpc::Status g = ToGrpc(s);
+  if (metrics_ != nullptr) metrics_->GrpcRequest(method, static_cast<int>(g.error_code()));
+  return g;
+}
+
+template <typename T, typename Handler>
+grpc::Status LoomGrpcService::Unary(GrpcMethod method, grpc::ServerContext* ctx, T* out, Handler handler) {
+  auto who = Authenticate(ctx);
+  if (!who.ok()) return Finish(method, ctx, who.status());
+  Result<T> r = handler(*who);
+  if (!r.ok()) return Finish(method, ctx, r.status());
+  *out = std::move(r).value();
+  return Finish(method, ctx, Status::Ok());
+}
+
+grpc::Status LoomGrpcService::RegisterFunction(grpc::ServerContext* ctx, const v1::RegisterFunctionRequest* req,
                                                v1::RegisterFunctionResponse* resp) {
-  return Counted(GrpcMethod::kRegisterFunction, Reply(api_->RegisterFunction(*req, LocalPrincipal()), resp));
+  return Unary(GrpcMethod::kRegisterFunction, ctx, resp,
+               [&](const Principal& who) { return api_->RegisterFunction(*req, who); });
 }
-grpc::Status LoomGrpcService::GetFunction(grpc::ServerContext*, const v1::GetFunctionRequest* req, v1::Function* resp) {
-  return Counted(GrpcMethod::kGetFunction, Reply(api_->GetFunction(*req, LocalPrincipal()), resp));
+grpc::Status LoomGrpcService::GetFunction(grpc::ServerContext* ctx, const v1::GetFunctionRequest* req,
+                                          v1::Function* resp) {
+  return Unary(GrpcMethod::kGetFunction, ctx, resp, [&](const Principal& who) { return api_->GetFunction(*req, who); });
 }
-grpc::Status LoomGrpcService::ListFunctions(grpc::ServerContext*, const v1::ListFunctionsRequest*,
+grpc::Status LoomGrpcService::ListFunctions(grpc::ServerContext* ctx, const v1::ListFunctionsRequest*,
                                             v1::ListFunctionsResponse* resp) {
-  return Counted(GrpcMethod::kListFunctions, Reply(api_->ListFunctions(LocalPrincipal()), resp));
+  return Unary(GrpcMethod::kListFunctions, ctx, resp, [&](const Principal& who) { return api_->ListFunctions(who); });
 }
-grpc::Status LoomGrpcService::CreateEndpoint(grpc::ServerContext*, const v1::CreateEndpointRequest* req,
+grpc::Status LoomGrpcService::CreateEndpoint(grpc::ServerContext* ctx, const v1::CreateEndpointRequest* req,
                                              v1::EndpointRecord* resp) {
-  return Counted(GrpcMethod::kCreateEndpoint, Reply(api_->CreateEndpoint(*req, LocalPrincipal()), resp));
+  return Unary(GrpcMethod::kCreateEndpoint, ctx, resp,
+               [&](const Principal& who) { return api_->CreateEndpoint(*req, who); });
 }
-grpc::Status LoomGrpcService::ListEndpoints(grpc::ServerContext*, const v1::ListEndpointsRequest*,
+grpc::Status LoomGrpcService::ListEndpoints(grpc::ServerContext* ctx, const v1::ListEndpointsRequest*,
                                             v1::ListEndpointsResponse* resp) {
-  return Counted(GrpcMethod::kListEndpoints, Reply(api_->ListEndpoints(LocalPrincipal()), resp));
+  return Unary(GrpcMethod::kListEndpoints, ctx, resp, [&](const Principal& who) { return api_->ListEndpoints(who); });
 }
-grpc::Status LoomGrpcService::GetEndpoint(grpc::ServerContext*, const v1::GetEndpointRequest* req,
+grpc::Status LoomGrpcService::GetEndpoint(grpc::ServerContext* ctx, const v1::GetEndpointRequest* req,
                                           v1::EndpointRecord* resp) {
-  return Counted(GrpcMethod::kGetEndpoint, Reply(api_->GetEndpoint(*req, LocalPrincipal()), resp));
+  return Unary(GrpcMethod::kGetEndpoint, ctx, resp, [&](const Principal& who) { return api_->GetEndpoint(*req, who); });
 }
-grpc::Status LoomGrpcService::Submit(grpc::ServerContext*, const v1::SubmitRequest* req, v1::SubmitResponse* resp) {
-  return Counted(GrpcMethod::kSubmit, Reply(api_->Submit(*req, LocalPrincipal()), resp));
+grpc::Status LoomGrpcService::UpdateEndpoint(grpc::ServerContext* ctx, const v1::UpdateEndpointRequest* req,
+                                             v1::EndpointRecord* resp) {
+  return Unary(GrpcMethod::kUpdateEndpoint, ctx, resp,
+               [&](const Principal& who) { return api_->UpdateEndpoint(*req, who); });
 }
-grpc::Status LoomGrpcService::SubmitBatch(grpc::ServerContext*, const v1::SubmitBatchRequest* req,
+grpc::Status LoomGrpcService::Submit(grpc::ServerContext* ctx, const v1::SubmitRequest* req, v1::SubmitResponse* resp) {
+  return Unary(GrpcMethod::kSubmit, ctx, resp, [&](const Principal& who) { return api_->Submit(*req, who); });
+}
+grpc::Status LoomGrpcService::SubmitBatch(grpc::ServerContext* ctx, const v1::SubmitBatchRequest* req,
                                           v1::SubmitBatchResponse* resp) {
-  return Counted(GrpcMethod::kSubmitBatch, Reply(api_->SubmitBatch(*req, LocalPrincipal()), resp));
+  return Unary(GrpcMethod::kSubmitBatch, ctx, resp, [&](const Principal& who) { return api_->SubmitBatch(*req, who); });
 }
 grpc::Status LoomGrpcService::GetTasks(grpc::ServerContext* ctx, const v1::GetTasksRequest* req,
                                        v1::GetTasksResponse* resp) {
-  return Counted(GrpcMethod::kGetTasks,
-                 Reply(api_->GetTasks(*req, LocalPrincipal(), [&] { return ctx->IsCancelled(); }), resp));
+  return Unary(GrpcMethod::kGetTasks, ctx, resp,
+               [&](const Principal& who) { return api_->GetTasks(*req, who, [&] { return ctx->IsCancelled(); }); });
 }
 grpc::Status LoomGrpcService::WaitResults(grpc::ServerContext* ctx, const v1::WaitResultsRequest* req,
                                           grpc::ServerWriter<v1::TaskRecord>* writer) {
+  auto who = Authenticate(ctx);
+  if (!who.ok()) return Finish(GrpcMethod::kWaitResults, ctx, who.status());
   Status s = api_->WaitResults(
-      *req, LocalPrincipal(), [&](const v1::TaskRecord& r) { return writer->Write(r); }, [&] { return ctx->IsCancelled(); });
-  return Counted(GrpcMethod::kWaitResults, ToGrpc(s));
+      *req, *who, [&](const v1::TaskRecord& r) { return writer->Write(r); }, [&] { return ctx->IsCancelled(); });
+  return Finish(GrpcMethod::kWaitResults, ctx, s);
 }
-grpc::Status LoomGrpcService::Cancel(grpc::ServerContext*, const v1::CancelRequest* req, v1::CancelResponse* resp) {
-  return Counted(GrpcMethod::kCancel, Reply(api_->Cancel(*req, LocalPrincipal()), resp));
+grpc::Status LoomGrpcService::Cancel(grpc::ServerContext* ctx, const v1::CancelRequest* req, v1::CancelResponse* resp) {
+  return Unary(GrpcMethod::kCancel, ctx, resp, [&](const Principal& who) { return api_->Cancel(*req, who); });
 }
-
-grpc::Status LoomGrpcService::DeleteTasks(grpc::ServerContext*, const v1::DeleteTasksRequest* req,
+grpc::Status LoomGrpcService::DeleteTasks(grpc::ServerContext* ctx, const v1::DeleteTasksRequest* req,
                                           v1::DeleteTasksResponse* resp) {
-  return Counted(GrpcMethod::kDeleteTasks, Reply(api_->DeleteTasks(*req, LocalPrincipal()), resp));
+  return Unary(GrpcMethod::kDeleteTasks, ctx, resp, [&](const Principal& who) { return api_->DeleteTasks(*req, who); });
+}
+grpc::Status LoomGrpcService::CreateToken(grpc::ServerContext* ctx, const v1::CreateTokenRequest* req,
+                                          v1::CreateTokenResponse* resp) {
+  return Unary(GrpcMethod::kCreateToken, ctx, resp, [&](const Principal& who) { return api_->CreateToken(*req, who); });
+}
+grpc::Status LoomGrpcService::RevokeToken(grpc::ServerContext* ctx, const v1::RevokeTokenRequest* req,
+                                          v1::RevokeTokenResponse* resp) {
+  return Unary(GrpcMethod::kRevokeToken, ctx, resp, [&](const Principal& who) { return api_->RevokeToken(*req, who); });
+}
+grpc::Status LoomGrpcService::ListTokens(grpc::ServerContext* ctx, const v1::ListTokensRequest* req,
+                                         v1::ListTokensResponse* resp) {
+  return Unary(GrpcMethod::kListTokens, ctx, resp, [&](const Principal& who) { return api_->ListTokens(*req, who); });
+}
+grpc::Status LoomGrpcService::WhoAmI(grpc::ServerContext* ctx, const v1::WhoAmIRequest*, v1::WhoAmIResponse* resp) {
+  return Unary(GrpcMethod::kWhoAmI, ctx, resp, [&](const Principal& who) { return api_->WhoAmI(who); });
 }
 
 }  // namespace loom::service

@@ -18,7 +18,9 @@
 #include "service/config.h"
 #include "service/grpc_server.h"
 #include "service/metrics.h"
+#include "service/quota.h"
 #include "service/redis_task_store.h"
+#include "service/redis_token_store.h"
 #include "service/rest_gateway.h"
 
 using namespace loom;           // NOLINT
@@ -64,6 +66,25 @@ int main(int argc, char** argv) {
   app.add_option("--metrics-max-endpoints", c.metrics_max_endpoints,
                  "endpoints with series of their own in per-endpoint metrics; the rest are summed as _other")
       ->check(CLI::Range(1, 100000));
+  app.add_option("--bootstrap-token-file", c.bootstrap_token_file,
+                 "admin bootstrap: unless FILE holds a valid admin token, create one for --bootstrap-user and "
+                 "write it there (mode 0600)");
+  app.add_option("--bootstrap-user", c.bootstrap_user, "the user of the bootstrap admin token");
+  app.add_option("--token-cache-ms", c.token_cache_ms,
+                 "a checked token is trusted this long before Redis is asked again (a token revoked through "
+                 "another service process stops working within it)")
+      ->check(CLI::Range(0, 3600000));
+  app.add_option("--tls-cert", c.tls_cert, "serve gRPC over TLS with this PEM certificate chain (with --tls-key)");
+  app.add_option("--tls-key", c.tls_key, "the PEM private key of --tls-cert");
+  app.add_option("--quota-requests-per-second", c.quotas.defaults.requests_per_second,
+                 "requests per second each user may make (0: no limit; per-user values in the config file)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--quota-burst", c.quotas.defaults.burst,
+                 "requests a user may make at once above the rate (0: one second's worth)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--quota-max-in-flight", c.quotas.defaults.max_in_flight,
+                 "tasks each user may have submitted and not finished (0: no limit)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--rest-address", c.rest_address,
                  "serve the REST/JSON API (docs/REST.md) at HOST:PORT (port 0: pick a free one, written to the "
                  "ready file as rest=HOST:PORT); default: no REST");
@@ -94,6 +115,10 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "error: %s\n", a.status().message().c_str());
       return 2;
     }
+  }
+  if (c.tls_cert.empty() != c.tls_key.empty()) {
+    std::fprintf(stderr, "error: --tls-cert and --tls-key go together: give both or neither\n");
+    return 2;
   }
   if (!c.rest_address.empty()) {
     if (auto a = metrics::CheckListenAddress(c.rest_address, "--rest-address"); !a.ok()) {
@@ -140,6 +165,20 @@ int main(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::milliseconds(std::min(100 * (attempt + 1), 1000)));
   }
 
+  // Who is calling: bearer tokens, kept hashed in Redis.
+  RedisTokenStore token_store(ro);
+  TokenAuthenticatorOptions tao;
+  tao.cache_ttl = std::chrono::milliseconds(c.token_cache_ms);
+  TokenAuthenticator tokens(&token_store, tao);
+  if (!c.bootstrap_token_file.empty()) {
+    auto boot = tokens.EnsureBootstrapToken(c.bootstrap_token_file, c.bootstrap_user);
+    if (!boot.ok()) {
+      spdlog::critical("admin bootstrap: {}", boot.status().message());
+      return 1;
+    }
+  }
+  Quotas quotas(c.quotas);
+
   // Metrics are counted only when served: without --metrics-address the hot path does not
   // touch them at all.
   std::unique_ptr<ServiceMetrics> metrics;
@@ -150,6 +189,7 @@ int main(int argc, char** argv) {
     metrics->AttachRedisPool(store.pool());
   }
   CompletionHub hub;
+  hub.SetObserver([&](const std::vector<v1::TaskRecord>& finished) { quotas.TasksFinished(finished); });
   CreditBook credit;
   BrokerOptions bo;
   bo.bind = c.endpoint_address;
@@ -174,14 +214,31 @@ int main(int argc, char** argv) {
   limits.max_batch = c.max_batch;
   limits.max_queue_depth = c.max_queue_depth;
   limits.default_max_attempts = c.default_max_attempts;
-  LoomApi api(&store, &hub, &broker, limits, &credit, metrics.get());
+  ApiSecurity security;
+  security.tokens = &tokens;
+  security.quotas = &quotas;
+  LoomApi api(&store, &hub, &broker, limits, &credit, metrics.get(), security);
   api_ptr = &api;
   broker.Start();
 
-  LoomGrpcService grpc_service(&api, metrics.get());
+  LoomGrpcService grpc_service(&api, &tokens, metrics.get());
+  std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+  if (!c.tls_cert.empty()) {
+    grpc::SslServerCredentialsOptions ssl;
+    grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+    pair.cert_chain = ReadFileOrEmpty(c.tls_cert);
+    pair.private_key = ReadFileOrEmpty(c.tls_key);
+    if (pair.cert_chain.empty() || pair.private_key.empty()) {
+      spdlog::critical("cannot read the TLS certificate '{}' or key '{}'", c.tls_cert, c.tls_key);
+      broker.Stop();
+      return 1;
+    }
+    ssl.pem_key_cert_pairs.push_back(std::move(pair));
+    creds = grpc::SslServerCredentials(ssl);
+  }
   grpc::ServerBuilder builder;
   int grpc_port = 0;
-  builder.AddListeningPort(c.grpc_address, grpc::InsecureServerCredentials(), &grpc_port);
+  builder.AddListeningPort(c.grpc_address, creds, &grpc_port);
   builder.SetMaxReceiveMessageSize(static_cast<int>(c.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(c.max_message_bytes + (1 << 20)));
   // See the SDK's channel: BDP pings only add packets and wake-ups for small messages.
@@ -206,8 +263,8 @@ int main(int argc, char** argv) {
     rest_options.max_json_depth = c.rest_max_json_depth;
     rest_options.threads = c.rest_threads;
     rest_options.max_wait_ms = c.rest_max_wait_ms;
-    // No authentication yet: every REST caller is LocalPrincipal(), as every gRPC caller is.
-    auto started = RestGateway::Start(rest_options, &api, /*auth=*/nullptr);
+    // The same bearer tokens as gRPC.
+    auto started = RestGateway::Start(rest_options, &api, &tokens);
     if (!started.ok()) {
       spdlog::critical("{}", started.status().message());
       server->Shutdown();
@@ -234,7 +291,8 @@ int main(int argc, char** argv) {
     sampler = std::make_unique<metrics::Ticker>(std::chrono::milliseconds(c.metrics_sample_ms),
                                                 [&] { (void)metrics->SampleEndpoints(store); });
   }
-  spdlog::info("serving: grpc={} endpoints={} redis={}{}{}", grpc_bound, broker.bound_address(),
+  spdlog::info("serving: grpc={}{} endpoints={} redis={}{}{}", grpc_bound, c.tls_cert.empty() ? "" : " (TLS)",
+               broker.bound_address(),
                c.redis_socket.empty() ? c.redis_host + ":" + std::to_string(c.redis_port) : c.redis_socket,
                rest ? std::string(" rest=") + (rest->tls() ? "https://" : "http://") + rest->address() + "/v1" : "",
                metrics_server ? " metrics=http://" + metrics_server->address() + "/metrics" : "");

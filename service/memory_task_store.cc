@@ -21,19 +21,19 @@ bool SameFunction(const v1::Function& a, const v1::Function& b) {
 
 Result<bool> InMemoryTaskStore::PutFunction(const v1::Function& f) {
   std::lock_guard lock(mu_);
-  auto it = functions_.find(f.name());
+  auto it = functions_.find(FunctionKey(f));
   if (it != functions_.end()) {
     if (SameFunction(it->second, f)) return false;
     return AlreadyExists("function '" + f.name() + "' is already registered with kernel '" + it->second.kernel() +
                          "'; choose another name");
   }
-  functions_[f.name()] = f;
+  functions_[FunctionKey(f)] = f;
   return true;
 }
 
-Result<std::optional<v1::Function>> InMemoryTaskStore::GetFunction(const std::string& name) {
+Result<std::optional<v1::Function>> InMemoryTaskStore::GetFunction(const std::string& key) {
   std::lock_guard lock(mu_);
-  auto it = functions_.find(name);
+  auto it = functions_.find(key);
   if (it == functions_.end()) return std::optional<v1::Function>();
   return std::optional<v1::Function>(it->second);
 }
@@ -51,17 +51,28 @@ Status InMemoryTaskStore::PutEndpoint(const v1::EndpointRecord& e) {
   return Status::Ok();
 }
 
+Status InMemoryTaskStore::PutEndpointAccess(const v1::EndpointRecord& access) {
+  std::lock_guard lock(mu_);
+  access_[access.id()] = AccessOf(access);
+  return Status::Ok();
+}
+
 Result<std::optional<v1::EndpointRecord>> InMemoryTaskStore::GetEndpoint(const std::string& id) {
   std::lock_guard lock(mu_);
   auto it = endpoints_.find(id);
   if (it == endpoints_.end()) return std::optional<v1::EndpointRecord>();
-  return std::optional<v1::EndpointRecord>(it->second);
+  v1::EndpointRecord e = it->second;
+  if (auto a = access_.find(id); a != access_.end()) OverlayAccess(a->second, &e);
+  return std::optional<v1::EndpointRecord>(std::move(e));
 }
 
 Result<std::vector<v1::EndpointRecord>> InMemoryTaskStore::ListEndpoints() {
   std::lock_guard lock(mu_);
   std::vector<v1::EndpointRecord> out;
-  for (const auto& [id, e] : endpoints_) out.push_back(e);
+  for (const auto& [id, e] : endpoints_) {
+    out.push_back(e);
+    if (auto a = access_.find(id); a != access_.end()) OverlayAccess(a->second, &out.back());
+  }
   return out;
 }
 

@@ -20,6 +20,7 @@ class InMemoryTaskStore final : public TaskStore {
   Result<std::optional<v1::Function>> GetFunction(const std::string& name) override;
   Result<std::vector<v1::Function>> ListFunctions() override;
   Status PutEndpoint(const v1::EndpointRecord& e) override;
+  Status PutEndpointAccess(const v1::EndpointRecord& access) override;
   Result<std::optional<v1::EndpointRecord>> GetEndpoint(const std::string& id) override;
   Result<std::vector<v1::EndpointRecord>> ListEndpoints() override;
   Status SubmitTasks(const std::vector<NewTask>& tasks, int64_t now_ns, SubmitOutcome* outcome = nullptr,
@@ -59,6 +60,7 @@ class InMemoryTaskStore final : public TaskStore {
   std::mutex mu_;
   std::map<std::string, v1::Function> functions_;          // GUARDED_BY(mu_)
   std::map<std::string, v1::EndpointRecord> endpoints_;    // GUARDED_BY(mu_)
+  std::map<std::string, v1::EndpointRecord> access_;       // GUARDED_BY(mu_)
   std::unordered_map<std::string, Task> tasks_;            // GUARDED_BY(mu_)
   std::map<std::string, std::deque<std::string>> queues_;  // GUARDED_BY(mu_)
   // endpoint -> dispatch order -> id, like the Redis ZSET scored by a per-endpoint counter.

@@ -38,6 +38,16 @@ const char* GrpcMethodName(GrpcMethod m) {
       return "Cancel";
     case GrpcMethod::kDeleteTasks:
       return "DeleteTasks";
+    case GrpcMethod::kUpdateEndpoint:
+      return "UpdateEndpoint";
+    case GrpcMethod::kCreateToken:
+      return "CreateToken";
+    case GrpcMethod::kRevokeToken:
+      return "RevokeToken";
+    case GrpcMethod::kListTokens:
+      return "ListTokens";
+    case GrpcMethod::kWhoAmI:
+      return "WhoAmI";
     case GrpcMethod::kCount:
       break;
   }

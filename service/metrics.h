@@ -59,6 +59,11 @@ enum class GrpcMethod {
   kWaitResults,
   kCancel,
   kDeleteTasks,
+  kUpdateEndpoint,
+  kCreateToken,
+  kRevokeToken,
+  kListTokens,
+  kWhoAmI,
   kCount
 };
 const char* GrpcMethodName(GrpcMethod m);

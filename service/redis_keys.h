@@ -1,15 +1,18 @@
 // Every Redis key and hash field Loom uses is built here, and nowhere else.
 //
-//   loom:fns                 SET     names of registered functions
-//   loom:fn:<name>           STRING  v1::Function (serialized)
+//   loom:fns                 SET     owner/name of registered functions
+//   loom:fn:<owner>/<name>   STRING  v1::Function (serialized)
 //   loom:eps                 SET     ids of known endpoints
 //   loom:ep:<id>             STRING  v1::EndpointRecord (serialized)
+//   loom:epacl:<id>          STRING  its access fields (owner, allow-lists, CURVE key), see TaskStore
 //   loom:task:<id>           HASH    one task (fields below)
 //   loom:q:<endpoint>        LIST    ids of tasks waiting for the endpoint, oldest first
 //   loom:inflight:<endpoint> ZSET    ids of tasks dispatched to the endpoint, scored by dispatch order
 //   loom:seq:<endpoint>      STRING  counter giving that order
 //   loom:epoch:<endpoint>    STRING  lease epoch of the endpoint's latest session (INCR on register)
 //   loom:idem:<owner>:<key>  STRING  task id submitted with that idempotency key
+//   loom:tokens              SET     ids of bearer tokens
+//   loom:token:<id>          HASH    one token: i = v1::TokenInfo, h = SHA-256 of its secret
 #pragma once
 
 #include <string>
@@ -21,19 +24,24 @@ inline constexpr std::string_view kFunctions = "loom:fns";
 inline constexpr std::string_view kFunctionPrefix = "loom:fn:";
 inline constexpr std::string_view kEndpoints = "loom:eps";
 inline constexpr std::string_view kEndpointPrefix = "loom:ep:";
+inline constexpr std::string_view kEndpointAccessPrefix = "loom:epacl:";
 inline constexpr std::string_view kTaskPrefix = "loom:task:";
 inline constexpr std::string_view kQueuePrefix = "loom:q:";
 inline constexpr std::string_view kInFlightPrefix = "loom:inflight:";
 inline constexpr std::string_view kSeqPrefix = "loom:seq:";
 inline constexpr std::string_view kEpochPrefix = "loom:epoch:";
 inline constexpr std::string_view kIdempotencyPrefix = "loom:idem:";
+inline constexpr std::string_view kTokens = "loom:tokens";
+inline constexpr std::string_view kTokenPrefix = "loom:token:";
 
 inline std::string Function(std::string_view name) { return std::string(kFunctionPrefix).append(name); }
 inline std::string Endpoint(std::string_view id) { return std::string(kEndpointPrefix).append(id); }
+inline std::string EndpointAccess(std::string_view id) { return std::string(kEndpointAccessPrefix).append(id); }
 inline std::string Task(std::string_view id) { return std::string(kTaskPrefix).append(id); }
 inline std::string Queue(std::string_view endpoint) { return std::string(kQueuePrefix).append(endpoint); }
 inline std::string InFlight(std::string_view endpoint) { return std::string(kInFlightPrefix).append(endpoint); }
 inline std::string Seq(std::string_view endpoint) { return std::string(kSeqPrefix).append(endpoint); }
+inline std::string Token(std::string_view id) { return std::string(kTokenPrefix).append(id); }
 inline std::string Epoch(std::string_view endpoint) { return std::string(kEpochPrefix).append(endpoint); }
 
 // Fields of a task hash. Short names: there is one hash per task, so bytes per field add up.

@@ -405,9 +405,10 @@ Status RedisTaskStore::Ping() {
 }
 
 Result<bool> RedisTaskStore::PutFunction(const v1::Function& fn) {
-  std::string key = keys::Function(fn.name());
+  const std::string qualified = FunctionKey(fn);
+  std::string key = keys::Function(qualified);
   std::string body = fn.SerializeAsString();
-  LOOM_ASSIGN_OR_RETURN(auto r, Eval(put_function_, {"2", key, keys::kFunctions, body, fn.name()}));
+  LOOM_ASSIGN_OR_RETURN(auto r, Eval(put_function_, {"2", key, keys::kFunctions, body, qualified}));
   if (r->type == REDIS_REPLY_INTEGER) return true;
   v1::Function a, b = fn;
   a.ParseFromString(ReplyString(r.get()));
@@ -419,11 +420,11 @@ Result<bool> RedisTaskStore::PutFunction(const v1::Function& fn) {
                        "'; choose another name");
 }
 
-Result<std::optional<v1::Function>> RedisTaskStore::GetFunction(const std::string& name) {
-  LOOM_ASSIGN_OR_RETURN(auto r, Command({"GET", keys::Function(name)}));
+Result<std::optional<v1::Function>> RedisTaskStore::GetFunction(const std::string& key) {
+  LOOM_ASSIGN_OR_RETURN(auto r, Command({"GET", keys::Function(key)}));
   if (ReplyIsNil(r.get())) return std::optional<v1::Function>();
   v1::Function fn;
-  if (!fn.ParseFromString(ReplyString(r.get()))) return Internal("stored function '" + name + "' is corrupt");
+  if (!fn.ParseFromString(ReplyString(r.get()))) return Internal("stored function '" + key + "' is corrupt");
   return std::optional<v1::Function>(std::move(fn));
 }
 
@@ -465,16 +466,39 @@ Status RedisTaskStore::PutEndpoint(const v1::EndpointRecord& e) {
   return Status::Ok();
 }
 
+Status RedisTaskStore::PutEndpointAccess(const v1::EndpointRecord& access) {
+  LOOM_ASSIGN_OR_RETURN(auto r,
+                        Command({"SET", keys::EndpointAccess(access.id()), AccessOf(access).SerializeAsString()}));
+  return Status::Ok();
+}
+
 Result<std::optional<v1::EndpointRecord>> RedisTaskStore::GetEndpoint(const std::string& id) {
-  LOOM_ASSIGN_OR_RETURN(auto r, Command({"GET", keys::Endpoint(id)}));
-  if (ReplyIsNil(r.get())) return std::optional<v1::EndpointRecord>();
+  LOOM_ASSIGN_OR_RETURN(auto r, Command({"MGET", keys::Endpoint(id), keys::EndpointAccess(id)}));
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) return Internal("unexpected reply to MGET of an endpoint");
+  if (ReplyIsNil(r->element[0])) return std::optional<v1::EndpointRecord>();
   v1::EndpointRecord e;
-  if (!e.ParseFromString(ReplyString(r.get()))) return Internal("stored endpoint '" + id + "' is corrupt");
+  if (!e.ParseFromString(ReplyString(r->element[0]))) return Internal("stored endpoint '" + id + "' is corrupt");
+  if (!ReplyIsNil(r->element[1])) {
+    v1::EndpointRecord access;
+    if (!access.ParseFromString(ReplyString(r->element[1]))) {
+      return Internal("stored access of endpoint '" + id + "' is corrupt");
+    }
+    OverlayAccess(access, &e);
+  }
   return std::optional<v1::EndpointRecord>(std::move(e));
 }
 
 Result<std::vector<v1::EndpointRecord>> RedisTaskStore::ListEndpoints() {
-  return ListAll<v1::EndpointRecord>(pool_, keys::kEndpoints, keys::kEndpointPrefix);
+  LOOM_ASSIGN_OR_RETURN(auto eps, ListAll<v1::EndpointRecord>(pool_, keys::kEndpoints, keys::kEndpointPrefix));
+  if (eps.empty()) return eps;
+  LOOM_ASSIGN_OR_RETURN(auto conn, pool_.Acquire());
+  for (const auto& e : eps) conn->Append({"GET", keys::EndpointAccess(e.id())});
+  for (auto& e : eps) {
+    LOOM_ASSIGN_OR_RETURN(auto r, conn->GetReply());
+    v1::EndpointRecord access;
+    if (!ReplyIsNil(r.get()) && access.ParseFromString(ReplyString(r.get()))) OverlayAccess(access, &e);
+  }
+  return eps;
 }
 
 namespace {

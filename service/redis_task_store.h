@@ -24,6 +24,7 @@ class RedisTaskStore final : public TaskStore {
   Result<std::optional<v1::Function>> GetFunction(const std::string& name) override;
   Result<std::vector<v1::Function>> ListFunctions() override;
   Status PutEndpoint(const v1::EndpointRecord& e) override;
+  Status PutEndpointAccess(const v1::EndpointRecord& access) override;
   Result<std::optional<v1::EndpointRecord>> GetEndpoint(const std::string& id) override;
   Result<std::vector<v1::EndpointRecord>> ListEndpoints() override;
   Status SubmitTasks(const std::vector<NewTask>& tasks, int64_t now_ns, SubmitOutcome* outcome = nullptr,

@@ -57,6 +57,27 @@ struct LostOutcome {
   std::vector<v1::TaskRecord> finished;  // tasks that used up their attempts (failed)
 };
 
+// The access fields of an endpoint record (see TaskStore::PutEndpointAccess), and their overlay.
+inline v1::EndpointRecord AccessOf(const v1::EndpointRecord& e) {
+  v1::EndpointRecord a;
+  a.set_id(e.id());
+  a.set_owner(e.owner());
+  *a.mutable_allowed_users() = e.allowed_users();
+  *a.mutable_allowed_functions() = e.allowed_functions();
+  a.set_curve_public_key(e.curve_public_key());
+  return a;
+}
+inline void OverlayAccess(const v1::EndpointRecord& access, v1::EndpointRecord* e) {
+  e->set_owner(access.owner());
+  *e->mutable_allowed_users() = access.allowed_users();
+  *e->mutable_allowed_functions() = access.allowed_functions();
+  e->set_curve_public_key(access.curve_public_key());
+}
+
+// Where a function is stored: "owner/name" (names cannot hold '/').
+inline std::string FunctionKey(const std::string& owner, const std::string& name) { return owner + "/" + name; }
+inline std::string FunctionKey(const v1::Function& f) { return FunctionKey(f.owner(), f.name()); }
+
 // A task's own timestamps, e.g. {"worker_started", 1700000000000000000}.
 using Stamp = v1::Timestamp;
 
@@ -64,14 +85,20 @@ class TaskStore {
  public:
   virtual ~TaskStore() = default;
 
-  // Functions. PutFunction returns true if it created the function, false if an identical one
-  // (same kernel, config, description) already exists; AlreadyExists if a different one does.
+  // Functions, one namespace per owner: stored under FunctionKey (owner/name). PutFunction
+  // returns true if it created the function, false if an identical one (same kernel, config,
+  // description) already exists; AlreadyExists if a different one does.
   virtual Result<bool> PutFunction(const v1::Function& f) = 0;
-  virtual Result<std::optional<v1::Function>> GetFunction(const std::string& name) = 0;
+  virtual Result<std::optional<v1::Function>> GetFunction(const std::string& key) = 0;
   virtual Result<std::vector<v1::Function>> ListFunctions() = 0;
 
-  // Endpoints: PutEndpoint creates or replaces the record.
+  // Endpoints: PutEndpoint creates or replaces the record (what the endpoint reports: status,
+  // kernels, devices, ...). Who owns it and may use it (owner, allowed_users,
+  // allowed_functions, curve_public_key) is kept apart by PutEndpointAccess, so that the
+  // broker's frequent record writes can never undo a change of access: reads overlay the access
+  // fields, when set, onto the record.
   virtual Status PutEndpoint(const v1::EndpointRecord& e) = 0;
+  virtual Status PutEndpointAccess(const v1::EndpointRecord& access) = 0;
   virtual Result<std::optional<v1::EndpointRecord>> GetEndpoint(const std::string& id) = 0;
   virtual Result<std::vector<v1::EndpointRecord>> ListEndpoints() = 0;
 

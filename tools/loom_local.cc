@@ -4,7 +4,7 @@
 //   loom-local down    stop what `up` started
 //   loom-local run -- CMD ARGS...   start it, run CMD with {grpc} replaced by the service's gRPC
 //                                   address and {rest} by its REST address (and LOOM_SERVICE,
-//                                   LOOM_REST set), then stop everything
+//                                   LOOM_TOKEN_FILE, LOOM_REST set), then stop everything
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/wait.h>
@@ -63,11 +63,13 @@ int Up(const Options& o) {
   std::ofstream(fs::path(o.state_dir) / "fabric.env")
       << "LOOM_SERVICE=" << fabric.grpc_address() << "\nLOOM_ENDPOINT_ADDRESS=" << fabric.endpoint_address()
       << "\nLOOM_REDIS_PORT=" << fabric.redis_port() << "\nLOOM_ENDPOINT_ID=" << o.endpoint_id
-      << "\nLOOM_REST=" << fabric.rest_address() << "\n";
+      << "\nLOOM_TOKEN_FILE=" << fs::absolute(fabric.token_file()).string() << "\nLOOM_REST=" << fabric.rest_address()
+      << "\n";
   std::cout << "Loom is running: service " << fabric.grpc_address() << ", endpoint '" << o.endpoint_id << "' with "
             << o.workers << " workers, redis on 127.0.0.1:" << fabric.redis_port() << ", REST at http://"
             << fabric.rest_address() << "/v1\n"
-            << "  use it:  LOOM_SERVICE=" << fabric.grpc_address() << " loom endpoint list\n"
+            << "  use it:  LOOM_SERVICE=" << fabric.grpc_address()
+            << " LOOM_TOKEN_FILE=" << fs::absolute(fabric.token_file()).string() << " loom endpoint list\n"
             << "  logs:    " << fabric.state_dir() << "/*.log\n"
             << "  stop it: loom-local down --state-dir " << o.state_dir << "\n";
   return 0;
@@ -125,7 +127,8 @@ int Run(const Options& o) {
     argv.push_back(a);
   }
   SpawnOptions so;
-  so.env = {"LOOM_SERVICE=" + fabric.grpc_address(), "LOOM_REST=" + fabric.rest_address()};
+  so.env = {"LOOM_SERVICE=" + fabric.grpc_address(), "LOOM_TOKEN_FILE=" + fs::absolute(fabric.token_file()).string(),
+            "LOOM_REST=" + fabric.rest_address()};
   auto child = Subprocess::Spawn(argv, so);
   if (!child.ok()) {
     std::cerr << "error: " << child.status().message() << "\n";

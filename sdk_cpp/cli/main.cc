@@ -1,10 +1,13 @@
 // `loom`: the command-line client of the Loom service, built on the C++ SDK (loom/client.h).
 //
-//   loom [--service ADDR] [--json] [--rpc-timeout SECONDS] <command>
+//   loom [--service ADDR] [--token T | --token-file F] [--tls-ca PEM] [--json] [--rpc-timeout SECONDS] <command>
 //     function register NAME --kernel name@version [--description D] [--config key=literal ...]
 //                       [--max-attempts N] [--timeout-ms MS]
 //     function list | function get NAME
-//     endpoint create NAME [--id ID] | endpoint list | endpoint status ID
+//     endpoint create NAME [--id ID] [--allow-user U ...] [--allow-function F ...] | endpoint list
+//     endpoint status ID | endpoint share|unshare ID [--user U ...] [--function F ...]
+//     token create [--user U] [--admin] [--expires 30d] [--description D] | token list [--user U|*]
+//     token revoke ID | whoami
 //     run --endpoint EP --function F [ARG ...] [--kwarg key=literal ...] [TASK OPTIONS] [--timeout SECONDS]
 //     submit --endpoint EP --function F [ARG ...] [--kwarg key=literal ...] [TASK OPTIONS]   (prints the id)
 //       TASK OPTIONS: [--idempotency-key KEY] [--max-attempts N] [--timeout-ms MS]
@@ -16,14 +19,14 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <cmath>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
-#include <iterator>
 #include <functional>
 #include <iostream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -42,9 +45,58 @@ constexpr int kExitTimeout = 3;
 
 struct GlobalFlags {
   std::string service = "127.0.0.1:50051";
+  std::string token;
+  std::string token_file;
+  std::string tls_ca;
   bool json = false;
   double rpc_timeout_s = 30;
 };
+
+// "90", "90s", "15m", "12h", "30d" -> seconds.
+Result<int64_t> ParseDuration(const std::string& text) {
+  if (text.empty()) return InvalidArgument("--expires takes a duration such as 3600, 15m, 12h or 30d");
+  int64_t unit = 1;
+  std::string digits = text;
+  switch (text.back()) {
+    case 's':
+      digits.pop_back();
+      break;
+    case 'm':
+      unit = 60;
+      digits.pop_back();
+      break;
+    case 'h':
+      unit = 3600;
+      digits.pop_back();
+      break;
+    case 'd':
+      unit = 86400;
+      digits.pop_back();
+      break;
+    default:
+      break;
+  }
+  if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) {
+    return InvalidArgument("--expires '" + text + "' is not a duration: use 3600, 15m, 12h or 30d");
+  }
+  const int64_t n = std::stoll(digits) * unit;
+  if (n <= 0) return InvalidArgument("--expires must be positive");
+  return n;
+}
+
+void AddAll(google::protobuf::RepeatedPtrField<std::string>* list, const std::vector<std::string>& items) {
+  for (const auto& i : items) {
+    if (std::find(list->begin(), list->end(), i) == list->end()) *list->Add() = i;
+  }
+}
+
+void RemoveAll(google::protobuf::RepeatedPtrField<std::string>* list, const std::vector<std::string>& items) {
+  google::protobuf::RepeatedPtrField<std::string> kept;
+  for (const auto& i : *list) {
+    if (std::find(items.begin(), items.end(), i) == items.end()) *kept.Add() = i;
+  }
+  *list = std::move(kept);
+}
 
 int Fail(const Status& st) {
   std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
@@ -293,6 +345,10 @@ int Main(int argc, char** argv) {
   app.add_option("--service", g.service, "Address of the Loom service, host:port")
       ->envname("LOOM_SERVICE")
       ->capture_default_str();
+  app.add_option("--token", g.token, "Bearer token (see `loom token create`)")->envname("LOOM_TOKEN");
+  app.add_option("--token-file", g.token_file, "File whose first line is the bearer token")->envname("LOOM_TOKEN_FILE");
+  app.add_option("--tls-ca", g.tls_ca, "Connect over TLS, trusting the certificate authorities in this PEM file")
+      ->envname("LOOM_TLS_CA");
   app.add_flag("--json", g.json, "Print protobuf JSON, one object per line");
   app.add_option("--rpc-timeout", g.rpc_timeout_s, "Seconds to wait for the service on each call")
       ->capture_default_str()
@@ -380,12 +436,24 @@ int Main(int argc, char** argv) {
   // ---------------------------------------------------------------- endpoint
   auto* endpoint = app.add_subcommand("endpoint", "Create and inspect endpoints")->require_subcommand(1);
   std::string ep_name, ep_id;
+  std::vector<std::string> ep_users, ep_functions;
   auto* ep_create = endpoint->add_subcommand("create", "Create an endpoint record (start loom-endpoint with its id)");
   ep_create->add_option("NAME", ep_name, "Endpoint name")->required();
-  ep_create->add_option("--id", ep_id, "Endpoint id (default: the service picks one)");
+  ep_create->add_option("--id", ep_id, "Endpoint id (default: the name)");
+  ep_create->add_option("--allow-user", ep_users, "Another user who may submit to it, or * for all (repeatable)")
+      ->allow_extra_args(false);
+  ep_create
+      ->add_option("--allow-function", ep_functions,
+                   "A function it may run: NAME (yours) or USER/NAME (repeatable; default: any)")
+      ->allow_extra_args(false);
   ep_create->callback([&] {
     action = [&](Client& client) {
-      auto e = client.CreateEndpoint(ep_name, ep_id);
+      v1::CreateEndpointRequest request;
+      request.set_name(ep_name);
+      request.set_id(ep_id);
+      AddAll(request.mutable_allowed_users(), ep_users);
+      AddAll(request.mutable_allowed_functions(), ep_functions);
+      auto e = client.CreateEndpoint(request);
       if (!e.ok()) return Fail(e.status());
       if (g.json) {
         PrintJson(*e);
@@ -544,6 +612,127 @@ int Main(int argc, char** argv) {
     };
   });
 
+  // share / unshare: read the lists, change them, write them back.
+  for (const bool share : {true, false}) {
+    auto* cmd = endpoint->add_subcommand(share ? "share" : "unshare",
+                                         share ? "Let users submit to your endpoint, or let it run functions"
+                                               : "Take users or functions off your endpoint's allow-lists");
+    cmd->add_option("ID", ep_id, "Endpoint id")->required();
+    cmd->add_option("--user", ep_users, "User name, or * for every user (repeatable)")->allow_extra_args(false);
+    cmd->add_option("--function", ep_functions, "Function: NAME (yours) or USER/NAME (repeatable)")
+        ->allow_extra_args(false);
+    cmd->callback([&, share] {
+      action = [&, share](Client& client) {
+        auto e = client.GetEndpoint(ep_id);
+        if (!e.ok()) return Fail(e.status());
+        v1::UpdateEndpointRequest request;
+        request.set_id(ep_id);
+        *request.mutable_allowed_users()->mutable_items() = e->allowed_users();
+        *request.mutable_allowed_functions()->mutable_items() = e->allowed_functions();
+        auto* users = request.mutable_allowed_users()->mutable_items();
+        auto* functions = request.mutable_allowed_functions()->mutable_items();
+        if (share) {
+          AddAll(users, ep_users);
+          AddAll(functions, ep_functions);
+        } else {
+          RemoveAll(users, ep_users);
+          RemoveAll(functions, ep_functions);
+        }
+        auto updated = client.UpdateEndpoint(request);
+        if (!updated.ok()) return Fail(updated.status());
+        if (g.json) {
+          PrintJson(*updated);
+        } else {
+          auto join = [](const auto& list, const char* none) {
+            std::string out;
+            for (const auto& i : list) out += (out.empty() ? "" : ", ") + i;
+            return out.empty() ? std::string(none) : out;
+          };
+          std::printf("endpoint %s: users %s; functions %s\n", updated->id().c_str(),
+                      join(updated->allowed_users(), "(owner only)").c_str(),
+                      join(updated->allowed_functions(), "(any)").c_str());
+        }
+        return kExitOk;
+      };
+    });
+  }
+
+  // ---------------------------------------------------------------- tokens
+  auto* token = app.add_subcommand("token", "Create, list and revoke bearer tokens")->require_subcommand(1);
+  v1::CreateTokenRequest token_request;
+  std::string token_expires, token_user, token_id;
+  bool token_admin = false;
+  auto* token_create = token->add_subcommand("create", "Create a token (printed once; keep it secret)");
+  token_create->add_option("--user", token_user, "Whose token (default: yours; another user's takes an admin)");
+  token_create->add_flag("--admin", token_admin, "An admin token (takes an admin)");
+  token_create->add_option("--expires", token_expires, "Lifetime: 3600, 15m, 12h, 30d (default: never)");
+  token_create->add_option("--description", *token_request.mutable_description(), "What the token is for");
+  token_create->callback([&] {
+    action = [&](Client& client) {
+      token_request.set_user(token_user);
+      token_request.set_admin(token_admin);
+      if (!token_expires.empty()) {
+        auto secs = ParseDuration(token_expires);
+        if (!secs.ok()) return Fail(secs.status());
+        token_request.set_ttl_seconds(*secs);
+      }
+      auto t = client.CreateToken(token_request);
+      if (!t.ok()) return Fail(t.status());
+      if (g.json) {
+        PrintJson(*t);
+      } else {
+        std::printf("%s\n", t->token().c_str());
+        std::fprintf(stderr, "token %s for user %s%s%s\n", t->info().id().c_str(), t->info().user().c_str(),
+                     t->info().admin() ? " (admin)" : "",
+                     t->info().expires_unix_nanos() > 0
+                         ? (", expires " + FormatUnixNanos(t->info().expires_unix_nanos())).c_str()
+                         : "");
+      }
+      return kExitOk;
+    };
+  });
+  auto* token_list = token->add_subcommand("list", "List tokens (ids, never the secrets)");
+  token_list->add_option("--user", token_user, "Whose tokens (default: yours; an admin may say * for all)");
+  token_list->callback([&] {
+    action = [&](Client& client) {
+      auto list = client.ListTokens(token_user);
+      if (!list.ok()) return Fail(list.status());
+      if (g.json) {
+        for (const auto& t : *list) PrintJson(t);
+        return kExitOk;
+      }
+      std::vector<std::vector<std::string>> rows;
+      for (const auto& t : *list) {
+        rows.push_back({t.id(), t.user(), t.admin() ? "yes" : "no", FormatUnixNanos(t.created_unix_nanos()),
+                        t.expires_unix_nanos() > 0 ? FormatUnixNanos(t.expires_unix_nanos()) : "never",
+                        t.description()});
+      }
+      PrintTable({"ID", "USER", "ADMIN", "CREATED", "EXPIRES", "DESCRIPTION"}, rows);
+      return kExitOk;
+    };
+  });
+  auto* token_revoke = token->add_subcommand("revoke", "Revoke a token at once");
+  token_revoke->add_option("ID", token_id, "Token id (the 16 hex digits after loom_)")->required();
+  token_revoke->callback([&] {
+    action = [&](Client& client) {
+      if (Status st = client.RevokeToken(token_id); !st.ok()) return Fail(st);
+      if (!g.json) std::printf("revoked token %s\n", token_id.c_str());
+      return kExitOk;
+    };
+  });
+  app.add_subcommand("whoami", "Show the user the service takes you for")->callback([&] {
+    action = [&](Client& client) {
+      auto me = client.WhoAmI();
+      if (!me.ok()) return Fail(me.status());
+      if (g.json) {
+        PrintJson(*me);
+      } else {
+        std::printf("%s%s\n", me->user().c_str(), me->admin() ? " (admin)" : "");
+      }
+      return kExitOk;
+    };
+  });
+
   std::vector<std::string> args(argv + 1, argv + argc);
   ProtectBracketLiterals(args);
   std::reverse(args.begin(), args.end());  // CLI11 takes the arguments reversed
@@ -557,6 +746,14 @@ int Main(int argc, char** argv) {
   ClientOptions options;
   options.address = g.service;
   options.rpc_timeout = Seconds(g.rpc_timeout_s);
+  options.token = g.token;
+  if (options.token.empty() && !g.token_file.empty()) {
+    std::ifstream in(g.token_file);
+    if (!in || !std::getline(in, options.token) || options.token.empty()) {
+      return Fail(InvalidArgument("cannot read a token from '" + g.token_file + "'"));
+    }
+  }
+  options.tls_ca_file = g.tls_ca;
   auto client = Client::Connect(options);
   if (!client.ok()) return Fail(client.status());
   return action(**client);

@@ -1159,6 +1159,7 @@ int RunChaos(const Options& o, const sigset_t& signals) {
   Counters counters;
   ClientOptions co;
   co.address = fabric.grpc_address();
+  co.token = fabric.token();
   co.rpc_timeout = kRpcTimeout;
   co.submit_retries = 0;  // the load generator retries, with the same keys, and counts
   ClientHolder clients(co, counters);

@@ -41,8 +41,12 @@ class RestFabricTest : public ::testing::Test {
     const std::string& address = fabric_->rest_address();
     ASSERT_FALSE(address.empty()) << "the service wrote no rest= line to its ready file";
     const size_t colon = address.rfind(':');
-    http_ = std::make_unique<httplib::Client>(address.substr(0, colon), std::stoi(address.substr(colon + 1)));
+    host_ = address.substr(0, colon);
+    port_ = std::stoi(address.substr(colon + 1));
+    http_ = std::make_unique<httplib::Client>(host_, port_);
     http_->set_read_timeout(60, 0);
+    // The fabric's admin token, which LocalFabric's service bootstrapped.
+    http_->set_bearer_token_auth(fabric_->token());
     for (const char* fn : {R"({"function": {"name": "add", "kernel": "add@1"}})",
                            R"({"function": {"name": "echo", "kernel": "echo@1"}})"}) {
       auto r = http_->Post("/v1/functions", fn, kJson);
@@ -51,7 +55,9 @@ class RestFabricTest : public ::testing::Test {
     }
   }
   static LocalFabric* fabric_;
-  std::unique_ptr<httplib::Client> http_;
+  std::string host_;
+  int port_ = 0;
+  std::unique_ptr<httplib::Client> http_;  // with the fabric's admin token
 };
 LocalFabric* RestFabricTest::fabric_ = nullptr;
 

@@ -92,7 +92,8 @@ class VisionFabricTest : public ::testing::Test {
 
   // Runs `loom --service ... args`; returns the exit code and the output.
   std::pair<int, std::string> Cli(std::vector<std::string> args) {
-    std::vector<std::string> argv = {LOOM_CLI_PATH, "--service", fabric_->grpc_address()};
+    std::vector<std::string> argv = {LOOM_CLI_PATH, "--service", fabric_->grpc_address(), "--token-file",
+                                     fabric_->token_file()};
     argv.insert(argv.end(), args.begin(), args.end());
     const std::string log = ::testing::TempDir() + "vision_cli_" + std::to_string(getpid()) + ".log";
     std::remove(log.c_str());

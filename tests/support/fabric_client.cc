@@ -15,6 +15,7 @@ namespace loom::testing {
 std::unique_ptr<Client> ConnectClient(const LocalFabric& fabric) {
   ClientOptions o;
   o.address = fabric.grpc_address();
+  o.token = fabric.token();
   o.rpc_timeout = std::chrono::seconds(10);
   auto c = Client::Connect(o);
   EXPECT_TRUE(c.ok()) << c.status().ToString();

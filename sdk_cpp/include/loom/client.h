@@ -52,7 +52,18 @@ struct ClientOptions {
   // How many times a submit that carries an idempotency key is sent again after UNAVAILABLE or
   // DEADLINE_EXCEEDED (see Client::Submit); 0: never.
   int submit_retries = 3;
+  // The bearer token sent with every call ("authorization: Bearer <token>"). Empty: the
+  // environment's LOOM_TOKEN, else the first line of the file named by LOOM_TOKEN_FILE.
+  std::string token;
+  // TLS: the PEM file of the certificate authorities to trust (for a self-signed service
+  // certificate, the certificate itself). Empty with `tls` false: plaintext.
+  std::string tls_ca_file;
+  bool tls = false;  // TLS with the system's trusted authorities (implied by tls_ca_file)
 };
+
+// The token a client without ClientOptions::token uses: LOOM_TOKEN, else the first line of
+// the file LOOM_TOKEN_FILE names; empty when neither is set.
+std::string TokenFromEnvironment();
 
 // Arguments of a task by name.
 using Kwargs = std::map<std::string, Value>;
@@ -135,8 +146,22 @@ class Client {
 
   // ---------------------------------------------------------------- endpoints
 
-  // Creates an endpoint record; the service picks the id when `id` is empty.
+  // Creates an endpoint record; the id is the name when `id` is empty.
   Result<v1::EndpointRecord> CreateEndpoint(const std::string& name, const std::string& id = "");
+  // The same with every field of the request (CURVE public key, allow-lists).
+  Result<v1::EndpointRecord> CreateEndpoint(const v1::CreateEndpointRequest& request);
+  // Changes the fields set in `request` (allow-lists, CURVE key); only the owner may.
+  Result<v1::EndpointRecord> UpdateEndpoint(const v1::UpdateEndpointRequest& request);
+
+  // ---------------------------------------------------------------- tokens
+
+  // Who the service takes this client for.
+  Result<v1::WhoAmIResponse> WhoAmI();
+  // A new token; creating one for another user, or an admin token, takes an admin.
+  Result<v1::CreateTokenResponse> CreateToken(const v1::CreateTokenRequest& request);
+  Status RevokeToken(const std::string& id);
+  // The caller's tokens; an admin may name another user, or "*" for all.
+  Result<std::vector<v1::TokenInfo>> ListTokens(const std::string& user = "");
   Result<std::vector<v1::EndpointRecord>> ListEndpoints();
   Result<v1::EndpointRecord> GetEndpoint(const std::string& id);
 

@@ -93,3 +93,44 @@ rest_max_wait_ms: 5000
 
 }  // namespace
 }  // namespace loom::service
+
+namespace loom::service {
+namespace {
+
+TEST_F(ServiceConfigTest, ReadsAuthTlsAndPerUserQuotas) {
+  ServiceConfig c;
+  Status s = LoadServiceConfigFile(WriteFile(R"(
+bootstrap_token_file: /var/lib/loom/admin.token
+bootstrap_user: root
+token_cache_ms: 500
+tls_cert: cert.pem
+tls_key: key.pem
+quotas:
+  users:
+    alice: {max_in_flight: 50}
+  default: {requests_per_second: 100, burst: 10, max_in_flight: 1000}
+)"),
+                                   &c);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(c.bootstrap_token_file, "/var/lib/loom/admin.token");
+  EXPECT_EQ(c.bootstrap_user, "root");
+  EXPECT_EQ(c.token_cache_ms, 500);
+  EXPECT_EQ(c.tls_cert, "cert.pem");
+  EXPECT_EQ(c.tls_key, "key.pem");
+  EXPECT_EQ(c.quotas.defaults.requests_per_second, 100);
+  EXPECT_EQ(c.quotas.defaults.max_in_flight, 1000);
+  // A user's quota starts from the default one, whatever the order in the file.
+  ASSERT_TRUE(c.quotas.users.contains("alice"));
+  EXPECT_EQ(c.quotas.users["alice"].max_in_flight, 50);
+  EXPECT_EQ(c.quotas.users["alice"].requests_per_second, 100);
+
+  for (const char* bad : {"quotas: {default: {requests_per_second: -1}}\n", "quotas: {default: {rps: 1}}\n",
+                          "quotas: {others: {}}\n", "quotas: 3\n"}) {
+    ServiceConfig b;
+    Status e = LoadServiceConfigFile(WriteFile(bad), &b);
+    EXPECT_EQ(e.code(), StatusCode::kInvalidArgument) << bad;
+  }
+}
+
+}  // namespace
+}  // namespace loom::service

@@ -323,6 +323,7 @@ TEST_F(RestGatewayTest, SubmitGetAndLongPollATask) {
   ASSERT_EQ(now->status, 200) << now->body;
   auto rec = ParseJson<v1::TaskRecord>(now->body);
   EXPECT_EQ(rec.state(), v1::TASK_STATE_WAITING_FOR_ENDPOINT);
+  EXPECT_EQ(rec.owner(), "alice");  // set by LoomApi from the Principal
   ASSERT_EQ(rec.args_size(), 2);
   EXPECT_EQ(rec.args(1).int_value(), 2);
   EXPECT_NE(now->body.find(R"("int_value":"40")"), std::string::npos) << "int64 is a string in proto JSON";

@@ -162,20 +162,30 @@ TEST_P(TaskStoreContract, RegistersFunctionsOnceAndRejectsConflictingRedefinitio
   EXPECT_EQ(conflict.status().code(), StatusCode::kAlreadyExists);
   EXPECT_NE(conflict.status().message().find("add@1"), std::string::npos);
 
-  auto got = store_->GetFunction("double");
+  auto got = store_->GetFunction("alice/double");
   ASSERT_TRUE(got.ok() && got->has_value());
   EXPECT_EQ((*got)->kernel(), "add@1");
   EXPECT_EQ((*got)->config().at("k").int_value(), 2);
-  auto missing = store_->GetFunction("nope");
+  auto missing = store_->GetFunction("alice/nope");
   ASSERT_TRUE(missing.ok());
   EXPECT_FALSE(missing->has_value());
+  // Each owner has a namespace of their own: bob's "double" is another function.
+  EXPECT_FALSE(store_->GetFunction("bob/double")->has_value());
+  v1::Function bobs = f;
+  bobs.set_owner("bob");
+  bobs.set_kernel("echo@1");
+  auto bob_created = store_->PutFunction(bobs);
+  ASSERT_TRUE(bob_created.ok()) << bob_created.status().ToString();
+  EXPECT_TRUE(*bob_created);
+  EXPECT_EQ((*store_->GetFunction("alice/double"))->kernel(), "add@1");
+  EXPECT_EQ((*store_->GetFunction("bob/double"))->kernel(), "echo@1");
 
   v1::Function g = f;
   g.set_name("another");
   ASSERT_TRUE(store_->PutFunction(g).ok());
   auto list = store_->ListFunctions();
   ASSERT_TRUE(list.ok());
-  ASSERT_EQ(list->size(), 2u);
+  ASSERT_EQ(list->size(), 3u);
   EXPECT_EQ((*list)[0].name(), "another");
   EXPECT_EQ((*list)[1].name(), "double");
 }
