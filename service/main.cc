@@ -263,7 +263,6 @@ int main(int argc, char** argv) {
     rest_options.max_json_depth = c.rest_max_json_depth;
     rest_options.threads = c.rest_threads;
     rest_options.max_wait_ms = c.rest_max_wait_ms;
-    // The same bearer tokens as gRPC.
     auto started = RestGateway::Start(rest_options, &api, &tokens);
     if (!started.ok()) {
       spdlog::critical("{}", started.status().message());

@@ -4,7 +4,7 @@
 //   loom-local down    stop what `up` started
 //   loom-local run -- CMD ARGS...   start it, run CMD with {grpc} replaced by the service's gRPC
 //                                   address and {rest} by its REST address (and LOOM_SERVICE,
-//                                   LOOM_TOKEN_FILE, LOOM_REST set), then stop everything
+//                                   LOOM_REST set), then stop everything
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/wait.h>
@@ -127,8 +127,8 @@ int Run(const Options& o) {
     argv.push_back(a);
   }
   SpawnOptions so;
-  so.env = {"LOOM_SERVICE=" + fabric.grpc_address(), "LOOM_TOKEN_FILE=" + fs::absolute(fabric.token_file()).string(),
-            "LOOM_REST=" + fabric.rest_address()};
+  so.env = {"LOOM_SERVICE=" + fabric.grpc_address(), "LOOM_REST=" + fabric.rest_address(),
+            "LOOM_TOKEN_FILE=" + fs::absolute(fabric.token_file()).string()};
   auto child = Subprocess::Spawn(argv, so);
   if (!child.ok()) {
     std::cerr << "error: " << child.status().message() << "\n";

@@ -6,8 +6,9 @@ streams its results as they finish, and prints everything. Exits non-zero if a r
 
     python3 rest_client.py --url http://127.0.0.1:8080 --endpoint local [--token TOKEN] [--cafile CA.pem]
 
-The token defaults to $LOOM_TOKEN, else to the contents of the file $LOOM_TOKEN_FILE names (as
-`loom-local run` sets it). For HTTPS with a self-signed certificate, pass it as --cafile.
+The token defaults to $LOOM_TOKEN, else the first line of the file $LOOM_TOKEN_FILE names (as
+`loom-local` and `tools/quickstart.sh up` set it). For HTTPS with a self-signed certificate,
+pass it as --cafile.
 """
 import argparse
 import base64
@@ -116,9 +117,10 @@ def wait_for(loom, task_id):
 def default_token():
     if os.environ.get("LOOM_TOKEN"):
         return os.environ["LOOM_TOKEN"]
-    if os.environ.get("LOOM_TOKEN_FILE"):
-        with open(os.environ["LOOM_TOKEN_FILE"]) as f:
-            return f.read().strip()
+    path = os.environ.get("LOOM_TOKEN_FILE")
+    if path:
+        with open(path) as f:
+            return f.readline().strip()
     return None
 
 
@@ -126,16 +128,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", required=True, help="the service's REST address, e.g. http://127.0.0.1:8080")
     ap.add_argument("--endpoint", required=True, help="the endpoint to run on, e.g. local")
-    ap.add_argument("--token", default=default_token(),
-                    help="bearer token (default: $LOOM_TOKEN, or the file named by $LOOM_TOKEN_FILE)")
+    ap.add_argument("--token", default=default_token(), help="bearer token (default: $LOOM_TOKEN or $LOOM_TOKEN_FILE)")
     ap.add_argument("--cafile", help="CA certificate to trust for HTTPS")
     args = ap.parse_args()
     loom = Loom(args.url, args.token, args.cafile)
     wrong = 0
 
     print("service:", loom.call("GET", "/v1/health")["status"])
-    me = loom.call("GET", "/v1/whoami")
-    print("calling as:", me["user"], "(admin)" if me["admin"] else "")
     reg = loom.call("POST", "/v1/functions", {"function": {"name": "add", "kernel": "add@1"}})
     print("function add ->", reg["function"]["kernel"], "(registered)" if reg["created"] else "(already there)")
     loom.call("POST", "/v1/functions", {"function": {"name": "echo", "kernel": "echo@1"}})

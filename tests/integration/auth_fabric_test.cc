@@ -13,6 +13,7 @@
 #include "loom/client.h"
 #include "tests/support/fabric_client.h"
 #include "tests/support/test_env.h"
+#include "tests/support/tls_certs.h"
 
 namespace loom {
 namespace {
@@ -156,6 +157,48 @@ TEST_F(AuthFabricTest, AUserOverTheRequestQuotaIsToldToRetry) {
   EXPECT_NE(last.message().find("retry after"), std::string::npos) << last.message();
   // Other users are not affected.
   EXPECT_TRUE(admin_->WhoAmI().ok());
+}
+
+}  // namespace
+}  // namespace loom
+
+namespace loom {
+namespace {
+
+using namespace std::chrono_literals;
+
+TEST(GrpcTlsTest, AServiceWithACertificateServesTlsOnlyAndTheSdkVerifiesIt) {
+  loom::testing::TempDir certs("grpc-tls");
+  auto tls = loom::testing::MakeSelfSignedCert(certs.path());
+  ASSERT_TRUE(tls.ok()) << tls.status().ToString();
+  auto fabric = loom::testing::MakeFabric("grpc-tls", {"--tls-cert", tls->cert_file, "--tls-key", tls->key_file});
+  ASSERT_TRUE(fabric->StartRedis().ok());
+  Status started = fabric->StartService();
+  ASSERT_TRUE(started.ok()) << started.ToString();
+
+  ClientOptions o;
+  o.address = fabric->grpc_address();
+  o.token = fabric->token();
+  o.rpc_timeout = 5s;
+  o.tls_ca_file = tls->ca_file;
+  auto secure = Client::Connect(o);
+  ASSERT_TRUE(secure.ok()) << secure.status().ToString();
+  auto me = (*secure)->WhoAmI();
+  ASSERT_TRUE(me.ok()) << me.status().ToString();
+  EXPECT_TRUE(me->admin());
+
+  // Plaintext to the TLS port never gets through.
+  o.tls_ca_file.clear();
+  o.rpc_timeout = 1s;
+  auto plain = Client::Connect(o);
+  EXPECT_EQ(plain.status().code(), StatusCode::kUnavailable);
+  // A certificate the client does not trust is refused too.
+  loom::testing::CertOptions another;
+  another.file_prefix = "other";
+  auto other = loom::testing::MakeSelfSignedCert(certs.path(), another);
+  ASSERT_TRUE(other.ok());
+  o.tls_ca_file = other->ca_file;
+  EXPECT_EQ(Client::Connect(o).status().code(), StatusCode::kUnavailable);
 }
 
 }  // namespace

@@ -45,7 +45,6 @@ class RestFabricTest : public ::testing::Test {
     port_ = std::stoi(address.substr(colon + 1));
     http_ = std::make_unique<httplib::Client>(host_, port_);
     http_->set_read_timeout(60, 0);
-    // The fabric's admin token, which LocalFabric's service bootstrapped.
     http_->set_bearer_token_auth(fabric_->token());
     for (const char* fn : {R"({"function": {"name": "add", "kernel": "add@1"}})",
                            R"({"function": {"name": "echo", "kernel": "echo@1"}})"}) {
@@ -60,6 +59,52 @@ class RestFabricTest : public ::testing::Test {
   std::unique_ptr<httplib::Client> http_;  // with the fabric's admin token
 };
 LocalFabric* RestFabricTest::fabric_ = nullptr;
+
+TEST_F(RestFabricTest, TokensGuardEveryRouteButHealthAndTenantsAreKeptApart) {
+  const std::string& address = fabric_->rest_address();
+  const size_t colon = address.rfind(':');
+  httplib::Client anonymous(address.substr(0, colon), std::stoi(address.substr(colon + 1)));
+  auto health = anonymous.Get("/v1/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  auto none = anonymous.Get("/v1/functions");
+  ASSERT_TRUE(none);
+  EXPECT_EQ(none->status, 401) << none->body;
+  EXPECT_EQ(none->get_header_value("WWW-Authenticate").rfind("Bearer", 0), 0u);
+  EXPECT_NE(none->body.find("UNAUTHENTICATED"), std::string::npos) << none->body;
+  anonymous.set_bearer_token_auth("loom_not_a_token");
+  auto malformed = anonymous.Get("/v1/functions");
+  ASSERT_TRUE(malformed);
+  EXPECT_EQ(malformed->status, 401) << malformed->body;
+
+  // The admin's task, seen by another user: exactly like an unknown id.
+  auto submitted =
+      http_->Post("/v1/tasks", R"({"function": "echo", "endpoint": "ep", "args": [{"int_value": "1"}]})", kJson);
+  ASSERT_TRUE(submitted);
+  ASSERT_EQ(submitted->status, 201) << submitted->body;
+  const size_t at = submitted->body.find("\"task_id\":\"") + 11;
+  const std::string id = submitted->body.substr(at, 32);
+  auto admin = loom::testing::ConnectClient(*fabric_);
+  ASSERT_NE(admin, nullptr);
+  v1::CreateTokenRequest for_mallory;
+  for_mallory.set_user("mallory");
+  auto token = admin->CreateToken(for_mallory);
+  ASSERT_TRUE(token.ok()) << token.status().ToString();
+  httplib::Client mallory(address.substr(0, colon), std::stoi(address.substr(colon + 1)));
+  mallory.set_bearer_token_auth(token->token());
+  auto theirs = mallory.Get("/v1/tasks/" + id);
+  auto unknown = mallory.Get("/v1/tasks/" + std::string(32, '0'));
+  ASSERT_TRUE(theirs && unknown);
+  EXPECT_EQ(theirs->status, 404) << theirs->body;
+  EXPECT_EQ(unknown->status, 404) << unknown->body;
+  std::string a = theirs->body, b = unknown->body;
+  a.replace(a.find(id), id.size(), "ID");
+  b.replace(b.find(std::string(32, '0')), 32, "ID");
+  EXPECT_EQ(a, b);
+  auto refused = mallory.Post("/v1/tasks", R"({"function": "echo", "endpoint": "ep", "args": []})", kJson);
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 404) << refused->body;  // mallory has no function "echo"
+}
 
 TEST_F(RestFabricTest, ATaskSubmittedOverRestRunsOnARealEndpoint) {
   auto ep = http_->Get("/v1/endpoints/ep");
