@@ -172,6 +172,9 @@ const std::vector<RestGateway::Entry>& RestGateway::Table() {
      &RestGateway::ListFunctions},
     {{"GET", "/v1/functions/{name}", "GetFunction", true, {}, "", false, "loom.v1.Function"},
      &RestGateway::GetFunction},
+    // Another user's function ("user/name" in gRPC): an admin's reach.
+    {{"GET", "/v1/functions/{owner}/{name}", "GetFunctionOf", true, {}, "", false, "loom.v1.Function"},
+     &RestGateway::GetFunction},
     {{"POST", "/v1/endpoints", "CreateEndpoint", true, {}, "loom.v1.CreateEndpointRequest", true,
       "loom.v1.EndpointRecord"}, &RestGateway::CreateEndpoint},
     {{"GET", "/v1/endpoints", "ListEndpoints", true, {}, "", false, "loom.v1.ListEndpointsResponse"},
@@ -515,7 +518,7 @@ Status RestGateway::ListFunctions(Call& c) {
 
 Status RestGateway::GetFunction(Call& c) {
   v1::GetFunctionRequest req;
-  req.set_name(c.params[0]);
+  req.set_name(c.params.size() == 2 ? c.params[0] + "/" + c.params[1] : c.params[0]);
   LOOM_ASSIGN_OR_RETURN(auto resp, api_->GetFunction(req, c.who));
   return Reply(c, 200, resp);
 }

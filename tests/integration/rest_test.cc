@@ -41,7 +41,9 @@ class RestFabricTest : public ::testing::Test {
     const std::string& address = fabric_->rest_address();
     ASSERT_FALSE(address.empty()) << "the service wrote no rest= line to its ready file";
     const size_t colon = address.rfind(':');
-    http_ = std::make_unique<httplib::Client>(address.substr(0, colon), std::stoi(address.substr(colon + 1)));
+    host_ = address.substr(0, colon);
+    port_ = std::stoi(address.substr(colon + 1));
+    http_ = std::make_unique<httplib::Client>(host_, port_);
     http_->set_read_timeout(60, 0);
     http_->set_bearer_token_auth(fabric_->token());
     for (const char* fn : {R"({"function": {"name": "add", "kernel": "add@1"}})",
@@ -52,7 +54,9 @@ class RestFabricTest : public ::testing::Test {
     }
   }
   static LocalFabric* fabric_;
-  std::unique_ptr<httplib::Client> http_;
+  std::string host_;
+  int port_ = 0;
+  std::unique_ptr<httplib::Client> http_;  // with the fabric's admin token
 };
 LocalFabric* RestFabricTest::fabric_ = nullptr;
 
@@ -194,6 +198,55 @@ TEST_F(RestFabricTest, ErrorsFromTheApiKeepTheirMeaning) {
   auto health = http_->Get("/v1/health");
   ASSERT_TRUE(health);
   EXPECT_EQ(health->status, 200);
+}
+
+TEST_F(RestFabricTest, TokensAuthenticateAndTenantsStaySeparate) {
+  httplib::Client anonymous(host_, port_);
+  auto refused = anonymous.Get("/v1/functions");
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 401);
+  EXPECT_EQ(refused->get_header_value("WWW-Authenticate").rfind("Bearer", 0), 0u);
+  EXPECT_EQ(anonymous.Get("/v1/health")->status, 200);
+
+  // The admin makes a token for bob; bob is bob.
+  auto made = http_->Post("/v1/tokens", R"({"user": "bob", "description": "rest_test"})", kJson);
+  ASSERT_TRUE(made);
+  ASSERT_EQ(made->status, 201) << made->body;
+  auto token = ParseJson<v1::CreateTokenResponse>(made->body);
+  EXPECT_EQ(token.info().user(), "bob");
+  httplib::Client bob(host_, port_);
+  bob.set_bearer_token_auth(token.token());
+  auto me = bob.Get("/v1/whoami");
+  ASSERT_TRUE(me);
+  ASSERT_EQ(me->status, 200) << me->body;
+  EXPECT_EQ(ParseJson<v1::WhoAmIResponse>(me->body).user(), "bob");
+  EXPECT_FALSE(ParseJson<v1::WhoAmIResponse>(me->body).admin());
+  auto listed = bob.Get("/v1/tokens");
+  ASSERT_TRUE(listed);
+  ASSERT_EQ(listed->status, 200) << listed->body;
+  ASSERT_EQ(ParseJson<v1::ListTokensResponse>(listed->body).tokens_size(), 1);
+  EXPECT_EQ(ParseJson<v1::ListTokensResponse>(listed->body).tokens(0).id(), token.info().id());
+
+  // The admin's task is not bob's: it answers like an unknown id.
+  auto sub =
+      http_->Post("/v1/tasks", R"({"function": "echo", "endpoint": "ep", "args": [{"string_value": "mine"}]})", kJson);
+  ASSERT_TRUE(sub);
+  ASSERT_EQ(sub->status, 201) << sub->body;
+  const std::string id = ParseJson<v1::SubmitResponse>(sub->body).task_id();
+  auto theirs = bob.Get("/v1/tasks/" + id);
+  ASSERT_TRUE(theirs);
+  EXPECT_EQ(theirs->status, 404) << theirs->body;
+  auto forbidden = bob.Post("/v1/tokens", R"({"user": "carol"})", kJson);
+  ASSERT_TRUE(forbidden);
+  EXPECT_EQ(forbidden->status, 403) << forbidden->body;
+
+  // Revoked through this service, bob's token stops working at once.
+  auto revoked = http_->Delete("/v1/tokens/" + token.info().id());
+  ASSERT_TRUE(revoked);
+  EXPECT_EQ(revoked->status, 200) << revoked->body;
+  auto after = bob.Get("/v1/whoami");
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->status, 401) << after->body;
 }
 
 }  // namespace

@@ -219,6 +219,13 @@ TEST_F(RestGatewayTest, PassesTheCallerToTheApi) {
   auto fn = ParseJson<v1::Function>(r->body);
   EXPECT_EQ(fn.owner(), "alice");  // set by LoomApi from the Principal
   EXPECT_EQ(fn.kernel(), "add@1");
+  // Another user's function: the admin reaches it as owner/name, alice's own name is not root's.
+  auto root = Client("root-token");
+  r = root->Get("/v1/functions/alice/add");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(root->Get("/v1/functions/add")->status, 404);
+  EXPECT_EQ(Client()->Get("/v1/functions/root/add")->status, 404);
   r = Client("root-token")->Get("/v1/whoami");
   ASSERT_TRUE(r);
   ASSERT_EQ(r->status, 200) << r->body;
@@ -323,6 +330,7 @@ TEST_F(RestGatewayTest, SubmitGetAndLongPollATask) {
   ASSERT_EQ(now->status, 200) << now->body;
   auto rec = ParseJson<v1::TaskRecord>(now->body);
   EXPECT_EQ(rec.state(), v1::TASK_STATE_WAITING_FOR_ENDPOINT);
+  EXPECT_EQ(rec.owner(), "alice");  // set by LoomApi from the Principal
   ASSERT_EQ(rec.args_size(), 2);
   EXPECT_EQ(rec.args(1).int_value(), 2);
   EXPECT_NE(now->body.find(R"("int_value":"40")"), std::string::npos) << "int64 is a string in proto JSON";
