@@ -228,6 +228,8 @@ TEST(EndpointAuthTest, ConfigureMakesThePrivateKeyCreatesTheRecordAndUpdatesItOn
     std::vector<std::string> argv = {BinDir() + "/loom",
                                      "--service",
                                      f->grpc_address(),
+                                     "--token-file",
+                                     f->token_file(),
                                      "endpoint",
                                      "configure",
                                      "x",
