@@ -334,7 +334,11 @@ Status LoomApi::Validate(const v1::SubmitRequest& req, const Principal& who, New
   }
   // The kernel, its version and the device classes the function requires: refused here, not
   // found out on the endpoint.
-  if (std::string missing = MissingCapability(ep, fn); !missing.empty()) return FailedPrecondition(missing);
+  // (The common case, a kernel offered and no requirement, costs one hash lookup.)
+  const bool kernel_offered = ep.kernels_size() == 0 || ep_ptr->kernels.contains(fn.kernel());
+  if (!kernel_offered || fn.requirements().device_classes_size() > 0) {
+    if (std::string missing = MissingCapability(ep, fn); !missing.empty()) return FailedPrecondition(missing);
+  }
   if (ep.kernels_size() > 0) {
     LOOM_RETURN_IF_ERROR(ValidateArgs(*ep_ptr->kernels.at(fn.kernel()), req.args(), req.kwargs()));
   } else {
