@@ -85,8 +85,8 @@ Status Endpoint::Start() {
     return Unavailable(std::string("endpoint worker socket: ") + e.what());
   }
   LOOM_RETURN_IF_ERROR(OpenSpool());
+  DiscoverDevices();  // before anything is advertised: the devices and the worker count
   LOOM_RETURN_IF_ERROR(Reconnect());
-  DiscoverDevices();
   for (int i = 0; i < config_.workers; ++i) LOOM_RETURN_IF_ERROR(SpawnWorker("w" + std::to_string(i)));
   spdlog::info("endpoint {} starting {} worker(s); service {}", config_.id, config_.workers, config_.service);
   return Status::Ok();
