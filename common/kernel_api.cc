@@ -64,7 +64,7 @@ Result<Value> KernelRegistry::Run(const v1::TaskSpec& task) const {
       params[i] = &it->second;
     }
   }
-  KernelCall call{params, &task.config(), task.task_id()};
+  KernelCall call{params, &task.config(), task.task_id(), &WarmCache::ForProcess()};
   return def->fn(call);
 }
 

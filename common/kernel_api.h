@@ -22,6 +22,7 @@
 
 #include "common/status.h"
 #include "common/value.h"
+#include "common/warm_cache.h"
 
 namespace loom {
 
@@ -31,6 +32,9 @@ struct KernelCall {
   std::span<const Value* const> params;
   const google::protobuf::Map<std::string, Value>* config = nullptr;  // the function's defaults
   std::string task_id;
+  // State kept between invocations in this worker process (models, bitstreams): see
+  // common/warm_cache.h. Set by KernelRegistry::Run (the process's cache); never null there.
+  WarmCache* cache = nullptr;
 
   // The parameter's value, or nullptr if an optional parameter was omitted.
   const Value* param(size_t i) const { return i < params.size() ? params[i] : nullptr; }

@@ -4,6 +4,37 @@
 
 namespace loom::endpoint {
 
+namespace {
+// `devices:` is a list of maps: {class, model, count, memory_bytes, emulated}.
+Status ReadDevices(const YAML::Node& v, const std::string& path, std::vector<DeclaredDevice>* out) {
+  if (!v.IsSequence()) return InvalidArgument("config file '" + path + "': devices must be a list");
+  for (const auto& item : v) {
+    if (!item.IsMap()) return InvalidArgument("config file '" + path + "': each device must be a map");
+    DeclaredDevice d;
+    for (const auto& f : item) {
+      const std::string k = f.first.as<std::string>();
+      if (k == "class")
+        d.kind = f.second.as<std::string>();
+      else if (k == "model")
+        d.model = f.second.as<std::string>();
+      else if (k == "count")
+        d.count = f.second.as<int>();
+      else if (k == "memory_bytes")
+        d.memory_bytes = f.second.as<int64_t>();
+      else if (k == "emulated")
+        d.emulated = f.second.as<bool>();
+      else
+        return InvalidArgument("config file '" + path + "': device key '" + k +
+                               "' is unknown (use class, model, count, memory_bytes, emulated)");
+    }
+    if (Status s = CheckDeclaredDevice(d); !s.ok())
+      return InvalidArgument("config file '" + path + "': " + s.message());
+    out->push_back(std::move(d));
+  }
+  return Status::Ok();
+}
+}  // namespace
+
 Status LoadEndpointConfigFile(const std::string& path, EndpointConfig* c) {
   try {
     YAML::Node n = YAML::LoadFile(path);
@@ -61,6 +92,12 @@ Status LoadEndpointConfigFile(const std::string& path, EndpointConfig* c) {
         c->allowed_users = v.as<std::vector<std::string>>();
       else if (key == "allowed_functions")
         c->allowed_functions = v.as<std::vector<std::string>>();
+      else if (key == "devices") {
+        LOOM_RETURN_IF_ERROR(ReadDevices(v, path, &c->devices));
+      } else if (key == "workers_per_gpu")
+        c->workers_per_gpu = v.as<int>();
+      else if (key == "nvidia_smi")
+        c->nvidia_smi = v.as<std::string>();
       else
         return InvalidArgument("config file '" + path + "': unknown key '" + key + "'");
     }

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "endpoint/devices.h"
 
 namespace loom::endpoint {
 
@@ -43,6 +44,15 @@ struct EndpointConfig {
   std::string owner;
   std::vector<std::string> allowed_users;      // "*": every user
   std::vector<std::string> allowed_functions;  // "name" (the owner's) or "user/name"; empty: any
+
+  // Capability routing (docs/ENDPOINTS.md, "Capability routing and groups").
+  // Devices advertised beside the CPUs and the GPUs nvidia-smi finds (`devices:` in YAML, a
+  // list of {class, model, count, memory_bytes, emulated}): an FPGA card, or an emulated one.
+  std::vector<DeclaredDevice> devices;
+  // With N > 0 and GPUs found: N workers per GPU (the worker count becomes N × GPUs), each
+  // pinned to its GPU with CUDA_VISIBLE_DEVICES. 0: workers see every GPU.
+  int workers_per_gpu = 0;
+  std::string nvidia_smi = "nvidia-smi";  // program queried for GPUs; "" or "none": do not look
 };
 
 // YAML keys named as the fields (plugins and plugin_dirs are lists).

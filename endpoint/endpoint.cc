@@ -85,6 +85,7 @@ Status Endpoint::Start() {
     return Unavailable(std::string("endpoint worker socket: ") + e.what());
   }
   LOOM_RETURN_IF_ERROR(OpenSpool());
+  DiscoverDevices();  // before anything is advertised: the devices and the worker count
   LOOM_RETURN_IF_ERROR(Reconnect());
   for (int i = 0; i < config_.workers; ++i) LOOM_RETURN_IF_ERROR(SpawnWorker("w" + std::to_string(i)));
   spdlog::info("endpoint {} starting {} worker(s); service {}", config_.id, config_.workers, config_.service);
@@ -253,6 +254,30 @@ void Endpoint::HandleMonitorEvents() {
   }
 }
 
+void Endpoint::DiscoverDevices() {
+  devices_ = {HostCpu()};
+  std::vector<v1::Device> gpus;
+  if (!config_.nvidia_smi.empty() && config_.nvidia_smi != "none") {
+    std::string warning;
+    gpus = DiscoverGpus(config_.nvidia_smi, &warning);
+    if (!warning.empty()) spdlog::warn("no GPUs advertised: {}", warning);
+  }
+  devices_.insert(devices_.end(), gpus.begin(), gpus.end());
+  for (const auto& d : config_.devices) devices_.push_back(ToDevice(d));
+  for (const auto& d : devices_) {
+    if (d.kind() != "cpu") {
+      spdlog::info("device {} '{}'{}{}", d.kind(), d.name(), d.kind() == "gpu" ? " #" + std::to_string(d.index()) : "",
+                   d.emulated() ? " (emulated)" : "");
+    }
+  }
+  if (const int pinned = PinnedWorkerCount(devices_, config_.workers_per_gpu); pinned > 0) {
+    spdlog::info("{} worker(s) per GPU, pinned with CUDA_VISIBLE_DEVICES: {} worker(s) in place of {}",
+                 config_.workers_per_gpu, pinned, config_.workers);
+    config_.workers = pinned;
+  }
+  worker_env_ = WorkerEnvironments(devices_, config_.workers_per_gpu, config_.workers);
+}
+
 Status Endpoint::SpawnWorker(const std::string& slot) {
   std::string id = slot + "." + std::to_string(++worker_generation_);
   std::vector<std::string> argv = {config_.worker_binary,
@@ -266,7 +291,11 @@ Status Endpoint::SpawnWorker(const std::string& slot) {
                                    config_.log_level};
   for (const auto& p : config_.plugins) argv.insert(argv.end(), {"--plugin", p});
   for (const auto& d : config_.plugin_dirs) argv.insert(argv.end(), {"--plugin-dir", d});
-  LOOM_ASSIGN_OR_RETURN(auto proc, Subprocess::Spawn(argv));
+  SpawnOptions spawn;
+  // Slot "w<i>" keeps its GPU across restarts of its worker.
+  const size_t slot_index = static_cast<size_t>(std::atoi(slot.c_str() + 1));
+  if (slot_index < worker_env_.size()) spawn.env = worker_env_[slot_index];
+  LOOM_ASSIGN_OR_RETURN(auto proc, Subprocess::Spawn(argv, spawn));
   Worker w;
   w.id = id;
   w.process = std::move(proc);
@@ -323,11 +352,7 @@ void Endpoint::SendRegister() {
   r->set_group(config_.group);
   r->set_session_id(session_id_);
   for (const auto& k : kernels_) *r->add_kernels() = k;
-  auto* cpu = r->add_devices();
-  cpu->set_kind("cpu");
-  cpu->set_name("host");
-  cpu->set_count(static_cast<int32_t>(std::thread::hardware_concurrency()));
-  cpu->set_memory_bytes(static_cast<int64_t>(::sysconf(_SC_PHYS_PAGES)) * ::sysconf(_SC_PAGE_SIZE));
+  for (const auto& d : devices_) *r->add_devices() = d;
   r->set_worker_count(config_.workers);
   char host[256] = {0};
   ::gethostname(host, sizeof(host) - 1);

@@ -82,6 +82,9 @@ class Endpoint {
   };
 
   Status SpawnWorker(const std::string& slot);
+  // Fills devices_ (CPUs, GPUs from nvidia-smi, the config's devices) and, with workers_per_gpu,
+  // the worker count and each slot's CUDA_VISIBLE_DEVICES.
+  void DiscoverDevices();
   void HandleServiceMessage(const zmq::message_t& msg);
   // Queues the tasks of a batch this endpoint admits; answers the others with a refusal.
   void AcceptTasks(v1::TaskBatch& batch);
@@ -145,6 +148,8 @@ class Endpoint {
   std::map<std::string, Worker> workers_;  // by worker id
   int worker_generation_ = 0;
   std::vector<v1::KernelInfo> kernels_;
+  std::vector<v1::Device> devices_;                   // advertised at registration
+  std::vector<std::vector<std::string>> worker_env_;  // per worker slot: CUDA_VISIBLE_DEVICES when pinned
   bool registered_ = false;
   bool fenced_ = false;
   std::chrono::milliseconds register_backoff_{100};  // doubles while registering goes unanswered

@@ -62,9 +62,27 @@ int main(int argc, char** argv) {
   app.add_option("--allow-function", c.allowed_functions,
                  "a function that may run here: NAME (the owner's) or USER/NAME; repeatable (default: any)")
       ->allow_extra_args(false);
+  // Capability routing (docs/ENDPOINTS.md).
+  std::vector<std::string> device_flags;
+  app.add_option("--device", device_flags,
+                 "a device to advertise beside the CPUs and the GPUs nvidia-smi finds: CLASS[:MODEL[:emulated]], "
+                 "e.g. fpga:xcu250 or fpga:braggnn-sim:emulated; repeatable")
+      ->allow_extra_args(false);
+  app.add_option("--workers-per-gpu", c.workers_per_gpu,
+                 "N workers per GPU found, each pinned to its GPU with CUDA_VISIBLE_DEVICES (replaces --workers "
+                 "when GPUs are found); 0: off");
+  app.add_option("--nvidia-smi", c.nvidia_smi, "program asked for the GPUs (none: do not look for GPUs)");
   if (auto rc = ParseFlagsAndConfig(app, argc, argv, config_file,
                                     [&](const std::string& path) { return LoadEndpointConfigFile(path, &c); })) {
     return *rc;
+  }
+  for (const auto& flag : device_flags) {
+    auto d = ParseDeviceFlag(flag);
+    if (!d.ok()) {
+      std::fprintf(stderr, "error: --device %s: %s\n", flag.c_str(), d.status().message().c_str());
+      return 2;
+    }
+    c.devices.push_back(*d);
   }
   // Checked here rather than by CLI11 so that a value from the config file is checked too.
   if (!c.metrics_address.empty()) {

@@ -181,6 +181,7 @@ Result<v1::Function> Client::RegisterFunction(const std::string& name, const std
   f->set_description(options.description);
   for (const auto& [k, v] : options.config) (*f->mutable_config())[k] = v;
   f->set_max_attempts(options.max_attempts);
+  for (const auto& c : options.required_device_classes) f->mutable_requirements()->add_device_classes(c);
   f->set_timeout_ms(options.timeout_ms);
   v1::RegisterFunctionResponse response;
   LOOM_RETURN_IF_ERROR(

@@ -9,6 +9,7 @@
 #include "common/task_state.h"
 #include "common/util.h"
 #include "common/value.h"
+#include "service/routing.h"
 
 namespace loom::service {
 
@@ -42,23 +43,6 @@ std::string UnknownEndpointMessage(const std::string& id) {
 }
 std::string UnknownFunctionMessage(const std::string& name) {
   return "function '" + name + "' is not registered; register it with `loom function register`";
-}
-
-bool Listed(const google::protobuf::RepeatedPtrField<std::string>& list, const std::string& what) {
-  return std::find(list.begin(), list.end(), what) != list.end();
-}
-
-// The owner, an admin, and the users on its allow-list see an endpoint and may submit to it.
-bool MayUse(const v1::EndpointRecord& e, const Principal& who) {
-  return who.admin || e.owner() == who.user || Listed(e.allowed_users(), who.user) || Listed(e.allowed_users(), "*");
-}
-
-// An empty function list admits every function of an allowed user; "name" is a function of the
-// endpoint's owner, "user/name" one of another user.
-bool FunctionAllowed(const v1::EndpointRecord& e, const v1::Function& fn) {
-  if (e.allowed_functions_size() == 0) return true;
-  return Listed(e.allowed_functions(), FunctionKey(fn)) ||
-         (fn.owner() == e.owner() && Listed(e.allowed_functions(), fn.name()));
 }
 
 Status CheckAccessLists(const google::protobuf::RepeatedPtrField<std::string>& users,
@@ -114,6 +98,7 @@ Result<v1::RegisterFunctionResponse> LoomApi::RegisterFunction(const v1::Registe
   if (fn.timeout_ms() < 0) {
     return InvalidArgument("timeout_ms " + std::to_string(fn.timeout_ms()) + " is negative: use 0 for no deadline");
   }
+  LOOM_RETURN_IF_ERROR(CheckRequirements(fn.requirements()));
   fn.set_owner(who.user);
   fn.set_created_unix_nanos(NowNanos());
   LOOM_ASSIGN_OR_RETURN(bool created, store_->PutFunction(fn));
@@ -235,7 +220,7 @@ Result<v1::ListEndpointsResponse> LoomApi::ListEndpoints(const Principal& who) {
   LOOM_ASSIGN_OR_RETURN(auto eps, store_->ListEndpoints());
   v1::ListEndpointsResponse resp;
   for (auto& e : eps) {
-    if (!MayUse(e, who)) continue;
+    if (!MayUseEndpoint(e, who)) continue;
     LOOM_ASSIGN_OR_RETURN(int64_t depth, store_->QueueDepth(e.id()));
     LOOM_ASSIGN_OR_RETURN(int64_t inflight, store_->InFlightCount(e.id()));
     e.set_queue_depth(depth);
@@ -249,7 +234,7 @@ Result<v1::EndpointRecord> LoomApi::GetEndpoint(const v1::GetEndpointRequest& re
   LOOM_RETURN_IF_ERROR(Admit(who));
   LOOM_ASSIGN_OR_RETURN(auto ep, store_->GetEndpoint(req.id()));
   // Another tenant's endpoint answers exactly like an unknown one.
-  if (!ep || !MayUse(*ep, who)) return NotFound(UnknownEndpointMessage(req.id()));
+  if (!ep || !MayUseEndpoint(*ep, who)) return NotFound(UnknownEndpointMessage(req.id()));
   LOOM_ASSIGN_OR_RETURN(int64_t depth, store_->QueueDepth(req.id()));
   LOOM_ASSIGN_OR_RETURN(int64_t inflight, store_->InFlightCount(req.id()));
   ep->set_queue_depth(depth);
@@ -257,19 +242,89 @@ Result<v1::EndpointRecord> LoomApi::GetEndpoint(const v1::GetEndpointRequest& re
   return *ep;
 }
 
-Status LoomApi::Validate(const v1::SubmitRequest& req, const Principal& who, NewTask* task, int64_t received_ns) {
+Result<LoomApi::EndpointPtr> LoomApi::PickGroupMember(const std::string& group, const v1::Function& fn,
+                                                      const Principal& who, BatchRouting* routing) {
+  if (!ValidName(group)) return InvalidArgument("group name '" + group + "' is invalid: use " + kNameRule);
+  auto [it, fresh] = routing->groups.try_emplace(group);
+  auto& members = it->second;
+  if (fresh) {
+    // Read once per batch: the members as the broker last wrote them, and their load.
+    LOOM_ASSIGN_OR_RETURN(auto eps, store_->ListEndpoints());
+    for (auto& e : eps) {
+      if (e.group() != group) continue;
+      BatchRouting::Member m;
+      if (e.status() == v1::ENDPOINT_STATUS_ONLINE) {
+        LOOM_ASSIGN_OR_RETURN(int64_t depth, store_->QueueDepth(e.id()));
+        LOOM_ASSIGN_OR_RETURN(int64_t inflight, store_->InFlightCount(e.id()));
+        m.waiting = depth + inflight;
+      }
+      m.endpoint = MakeCachedEndpoint(std::move(e));
+      members.push_back(std::move(m));
+    }
+  }
+  // Tenancy first: members the caller may not use are not mentioned, as if not there.
+  std::vector<GroupMember> live;
+  std::vector<BatchRouting::Member*> live_members;
+  std::string reasons;
+  bool any_visible = false, any_capable = false;
+  for (auto& m : members) {
+    const v1::EndpointRecord& e = m.endpoint->record;
+    if (!MayUseEndpoint(e, who)) continue;
+    any_visible = true;
+    std::string why;
+    if (!EndpointAllowsFunction(e, fn)) {
+      why = "does not run function '" + FunctionKey(fn) + "'";
+    } else if (std::string missing = MissingCapability(e, fn); !missing.empty()) {
+      why = missing.substr(missing.find("' ") + 2);  // drop "endpoint 'ID' "
+    } else if (e.kernels_size() == 0) {
+      why = "has not reported its kernels (never connected)";
+    } else {
+      any_capable = true;
+      if (e.status() != v1::ENDPOINT_STATUS_ONLINE) {
+        why = "is offline";
+      } else {
+        live.push_back({&e, m.waiting});
+        live_members.push_back(&m);
+        continue;
+      }
+    }
+    reasons += (reasons.empty() ? "" : "; ") + e.id() + " " + why;
+  }
+  if (!any_visible) {
+    return NotFound("group '" + group + "' has no endpoint you may use; see `loom endpoint list` (GROUP column)");
+  }
+  GroupMember* pick = PickLeastLoaded(live);
+  if (pick == nullptr) {
+    const std::string what = "no live endpoint of group '" + group + "' can run function '" + fn.name() + "' (kernel " +
+                             fn.kernel() + "): " + reasons;
+    // Capable members that are all offline may come back; none capable is the caller's to fix.
+    return any_capable ? Unavailable(what) : FailedPrecondition(what);
+  }
+  BatchRouting::Member* chosen = live_members[pick - live.data()];
+  ++chosen->waiting;  // the next task of the batch sees this one
+  return chosen->endpoint;
+}
+
+Status LoomApi::Validate(const v1::SubmitRequest& req, const Principal& who, NewTask* task, int64_t received_ns,
+                         BatchRouting* routing) {
   if (req.function().empty()) return InvalidArgument("no function named: set 'function'");
-  if (req.endpoint().empty()) return InvalidArgument("no endpoint named: set 'endpoint'");
+  if (req.endpoint().empty()) return InvalidArgument("no endpoint named: set 'endpoint' (an id, or group:NAME)");
   LOOM_ASSIGN_OR_RETURN(auto fn_ptr, FunctionFor(req.function(), who));
-  LOOM_ASSIGN_OR_RETURN(auto ep_ptr, LookupEndpoint(req.endpoint()));
   const v1::Function& fn = *fn_ptr;
+  const std::optional<std::string> group = GroupOf(req.endpoint());
+  EndpointPtr ep_ptr;
+  if (group) {
+    LOOM_ASSIGN_OR_RETURN(ep_ptr, PickGroupMember(*group, fn, who, routing));
+  } else {
+    LOOM_ASSIGN_OR_RETURN(ep_ptr, LookupEndpoint(req.endpoint()));
+  }
   const v1::EndpointRecord& ep = ep_ptr->record;
-  if (!MayUse(ep, who)) {
+  if (!MayUseEndpoint(ep, who)) {
     return PermissionDenied("endpoint '" + ep.id() + "' does not accept tasks from user '" + who.user +
                             "'; its owner can allow you with `loom endpoint share " + ep.id() + " --user " + who.user +
                             "`");
   }
-  if (!FunctionAllowed(ep, fn)) {
+  if (!EndpointAllowsFunction(ep, fn)) {
     return PermissionDenied("endpoint '" + ep.id() + "' does not run function '" + FunctionKey(fn) +
                             "'; its owner allows: " + [&] {
                               std::string list;
@@ -277,16 +332,15 @@ Status LoomApi::Validate(const v1::SubmitRequest& req, const Principal& who, New
                               return list;
                             }());
   }
+  // The kernel, its version and the device classes the function requires: refused here, not
+  // found out on the endpoint.
+  // (The common case, a kernel offered and no requirement, costs one hash lookup.)
+  const bool kernel_offered = ep.kernels_size() == 0 || ep_ptr->kernels.contains(fn.kernel());
+  if (!kernel_offered || fn.requirements().device_classes_size() > 0) {
+    if (std::string missing = MissingCapability(ep, fn); !missing.empty()) return FailedPrecondition(missing);
+  }
   if (ep.kernels_size() > 0) {
-    auto found = ep_ptr->kernels.find(fn.kernel());
-    const v1::KernelInfo* kernel = found == ep_ptr->kernels.end() ? nullptr : found->second;
-    if (kernel == nullptr) {
-      std::string offered;
-      for (const auto& k : ep.kernels()) offered += (offered.empty() ? "" : ", ") + k.name() + "@" + k.version();
-      return FailedPrecondition("endpoint '" + ep.id() + "' does not offer kernel '" + fn.kernel() + "' (function '" +
-                                fn.name() + "'); it offers: " + offered);
-    }
-    LOOM_RETURN_IF_ERROR(ValidateArgs(*kernel, req.args(), req.kwargs()));
+    LOOM_RETURN_IF_ERROR(ValidateArgs(*ep_ptr->kernels.at(fn.kernel()), req.args(), req.kwargs()));
   } else {
     // The endpoint has not told us its kernels yet: check what can be checked without them.
     for (const auto& a : req.args()) {
@@ -307,7 +361,13 @@ Status LoomApi::Validate(const v1::SubmitRequest& req, const Principal& who, New
   task->id = NewId();
   task->owner = who.user;
   task->idempotency_key = req.idempotency_key();
-  if (req.failover()) task->failover_kernel = fn.kernel();
+  // A task submitted to a group always may move to another member; one submitted to an
+  // endpoint when it asks to. The route keeps the move within what the submit would allow.
+  if (req.failover() || group) {
+    FailoverRoute route{fn.kernel(), FunctionKey(fn), {}};
+    route.device_classes.assign(fn.requirements().device_classes().begin(), fn.requirements().device_classes().end());
+    task->failover_kernel = EncodeFailoverRoute(route);
+  }
   task->max_attempts = req.max_attempts() > 0  ? req.max_attempts()
                        : fn.max_attempts() > 0 ? fn.max_attempts()
                                                : limits_.default_max_attempts;
@@ -338,6 +398,7 @@ Result<v1::SubmitResponse> LoomApi::Submit(const v1::SubmitRequest& req, const P
   LOOM_ASSIGN_OR_RETURN(auto ids, SubmitBatch(batch, who));
   v1::SubmitResponse resp;
   resp.set_task_id(ids.task_ids(0));
+  resp.set_endpoint(ids.endpoints(0));
   return resp;
 }
 
@@ -350,8 +411,9 @@ Result<v1::SubmitBatchResponse> LoomApi::SubmitBatch(const v1::SubmitBatchReques
                              std::to_string(limits_.max_batch) + " (max_batch); split it");
   }
   std::vector<NewTask> tasks(req.tasks_size());
+  BatchRouting routing;
   for (int i = 0; i < req.tasks_size(); ++i) {
-    Status s = Validate(req.tasks(i), who, &tasks[i], received);
+    Status s = Validate(req.tasks(i), who, &tasks[i], received, &routing);
     if (!s.ok()) {
       if (req.tasks_size() == 1) return s;
       return Status(s.code(), "task " + std::to_string(i) + ": " + s.message());
@@ -397,8 +459,10 @@ Result<v1::SubmitBatchResponse> LoomApi::SubmitBatch(const v1::SubmitBatchReques
     auto& t = tasks[i];
     if (committed.ok() && !outcome.existing_ids[i].empty()) {
       resp.add_task_ids(outcome.existing_ids[i]);  // a retried submit: the earlier task stands
+      resp.add_endpoints("");                      // the earlier task's endpoint is in its record
       continue;
     }
+    resp.add_endpoints(t.endpoint);
     ++created;
     if (committed.ok() && outcome.dispatched[i]) {
       sent[t.endpoint].push_back(std::move(t.spec));
@@ -618,7 +682,7 @@ Result<v1::DeleteTasksResponse> LoomApi::DeleteTasks(const v1::DeleteTasksReques
 Result<v1::EndpointRecord> LoomApi::UpdateEndpoint(const v1::UpdateEndpointRequest& req, const Principal& who) {
   LOOM_RETURN_IF_ERROR(Admit(who));
   LOOM_ASSIGN_OR_RETURN(auto ep, store_->GetEndpoint(req.id()));
-  if (!ep || !MayUse(*ep, who)) return NotFound(UnknownEndpointMessage(req.id()));
+  if (!ep || !MayUseEndpoint(*ep, who)) return NotFound(UnknownEndpointMessage(req.id()));
   if (!who.admin && ep->owner() != who.user) {
     return PermissionDenied("only the owner of endpoint '" + req.id() + "' (" + ep->owner() + ") may change it");
   }

@@ -129,7 +129,21 @@ class LoomApi {
   static EndpointPtr MakeCachedEndpoint(v1::EndpointRecord e);
   // Replaces the cached record, access fields included.
   void CacheEndpoint(const v1::EndpointRecord& e);
-  Status Validate(const v1::SubmitRequest& req, const Principal& who, NewTask* task, int64_t received_ns);
+  // Endpoint groups read once per batch (members, their load), and the tasks the batch gave each.
+  struct BatchRouting {
+    struct Member {
+      EndpointPtr endpoint;
+      int64_t waiting = 0;  // queued + in flight when read, plus this batch's tasks
+    };
+    std::map<std::string, std::vector<Member>> groups;
+  };
+  // The live member of `group` that the caller may use, that offers fn's kernel and devices,
+  // with the fewest tasks per worker. NOT_FOUND: no member the caller may use;
+  // FAILED_PRECONDITION: none can run it; UNAVAILABLE: those that can are offline.
+  Result<EndpointPtr> PickGroupMember(const std::string& group, const v1::Function& fn, const Principal& who,
+                                      BatchRouting* routing);
+  Status Validate(const v1::SubmitRequest& req, const Principal& who, NewTask* task, int64_t received_ns,
+                  BatchRouting* routing);
   // Blocks until `tasks` are committed (or the commit failed); `dispatched` says which went out
   // at once.
   Status Commit(std::vector<NewTask>* tasks, SubmitOutcome* outcome);

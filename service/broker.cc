@@ -4,6 +4,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <limits>
 
 #include "common/util.h"
@@ -631,16 +632,41 @@ void Broker::DropSession(const std::string& routing_id, const char* why) {
 }
 
 void Broker::FailOver(const std::string& lost, const std::string& group) {
+  // The live members, least loaded (tasks per worker) first; each takes its share of what
+  // waits, and the last whatever is left that it admits.
+  struct Candidate {
+    const Session* session;
+    int64_t waiting;
+  };
+  std::vector<Candidate> members;
   for (const auto& [rid, other] : sessions_) {
     if (other.record.group() != group || other.endpoint_id == lost) continue;
-    std::vector<std::string> kernels;
-    for (const auto& k : other.record.kernels()) kernels.push_back(k.name() + "@" + k.version());
-    auto moved = store_->FailoverQueued(lost, other.endpoint_id, kernels, options_.max_failover_scan, NowNanos());
+    auto depth = store_->QueueDepth(other.endpoint_id);
+    auto inflight = store_->InFlightCount(other.endpoint_id);
+    if (!depth.ok() || !inflight.ok()) {
+      CountStoreError(!depth.ok() ? depth.status() : inflight.status());
+      continue;
+    }
+    members.push_back({&other, *depth + *inflight});
+  }
+  std::stable_sort(members.begin(), members.end(), [](const Candidate& a, const Candidate& b) {
+    return a.waiting * std::max(1, b.session->record.worker_count()) <
+           b.waiting * std::max(1, a.session->record.worker_count());
+  });
+  auto waiting = store_->QueueDepth(lost);
+  int64_t left = waiting.ok() ? *waiting : 0;
+  for (size_t i = 0; i < members.size(); ++i) {
+    const Session& other = *members[i].session;
+    FailoverTarget target = MakeFailoverTarget(other.record);
+    const int64_t share = static_cast<int64_t>(members.size() - i);
+    target.max_moved = i + 1 == members.size() ? 0 : std::max<int64_t>(1, (left + share - 1) / share);
+    auto moved = store_->FailoverQueued(lost, target, options_.max_failover_scan, NowNanos());
     if (!moved.ok()) {
       CountStoreError(moved.status());
       continue;
     }
     if (*moved > 0) {
+      left -= *moved;
       spdlog::warn("endpoint {} lost: {} task(s) of group {} moved to endpoint {}", lost, *moved, group,
                    other.endpoint_id);
       want_dispatch_.insert(other.endpoint_id);

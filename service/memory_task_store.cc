@@ -368,10 +368,9 @@ Result<int64_t> InMemoryTaskStore::RelinquishTasks(const std::string& endpoint, 
   return static_cast<int64_t>(back.size());
 }
 
-Result<int64_t> InMemoryTaskStore::FailoverQueued(const std::string& from, const std::string& to,
-                                                  const std::vector<std::string>& kernels, int limit, int64_t now_ns) {
+Result<int64_t> InMemoryTaskStore::FailoverQueued(const std::string& from, const FailoverTarget& to, int limit,
+                                                  int64_t now_ns) {
   std::lock_guard lock(mu_);
-  std::set<std::string> offered(kernels.begin(), kernels.end());
   auto& q = queues_[from];
   std::deque<std::string> keep;
   std::vector<std::string> moved;
@@ -379,9 +378,11 @@ Result<int64_t> InMemoryTaskStore::FailoverQueued(const std::string& from, const
     std::string id = std::move(q.front());
     q.pop_front();
     auto it = tasks_.find(id);
-    if (it != tasks_.end() && it->second.state == v1::TASK_STATE_WAITING_FOR_ENDPOINT &&
-        offered.contains(it->second.failover_kernel)) {
-      it->second.endpoint = to;
+    const bool room = to.max_moved <= 0 || static_cast<int64_t>(moved.size()) < to.max_moved;
+    if (room && it != tasks_.end() && it->second.state == v1::TASK_STATE_WAITING_FOR_ENDPOINT &&
+        !it->second.failover_kernel.empty() &&
+        FailoverAdmits(to, DecodeFailoverRoute(it->second.failover_kernel), it->second.owner)) {
+      it->second.endpoint = to.endpoint;
       it->second.stamps += EncodeStamp("failover", now_ns);
       moved.push_back(std::move(id));
     } else {
@@ -389,7 +390,7 @@ Result<int64_t> InMemoryTaskStore::FailoverQueued(const std::string& from, const
     }
   }
   q.insert(q.begin(), keep.begin(), keep.end());
-  auto& target = queues_[to];
+  auto& target = queues_[to.endpoint];
   target.insert(target.begin(), moved.begin(), moved.end());
   return static_cast<int64_t>(moved.size());
 }

@@ -40,8 +40,7 @@ class InMemoryTaskStore final : public TaskStore {
                                      int64_t now_ns) override;
   Result<int64_t> RelinquishTasks(const std::string& endpoint, int64_t lease_epoch, const std::vector<std::string>& ids,
                                   int64_t now_ns) override;
-  Result<int64_t> FailoverQueued(const std::string& from, const std::string& to,
-                                 const std::vector<std::string>& kernels, int limit, int64_t now_ns) override;
+  Result<int64_t> FailoverQueued(const std::string& from, const FailoverTarget& to, int limit, int64_t now_ns) override;
   Result<int64_t> QueueDepth(const std::string& endpoint) override;
   Result<int64_t> InFlightCount(const std::string& endpoint) override;
 

@@ -62,7 +62,7 @@ inline constexpr std::string_view kWorkerDeaths = "d";
 inline constexpr std::string_view kFailure = "u";   // v1::FailureKind of a failed task
 inline constexpr std::string_view kTimeout = "w";   // timeout_ms, when set
 inline constexpr std::string_view kIdemKey = "k";   // the loom:idem: key, when set
-inline constexpr std::string_view kFailover = "g";  // kernel ref, when the task may fail over
+inline constexpr std::string_view kFailover = "g";  // failover route (service/routing.h), when it may move
 }  // namespace field
 
 }  // namespace loom::service::keys

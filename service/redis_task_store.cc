@@ -327,14 +327,29 @@ return #back
 )lua";
 
 // ARGV: 1 task prefix, 2 from queue, 3 to queue, 4 to endpoint, 5 offered kernels (",a@1,b@2,"),
-// 6 stamp, 7 limit, 8 waiting state. Returns how many moved.
+// 6 stamp, 7 limit, 8 waiting state, 9 users admitted (",alice,bob,"; "": every user), 10
+// functions admitted (",alice/f,"; "": every function), 11 device classes (",cpu,gpu,"), 12 the
+// most to move (0: no limit). A task's route `g` is "kernel\31owner/function\31class,class"
+// (service/routing.h; a route of an older service is the kernel alone). Returns how many moved.
 constexpr const char* kFailover = R"lua(
 local ids = redis.call('LRANGE', ARGV[2], 0, tonumber(ARGV[7]) - 1)
+local max_moved = tonumber(ARGV[12])
 local keep, moved = {}, {}
+local function has(set, x) return string.find(set, ',' .. x .. ',', 1, true) ~= nil end
+local function admits(route, owner)
+  local kernel, fn, classes = string.match(route, '^([^\31]*)\31?([^\31]*)\31?([^\31]*)$')
+  if not kernel or not has(ARGV[5], kernel) then return false end
+  if ARGV[9] ~= '' and not has(ARGV[9], owner or '') then return false end
+  if ARGV[10] ~= '' and (fn == '' or not has(ARGV[10], fn)) then return false end
+  for c in string.gmatch(classes, '[^,]+') do
+    if not has(ARGV[11], c) then return false end
+  end
+  return true
+end
 for _, id in ipairs(ids) do
   local k = ARGV[1] .. id
-  local v = redis.call('HMGET', k, 's', 'g', 't')
-  if v[1] == ARGV[8] and v[2] and string.find(ARGV[5], ',' .. v[2] .. ',', 1, true) then
+  local v = redis.call('HMGET', k, 's', 'g', 't', 'o')
+  if (max_moved == 0 or #moved < max_moved) and v[1] == ARGV[8] and v[2] and admits(v[2], v[4]) then
     redis.call('HSET', k, 'e', ARGV[4], 't', v[3] .. ARGV[6])
     moved[#moved + 1] = id
   else
@@ -890,13 +905,21 @@ Result<int64_t> RedisTaskStore::RelinquishTasks(const std::string& endpoint, int
   return static_cast<int64_t>(r->integer);
 }
 
-Result<int64_t> RedisTaskStore::FailoverQueued(const std::string& from, const std::string& to,
-                                               const std::vector<std::string>& kernels, int limit, int64_t now_ns) {
-  std::string offered = ",";
-  for (const auto& k : kernels) offered += k + ",";
-  const std::string qf = keys::Queue(from), qt = keys::Queue(to), stamp = EncodeStamp("failover", now_ns);
-  const std::string lim = Num(limit), waiting = StateArg(v1::TASK_STATE_WAITING_FOR_ENDPOINT);
-  LOOM_ASSIGN_OR_RETURN(auto r, Eval(failover_, {"0", keys::kTaskPrefix, qf, qt, to, offered, stamp, lim, waiting}));
+Result<int64_t> RedisTaskStore::FailoverQueued(const std::string& from, const FailoverTarget& to, int limit,
+                                               int64_t now_ns) {
+  auto set = [](const std::vector<std::string>& items, bool empty_means_all) {
+    if (empty_means_all && items.empty()) return std::string();
+    std::string out = ",";
+    for (const auto& x : items) out += x + ",";
+    return out;
+  };
+  const std::string offered = set(to.kernels, false), users = set(to.users, true), functions = set(to.functions, true),
+                    classes = set(to.device_classes, false);
+  const std::string qf = keys::Queue(from), qt = keys::Queue(to.endpoint), stamp = EncodeStamp("failover", now_ns);
+  const std::string lim = Num(limit), waiting = StateArg(v1::TASK_STATE_WAITING_FOR_ENDPOINT),
+                    max_moved = Num(std::max<int64_t>(0, to.max_moved));
+  LOOM_ASSIGN_OR_RETURN(auto r, Eval(failover_, {"0", keys::kTaskPrefix, qf, qt, to.endpoint, offered, stamp, lim,
+                                                 waiting, users, functions, classes, max_moved}));
   return static_cast<int64_t>(r->integer);
 }
 

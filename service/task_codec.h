@@ -39,7 +39,7 @@ struct StoredTask {
   int64_t lease_epoch = 0;
   int64_t timeout_ms = 0;
   std::string idempotency_key;
-  std::string failover_kernel;  // kernel ref when the task may fail over
+  std::string failover_kernel;  // failover route (service/routing.h) when the task may fail over
 };
 
 // The attempt history is kept as records separated by '\x1e', fields by '\x1f':

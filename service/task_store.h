@@ -12,6 +12,7 @@
 
 #include "common/status.h"
 #include "loom.pb.h"
+#include "service/routing.h"
 
 namespace loom::service {
 
@@ -29,8 +30,9 @@ struct NewTask {
   // lease epoch `lease_epoch`.
   bool direct = false;
   int64_t lease_epoch = 0;
-  // When set (the task's kernel, "name@version"), the task may move to another endpoint of its
-  // endpoint's group that offers this kernel, if its endpoint is lost.
+  // When set (EncodeFailoverRoute: its kernel "name@version", function and device classes;
+  // service/routing.h), the task may move to another endpoint of its endpoint's group that
+  // admits that route, if its endpoint is lost.
   std::string failover_kernel;
 };
 
@@ -178,11 +180,12 @@ class TaskStore {
   virtual Result<int64_t> RelinquishTasks(const std::string& endpoint, int64_t lease_epoch,
                                           const std::vector<std::string>& ids, int64_t now_ns) = 0;
 
-  // Moves the waiting tasks that allow failover and whose kernel is in `kernels`, among the
-  // first `limit` of `from`'s queue, to the head of `to`'s queue (order kept, stamped
-  // "failover"). Returns how many moved.
-  virtual Result<int64_t> FailoverQueued(const std::string& from, const std::string& to,
-                                         const std::vector<std::string>& kernels, int limit, int64_t now_ns) = 0;
+  // Moves the waiting tasks that allow failover and that `to` admits (FailoverAdmits: their
+  // kernel, device classes, user and function; service/routing.h), among the first `limit` of
+  // `from`'s queue, to the head of `to.endpoint`'s queue (order kept, stamped "failover"), at
+  // most `to.max_moved` of them (0: no limit). Returns how many moved.
+  virtual Result<int64_t> FailoverQueued(const std::string& from, const FailoverTarget& to, int limit,
+                                         int64_t now_ns) = 0;
 
   virtual Result<int64_t> QueueDepth(const std::string& endpoint) = 0;
   virtual Result<int64_t> InFlightCount(const std::string& endpoint) = 0;

@@ -2,7 +2,7 @@
 //
 //   loom [--service ADDR] [--token T | --token-file F] [--tls-ca PEM] [--json] [--rpc-timeout SECONDS] <command>
 //     function register NAME --kernel name@version [--description D] [--config key=literal ...]
-//                       [--max-attempts N] [--timeout-ms MS]
+//                       [--max-attempts N] [--timeout-ms MS] [--requires CLASS ...]
 //     function list | function get NAME
 //     endpoint create NAME [--id ID] [--allow-user U ...] [--allow-function F ...] | endpoint list
 //     endpoint status ID | endpoint share|unshare ID [--user U ...] [--function F ...]
@@ -290,7 +290,10 @@ struct TaskFlags {
 };
 
 void AddTaskOptions(CLI::App* command, TaskFlags& f) {
-  command->add_option("--endpoint", f.endpoint, "Endpoint id")->required();
+  command
+      ->add_option("--endpoint", f.endpoint,
+                   "Endpoint id, or group:NAME (the service picks a live member of the group by load)")
+      ->required();
   command->add_option("--function", f.function, "Function name")->required();
   command->add_option("ARG", f.args,
                       "Positional arguments as literals: 3, 2.5, true, null, \"text\", [1,2], {\"k\":1}");
@@ -459,6 +462,10 @@ int Main(int argc, char** argv) {
       ->add_option("--timeout-ms", fn_options.timeout_ms,
                    "Default walltime of one attempt of its tasks in milliseconds (default: none)")
       ->check(CLI::NonNegativeNumber);
+  fn_register
+      ->add_option("--requires", fn_options.required_device_classes,
+                   "Device class an endpoint must have to run it (gpu, fpga, ...); repeatable. Checked at submit")
+      ->allow_extra_args(false);
   fn_register->callback([&] {
     action = [&](Client& client) {
       auto config = ParseAssignments(fn_config, "--config");
@@ -588,9 +595,9 @@ int Main(int argc, char** argv) {
       for (const auto& e : *eps) {
         rows.push_back({e.id(), e.name(), EndpointStatusName(e.status()), std::to_string(e.worker_count()),
                         std::to_string(e.kernels_size()), std::to_string(e.queue_depth()),
-                        std::to_string(e.in_flight())});
+                        std::to_string(e.in_flight()), e.group().empty() ? "-" : e.group()});
       }
-      PrintTable({"ID", "NAME", "STATUS", "WORKERS", "KERNELS", "QUEUE", "IN-FLIGHT"}, rows);
+      PrintTable({"ID", "NAME", "STATUS", "WORKERS", "KERNELS", "QUEUE", "IN-FLIGHT", "GROUP"}, rows);
       return kExitOk;
     };
   });
@@ -620,9 +627,14 @@ int Main(int argc, char** argv) {
       std::string joined;
       for (const auto& k : kernels) joined += (joined.empty() ? "" : " ") + k;
       std::printf("kernels      %s\n", joined.empty() ? "-" : joined.c_str());
+      if (!e->group().empty()) std::printf("group        %s\n", e->group().c_str());
       for (const auto& d : e->devices()) {
-        std::printf("device       %s %s x%d (%lld bytes)\n", d.kind().c_str(), d.name().c_str(), d.count(),
-                    static_cast<long long>(d.memory_bytes()));
+        std::string extra;
+        if (d.kind() == "gpu") extra += " index " + std::to_string(d.index());
+        if (!d.uuid().empty()) extra += " " + d.uuid();
+        if (d.emulated()) extra += " (emulated)";
+        std::printf("device       %s %s x%d (%lld bytes)%s\n", d.kind().c_str(), d.name().c_str(), d.count(),
+                    static_cast<long long>(d.memory_bytes()), extra.c_str());
       }
       return kExitOk;
     };

@@ -98,6 +98,8 @@ struct FunctionOptions {
   // Defaults for the function's tasks (a submit may override them; see SubmitOptions).
   int32_t max_attempts = 0;  // 0: the service's default
   int64_t timeout_ms = 0;    // 0: no deadline
+  // Device classes ("gpu", "fpga") an endpoint must advertise to run it; checked at submit.
+  std::vector<std::string> required_device_classes{};
 };
 
 // What Client::CreateEndpoint stores besides the name and the id (initialized like

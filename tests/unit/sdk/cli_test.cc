@@ -127,15 +127,21 @@ TEST_F(CliTest, RegistersAndListsFunctions) {
   EXPECT_EQ(n, 4);
 }
 
+TEST_F(CliTest, RegistersAFunctionThatRequiresDeviceClasses) {
+  CliResult r = Run({"function", "register", "train", "--kernel", "echo@1", "--requires", "gpu", "--requires", "fpga"});
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  r = Run({"function", "get", "train", "--json"});
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("\"deviceClasses\":[\"gpu\",\"fpga\"]"));
+}
+
 TEST_F(CliTest, CreatesListsAndShowsEndpoints) {
   CliResult r = Run({"endpoint", "create", "laptop", "--id", "local"});
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("created endpoint local (laptop)"));
   r = Run({"endpoint", "list"});
-  EXPECT_THAT(
-      r.output,
-      MatchesRegex(
-          "ID +NAME +STATUS +WORKERS +KERNELS +QUEUE +IN-FLIGHT\nlocal +laptop +never-connected +0 +0 +0 +0\n"));
+  EXPECT_THAT(r.output, MatchesRegex("ID +NAME +STATUS +WORKERS +KERNELS +QUEUE +IN-FLIGHT +GROUP\nlocal +laptop "
+                                     "+never-connected +0 +0 +0 +0 +-\n"));
   r = Run({"endpoint", "status", "local"});
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_THAT(r.output, HasSubstr("status       never-connected"));

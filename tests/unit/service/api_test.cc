@@ -188,7 +188,8 @@ TEST_F(ApiTest, BatchLimitsAreEnforcedAndAFaultyTaskRejectsTheWholeBatch) {
   EXPECT_EQ(rb.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(rb.status().message().find("task 1"), std::string::npos);
   EXPECT_EQ(*store_.QueueDepth("ep1"), 0);
-  EXPECT_EQ(api_->SubmitBatch(v1::SubmitBatchRequest(), LocalPrincipal()).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(api_->SubmitBatch(v1::SubmitBatchRequest(), LocalPrincipal()).status().code(),
+            StatusCode::kInvalidArgument);
 }
 
 TEST_F(ApiTest, ConcurrentSubmitsAreAllCommitted) {
@@ -405,6 +406,178 @@ TEST_F(ApiTest, DeleteTasksRemovesFinishedTasksAndRefusesUnfinishedOnes) {
   auto gone = api_->GetTasks(get, LocalPrincipal());
   EXPECT_EQ(gone.status().code(), StatusCode::kNotFound);
   EXPECT_NE(gone.status().message().find("expired after the result TTL"), std::string::npos);
+}
+
+// ---------------------------------------------------------------- capability routing
+
+// Endpoints with devices and a group, functions with requirements (docs/ENDPOINTS.md).
+class RoutingApiTest : public ApiTest {
+ protected:
+  void SetUp() override {
+    ApiTest::SetUp();
+    Member("cpu-a", "g", 2, {"cpu"});
+    Member("cpu-b", "g", 2, {"cpu"});
+    Member("gpu-a", "g", 1, {"cpu", "gpu"});
+    Member("fpga-emu", "", 1, {"cpu"}, /*fpga_emulated=*/true);
+    v1::RegisterFunctionRequest r;
+    r.mutable_function()->set_name("train");
+    r.mutable_function()->set_kernel("echo@1");
+    r.mutable_function()->mutable_requirements()->add_device_classes("gpu");
+    ASSERT_TRUE(api_->RegisterFunction(r, LocalPrincipal()).ok());
+    r.mutable_function()->set_name("bragg");
+    r.mutable_function()->mutable_requirements()->set_device_classes(0, "fpga");
+    ASSERT_TRUE(api_->RegisterFunction(r, LocalPrincipal()).ok());
+    Register("echo2", "echo@2");
+  }
+
+  void Member(const std::string& id, const std::string& group, int workers, std::vector<std::string> classes,
+              bool fpga_emulated = false, const std::string& owner = "local") {
+    v1::EndpointRecord ep;
+    ep.set_id(id);
+    ep.set_owner(owner);
+    ep.set_group(group);
+    ep.set_worker_count(workers);
+    ep.set_status(v1::ENDPOINT_STATUS_ONLINE);
+    *ep.add_kernels() = MakeKernelInfo("echo", "1", "", {Param("value", v1::VALUE_TYPE_ANY, "")}, v1::VALUE_TYPE_ANY);
+    for (const auto& c : classes) {
+      auto* d = ep.add_devices();
+      d->set_kind(c);
+      d->set_count(1);
+    }
+    if (fpga_emulated) {
+      auto* d = ep.add_devices();
+      d->set_kind("fpga");
+      d->set_name("braggnn-sim");
+      d->set_count(1);
+      d->set_emulated(true);
+    }
+    ASSERT_TRUE(store_.PutEndpoint(ep).ok());
+    ASSERT_TRUE(store_.PutEndpointAccess(ep).ok());
+  }
+
+  std::string EndpointOf(const std::string& task_id) {
+    auto recs = store_.GetTasks({task_id}, false);
+    EXPECT_TRUE(recs.ok() && (*recs)[0].has_value());
+    return (*recs)[0]->endpoint();
+  }
+};
+
+TEST_F(RoutingApiTest, ASubmitToAnEndpointWithoutTheDeviceClassFailsAtSubmitNamingIt) {
+  auto r = api_->Submit(Req("train", "cpu-a", {IntValue(1)}), LocalPrincipal());
+  ASSERT_EQ(r.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(r.status().message().find("no device of class 'gpu'"), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find("it has: cpu"), std::string::npos) << r.status().message();
+  EXPECT_EQ(*store_.QueueDepth("cpu-a"), 0);
+  EXPECT_TRUE(api_->Submit(Req("train", "gpu-a", {IntValue(1)}), LocalPrincipal()).ok());
+  // An emulated FPGA is an FPGA: it says so in its record, and takes the FPGA function.
+  EXPECT_TRUE(api_->Submit(Req("bragg", "fpga-emu", {IntValue(1)}), LocalPrincipal()).ok());
+  EXPECT_EQ(api_->Submit(Req("bragg", "gpu-a", {IntValue(1)}), LocalPrincipal()).status().code(),
+            StatusCode::kFailedPrecondition);
+}
+
+TEST_F(RoutingApiTest, AKernelOfferedOnlyAtAnotherVersionIsNamedWithTheVersionsOffered) {
+  auto r = api_->Submit(Req("echo2", "cpu-a", {IntValue(1)}), LocalPrincipal());
+  ASSERT_EQ(r.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(r.status().message().find("offers kernel 'echo' only at version 1, not 'echo@2'"), std::string::npos)
+      << r.status().message();
+}
+
+TEST_F(RoutingApiTest, RegistrationRejectsAnInvalidDeviceClass) {
+  v1::RegisterFunctionRequest r;
+  r.mutable_function()->set_name("bad");
+  r.mutable_function()->set_kernel("echo@1");
+  r.mutable_function()->mutable_requirements()->add_device_classes("GPU!");
+  auto got = api_->RegisterFunction(r, LocalPrincipal());
+  ASSERT_EQ(got.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(got.status().message().find("'GPU!'"), std::string::npos);
+}
+
+TEST_F(RoutingApiTest, AGroupSubmitSpreadsABatchByTasksPerWorker) {
+  v1::SubmitBatchRequest batch;
+  for (int i = 0; i < 10; ++i) *batch.add_tasks() = Req("echo", "group:g", {IntValue(i)});
+  auto r = api_->SubmitBatch(batch, LocalPrincipal());
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_EQ(r->endpoints_size(), 10);
+  std::map<std::string, int> per;
+  for (const auto& id : r->task_ids()) ++per[EndpointOf(id)];
+  // 2 + 2 + 1 workers: 4, 4 and 2 tasks.
+  EXPECT_EQ(per["cpu-a"], 4);
+  EXPECT_EQ(per["cpu-b"], 4);
+  EXPECT_EQ(per["gpu-a"], 2);
+  EXPECT_EQ(r->endpoints(0), EndpointOf(r->task_ids(0)));
+  // The next submit sees that load, read back from the store.
+  auto one = api_->Submit(Req("echo", "group:g", {IntValue(1)}), LocalPrincipal());
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ(one->endpoint(), "cpu-a");
+}
+
+TEST_F(RoutingApiTest, AGroupSubmitGoesOnlyToMembersWithTheDevicesAndThatAreLive) {
+  auto gpu = api_->Submit(Req("train", "group:g", {IntValue(1)}), LocalPrincipal());
+  ASSERT_TRUE(gpu.ok()) << gpu.status().ToString();
+  EXPECT_EQ(gpu->endpoint(), "gpu-a");
+  // Its only GPU member goes offline: the GPU function waits for nothing, it is refused as
+  // unavailable (it may come back), naming why each member cannot take it.
+  auto rec = *store_.GetEndpoint("gpu-a");
+  rec->set_status(v1::ENDPOINT_STATUS_OFFLINE);
+  ASSERT_TRUE(store_.PutEndpoint(*rec).ok());
+  auto none = api_->Submit(Req("train", "group:g", {IntValue(1)}), LocalPrincipal());
+  ASSERT_EQ(none.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(none.status().message().find("gpu-a is offline"), std::string::npos) << none.status().message();
+  EXPECT_NE(none.status().message().find("cpu-a has no device of class 'gpu'"), std::string::npos)
+      << none.status().message();
+  auto cpu = api_->Submit(Req("echo", "group:g", {IntValue(1)}), LocalPrincipal());
+  ASSERT_TRUE(cpu.ok());
+  EXPECT_NE(cpu->endpoint(), "gpu-a");
+  // No member offers the kernel at all: the caller's to fix.
+  auto v2 = api_->Submit(Req("echo2", "group:g", {IntValue(1)}), LocalPrincipal());
+  ASSERT_EQ(v2.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(v2.status().message().find("only at version 1"), std::string::npos) << v2.status().message();
+  auto nogroup = api_->Submit(Req("echo", "group:nope", {IntValue(1)}), LocalPrincipal());
+  EXPECT_EQ(nogroup.status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(api_->Submit(Req("echo", "group:", {IntValue(1)}), LocalPrincipal()).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+TEST_F(RoutingApiTest, AGroupOnlyContainsTheEndpointsTheUserMayUse) {
+  Member("bobs", "shared", 8, {"cpu"}, false, "bob");
+  Member("carols", "shared", 1, {"cpu"}, false, "carol");
+  auto rec = *store_.GetEndpoint("carols");
+  rec->add_allowed_users("bob");
+  ASSERT_TRUE(store_.PutEndpointAccess(*rec).ok());
+  const Principal bob{"bob", false}, dave{"dave", false};
+  v1::RegisterFunctionRequest r;
+  r.mutable_function()->set_name("echo");
+  r.mutable_function()->set_kernel("echo@1");
+  ASSERT_TRUE(api_->RegisterFunction(r, bob).ok());
+  ASSERT_TRUE(api_->RegisterFunction(r, dave).ok());
+  v1::SubmitBatchRequest batch;
+  for (int i = 0; i < 9; ++i) *batch.add_tasks() = Req("echo", "group:shared", {IntValue(i)});
+  auto got = api_->SubmitBatch(batch, bob);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  std::map<std::string, int> per;
+  for (const auto& e : got->endpoints()) ++per[e];
+  EXPECT_EQ(per["bobs"], 8);
+  EXPECT_EQ(per["carols"], 1);
+  // Dave may use neither: to him the group does not exist.
+  auto refused = api_->Submit(Req("echo", "group:shared", {IntValue(1)}), dave);
+  EXPECT_EQ(refused.status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(refused.status().message().find("bobs"), std::string::npos) << refused.status().message();
+}
+
+TEST_F(RoutingApiTest, GroupTasksCarryTheirRouteSoFailoverKeepsToWhatTheSubmitAllowed) {
+  auto r = api_->Submit(Req("train", "group:g", {IntValue(1)}), LocalPrincipal());
+  ASSERT_TRUE(r.ok());
+  // Lose the GPU member: the task may go only where a GPU is.
+  FailoverTarget cpu = MakeFailoverTarget(**store_.GetEndpoint("cpu-a"));
+  EXPECT_EQ(*store_.FailoverQueued("gpu-a", cpu, 100, NowNanos()), 0);
+  v1::EndpointRecord gpu2 = **store_.GetEndpoint("gpu-a");
+  gpu2.set_id("gpu-b");
+  EXPECT_EQ(*store_.FailoverQueued("gpu-a", MakeFailoverTarget(gpu2), 100, NowNanos()), 1);
+  EXPECT_EQ(EndpointOf(r->task_id()), "gpu-b");
+  // A plain submit without failover does not move.
+  auto plain = api_->Submit(Req("echo", "cpu-a", {IntValue(1)}), LocalPrincipal());
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(*store_.FailoverQueued("cpu-a", MakeFailoverTarget(gpu2), 100, NowNanos()), 0);
 }
 
 }  // namespace

@@ -360,6 +360,40 @@ TEST_F(RestGatewayTest, SubmitGetAndLongPollATask) {
   EXPECT_NE(ErrorOf(unknown->body).second.find("is not known"), std::string::npos);
 }
 
+// Capability routing over REST (docs/ENDPOINTS.md): a group submit names the member it went
+// to, and a function the endpoint lacks the devices for is refused with 400 FAILED_PRECONDITION.
+TEST_F(RestGatewayTest, GroupSubmitsNameTheMemberAndMissingDevicesAreRefused) {
+  auto rec = *store_.GetEndpoint("ep1");
+  rec->set_group("beamline");
+  rec->set_worker_count(1);
+  auto* cpu = rec->add_devices();
+  cpu->set_kind("cpu");
+  cpu->set_count(2);
+  ASSERT_TRUE(store_.PutEndpoint(*rec).ok());
+  auto c = Client();
+  auto reg = c->Post(
+      "/v1/functions",
+      R"({"function": {"name": "train", "kernel": "echo@1", "requirements": {"device_classes": ["gpu"]}}})", kJson);
+  ASSERT_TRUE(reg);
+  ASSERT_EQ(reg->status, 201) << reg->body;
+  EXPECT_NE(reg->body.find(R"("requirements":{"device_classes":["gpu"]})"), std::string::npos) << reg->body;
+  RegisterFunctions();
+
+  auto r = c->Post("/v1/tasks", R"({"function": "echo", "endpoint": "group:beamline", "args": [{"int_value": "1"}]})",
+                   kJson);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 201) << r->body;
+  EXPECT_EQ(ParseJson<v1::SubmitResponse>(r->body).endpoint(), "ep1");
+
+  auto refused =
+      c->Post("/v1/tasks", R"({"function": "train", "endpoint": "ep1", "args": [{"int_value": "1"}]})", kJson);
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 400);
+  auto [code, message] = ErrorOf(refused->body);
+  EXPECT_EQ(code, "FAILED_PRECONDITION");
+  EXPECT_NE(message.find("no device of class 'gpu'"), std::string::npos) << message;
+}
+
 TEST_F(RestGatewayTest, LongPollsAreCutToTheConfiguredMaximum) {
   RestOptions o = Options();
   o.max_wait_ms = 100;

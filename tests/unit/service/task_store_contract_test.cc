@@ -608,7 +608,10 @@ TEST_P(TaskStoreContract, FailoverMovesWaitingTasksThatAllowItToTheHeadOfAnother
   ASSERT_TRUE(store_->SubmitTasks(tasks, 200).ok());
   ASSERT_EQ(Ids(*Lease("ep1", 1, 300)), (std::vector<std::string>{"a"}));  // in flight: stays
   Submit({"x"}, "ep2");
-  auto moved = store_->FailoverQueued("ep1", "ep2", {"echo@1", "sleep@1"}, 100, 400);
+  FailoverTarget ep2;
+  ep2.endpoint = "ep2";
+  ep2.kernels = {"echo@1", "sleep@1"};
+  auto moved = store_->FailoverQueued("ep1", ep2, 100, 400);
   ASSERT_TRUE(moved.ok()) << moved.status().ToString();
   EXPECT_EQ(*moved, 2);
   EXPECT_EQ(Get("d").endpoint(), "ep2");
@@ -617,7 +620,46 @@ TEST_P(TaskStoreContract, FailoverMovesWaitingTasksThatAllowItToTheHeadOfAnother
   EXPECT_EQ(Ids(*Lease("ep1", 10, 500)), (std::vector<std::string>{"b", "c"}));
   EXPECT_EQ(Ids(*Lease("ep2", 10, 500)), (std::vector<std::string>{"d", "e", "x"}));
   EXPECT_EQ(FinishedIds(*Complete("ep2", {Ok("d", 1)}, 600)), (std::vector<std::string>{"d"}));
-  EXPECT_EQ(*store_->FailoverQueued("ep1", "ep2", {"echo@1"}, 100, 700), 0);
+  ep2.kernels = {"echo@1"};
+  EXPECT_EQ(*store_->FailoverQueued("ep1", ep2, 100, 700), 0);
+}
+
+// The route a task carries (service/routing.h) keeps failover within what a submit would allow:
+// the target's allow-lists (tenancy), the devices the function needs, and a cap per target.
+TEST_P(TaskStoreContract, FailoverMovesOnlyWhatTheTargetAdmitsAndAtMostItsShare) {
+  auto task = [&](const std::string& id, const std::string& owner, const std::string& fn,
+                  std::vector<std::string> classes) {
+    NewTask t = Task(id, "lost");
+    t.owner = owner;
+    t.failover_kernel = EncodeFailoverRoute({"echo@1", fn, std::move(classes)});
+    return t;
+  };
+  std::vector<NewTask> tasks = {task("alice1", "alice", "alice/f", {}),    task("bob1", "bob", "bob/g", {}),
+                                task("gpu1", "alice", "alice/f", {"gpu"}), task("alice2", "alice", "alice/f", {}),
+                                task("alice3", "alice", "alice/f", {}),    task("carol1", "carol", "alice/f", {})};
+  ASSERT_TRUE(store_->SubmitTasks(tasks, 200).ok());
+  FailoverTarget t;
+  t.endpoint = "other";
+  t.kernels = {"echo@1"};
+  t.device_classes = {"cpu"};
+  t.users = {"alice", "carol"};  // bob may not use it
+  t.functions = {"alice/f"};     // and it runs only alice's f
+  t.max_moved = 2;
+  auto moved = store_->FailoverQueued("lost", t, 100, 300);
+  ASSERT_TRUE(moved.ok()) << moved.status().ToString();
+  EXPECT_EQ(*moved, 2);
+  EXPECT_EQ(Get("alice1").endpoint(), "other");
+  EXPECT_EQ(Get("alice2").endpoint(), "other");
+  t.max_moved = 0;
+  EXPECT_EQ(*store_->FailoverQueued("lost", t, 100, 400), 2);  // alice3, carol1 (her use of alice's f)
+  EXPECT_EQ(Get("bob1").endpoint(), "lost");                   // another tenant's task stays
+  EXPECT_EQ(Get("gpu1").endpoint(), "lost");                   // needs a GPU the target lacks
+  EXPECT_EQ(Ids(*Lease("other", 10, 500)), (std::vector<std::string>{"alice3", "carol1", "alice1", "alice2"}));
+  t.device_classes = {"cpu", "gpu"};
+  t.users.clear();  // "*": every user
+  t.functions.clear();
+  EXPECT_EQ(*store_->FailoverQueued("lost", t, 100, 600), 2);
+  EXPECT_EQ(Ids(*Lease("other", 10, 700)), (std::vector<std::string>{"bob1", "gpu1"}));
 }
 
 TEST_P(TaskStoreContract, HandlesLargeBatchesAtomically) {
