@@ -49,28 +49,69 @@ Result<int64_t> MaxPatches(const KernelCall& call, const std::string& kernel) {
   return it->second.int_value();
 }
 
-// The patches of a call: float32 [N, 11, 11] or [11, 11], finite, N within the limit.
+// Nested lists of numbers (what the CLI's JSON literals make) as a shape and float32 values;
+// false if `v` is not a regular nesting of numbers.
+bool FlattenList(const Value& v, size_t depth, std::vector<int64_t>* shape, std::vector<float>* out) {
+  if (v.has_int_value() || v.has_double_value()) {
+    if (depth != shape->size()) return false;
+    out->push_back(v.has_int_value() ? static_cast<float>(v.int_value()) : static_cast<float>(v.double_value()));
+    return true;
+  }
+  if (!v.has_list_value() || depth > 3) return false;
+  const int64_t len = v.list_value().items_size();
+  if (depth == shape->size()) {
+    if (!out->empty()) return false;  // a number where a list was seen before
+    shape->push_back(len);
+  } else if ((*shape)[depth] != len) {
+    return false;
+  }
+  for (const Value& item : v.list_value().items()) {
+    if (!FlattenList(item, depth + 1, shape, out)) return false;
+  }
+  return true;
+}
+
+// The patches of a call: float32 [N, 11, 11] or [11, 11] (a tensor, or nested lists of
+// numbers), finite, N within the limit.
 Result<std::vector<float>> Patches(const KernelCall& call, const std::string& kernel, int64_t* n) {
   const Value& v = *call.param(0);
   const std::string expected = "expected a float32 tensor of shape [N, 11, 11] or [11, 11]";
-  if (!v.has_tensor_value()) return InvalidArgument(kernel + ": 'patches': " + expected + ", got " + DebugString(v));
-  const Tensor& t = v.tensor_value();
-  std::string got = std::string(DTypeName(t.dtype())) + "[";
-  for (int i = 0; i < t.shape_size(); ++i) got += (i ? ", " : "") + std::to_string(t.shape(i));
-  got += "]";
-  if (t.dtype() != v1::DTYPE_FLOAT32) return InvalidArgument(kernel + ": 'patches': " + expected + ", got " + got);
-  const bool one = t.shape_size() == 2 && t.shape(0) == kPatch && t.shape(1) == kPatch;
-  const bool many = t.shape_size() == 3 && t.shape(0) >= 1 && t.shape(1) == kPatch && t.shape(2) == kPatch;
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+  std::string got;
+  if (v.has_tensor_value()) {
+    const Tensor& t = v.tensor_value();
+    got = std::string(DTypeName(t.dtype())) + "[";
+    for (int i = 0; i < t.shape_size(); ++i) got += (i ? ", " : "") + std::to_string(t.shape(i));
+    got += "]";
+    if (t.dtype() != v1::DTYPE_FLOAT32) return InvalidArgument(kernel + ": 'patches': " + expected + ", got " + got);
+    LOOM_RETURN_IF_ERROR(ValidateTensor(t));
+    shape.assign(t.shape().begin(), t.shape().end());
+  } else if (v.has_list_value()) {
+    if (!FlattenList(v, 0, &shape, &data)) {
+      return InvalidArgument(kernel + ": 'patches': " + expected +
+                             " (or nested lists of numbers of that shape), got lists that are not a regular array of "
+                             "numbers");
+    }
+    got = "a list of shape [";
+    for (size_t i = 0; i < shape.size(); ++i) got += (i ? ", " : "") + std::to_string(shape[i]);
+    got += "]";
+  } else {
+    return InvalidArgument(kernel + ": 'patches': " + expected + ", got " + DebugString(v));
+  }
+  const bool one = shape.size() == 2 && shape[0] == kPatch && shape[1] == kPatch;
+  const bool many = shape.size() == 3 && shape[0] >= 1 && shape[1] == kPatch && shape[2] == kPatch;
   if (!one && !many) return InvalidArgument(kernel + ": 'patches': " + expected + ", got " + got);
-  LOOM_RETURN_IF_ERROR(ValidateTensor(t));
-  *n = one ? 1 : t.shape(0);
+  *n = one ? 1 : shape[0];
   LOOM_ASSIGN_OR_RETURN(const int64_t limit, MaxPatches(call, kernel));
   if (*n > limit) {
     return InvalidArgument(kernel + ": " + std::to_string(*n) + " patches in one call, more than the limit of " +
                            std::to_string(limit) + " (configuration 'max_patches'); split the batch");
   }
-  std::vector<float> data(static_cast<size_t>(*n) * kPatchPixels);
-  std::memcpy(data.data(), t.data().data(), data.size() * sizeof(float));
+  if (v.has_tensor_value()) {
+    data.resize(static_cast<size_t>(*n) * kPatchPixels);
+    std::memcpy(data.data(), v.tensor_value().data().data(), data.size() * sizeof(float));
+  }
   for (size_t i = 0; i < data.size(); ++i) {
     if (!std::isfinite(data[i])) {
       return InvalidArgument(kernel + ": patch " + std::to_string(i / kPatchPixels) + " holds a non-finite value");

@@ -5,7 +5,8 @@
 //                                                   -> {centres: float32 [N, 2], device: {...}}
 //
 // `patches` is a float32 tensor [N, 11, 11] (N >= 1) or [11, 11] (one patch, answered as
-// [1, 2]) of detector counts; each patch is min-max normalised by the kernel. Centres are
+// [1, 2]) of detector counts, or nested lists of numbers of that shape (as the CLI sends JSON
+// literals); each patch is min-max normalised by the kernel. Centres are
 // (column, row), as a fraction of the patch side (units "fraction", the default: pixels / 11)
 // or in pixels ("pixels"), pixel centres at 0..10.
 //

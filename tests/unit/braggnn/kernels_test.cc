@@ -92,6 +92,25 @@ TEST_F(BraggKernelsTest, WrongShapeOrDtypeNamesTheExpectedShape) {
   EXPECT_THAT(units.status().message(), HasSubstr("'fraction' or 'pixels'"));
 }
 
+TEST_F(BraggKernelsTest, NestedListsOfNumbersAreAcceptedAndCheckedLikeTensors) {
+  auto row = [](int n, double v) { return ListValue(std::vector<Value>(n, DoubleValue(v))); };
+  std::vector<Value> rows(11, row(11, 1.0));
+  rows[5] = ListValue({IntValue(1), IntValue(1), IntValue(1), IntValue(1), IntValue(1), IntValue(90), IntValue(1),
+                       IntValue(1), IntValue(1), IntValue(1), IntValue(1)});
+  auto r = Run("braggnn", ListValue(rows), {{"units", StringValue("pixels")}});
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ASSERT_THAT(r->tensor_value().shape(), ::testing::ElementsAre(1, 2));
+  EXPECT_NEAR(Floats(*r)[0], 5.0, 0.5);  // one bright pixel at (column 5, row 5)
+  EXPECT_NEAR(Floats(*r)[1], 5.0, 0.5);
+  rows[3] = row(10, 1.0);
+  auto ragged = Run("braggnn", ListValue(rows));
+  ASSERT_FALSE(ragged.ok());
+  EXPECT_THAT(ragged.status().message(), HasSubstr("[N, 11, 11] or [11, 11]"));
+  auto wrong = Run("braggnn", ListValue(std::vector<Value>(3, row(3, 1.0))));
+  EXPECT_THAT(wrong.status().message(), HasSubstr("got a list of shape [3, 3]"));
+  EXPECT_THAT(Run("braggnn", StringValue("x")).status().message(), HasSubstr("[N, 11, 11] or [11, 11]"));
+}
+
 TEST_F(BraggKernelsTest, BatchLimitIsConfigurable) {
   std::vector<float> data(3 * 121, 1.0f);
   auto r = Run("braggnn", TensorValue({3, 11, 11}, std::span<const float>(data)), {}, {{"max_patches", IntValue(2)}});
