@@ -15,6 +15,9 @@ constexpr int kH3 = kH2 - 2;     // 5: after conv3
 constexpr int kP1 = kH1 * kH1;
 constexpr int kP2 = kH2 * kH2;
 constexpr int kP3 = kH3 * kH3;
+// The attention matrix's rows are padded from 81 to 96 columns (zeros in phi^T), so its product
+// runs in whole 32-wide column blocks instead of ending in a scalar column.
+constexpr int kLdF = 96;
 
 std::vector<float> Packed(const nn::Tensor& w) {
   std::vector<float> out(w.data.size());
@@ -165,7 +168,7 @@ void BraggNet::Forward(std::span<const float> patches, int64_t n, std::span<floa
   const float slope = arch_.slope;
   const int features = c3 * kP3;
   std::vector<float> x0(kPatchPixels), a1(static_cast<size_t>(kP1) * c1), tpg(static_cast<size_t>(kP1) * 3 * in),
-      phi_t(static_cast<size_t>(in) * kP1), f(static_cast<size_t>(kP1) * kP1), y(static_cast<size_t>(kP1) * in),
+      phi_t(static_cast<size_t>(in) * kLdF, 0.0f), f(static_cast<size_t>(kP1) * kLdF), y(static_cast<size_t>(kP1) * in),
       a2(static_cast<size_t>(kP2) * c2), scratch(static_cast<size_t>(std::max(kP1 * 9, kP2 * 9 * c1)));
   // The dense layers run on the whole batch at once: flatten every patch first.
   std::vector<float> feat(static_cast<size_t>(n) * features);
@@ -176,11 +179,11 @@ void BraggNet::Forward(std::span<const float> patches, int64_t n, std::span<floa
     // Non-local block.
     fast::Gemm(kP1, 3 * in, c1, a1.data(), c1, tpg_w_.data(), 3 * in, tpg_b_.data(), tpg.data(), 3 * in);
     for (int p = 0; p < kP1; ++p) {
-      for (int c = 0; c < in; ++c) phi_t[c * kP1 + p] = tpg[p * 3 * in + in + c];
+      for (int c = 0; c < in; ++c) phi_t[c * kLdF + p] = tpg[p * 3 * in + in + c];
     }
-    fast::Gemm(kP1, kP1, in, tpg.data(), 3 * in, phi_t.data(), kP1, nullptr, f.data(), kP1);
-    fast::SoftmaxRows(f.data(), kP1, kP1, kP1);
-    fast::Gemm(kP1, in, kP1, f.data(), kP1, tpg.data() + 2 * in, 3 * in, nullptr, y.data(), in);
+    fast::Gemm(kP1, kLdF, in, tpg.data(), 3 * in, phi_t.data(), kLdF, nullptr, f.data(), kLdF);
+    fast::SoftmaxRows(f.data(), kP1, kP1, kLdF);
+    fast::Gemm(kP1, in, kP1, f.data(), kLdF, tpg.data() + 2 * in, 3 * in, nullptr, y.data(), in);
     fast::Gemm(kP1, c1, in, y.data(), in, out_w_.data(), c1, out_b_.data(), a1.data(), c1, /*accumulate=*/true);
     fast::LeakyRelu(a1.data(), static_cast<int64_t>(a1.size()), slope);
     fast::Conv3x3(a1.data(), kH1, kH1, c1, conv2_w_.data(), conv2_b_.data(), c2, a2.data(), scratch.data());
