@@ -39,5 +39,5 @@ fit = [v for (n, b), v in loom.items() if n == "pseudo_voigt_fit"][0]
 com = [v for (n, b), v in loom.items() if n == "centre_of_mass"][0]
 same = [v for (n, b), v in loom.items() if n == "braggnn_f32_same_peaks"][0]
 print(f"pseudo-Voigt LM fit: {fit:.1f} us/peak; centre of mass {com:.3f} us/peak; BraggNN on the same peaks "
-      f"(one batch) {same:.2f} us/peak: BraggNN is {fit / same:.0f}x faster than the fit")
+      f"(one batch) {same:.2f} us/peak: BraggNN is {fit / same:.1f}x faster than the fit")
 PY
