@@ -2,6 +2,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cstdlib>
+
 namespace loom::endpoint {
 
 Status LoadEndpointConfigFile(const std::string& path, EndpointConfig* c) {
@@ -61,6 +63,8 @@ Status LoadEndpointConfigFile(const std::string& path, EndpointConfig* c) {
         c->allowed_users = v.as<std::vector<std::string>>();
       else if (key == "allowed_functions")
         c->allowed_functions = v.as<std::vector<std::string>>();
+      else if (key == "devices")
+        c->devices = v.as<std::vector<std::string>>();
       else
         return InvalidArgument("config file '" + path + "': unknown key '" + key + "'");
     }
@@ -68,6 +72,44 @@ Status LoadEndpointConfigFile(const std::string& path, EndpointConfig* c) {
     return InvalidArgument("config file '" + path + "': " + e.what());
   }
   return Status::Ok();
+}
+
+Result<std::vector<v1::Device>> ParseDevices(const std::vector<std::string>& specs) {
+  std::vector<v1::Device> out;
+  for (const std::string& spec : specs) {
+    std::vector<std::string> parts;
+    size_t start = 0;
+    for (size_t colon; (colon = spec.find(':', start)) != std::string::npos; start = colon + 1) {
+      parts.push_back(spec.substr(start, colon - start));
+    }
+    parts.push_back(spec.substr(start));
+    const std::string form = "expected KIND:NAME[:COUNT][:emulated], e.g. fpga:emulated-braggnn-fpga:1:emulated";
+    if (parts.size() < 2 || parts.size() > 4 || parts[0].empty() || parts[1].empty()) {
+      return InvalidArgument("device '" + spec + "': " + form);
+    }
+    v1::Device d;
+    d.set_kind(parts[0]);
+    d.set_name(parts[1]);
+    d.set_count(1);
+    size_t next = 2;
+    if (parts.size() > next && parts[next] != "emulated") {
+      char* end = nullptr;
+      const long n = std::strtol(parts[next].c_str(), &end, 10);
+      if (parts[next].empty() || *end != '\0' || n < 1 || n > 1 << 20) {
+        return InvalidArgument("device '" + spec + "': COUNT must be a positive integer; " + form);
+      }
+      d.set_count(static_cast<int32_t>(n));
+      ++next;
+    }
+    if (parts.size() > next) {
+      if (parts[next] != "emulated" || parts.size() > next + 1) {
+        return InvalidArgument("device '" + spec + "': " + form);
+      }
+      d.set_emulated(true);
+    }
+    out.push_back(std::move(d));
+  }
+  return out;
 }
 
 }  // namespace loom::endpoint

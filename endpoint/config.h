@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "loom.pb.h"
 
 namespace loom::endpoint {
 
@@ -43,7 +44,13 @@ struct EndpointConfig {
   std::string owner;
   std::vector<std::string> allowed_users;      // "*": every user
   std::vector<std::string> allowed_functions;  // "name" (the owner's) or "user/name"; empty: any
+  // Devices advertised beside the host's CPU, each "KIND:NAME[:COUNT][:emulated]", e.g.
+  // "fpga:emulated-braggnn-fpga:1:emulated" (docs/KERNELS-BRAGGNN.md). Checked at start.
+  std::vector<std::string> devices;
 };
+
+// Parses EndpointConfig::devices; an error names the bad entry and the expected form.
+Result<std::vector<v1::Device>> ParseDevices(const std::vector<std::string>& specs);
 
 // YAML keys named as the fields (plugins and plugin_dirs are lists).
 Status LoadEndpointConfigFile(const std::string& path, EndpointConfig* config);

@@ -55,6 +55,7 @@ void Endpoint::RequestStop() {
 Status Endpoint::Start() {
   if (config_.id.empty()) return InvalidArgument("an endpoint needs an id (--id)");
   if (config_.workers < 1) return InvalidArgument("an endpoint needs at least one worker (--workers)");
+  LOOM_ASSIGN_OR_RETURN(devices_, ParseDevices(config_.devices));
   LOOM_RETURN_IF_ERROR(LoadSecurity());
   if (config_.run_dir.empty()) {
     std::string tmpl = (fs::temp_directory_path() / "loom-endpoint-XXXXXX").string();
@@ -328,6 +329,7 @@ void Endpoint::SendRegister() {
   cpu->set_name("host");
   cpu->set_count(static_cast<int32_t>(std::thread::hardware_concurrency()));
   cpu->set_memory_bytes(static_cast<int64_t>(::sysconf(_SC_PHYS_PAGES)) * ::sysconf(_SC_PAGE_SIZE));
+  for (const auto& d : devices_) *r->add_devices() = d;
   r->set_worker_count(config_.workers);
   char host[256] = {0};
   ::gethostname(host, sizeof(host) - 1);

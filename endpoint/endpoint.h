@@ -145,6 +145,7 @@ class Endpoint {
   std::map<std::string, Worker> workers_;  // by worker id
   int worker_generation_ = 0;
   std::vector<v1::KernelInfo> kernels_;
+  std::vector<v1::Device> devices_;  // advertised beside the CPU (config devices)
   bool registered_ = false;
   bool fenced_ = false;
   std::chrono::milliseconds register_backoff_{100};  // doubles while registering goes unanswered

@@ -35,6 +35,9 @@ int main(int argc, char** argv) {
   app.add_option("--worker-binary", c.worker_binary, "path of loom-worker (default: next to this program)");
   app.add_option("--plugin", c.plugins, "kernel plugin (.so) for the workers to load; repeatable");
   app.add_option("--plugin-dir", c.plugin_dirs, "directory of kernel plugins; repeatable");
+  app.add_option("--device", c.devices,
+                 "a device to advertise beside the CPU, KIND:NAME[:COUNT][:emulated] (e.g. "
+                 "fpga:emulated-braggnn-fpga:1:emulated); repeatable");
   app.add_option("--heartbeat-period-ms", c.heartbeat_period_ms, "heartbeat period");
   app.add_option("--heartbeat-misses", c.heartbeat_misses, "missed periods before the service counts as lost");
   app.add_option("--max-message-bytes", c.max_message_bytes, "largest task or result in bytes");

@@ -9,10 +9,14 @@
 namespace loom::science::fast {
 namespace {
 
+// Always inlined, so each target clone of its caller compiles it for that clone's instruction
+// set (a separate function would be compiled for baseline x86-64 only).
+#define LOOM_INLINE inline __attribute__((always_inline))
+
 // An mr x nr block of c, accumulated in registers over all of k.
 template <int MR, int NR>
-inline void Tile(int k, const float* a, int lda, const float* b, int ldb, const float* bias, float* c, int ldc,
-                 bool accumulate) {
+LOOM_INLINE void Tile(int k, const float* a, int lda, const float* b, int ldb, const float* bias, float* c, int ldc,
+                      bool accumulate) {
   float acc[MR][NR];
   for (int r = 0; r < MR; ++r) {
     for (int j = 0; j < NR; ++j) {
@@ -33,8 +37,8 @@ inline void Tile(int k, const float* a, int lda, const float* b, int ldb, const 
 
 // Rows of c in blocks of 4 (then singly) for one column block of width NR.
 template <int NR>
-inline void Columns(int m, int k, const float* a, int lda, const float* b, int ldb, const float* bias, float* c,
-                    int ldc, bool accumulate) {
+LOOM_INLINE void Columns(int m, int k, const float* a, int lda, const float* b, int ldb, const float* bias, float* c,
+                         int ldc, bool accumulate) {
   int i = 0;
   for (; i + 4 <= m; i += 4) {
     Tile<4, NR>(k, a + static_cast<int64_t>(i) * lda, lda, b, ldb, bias, c + static_cast<int64_t>(i) * ldc, ldc,

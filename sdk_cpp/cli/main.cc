@@ -621,8 +621,8 @@ int Main(int argc, char** argv) {
       for (const auto& k : kernels) joined += (joined.empty() ? "" : " ") + k;
       std::printf("kernels      %s\n", joined.empty() ? "-" : joined.c_str());
       for (const auto& d : e->devices()) {
-        std::printf("device       %s %s x%d (%lld bytes)\n", d.kind().c_str(), d.name().c_str(), d.count(),
-                    static_cast<long long>(d.memory_bytes()));
+        std::printf("device       %s %s x%d (%lld bytes)%s\n", d.kind().c_str(), d.name().c_str(), d.count(),
+                    static_cast<long long>(d.memory_bytes()), d.emulated() ? " EMULATED (software model)" : "");
       }
       return kExitOk;
     };

@@ -54,7 +54,10 @@ class BraggFabricTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     fabric_ = loom::testing::MakeFabric("braggnn").release();
-    Status s = fabric_->StartAll("ep", 1);
+    // The endpoint advertises the emulated FPGA beside its CPU.
+    Status s = fabric_->StartRedis();
+    if (s.ok()) s = fabric_->StartService();
+    if (s.ok()) s = fabric_->StartEndpoint("ep", 1, {"--device", "fpga:emulated-braggnn-fpga:1:emulated"});
     ASSERT_TRUE(s.ok()) << s.ToString();
     auto client = loom::testing::ConnectClient(*fabric_);
     ASSERT_NE(client, nullptr);
@@ -104,13 +107,25 @@ class BraggFabricTest : public ::testing::Test {
 };
 LocalFabric* BraggFabricTest::fabric_ = nullptr;
 
-TEST_F(BraggFabricTest, EndpointAdvertisesBothKernels) {
+TEST_F(BraggFabricTest, EndpointAdvertisesBothKernelsAndAnEmulatedFpgaDevice) {
   auto ep = client_->GetEndpoint("ep");
   ASSERT_TRUE(ep.ok()) << ep.status().ToString();
   std::set<std::string> kernels;
   for (const auto& k : ep->kernels()) kernels.insert(k.name() + "@" + k.version());
   EXPECT_TRUE(kernels.contains("braggnn@1"));
   EXPECT_TRUE(kernels.contains("braggnn-fpga@1"));
+  bool fpga = false;
+  for (const auto& d : ep->devices()) {
+    if (d.kind() != "fpga") continue;
+    fpga = true;
+    EXPECT_EQ(d.name(), "emulated-braggnn-fpga");
+    EXPECT_TRUE(d.emulated()) << "emulation must never be advertised as hardware";
+  }
+  EXPECT_TRUE(fpga) << "no fpga device advertised";
+  auto [code, out] = Cli({"endpoint", "status", "ep"});
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_THAT(out, HasSubstr("fpga emulated-braggnn-fpga x1"));
+  EXPECT_THAT(out, HasSubstr("EMULATED"));
 }
 
 TEST_F(BraggFabricTest, BatchesOfPeaksAreLocatedThroughTheFabric) {

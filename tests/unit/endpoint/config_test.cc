@@ -75,5 +75,22 @@ TEST(EndpointConfigTest, RejectsUnknownKeysAndBadValues) {
   EXPECT_EQ(LoadEndpointConfigFile(dir + "/b.yaml", &c).code(), StatusCode::kInvalidArgument);
 }
 
+TEST(EndpointConfigTest, DevicesParseWithCountAndEmulatedFlagAndBadOnesAreRefused) {
+  auto d = ParseDevices({"fpga:emulated-braggnn-fpga:1:emulated", "gpu:a100:4", "fpga:u280"});
+  ASSERT_TRUE(d.ok()) << d.status().message();
+  ASSERT_EQ(d->size(), 3u);
+  EXPECT_EQ((*d)[0].kind(), "fpga");
+  EXPECT_EQ((*d)[0].name(), "emulated-braggnn-fpga");
+  EXPECT_TRUE((*d)[0].emulated());
+  EXPECT_EQ((*d)[1].count(), 4);
+  EXPECT_FALSE((*d)[1].emulated());
+  EXPECT_EQ((*d)[2].count(), 1);
+  for (const char* bad : {"fpga", ":x", "fpga:x:0", "fpga:x:two", "fpga:x:1:real", "fpga:x:1:emulated:y"}) {
+    auto r = ParseDevices({bad});
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.status().message().find("KIND:NAME[:COUNT][:emulated]"), std::string::npos) << r.status().message();
+  }
+}
+
 }  // namespace
 }  // namespace loom::endpoint
