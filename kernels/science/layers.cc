@@ -124,16 +124,32 @@ void ExpInPlace(float* x, int n) {
 
 LOOM_SIMD_CLONES
 void SoftmaxRows(float* x, int rows, int cols, int ld) {
+  // The max and the sum run in 16 independent lanes (one vector), not one serial chain.
+  constexpr int kLanes = 16;
   for (int r = 0; r < rows; ++r) {
     float* row = x + static_cast<int64_t>(r) * ld;
+    float lanes[kLanes];
+    for (int l = 0; l < kLanes; ++l) lanes[l] = row[0];
+    int j = 0;
+    for (; j + kLanes <= cols; j += kLanes) {
+      for (int l = 0; l < kLanes; ++l) lanes[l] = lanes[l] > row[j + l] ? lanes[l] : row[j + l];
+    }
     float mx = row[0];
-    for (int j = 1; j < cols; ++j) mx = std::max(mx, row[j]);
-    for (int j = 0; j < cols; ++j) row[j] -= mx;
+    for (; j < cols; ++j) mx = std::max(mx, row[j]);
+    for (int l = 0; l < kLanes; ++l) mx = std::max(mx, lanes[l]);
+    // Probabilities below e^-80 (1.8e-35) become 0: scaled by 1/sum they could reach float's
+    // subnormal range, where every later multiply-add takes a slow microcode path.
+    for (j = 0; j < cols; ++j) row[j] = row[j] - mx < -80.0f ? -100.0f : row[j] - mx;
     ExpInPlace(row, cols);
+    for (int l = 0; l < kLanes; ++l) lanes[l] = 0;
+    for (j = 0; j + kLanes <= cols; j += kLanes) {
+      for (int l = 0; l < kLanes; ++l) lanes[l] += row[j + l];
+    }
     float sum = 0;
-    for (int j = 0; j < cols; ++j) sum += row[j];
+    for (; j < cols; ++j) sum += row[j];
+    for (int l = 0; l < kLanes; ++l) sum += lanes[l];
     const float inv = 1.0f / sum;
-    for (int j = 0; j < cols; ++j) row[j] *= inv;
+    for (j = 0; j < cols; ++j) row[j] *= inv;
   }
 }
 
