@@ -1,7 +1,9 @@
 // loom-worker: runs kernels for one endpoint. See worker/worker.h for flags and behaviour.
 // Wires in the science kernels (kernels/): their descriptions now, their code (and OpenCV) from
-// libloom_vision.so when one is first called. Plugins add more at run time.
+// libloom_vision.so when one is first called; likewise the PtychoNN kernels (and oneDNN) from
+// libloom_ptychonn.so. Plugins add more at run time.
 #include "common/util.h"
+#include "kernels/science/ptychonn_kernels.h"
 #include "kernels/vision/vision_kernels.h"
 #include "worker/lazy_plugin.h"
 #include "worker/worker.h"
@@ -11,5 +13,9 @@ int main(int argc, char** argv) {
     return loom::worker::RegisterLazyPlugin(registry, loom::ExecutableDir() + "/../lib/libloom_vision.so",
                                             loom::kernels::VisionKernelInfos());
   };
-  return loom::worker::WorkerMain(argc, argv, {vision});
+  auto ptychonn = [](loom::KernelRegistry* registry) {
+    return loom::worker::RegisterLazyPlugin(registry, loom::ExecutableDir() + "/../lib/libloom_ptychonn.so",
+                                            loom::kernels::PtychoKernelInfos());
+  };
+  return loom::worker::WorkerMain(argc, argv, {vision, ptychonn});
 }

@@ -13,7 +13,9 @@ std::vector<v1::KernelInfo> PtychoKernelInfos() {
           "ptychonn", "1",
           "PtychoNN (Cherukara et al. 2020): amplitude and phase of the object patch from one far-field "
           "diffraction pattern, by a convolutional encoder and two decoders (oneDNN, CPU).",
-          {Param("frames", v1::VALUE_TYPE_TENSOR, "float32 [N,64,64] or [64,64]: log1p photon counts"), weights},
+          {Param("frames", v1::VALUE_TYPE_ANY,
+                 "float32 [N,64,64] or [64,64]: log1p photon counts (a tensor, or the bytes of a .npy file)"),
+           weights},
           v1::VALUE_TYPE_MAP, "{amplitude: float32[N,64,64], phase: float32[N,64,64]} (radians)"),
       MakeKernelInfo("ptychonn-edge", "1",
                      "PtychoNN edge (Babu et al. 2023): phase of the object patch from one diffraction pattern. "

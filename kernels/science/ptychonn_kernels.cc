@@ -82,6 +82,64 @@ Result<std::string> WeightsPath(const KernelCall& call, bool edge) {
   return v->string_value();
 }
 
+// The frames of a .npy file (NumPy's format: magic, version, a Python-dict header, raw data):
+// float32 little-endian ('<f4'), C order. Gives the same tensor the caller would have sent.
+Result<Value> TensorFromNpy(const std::string& bytes, const std::string& kernel) {
+  auto bad = [&](const std::string& why) {
+    return InvalidArgument(kernel + ": 'frames' bytes must be a .npy file of float32 values: " + why);
+  };
+  if (bytes.size() < 10 || bytes.compare(0, 6, "\x93NUMPY") != 0) return bad("no .npy magic");
+  const int major = static_cast<unsigned char>(bytes[6]);
+  size_t header_len = 0;
+  size_t offset = 0;
+  if (major == 1) {
+    header_len = static_cast<unsigned char>(bytes[8]) | static_cast<size_t>(static_cast<unsigned char>(bytes[9])) << 8;
+    offset = 10;
+  } else if ((major == 2 || major == 3) && bytes.size() >= 12) {
+    for (int i = 0; i < 4; ++i) header_len |= static_cast<size_t>(static_cast<unsigned char>(bytes[8 + i])) << (8 * i);
+    offset = 12;
+  } else {
+    return bad("unsupported version " + std::to_string(major));
+  }
+  if (header_len > bytes.size() - offset) return bad("truncated header");
+  const std::string header = bytes.substr(offset, header_len);
+  if (header.find("'descr': '<f4'") == std::string::npos) return bad("descr is not '<f4' in " + header);
+  if (header.find("'fortran_order': False") == std::string::npos) return bad("Fortran order is not supported");
+  const size_t open = header.find("'shape': (");
+  const size_t close = open == std::string::npos ? open : header.find(')', open);
+  if (close == std::string::npos) return bad("no shape in " + header);
+  std::vector<int64_t> shape;
+  int64_t count = 1;
+  const std::string dims = header.substr(open + 10, close - open - 10);
+  for (size_t pos = 0; pos < dims.size();) {
+    const size_t comma = dims.find(',', pos);
+    const std::string item = dims.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    pos = comma == std::string::npos ? dims.size() : comma + 1;
+    if (item.find_first_not_of(' ') == std::string::npos) continue;
+    int64_t d = 0;
+    try {
+      d = std::stoll(item);
+    } catch (const std::exception&) {
+      return bad("bad shape (" + dims + ")");
+    }
+    if (d < 0 || d > (int64_t{1} << 31)) return bad("bad shape (" + dims + ")");
+    shape.push_back(d);
+    count *= d;
+    if (count > (int64_t{1} << 31)) return bad("too many elements");
+  }
+  const size_t data_offset = offset + header_len;
+  if (bytes.size() - data_offset != static_cast<size_t>(count) * sizeof(float)) {
+    return bad("shape (" + dims + ") needs " + std::to_string(count * 4) + " bytes of data, the file has " +
+               std::to_string(bytes.size() - data_offset));
+  }
+  Value v;
+  auto* t = v.mutable_tensor_value();
+  t->set_dtype(v1::DTYPE_FLOAT32);
+  for (int64_t d : shape) t->add_shape(d);
+  t->set_data(bytes.substr(data_offset));
+  return v;
+}
+
 Result<Value> RunPtycho(const KernelCall& call, PtychoModel model) {
   const bool edge = model == PtychoModel::kEdge;
   const std::string name = science::PtychoModelName(model);
@@ -89,9 +147,17 @@ Result<Value> RunPtycho(const KernelCall& call, PtychoModel model) {
   const std::string expected =
       edge ? "float32 [N,128,128] or [128,128] (network input), or raw frames [N,516,516] or [516,516]"
            : "float32 [N,64,64] or [64,64]";
-  const Value& arg = *call.param(0);
-  if (!arg.has_tensor_value()) return InvalidArgument(name + ": 'frames' must be a tensor " + expected);
-  const Tensor& t = arg.tensor_value();
+  const Value* arg = call.param(0);
+  Value from_npy;
+  if (arg->has_bytes_value()) {
+    LOOM_ASSIGN_OR_RETURN(from_npy, TensorFromNpy(arg->bytes_value(), name));
+    arg = &from_npy;
+  }
+  if (!arg->has_tensor_value()) {
+    return InvalidArgument(name + ": 'frames' must be a tensor " + expected + " (or the bytes of a .npy file), got " +
+                           KindName(*arg));
+  }
+  const Tensor& t = arg->tensor_value();
   LOOM_RETURN_IF_ERROR(ValidateTensor(t));
   const int dims = t.shape_size();
   if (t.dtype() != v1::DTYPE_FLOAT32 || (dims != 2 && dims != 3)) {

@@ -6,8 +6,9 @@
 // `frames` is a float32 tensor: [N,64,64] or [64,64] for ptychonn (log1p photon counts); for
 // ptychonn-edge, network inputs [N,128,128] / [128,128], or raw detector frames [N,516,516] /
 // [516,516] (any side >= 512), which are cropped to 512, 4x4 mean-binned and log1p'd
-// (PreprocessEdgeFrame). A 2-D input gives 2-D outputs. `weights` (argument or function
-// configuration) is a .safetensors or .onnx file on the worker; by default the trained weights
+// (PreprocessEdgeFrame). A 2-D input gives 2-D outputs. `frames` may also be the bytes of a .npy
+// file holding such an array (little-endian float32, C order), so `loom run --arg-file x.npy` works. `weights`
+// (argument or function configuration) is a .safetensors or .onnx file on the worker; by default the trained weights
 // installed beside the worker (<bin>/../share/loom/models/ptychonn{,_edge}.safetensors).
 //
 // Each weights file is loaded once per worker process and its network kept warm (oneDNN

@@ -111,7 +111,40 @@ TEST_F(PtychoKernelsTest, WrongShapeOrDtypeNamesTheExpectedShape) {
   auto bad_weights = Run("ptychonn", TensorValue({64, 64}, std::span<const float>(std::vector<float>(4096))),
                          kModels + "/ptychonn_edge.safetensors");
   ASSERT_FALSE(bad_weights.ok());
-  EXPECT_THAT(bad_weights.status().message(), HasSubstr("ptychonn weights: tensor 'amplitude.0.weight'"));
+  EXPECT_THAT(bad_weights.status().message(),
+              HasSubstr("ptychonn weights: tensor 'encoder.0.weight' has shape [16, 1, 3, 3], expected [32, 1, 3, 3]"));
+}
+
+// A .npy file (version 1.0) of float32 values with the given shape.
+std::string Npy(const std::string& shape, const std::vector<float>& data, const std::string& descr = "<f4") {
+  std::string header = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': (" + shape + "), }\n";
+  std::string out = std::string("\x93NUMPY\x01\x00", 8);
+  out += static_cast<char>(header.size() & 0xff);
+  out += static_cast<char>(header.size() >> 8);
+  out += header;
+  out.append(reinterpret_cast<const char*>(data.data()), data.size() * sizeof(float));
+  return out;
+}
+
+TEST_F(PtychoKernelsTest, NpyBytesAreTheSameAsATensorAndBadOnesAreNamed) {
+  const std::string w = kModels + "/ptychonn.safetensors";
+  std::vector<float> x(64 * 64);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 13) * 0.5f;
+  auto from_tensor = Run("ptychonn", TensorValue({64, 64}, std::span<const float>(x)), w);
+  ASSERT_TRUE(from_tensor.ok()) << from_tensor.status().ToString();
+  auto from_npy = Run("ptychonn", BytesValue(Npy("64, 64", x)), w);
+  ASSERT_TRUE(from_npy.ok()) << from_npy.status().ToString();
+  EXPECT_EQ(Field(*from_npy, "phase").data(), Field(*from_tensor, "phase").data());
+
+  auto f8 = Run("ptychonn", BytesValue(Npy("64, 64", x, "<f8")), w);
+  ASSERT_FALSE(f8.ok());
+  EXPECT_THAT(f8.status().message(), HasSubstr("descr is not '<f4'"));
+  auto truncated = Run("ptychonn", BytesValue(Npy("64, 65", x)), w);
+  ASSERT_FALSE(truncated.ok());
+  EXPECT_THAT(truncated.status().message(), HasSubstr("needs 16640 bytes of data, the file has 16384"));
+  auto junk = Run("ptychonn", BytesValue("not numpy"), w);
+  ASSERT_FALSE(junk.ok());
+  EXPECT_THAT(junk.status().message(), HasSubstr("no .npy magic"));
 }
 
 }  // namespace
