@@ -21,7 +21,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
   prometheus-cpp-dev
-  libcpp-httplib-dev openssl
+  libcpp-httplib-dev openssl nlohmann-json3-dev
 )
 
 log() { printf '\n==> %s\n' "$*"; }
