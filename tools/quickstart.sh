@@ -22,6 +22,7 @@ PACKAGES=(
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
   prometheus-cpp-dev
   libcpp-httplib-dev openssl nlohmann-json3-dev
+  libdnnl-dev libonnx-dev
 )
 
 log() { printf '\n==> %s\n' "$*"; }
