@@ -225,8 +225,10 @@ TEST(PtychoNNAccuracyTest, TrainedNetworksRecoverHeldOutPhaseAndAmplitude) {
     RecordProperty("phase_mae", std::to_string(phase.mae));
     RecordProperty("phase_ssim", std::to_string(phase.ssim));
     std::printf(
-        "ptychonn held-out: phase MAE %.4f (trivial %.4f) SSIM %.3f; amplitude MAE %.4f (trivial %.4f) SSIM %.3f\n",
-        phase.mae, phase.trivial_mae, phase.ssim, amp.mae, amp.trivial_mae, amp.ssim);
+        "ptychonn held-out: phase MAE %.4f (constant %.4f) SSIM %.3f (constant %.3f); amplitude MAE %.4f "
+        "(constant %.4f) SSIM %.3f (constant %.3f)\n",
+        phase.mae, phase.trivial_mae, phase.ssim, phase.trivial_ssim, amp.mae, amp.trivial_mae, amp.ssim,
+        amp.trivial_ssim);
     EXPECT_LT(phase.mae, kOriginalPhaseMaxMae);
     EXPECT_GT(phase.ssim, kOriginalPhaseMinSsim);
     EXPECT_LT(amp.mae, kOriginalAmplitudeMaxMae);
