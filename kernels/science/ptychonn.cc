@@ -358,6 +358,7 @@ struct PtychoNet::Impl {
   };
 
   PtychoModel model;
+  size_t max_pipelines = kDefaultMaxPipelines;
   Architecture arch;
   nn::TensorMap weights;
   DnnlContext ctx;
@@ -394,6 +395,8 @@ struct PtychoNet::Impl {
       const memory trunk = AppendLayers(b, p->input, arch.trunk);
       for (const auto& head : arch.heads) p->outputs.push_back(b.Plain(AppendLayers(b, trunk, head)));
       Pipeline* raw = p.get();
+      // Bounded: a caller cycling through many batch sizes rebuilds instead of growing memory.
+      if (pipelines.size() >= max_pipelines) pipelines.erase(pipelines.begin());
       pipelines[batch] = std::move(p);
       return raw;
     });
@@ -403,10 +406,12 @@ struct PtychoNet::Impl {
 PtychoNet::PtychoNet(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 PtychoNet::~PtychoNet() = default;
 
-Result<std::unique_ptr<PtychoNet>> PtychoNet::Create(PtychoModel model, nn::TensorMap weights) {
+Result<std::unique_ptr<PtychoNet>> PtychoNet::Create(PtychoModel model, nn::TensorMap weights, size_t max_pipelines) {
   LOOM_RETURN_IF_ERROR(CheckPtychoWeights(model, weights));
+  if (max_pipelines < 1) return InvalidArgument("PtychoNet: max_pipelines must be at least 1");
   auto impl = std::make_unique<Impl>();
   impl->model = model;
+  impl->max_pipelines = max_pipelines;
   impl->arch = MakeArchitecture(model);
   impl->weights = std::move(weights);
   return std::unique_ptr<PtychoNet>(new PtychoNet(std::move(impl)));

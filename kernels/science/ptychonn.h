@@ -13,8 +13,9 @@
 // the PyTorch reference's state_dict (tools/ptychonn/models.py): "encoder.<i>.weight", ...
 //
 // PtychoNet builds one oneDNN pipeline per batch size on first use (primitives created, weights
-// reordered into the layouts the convolutions want) and keeps it: later batches of that size only
-// execute. Convolutions fuse their ReLU / sigmoid / tanh*pi as post-ops.
+// reordered into the layouts the convolutions want) and keeps it (up to max_pipelines batch sizes;
+// beyond, the smallest batch size's pipeline is dropped): later batches of that size only execute. Convolutions fuse
+// their ReLU / sigmoid / tanh*pi as post-ops.
 #pragma once
 
 #include <cstdint>
@@ -59,7 +60,9 @@ struct PtychoOutput {
 // Thread-safe: Forward calls are serialised (one oneDNN stream; a worker runs one task at a time).
 class PtychoNet {
  public:
-  static Result<std::unique_ptr<PtychoNet>> Create(PtychoModel model, nn::TensorMap weights);
+  static constexpr size_t kDefaultMaxPipelines = 16;
+  static Result<std::unique_ptr<PtychoNet>> Create(PtychoModel model, nn::TensorMap weights,
+                                                   size_t max_pipelines = kDefaultMaxPipelines);
   ~PtychoNet();
   PtychoNet(const PtychoNet&) = delete;
   PtychoNet& operator=(const PtychoNet&) = delete;

@@ -283,6 +283,23 @@ TEST(PtychoNNTest, WeightsAreCheckedByNameShapeAndValue) {
   EXPECT_FALSE(bad_file.ok());
 }
 
+TEST(PtychoNNTest, KeepsAtMostMaxPipelinesAndStillRunsEveryBatchSize) {
+  auto net = PtychoNet::Create(PtychoModel::kOriginal, SeededPtychoWeights(PtychoModel::kOriginal, 1), 2);
+  ASSERT_TRUE(net.ok()) << net.status().ToString();
+  const PtychoSamples s = MakePtychoSamples(3, 64, 3);
+  std::vector<float> first;
+  for (int64_t batch : {1, 2, 3, 1}) {
+    auto out = (*net)->Forward(std::span<const float>(s.input).first(static_cast<size_t>(batch * 64 * 64)), batch);
+    ASSERT_TRUE(out.ok()) << out.status().ToString();
+    EXPECT_LE((*net)->cached_pipelines(), 2u);
+    const std::vector<float> frame0(out->phase.begin(), out->phase.begin() + 64 * 64);
+    if (first.empty()) first = frame0;
+    EXPECT_LE(MaxAbsDiff(frame0, first), 1e-6f) << "batch " << batch;
+  }
+  EXPECT_EQ((*net)->cached_pipelines(), 2u);
+  EXPECT_FALSE(PtychoNet::Create(PtychoModel::kEdge, SeededPtychoWeights(PtychoModel::kEdge, 1), 0).ok());
+}
+
 TEST(PtychoNNTest, ForwardRejectsAWrongInputSize) {
   auto net = MakeNet(PtychoModel::kOriginal, SeededPtychoWeights(PtychoModel::kOriginal, 1));
   ASSERT_NE(net, nullptr);
