@@ -23,6 +23,7 @@ PACKAGES=(
   prometheus-cpp-dev
   libcpp-httplib-dev openssl nlohmann-json3-dev
   libeigen3-dev
+  libdnnl-dev libonnx-dev
 )
 
 log() { printf '\n==> %s\n' "$*"; }
