@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "endpoint/launch.h"
 
 namespace loom::endpoint {
 
@@ -43,6 +44,10 @@ struct EndpointConfig {
   std::string owner;
   std::vector<std::string> allowed_users;      // "*": every user
   std::vector<std::string> allowed_functions;  // "name" (the owner's) or "user/name"; empty: any
+  // How workers are started (endpoint/launch.h): in a container, or in a bubblewrap sandbox.
+  // YAML sections `container:` and `sandbox:`; validated when the file is read.
+  ContainerConfig container;
+  SandboxConfig sandbox;
 };
 
 // YAML keys named as the fields (plugins and plugin_dirs are lists).
