@@ -7,6 +7,7 @@
 #   tools/quickstart.sh test   install what is missing, build, run the whole test suite (ctest), then
 #                              the fuzz targets for 30 s each (tools/run_fuzzers.sh, clang)
 #   tools/quickstart.sh build  install what is missing and build into build/
+#   tools/quickstart.sh deps   only install what is missing (containers/Dockerfile uses it)
 #   tools/quickstart.sh up     build, then start a local fabric and leave it running (.loom/)
 #   tools/quickstart.sh down   stop the fabric that `up` started
 set -euo pipefail
@@ -22,6 +23,7 @@ PACKAGES=(
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
   prometheus-cpp-dev
   libcpp-httplib-dev openssl
+  bubblewrap
 )
 
 log() { printf '\n==> %s\n' "$*"; }
@@ -68,6 +70,10 @@ case "${1:-}" in
   build)
     install_packages
     build
+    ;;
+  deps)
+    # Only the Debian packages (containers/Dockerfile builds on this).
+    install_packages
     ;;
   up)
     install_packages
