@@ -2,6 +2,8 @@
 // starts its workers under bwrap, and test kernels (tests/support/probe_plugin) that try to
 // write files and open connections. A second endpoint without the sandbox runs the same probes
 // as the control, so a probe that fails in the sandbox fails because of the sandbox.
+// And workers in containers, through a stand-in for docker (tests/support/fake_container_runtime.sh):
+// the endpoint's real supervision with the default docker template and clean-up.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -10,6 +12,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "common/local_fabric.h"
 #include "common/util.h"
@@ -172,6 +175,74 @@ TEST_F(SandboxTest, AKernelCannotOpenANetworkConnection) {
   r = Run("open", "probe_connect", {StringValue("127.0.0.1"), IntValue(listener.port())});
   ASSERT_EQ(r.state(), v1::TASK_STATE_SUCCESS) << r.error();
   EXPECT_EQ(r.result().string_value(), "connected");
+}
+
+// The endpoint starts each worker with the docker template, and runs the clean-up command once
+// a worker has ended (crashed, or stopped with the endpoint).
+TEST(ContainerLaunchTest, TheEndpointRunsWorkersThroughTheRuntimeAndCleansUpAfterThem) {
+  auto fabric = loom::testing::MakeFabric("container-launch");
+  const std::string log = fabric->state_dir() + "/runtime.log";
+  const std::string image = "loom-worker:test";
+  ::setenv("LOOM_FAKE_RUNTIME_LOG", log.c_str(), 1);  // inherited by the endpoint, then the runtime
+  ::setenv("LOOM_FAKE_RUNTIME_IMAGE", image.c_str(), 1);
+  const std::string config = fabric->state_dir() + "/container.yaml";
+  std::ofstream(config) << "container:\n"
+                        << "  runtime: docker\n"
+                        << "  runtime_binary: " << LOOM_FAKE_RUNTIME << "\n"
+                        << "  image: " << image << "\n"
+                        << "  worker_binary: " << loom::testing::BinDir() << "/loom-worker\n";
+  ASSERT_TRUE(fabric->StartRedis().ok());
+  ASSERT_TRUE(fabric->StartService().ok());
+  Status s = fabric->StartEndpoint("ctr", 1, {"--config", config});
+  ASSERT_TRUE(s.ok()) << s.ToString() << "\n" << fabric->LogTail("endpoint-ctr");
+  auto client = loom::testing::ConnectClient(*fabric);
+  ASSERT_NE(client, nullptr);
+  loom::testing::RegisterBuiltins(*client);
+  auto run = [&](const std::string& fn, std::vector<Value> args) {
+    auto id = client->Submit("ctr", fn, std::move(args));
+    EXPECT_TRUE(id.ok()) << id.status().ToString();
+    auto r = client->GetResult(id.ok() ? *id : "", 30s);
+    EXPECT_TRUE(r.ok() && r->has_value());
+    return r.ok() && r->has_value() ? **r : v1::TaskRecord();
+  };
+  auto lines = [&](const std::string& prefix) {
+    std::vector<std::string> out;
+    std::istringstream in(ReadFileOrEmpty(log));
+    for (std::string line; std::getline(in, line);) {
+      if (line.starts_with(prefix)) out.push_back(line);
+    }
+    return out;
+  };
+
+  auto r = run("add", {IntValue(1), IntValue(2)});
+  ASSERT_EQ(r.state(), v1::TASK_STATE_SUCCESS) << r.error();
+  auto runs = lines("run ");
+  ASSERT_EQ(runs.size(), 1u) << ReadFileOrEmpty(log);
+  const std::string ids = std::to_string(::getuid()) + ":" + std::to_string(::getgid());
+  const std::string run_dir = fabric->state_dir() + "/endpoint-ctr-run";
+  EXPECT_TRUE(runs[0].starts_with("run --rm --init --name loom-ctr-")) << runs[0];
+  EXPECT_NE(runs[0].find(" --user " + ids + " --volume " + run_dir + ":" + run_dir + " " + image + " " +
+                         loom::testing::BinDir() + "/loom-worker --endpoint ipc://" + run_dir + "/workers.sock"),
+            std::string::npos)
+      << runs[0];
+  const std::string first_name =
+      runs[0].substr(std::string("run --rm --init --name ").size(),
+                     runs[0].find(" --user") - std::string("run --rm --init --name ").size());
+
+  // A worker that dies is cleaned up after, by name, and replaced through the runtime again.
+  r = run("crash", {});
+  EXPECT_NE(r.state(), v1::TASK_STATE_SUCCESS);
+  ASSERT_TRUE(loom::testing::WaitFor([&] { return !lines("rm ").empty(); }, 10s)) << ReadFileOrEmpty(log);
+  EXPECT_EQ(lines("rm ")[0], "rm --force " + first_name);
+  r = run("add", {IntValue(2), IntValue(2)});
+  ASSERT_EQ(r.state(), v1::TASK_STATE_SUCCESS) << r.error();
+  EXPECT_GE(lines("run ").size(), 2u);
+
+  // Stopping the endpoint cleans up after its last worker too.
+  fabric->KillEndpoint("ctr", SIGTERM);
+  EXPECT_EQ(lines("rm ").size(), lines("run ").size()) << ReadFileOrEmpty(log);
+  ::unsetenv("LOOM_FAKE_RUNTIME_LOG");
+  ::unsetenv("LOOM_FAKE_RUNTIME_IMAGE");
 }
 
 }  // namespace
