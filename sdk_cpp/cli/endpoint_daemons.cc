@@ -48,8 +48,9 @@ bool Alive(pid_t pid) {
   return s != 0 && s != 'Z' && s != 'X';
 }
 
-// Whether `pid` is the loom-endpoint started with this directory's config (a pid file may name a
-// pid the system has since given to another process).
+// Whether `pid` is the daemon started with this directory's config (a pid file may name a pid
+// the system has since given to another process). Its program may be any loom-endpoint
+// (--endpoint-binary), so the check is on `--config DIR/config.yaml`.
 bool IsOurDaemon(pid_t pid, const std::string& dir) {
   std::string cmdline = ReadFileOrEmpty("/proc/" + std::to_string(pid) + "/cmdline");
   std::vector<std::string> args;
@@ -62,8 +63,10 @@ bool IsOurDaemon(pid_t pid, const std::string& dir) {
       arg += ch;
     }
   }
-  if (args.empty() || fs::path(args[0]).filename() != "loom-endpoint") return false;
-  return std::find(args.begin(), args.end(), ConfigFile(dir)) != args.end();
+  for (size_t i = 1; i + 1 < args.size(); ++i) {
+    if (args[i] == "--config" && args[i + 1] == ConfigFile(dir)) return true;
+  }
+  return false;
 }
 
 pid_t ReadPidFile(const std::string& dir) {

@@ -461,10 +461,19 @@ int PrintLocalDaemons(bool json, bool after_service_list) {
   auto list = cli::ListDaemons();
   if (!list.ok()) return after_service_list ? kExitOk : Fail(list.status());
   if (json) {
+    auto quoted = [](const std::string& text) {
+      std::string out = "\"";
+      for (char ch : text) {
+        if (ch == '"' || ch == '\\') out += '\\';
+        if (static_cast<unsigned char>(ch) >= 0x20) out += ch;
+      }
+      return out + "\"";
+    };
     for (const auto& d : *list) {
-      std::printf("{\"name\":\"%s\",\"state\":\"%s\",\"pid\":%d,\"dir\":\"%s\"}\n", d.name.c_str(),
-                  d.state == cli::DaemonState::kRunning ? "running" : "stopped",
-                  d.state == cli::DaemonState::kRunning ? d.pid : 0, d.dir.c_str());
+      const bool running = d.state == cli::DaemonState::kRunning;
+      std::printf("{\"name\":%s,\"state\":\"%s\",\"pid\":%d,\"registered\":%s,\"dir\":%s}\n", quoted(d.name).c_str(),
+                  running ? "running" : "stopped", running ? d.pid : 0, running && d.registered ? "true" : "false",
+                  quoted(d.dir).c_str());
     }
     return kExitOk;
   }

@@ -47,17 +47,18 @@ class EndpointLifecycleTest : public ::testing::Test {
   }
 
   // Runs `loom ARGS...` with LOOM_HOME and the admin token; returns its exit code and output.
-  CliResult Loom(std::vector<std::string> args, std::chrono::milliseconds timeout = 30s) {
+  CliResult Loom(std::vector<std::string> args, std::vector<std::string> env = {}) {
     std::vector<std::string> argv = {loom::testing::BinDir() + "/loom", "--service", fabric_->grpc_address()};
     argv.insert(argv.end(), args.begin(), args.end());
     const std::string out = home_->path() + "/cli-" + std::to_string(++calls_) + ".out";
     SpawnOptions o;
     o.log_path = out;
     o.env = {"LOOM_HOME=" + home_->path(), "LOOM_TOKEN_FILE=" + fabric_->token_file()};
+    o.env.insert(o.env.end(), env.begin(), env.end());
     auto proc = Subprocess::Spawn(argv, o);
     EXPECT_TRUE(proc.ok()) << proc.status().ToString();
     if (!proc.ok()) return {};
-    auto status = proc->Wait(timeout);
+    auto status = proc->Wait(30s);
     EXPECT_TRUE(status.has_value()) << "loom did not finish in time";
     if (!status) return {};
     return {WIFEXITED(*status) ? WEXITSTATUS(*status) : 128 + WTERMSIG(*status), ReadFileOrEmpty(out)};
@@ -125,6 +126,12 @@ TEST_F(EndpointLifecycleTest, StartRunTasksStopLeavesNoProcessBehind) {
   ASSERT_EQ(list.code, 0) << list.output;
   EXPECT_NE(list.output.find("lc"), std::string::npos);
   EXPECT_NE(list.output.find("running"), std::string::npos) << list.output;
+  CliResult json = Loom({"--json", "endpoint", "list", "--local"});
+  ASSERT_EQ(json.code, 0) << json.output;
+  EXPECT_NE(json.output.find("{\"name\":\"lc\",\"state\":\"running\",\"pid\":" + std::to_string(pid) +
+                             ",\"registered\":true,\"dir\":\"" + dir_ + "\"}"),
+            std::string::npos)
+      << json.output;
 
   auto client = loom::testing::ConnectClient(*fabric_);
   ASSERT_NE(client, nullptr);
@@ -189,6 +196,26 @@ TEST_F(EndpointLifecycleTest, AStalePidFileIsRecognisedAndReplaced) {
   CliResult stopped = Loom({"endpoint", "stop", "lc"});
   ASSERT_EQ(stopped.code, 0) << stopped.output;
   EXPECT_FALSE(Alive(pid));
+}
+
+TEST_F(EndpointLifecycleTest, StopKillsTheWholeGroupOfAnEndpointThatIgnoresSigterm) {
+  Configure();
+  const std::vector<std::string> env = {"LOOM_ENDPOINT_BINARY=" + std::string(LOOM_ENDPOINT_IGNORING_SIGTERM),
+                                        "LOOM_TEST_REAL_ENDPOINT=" + loom::testing::BinDir() + "/loom-endpoint"};
+  CliResult start = Loom({"endpoint", "start", "lc", "--wait", "20"}, env);
+  ASSERT_EQ(start.code, 0) << start.output << "\n" << ReadFileOrEmpty(dir_ + "/endpoint.log");
+  const pid_t pid = PidFromFile();  // the shell, whose child is the real loom-endpoint
+  const std::set<pid_t> endpoint = loom::testing::ChildPids(pid);
+  ASSERT_EQ(endpoint.size(), 1u);
+  const std::set<pid_t> workers = loom::testing::ChildPids(*endpoint.begin());
+  ASSERT_EQ(workers.size(), 2u);
+  CliResult stop = Loom({"endpoint", "stop", "lc", "--timeout", "1"});
+  ASSERT_EQ(stop.code, 0) << stop.output;
+  EXPECT_NE(stop.output.find("SIGKILL after the timeout"), std::string::npos) << stop.output;
+  EXPECT_FALSE(Alive(pid));
+  EXPECT_FALSE(Alive(*endpoint.begin()));
+  for (pid_t w : workers) EXPECT_FALSE(Alive(w)) << "worker " << w << " outlived its endpoint";
+  EXPECT_FALSE(fs::exists(dir_ + "/endpoint.pid"));
 }
 
 TEST_F(EndpointLifecycleTest, StartWithoutAConfigOrWithABadOneSaysWhy) {
