@@ -3,6 +3,61 @@
 #include <yaml-cpp/yaml.h>
 
 namespace loom::endpoint {
+namespace {
+
+// The `container:` section (endpoint/launch.h names the keys after the fields).
+Status ReadContainerSection(const YAML::Node& n, ContainerConfig* c) {
+  if (!n.IsMap()) return InvalidArgument("'container' must be a map (runtime, image, ...)");
+  for (const auto& kv : n) {
+    const std::string key = kv.first.as<std::string>();
+    const YAML::Node& v = kv.second;
+    if (key == "runtime")
+      c->runtime = v.as<std::string>();
+    else if (key == "image")
+      c->image = v.as<std::string>();
+    else if (key == "runtime_binary")
+      c->runtime_binary = v.as<std::string>();
+    else if (key == "worker_binary")
+      c->worker_binary = v.as<std::string>();
+    else if (key == "command")
+      c->command = v.as<std::vector<std::string>>();
+    else if (key == "options")
+      c->options = v.as<std::vector<std::string>>();
+    else if (key == "binds")
+      c->binds = v.as<std::vector<std::string>>();
+    else if (key == "cleanup")
+      c->cleanup = v.as<std::vector<std::string>>();
+    else
+      return InvalidArgument(
+          "unknown key 'container." + key +
+          "'; known: runtime, image, runtime_binary, worker_binary, command, options, binds, cleanup");
+  }
+  return Status::Ok();
+}
+
+// The `sandbox:` section.
+Status ReadSandboxSection(const YAML::Node& n, SandboxConfig* s) {
+  if (!n.IsMap()) return InvalidArgument("'sandbox' must be a map (type, writable, ...)");
+  for (const auto& kv : n) {
+    const std::string key = kv.first.as<std::string>();
+    const YAML::Node& v = kv.second;
+    if (key == "type")
+      s->type = v.as<std::string>();
+    else if (key == "bwrap")
+      s->bwrap = v.as<std::string>();
+    else if (key == "writable")
+      s->writable = v.as<std::vector<std::string>>();
+    else if (key == "network")
+      s->network = v.as<bool>();
+    else if (key == "options")
+      s->options = v.as<std::vector<std::string>>();
+    else
+      return InvalidArgument("unknown key 'sandbox." + key + "'; known: type, bwrap, writable, network, options");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
 
 namespace {
 // `devices:` is a list of maps: {class, model, count, memory_bytes, emulated}.
@@ -98,8 +153,14 @@ Status LoadEndpointConfigFile(const std::string& path, EndpointConfig* c) {
         c->workers_per_gpu = v.as<int>();
       else if (key == "nvidia_smi")
         c->nvidia_smi = v.as<std::string>();
-      else
+      else if (key == "container" || key == "sandbox") {
+        Status st = key == "container" ? ReadContainerSection(v, &c->container) : ReadSandboxSection(v, &c->sandbox);
+        if (!st.ok()) return InvalidArgument("config file '" + path + "': " + st.message());
+      } else
         return InvalidArgument("config file '" + path + "': unknown key '" + key + "'");
+    }
+    if (Status st = ValidateLaunchConfig(c->container, c->sandbox); !st.ok()) {
+      return InvalidArgument("config file '" + path + "': " + st.message());
     }
   } catch (const YAML::Exception& e) {
     return InvalidArgument("config file '" + path + "': " + e.what());

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -55,6 +56,7 @@ void Endpoint::RequestStop() {
 Status Endpoint::Start() {
   if (config_.id.empty()) return InvalidArgument("an endpoint needs an id (--id)");
   if (config_.workers < 1) return InvalidArgument("an endpoint needs at least one worker (--workers)");
+  LOOM_RETURN_IF_ERROR(ValidateLaunchConfig(config_.container, config_.sandbox));
   LOOM_RETURN_IF_ERROR(LoadSecurity());
   if (config_.run_dir.empty()) {
     std::string tmpl = (fs::temp_directory_path() / "loom-endpoint-XXXXXX").string();
@@ -291,16 +293,45 @@ Status Endpoint::SpawnWorker(const std::string& slot) {
                                    config_.log_level};
   for (const auto& p : config_.plugins) argv.insert(argv.end(), {"--plugin", p});
   for (const auto& d : config_.plugin_dirs) argv.insert(argv.end(), {"--plugin-dir", d});
-  SpawnOptions spawn;
   // Slot "w<i>" keeps its GPU across restarts of its worker.
+  std::vector<std::string> slot_env;
   const size_t slot_index = static_cast<size_t>(std::atoi(slot.c_str() + 1));
-  if (slot_index < worker_env_.size()) spawn.env = worker_env_[slot_index];
-  LOOM_ASSIGN_OR_RETURN(auto proc, Subprocess::Spawn(argv, spawn));
+  if (slot_index < worker_env_.size()) slot_env = worker_env_[slot_index];
+  LOOM_ASSIGN_OR_RETURN(LaunchCommand launch, WrapForLaunch(id, LaunchCommand{std::move(argv), std::move(slot_env), {}}));
+  SpawnOptions options;
+  options.env = launch.env;
+  LOOM_ASSIGN_OR_RETURN(auto proc, Subprocess::Spawn(launch.argv, options));
   Worker w;
   w.id = id;
   w.process = std::move(proc);
+  w.cleanup = std::move(launch.cleanup);
   workers_.emplace(id, std::move(w));
   return Status::Ok();
+}
+
+Result<LaunchCommand> Endpoint::WrapForLaunch(const std::string& worker_id, LaunchCommand worker) const {
+  if (!config_.container.enabled() && !config_.sandbox.enabled()) return worker;
+  // Unique on the host, also across restarts of this endpoint (a container left by a killed
+  // endpoint must not block the new one's names); only the characters container names allow.
+  std::string name = "loom-" + config_.id + "-" + session_id_.substr(0, 8) + "-" + worker_id;
+  for (char& ch : name) {
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_' && ch != '.' && ch != '-') ch = '-';
+  }
+  LaunchContext ctx{name, {config_.run_dir}, static_cast<int>(::getuid()), static_cast<int>(::getgid())};
+  return WrapWorkerCommand(worker, ctx, config_.container, config_.sandbox);
+}
+
+void Endpoint::RunCleanup(const std::vector<std::string>& cleanup) {
+  if (cleanup.empty()) return;
+  // Quiet: it usually finds nothing to do (`docker run --rm` removed a container that ended).
+  SpawnOptions quiet;
+  quiet.log_path = "/dev/null";
+  auto proc = Subprocess::Spawn(cleanup, quiet);
+  if (!proc.ok()) {
+    spdlog::warn("worker clean-up '{}' did not start: {}", cleanup[0], proc.status().message());
+    return;
+  }
+  cleanups_.push_back(std::move(proc).value());
 }
 
 // Credit covers what the workers hold plus a local buffer, so the pipe from the service never
@@ -729,9 +760,12 @@ void Endpoint::ReapWorkers() {
   for (auto& [id, w] : workers_) {
     if (!w.process.Running()) dead.push_back(id);
   }
+  // Clean-up commands of containers that ended are reaped here too (they share SIGCHLD).
+  std::erase_if(cleanups_, [](Subprocess& p) { return !p.Running(); });
   for (const auto& id : dead) {
     Worker w = std::move(workers_.at(id));
     workers_.erase(id);
+    RunCleanup(w.cleanup);
     std::string how = w.process.exit_status() ? DescribeWaitStatus(*w.process.exit_status()) : "unknown status";
     if (metrics_ != nullptr) {
       metrics_->WorkerRestarted(w.kill_task.empty()                         ? WorkerExit::kCrash
@@ -884,6 +918,10 @@ void Endpoint::Run() {
   spdlog::info("endpoint {} stopping", config_.id);
   for (auto& [id, w] : workers_) w.process.Signal(SIGTERM);
   for (auto& [id, w] : workers_) w.process.Stop(std::chrono::milliseconds(2000));
+  for (auto& [id, w] : workers_) RunCleanup(w.cleanup);
+  for (auto& p : cleanups_) {
+    if (!p.Wait(std::chrono::milliseconds(5000))) spdlog::warn("a worker clean-up command did not end in 5 s");
+  }
 }
 
 }  // namespace loom::endpoint

@@ -37,6 +37,7 @@
 #include "common/status.h"
 #include "common/subprocess.h"
 #include "endpoint/config.h"
+#include "endpoint/launch.h"
 #include "endpoint/metrics.h"
 #include "endpoint/spool.h"
 #include "loom.pb.h"
@@ -70,6 +71,7 @@ class Endpoint {
     // Set when this endpoint killed the worker on purpose, for the task at the head then.
     v1::FailureKind kill_reason = v1::FAILURE_KIND_UNSPECIFIED;  // TIMEOUT, or UNSPECIFIED: cancelled
     std::string kill_task;
+    std::vector<std::string> cleanup;  // run once the process ended (endpoint/launch.h)
   };
   struct Unacked {
     v1::TaskResult result;
@@ -85,6 +87,10 @@ class Endpoint {
   // Fills devices_ (CPUs, GPUs from nvidia-smi, the config's devices) and, with workers_per_gpu,
   // the worker count and each slot's CUDA_VISIBLE_DEVICES.
   void DiscoverDevices();
+  // The worker's command line as the config's container/sandbox sections say (launch.h).
+  Result<LaunchCommand> WrapForLaunch(const std::string& worker_id, LaunchCommand worker) const;
+  // Starts a worker's clean-up command (removes a container whose client was killed).
+  void RunCleanup(const std::vector<std::string>& cleanup);
   void HandleServiceMessage(const zmq::message_t& msg);
   // Queues the tasks of a batch this endpoint admits; answers the others with a refusal.
   void AcceptTasks(v1::TaskBatch& batch);
@@ -146,6 +152,7 @@ class Endpoint {
   int child_fd_ = -1;
 
   std::map<std::string, Worker> workers_;  // by worker id
+  std::vector<Subprocess> cleanups_;       // clean-up commands still running
   int worker_generation_ = 0;
   std::vector<v1::KernelInfo> kernels_;
   std::vector<v1::Device> devices_;                   // advertised at registration

@@ -72,6 +72,14 @@ int main(int argc, char** argv) {
                  "N workers per GPU found, each pinned to its GPU with CUDA_VISIBLE_DEVICES (replaces --workers "
                  "when GPUs are found); 0: off");
   app.add_option("--nvidia-smi", c.nvidia_smi, "program asked for the GPUs (none: do not look for GPUs)");
+  // Worker isolation (endpoint/launch.h); the config file's container: and sandbox: sections say more.
+  app.add_option("--sandbox", c.sandbox.type,
+                 "run every worker in a sandbox: bubblewrap (read-only root, private /tmp, no network) or none");
+  app.add_option("--sandbox-writable", c.sandbox.writable, "a directory sandboxed workers may write; repeatable")
+      ->allow_extra_args(false);
+  app.add_option("--container-runtime", c.container.runtime,
+                 "run every worker in a container: docker, podman or apptainer (with --container-image)");
+  app.add_option("--container-image", c.container.image, "the worker image (apptainer: a .sif file)");
   if (auto rc = ParseFlagsAndConfig(app, argc, argv, config_file,
                                     [&](const std::string& path) { return LoadEndpointConfigFile(path, &c); })) {
     return *rc;

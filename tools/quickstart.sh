@@ -7,6 +7,7 @@
 #   tools/quickstart.sh test   install what is missing, build, run the whole test suite (ctest), then
 #                              the fuzz targets for 30 s each (tools/run_fuzzers.sh, clang)
 #   tools/quickstart.sh build  install what is missing and build into build/
+#   tools/quickstart.sh deps   only install what is missing (containers/Dockerfile uses it)
 #   tools/quickstart.sh up     build, then start a local fabric and leave it running (.loom/)
 #   tools/quickstart.sh down   stop the fabric that `up` started
 set -euo pipefail
@@ -24,6 +25,7 @@ PACKAGES=(
   libcpp-httplib-dev openssl nlohmann-json3-dev
   libeigen3-dev
   libdnnl-dev libonnx-dev
+  bubblewrap
 )
 
 log() { printf '\n==> %s\n' "$*"; }
@@ -70,6 +72,10 @@ case "${1:-}" in
   build)
     install_packages
     build
+    ;;
+  deps)
+    # Only the Debian packages (containers/Dockerfile builds on this).
+    install_packages
     ;;
   up)
     install_packages

@@ -10,6 +10,9 @@
 //     token revoke ID | whoami
 //     endpoint configure ID [--name N] [--key-dir DIR] [--allow-user U ...] [--allow-function F ...]
 //                        [--service-public-key KEY | --service-public-key-file FILE] [--endpoint-address ADDR]
+//                        (also writes a commented config.yaml into the endpoint's directory)
+//     endpoint start NAME [--wait SECONDS] | endpoint stop NAME [--timeout SECONDS] | endpoint list --local
+//       (endpoint daemons on this host, in $LOOM_HOME/endpoints/NAME; `endpoint status` shows them too)
 //     run --endpoint EP --function F [ARG ...] [--kwarg key=literal ...] [TASK OPTIONS] [--timeout SECONDS]
 //     submit --endpoint EP --function F [ARG ...] [--kwarg key=literal ...] [TASK OPTIONS]   (prints the id)
 //       TASK OPTIONS: [--idempotency-key KEY] [--max-attempts N] [--timeout-ms MS]
@@ -26,6 +29,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -37,6 +41,7 @@
 #include "common/task_state.h"
 #include "common/util.h"
 #include "common/value.h"
+#include "endpoint_daemons.h"
 #include "loom/client.h"
 
 namespace loom {
@@ -355,15 +360,35 @@ struct EndpointConfigureFlags {
   std::string endpoint_address;
 };
 
+// The commented config.yaml next to the keys, for `loom endpoint start` (an existing one is kept).
+int WriteEndpointConfig(const EndpointConfigureFlags& f, const v1::EndpointRecord& record, const std::string& dir,
+                        const std::string& secret_path, const std::string& service_key, bool quiet) {
+  cli::ConfigTemplateValues v;
+  v.id = record.id();
+  v.service_address = f.endpoint_address;
+  v.secret_key_file = secret_path;
+  v.service_public_key = service_key;
+  v.owner = record.owner();
+  v.allowed_users.assign(record.allowed_users().begin(), record.allowed_users().end());
+  v.allowed_functions.assign(record.allowed_functions().begin(), record.allowed_functions().end());
+  bool written = false;
+  const std::string path = dir + "/config.yaml";
+  if (Status s = cli::WriteConfigTemplate(path, v, &written); !s.ok()) return Fail(s);
+  if (quiet) return kExitOk;
+  std::printf("config %s: %s%s\n", written ? "written" : "kept", path.c_str(),
+              f.key_dir.empty() ? (" (`loom endpoint start " + f.id + "` runs it)").c_str() : "");
+  return kExitOk;
+}
+
 // `loom endpoint configure`: the key pair (kept if it exists, so a re-run or a restarted
 // endpoint keeps its identity), then the record: created, or updated when it exists (the
 // service lets only its owner do that).
 int ConfigureEndpoint(Client& client, const EndpointConfigureFlags& f, bool json) {
   std::string dir = f.key_dir;
   if (dir.empty()) {
-    const char* home = std::getenv("HOME");
-    if (home == nullptr || *home == '\0') return Fail(InvalidArgument("HOME is not set: give --key-dir"));
-    dir = std::string(home) + "/.loom/endpoints/" + f.id;
+    auto d = cli::EndpointDir(f.id);
+    if (!d.ok()) return Fail(d.status());
+    dir = *d;
   }
   std::string service_key = f.service_public_key;
   if (!f.service_public_key_file.empty()) {
@@ -402,7 +427,7 @@ int ConfigureEndpoint(Client& client, const EndpointConfigureFlags& f, bool json
   if (!record.ok()) return Fail(record.status());
   if (json) {
     PrintJson(*record);
-    return kExitOk;
+    return WriteEndpointConfig(f, *record, dir, secret_path, service_key, true);
   }
   std::printf("%s endpoint %s (owner %s) with CURVE public key %s\n", updated ? "updated" : "created",
               record->id().c_str(), record->owner().c_str(), keys->public_key.c_str());
@@ -420,6 +445,50 @@ int ConfigureEndpoint(Client& client, const EndpointConfigureFlags& f, bool json
   if (service_key.empty()) {
     std::printf("(SERVICE-PUBLIC-KEY: the curve_public_key= line of the service's ready file, or its log)\n");
   }
+  return WriteEndpointConfig(f, *record, dir, secret_path, service_key, false);
+}
+
+// `loom endpoint status NAME`: the daemon on this host, when NAME has a directory here.
+void PrintLocalDaemon(const std::string& name) {
+  auto dir = cli::EndpointDir(name);
+  std::error_code ec;
+  if (!dir.ok() || !std::filesystem::exists(*dir + "/config.yaml", ec)) return;
+  cli::DaemonInfo d = cli::InspectDaemon(name, *dir);
+  std::printf("on this host %s", cli::DaemonStateName(d.state));
+  if (d.state == cli::DaemonState::kRunning) std::printf(" (pid %d%s)", d.pid, d.registered ? ", registered" : "");
+  std::printf("; %s\n", d.dir.c_str());
+}
+
+// `loom endpoint list --local` (and after the service's list): the endpoint daemons on this host.
+int PrintLocalDaemons(bool json, bool after_service_list) {
+  auto list = cli::ListDaemons();
+  if (!list.ok()) return after_service_list ? kExitOk : Fail(list.status());
+  if (json) {
+    auto quoted = [](const std::string& text) {
+      std::string out = "\"";
+      for (char ch : text) {
+        if (ch == '"' || ch == '\\') out += '\\';
+        if (static_cast<unsigned char>(ch) >= 0x20) out += ch;
+      }
+      return out + "\"";
+    };
+    for (const auto& d : *list) {
+      const bool running = d.state == cli::DaemonState::kRunning;
+      std::printf("{\"name\":%s,\"state\":\"%s\",\"pid\":%d,\"registered\":%s,\"dir\":%s}\n", quoted(d.name).c_str(),
+                  running ? "running" : "stopped", running ? d.pid : 0, running && d.registered ? "true" : "false",
+                  quoted(d.dir).c_str());
+    }
+    return kExitOk;
+  }
+  if (after_service_list && list->empty()) return kExitOk;
+  if (after_service_list) std::printf("\non this host:\n");
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& d : *list) {
+    rows.push_back({d.name, cli::DaemonStateName(d.state),
+                    d.state == cli::DaemonState::kRunning ? std::to_string(d.pid) : "-",
+                    d.state == cli::DaemonState::kRunning ? (d.registered ? "yes" : "no") : "-", d.dir});
+  }
+  PrintTable({"NAME", "STATE", "PID", "REGISTERED", "DIR"}, rows);
   return kExitOk;
 }
 
@@ -442,6 +511,7 @@ int Main(int argc, char** argv) {
 
   // The chosen command; runs after parsing, with a connected client.
   std::function<int(Client&)> action;
+  std::function<int()> local_action;  // commands about this host only: no service connection
 
   // ---------------------------------------------------------------- function
   auto* function = app.add_subcommand("function", "Register and list functions")->require_subcommand(1);
@@ -557,12 +627,13 @@ int Main(int argc, char** argv) {
   auto* ep_configure = endpoint->add_subcommand(
       "configure",
       "Make an endpoint's CURVE key pair (or reuse it) and register its public key with the service under "
-      "your token: creates the endpoint, or updates yours; prints the loom-endpoint flags to start it with");
+      "your token: creates the endpoint, or updates yours; writes a commented config.yaml next to the keys (kept "
+      "if there) for `loom endpoint start ID`; prints the loom-endpoint flags to start it with");
   ep_configure->add_option("ID", configure.id, "Endpoint id")->required();
   ep_configure->add_option("--name", configure.name, "Display name (default: the id)");
   ep_configure->add_option("--key-dir", configure.key_dir,
-                           "Where the key pair lives: endpoint.key (secret, mode 0600) and endpoint.pub "
-                           "(default: ~/.loom/endpoints/ID)");
+                           "Where the key pair and config.yaml live: endpoint.key (secret, mode 0600) and "
+                           "endpoint.pub (default: $LOOM_HOME/endpoints/ID, LOOM_HOME defaulting to ~/.loom)");
   ep_configure
       ->add_option("--allow-user", configure.allowed_users,
                    "A user besides you who may submit to it (* for every user); repeatable")
@@ -583,10 +654,21 @@ int Main(int argc, char** argv) {
                            "The service's ZeroMQ address for endpoints (tcp://HOST:PORT), for the printed flags");
   ep_configure->callback(
       [&] { action = [&](Client& client) { return ConfigureEndpoint(client, configure, g.json); }; });
-  endpoint->add_subcommand("list", "List endpoints")->callback([&] {
+  bool list_local = false;
+  auto* ep_list = endpoint->add_subcommand("list", "List endpoints (the service's; then the daemons on this host)");
+  ep_list->add_flag("--local", list_local,
+                    "Only the endpoint daemons on this host ($LOOM_HOME/endpoints), without asking the service");
+  ep_list->callback([&] {
+    if (list_local) {
+      local_action = [&] { return PrintLocalDaemons(g.json, false); };
+      return;
+    }
     action = [&](Client& client) {
       auto eps = client.ListEndpoints();
-      if (!eps.ok()) return Fail(eps.status());
+      if (!eps.ok()) {
+        if (!g.json) PrintLocalDaemons(false, true);
+        return Fail(eps.status());
+      }
       if (g.json) {
         for (const auto& e : *eps) PrintJson(e);
         return kExitOk;
@@ -598,13 +680,14 @@ int Main(int argc, char** argv) {
                         std::to_string(e.in_flight()), e.group().empty() ? "-" : e.group()});
       }
       PrintTable({"ID", "NAME", "STATUS", "WORKERS", "KERNELS", "QUEUE", "IN-FLIGHT", "GROUP"}, rows);
-      return kExitOk;
+      return PrintLocalDaemons(false, true);
     };
   });
   auto* ep_status = endpoint->add_subcommand("status", "Show one endpoint: state, workers, kernels, devices, load");
   ep_status->add_option("ID", ep_id, "Endpoint id")->required();
   ep_status->callback([&] {
     action = [&](Client& client) {
+      if (!g.json) PrintLocalDaemon(ep_id);
       auto e = client.GetEndpoint(ep_id);
       if (!e.ok()) return Fail(e.status());
       if (g.json) {
@@ -636,6 +719,56 @@ int Main(int argc, char** argv) {
         std::printf("device       %s %s x%d (%lld bytes)%s\n", d.kind().c_str(), d.name().c_str(), d.count(),
                     static_cast<long long>(d.memory_bytes()), extra.c_str());
       }
+      return kExitOk;
+    };
+  });
+
+  // Endpoint daemons on this host (endpoint_daemons.h).
+  std::string daemon_name;
+  double start_wait_s = 30;
+  std::string endpoint_binary;
+  auto* ep_start = endpoint->add_subcommand(
+      "start", "Start endpoint NAME's daemon on this host, detached, with its config.yaml (from `configure NAME`)");
+  ep_start->add_option("NAME", daemon_name, "Endpoint name (its directory under $LOOM_HOME/endpoints)")->required();
+  ep_start->add_option("--wait", start_wait_s, "Seconds to wait for it to register with the service (0: do not wait)")
+      ->capture_default_str();
+  ep_start
+      ->add_option("--endpoint-binary", endpoint_binary, "loom-endpoint to run (default: the one next to this program)")
+      ->envname("LOOM_ENDPOINT_BINARY");
+  ep_start->callback([&] {
+    local_action = [&] {
+      cli::StartOptions o;
+      o.endpoint_binary = endpoint_binary.empty() ? ExecutableDir() + "/loom-endpoint" : endpoint_binary;
+      o.wait = std::chrono::milliseconds(static_cast<int64_t>(start_wait_s * 1000));
+      cli::DaemonInfo info;
+      Status s = cli::StartDaemon(daemon_name, o, &info);
+      if (!s.ok()) {
+        const int code = Fail(s);
+        return s.code() == StatusCode::kDeadlineExceeded ? kExitTimeout : code;
+      }
+      std::printf("endpoint %s started (pid %d%s); log %s/endpoint.log\n", daemon_name.c_str(), info.pid,
+                  info.registered ? ", registered" : "", info.dir.c_str());
+      return kExitOk;
+    };
+  });
+  double stop_timeout_s = 15;
+  auto* ep_stop = endpoint->add_subcommand(
+      "stop", "Stop endpoint NAME's daemon on this host: SIGTERM, then SIGKILL after --timeout; no worker is left");
+  ep_stop->add_option("NAME", daemon_name, "Endpoint name")->required();
+  ep_stop->add_option("--timeout", stop_timeout_s, "Seconds to wait after SIGTERM before SIGKILL")
+      ->capture_default_str();
+  ep_stop->callback([&] {
+    local_action = [&] {
+      auto r = cli::StopDaemon(daemon_name, std::chrono::milliseconds(static_cast<int64_t>(stop_timeout_s * 1000)));
+      if (!r.ok()) return Fail(r.status());
+      if (!r->was_running) {
+        std::printf("endpoint %s is not running%s\n", daemon_name.c_str(),
+                    r->stale_pid_file ? " (removed a stale pid file)" : "");
+        return kExitOk;
+      }
+      std::printf("endpoint %s stopped%s", daemon_name.c_str(), r->killed ? " (SIGKILL after the timeout)" : "");
+      if (r->leftovers_killed > 0) std::printf("; killed %d leftover process(es) of its group", r->leftovers_killed);
+      std::printf("\n");
       return kExitOk;
     };
   });
@@ -866,6 +999,7 @@ int Main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? kExitOk : kExitError;
   }
+  if (local_action) return local_action();
   if (!action) return kExitError;
 
   ClientOptions options;

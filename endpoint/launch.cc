@@ -1,0 +1,291 @@
+#include "endpoint/launch.h"
+
+#include <algorithm>
+#include <cctype>
+#include <map>
+
+namespace loom::endpoint {
+namespace {
+
+const char* const kRuntimes[] = {"docker", "podman", "apptainer"};
+// Placeholders that expand to a list of arguments; each must be a whole argument.
+const char* const kListPlaceholders[] = {"{binds}", "{env}", "{options}", "{command}"};
+const char* const kScalarPlaceholders[] = {"runtime", "image", "name", "uid", "gid"};
+
+bool KnownRuntime(const std::string& r) {
+  return std::find(std::begin(kRuntimes), std::end(kRuntimes), r) != std::end(kRuntimes);
+}
+bool IsListPlaceholder(const std::string& arg) {
+  return std::find(std::begin(kListPlaceholders), std::end(kListPlaceholders), arg) != std::end(kListPlaceholders);
+}
+bool IsAbsolute(const std::string& p) { return !p.empty() && p[0] == '/'; }
+
+// Replaces {runtime} {image} {name} {uid} {gid} in `arg`; an unknown {x} is an error.
+Result<std::string> Substitute(const std::string& arg, const std::map<std::string, std::string>& values,
+                               const std::string& what) {
+  std::string out;
+  size_t i = 0;
+  while (i < arg.size()) {
+    if (arg[i] != '{') {
+      out += arg[i++];
+      continue;
+    }
+    size_t close = arg.find('}', i);
+    if (close == std::string::npos) {
+      return InvalidArgument(what + ": argument '" + arg + "' has a '{' without its '}'");
+    }
+    std::string key = arg.substr(i + 1, close - i - 1);
+    auto it = values.find(key);
+    if (it == values.end()) {
+      std::string known;
+      for (const char* k : kScalarPlaceholders) known += std::string(known.empty() ? "" : " ") + "{" + k + "}";
+      if (IsListPlaceholder("{" + key + "}")) {
+        return InvalidArgument(what + ": {" + key + "} must be an argument of its own, not part of '" + arg + "'");
+      }
+      return InvalidArgument(what + ": unknown placeholder {" + key + "} in '" + arg + "'; known: " + known +
+                             ", and as whole arguments {binds} {env} {options} {command}");
+    }
+    out += it->second;
+    i = close + 1;
+  }
+  return out;
+}
+
+struct Bind {
+  std::string host, target;
+  bool read_only = false;
+};
+
+Result<Bind> ParseBind(const std::string& spec) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  while (true) {
+    size_t colon = spec.find(':', start);
+    parts.push_back(spec.substr(start, colon == std::string::npos ? std::string::npos : colon - start));
+    if (colon == std::string::npos) break;
+    start = colon + 1;
+  }
+  Bind b;
+  if (!parts.empty() && (parts.back() == "ro" || parts.back() == "rw")) {
+    b.read_only = parts.back() == "ro";
+    parts.pop_back();
+  }
+  if (parts.empty() || parts.size() > 2) {
+    return InvalidArgument("container bind '" + spec +
+                           "': expected HOST, HOST:CONTAINER, HOST:ro or HOST:CONTAINER:ro");
+  }
+  b.host = parts[0];
+  b.target = parts.size() == 2 ? parts[1] : parts[0];
+  if (!IsAbsolute(b.host) || !IsAbsolute(b.target)) {
+    return InvalidArgument("container bind '" + spec + "': both paths must be absolute");
+  }
+  return b;
+}
+
+Status CheckTemplate(const std::vector<std::string>& tmpl, const std::string& what, bool allow_lists) {
+  bool image = false;
+  int command = 0;
+  std::map<std::string, std::string> probe;
+  for (const char* k : kScalarPlaceholders) probe[k] = "x";
+  for (const auto& arg : tmpl) {
+    if (IsListPlaceholder(arg)) {
+      if (!allow_lists) return InvalidArgument(what + ": " + arg + " has no meaning here");
+      if (arg == "{command}") ++command;
+      continue;
+    }
+    if (arg.find("{image}") != std::string::npos) image = true;
+    LOOM_RETURN_IF_ERROR(Substitute(arg, probe, what).status());
+  }
+  if (allow_lists && (!image || command != 1)) {
+    return InvalidArgument(what + " must hold {image} and {command} (once); got '" + [&] {
+      std::string s;
+      for (const auto& a : tmpl) s += (s.empty() ? "" : " ") + a;
+      return s;
+    }() + "'");
+  }
+  return Status::Ok();
+}
+
+bool ValidName(const std::string& name) {
+  if (name.empty() || !std::isalnum(static_cast<unsigned char>(name[0]))) return false;
+  return std::all_of(name.begin(), name.end(), [](char ch) {
+    return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '.' || ch == '-';
+  });
+}
+
+Status CheckEnv(const std::vector<std::string>& env) {
+  for (const auto& e : env) {
+    size_t eq = e.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return InvalidArgument("worker environment entry '" + e + "' is not NAME=value");
+    }
+  }
+  return Status::Ok();
+}
+
+Result<LaunchCommand> WrapInContainer(const LaunchCommand& worker, const LaunchContext& ctx, const ContainerConfig& c) {
+  if (!ValidName(ctx.name)) {
+    return InvalidArgument("worker name '" + ctx.name + "' is not a valid container name ([A-Za-z0-9][A-Za-z0-9_.-]*)");
+  }
+  const bool apptainer = c.runtime == "apptainer";
+  std::vector<std::string> binds;
+  auto add_bind = [&](const Bind& b) {
+    binds.push_back(apptainer ? "--bind" : "--volume");
+    binds.push_back(b.host + ":" + b.target + (b.read_only ? ":ro" : ""));
+  };
+  for (const auto& d : ctx.shared_dirs) {
+    if (!IsAbsolute(d)) return InvalidArgument("shared directory '" + d + "' must be an absolute path");
+    add_bind({d, d, false});
+  }
+  for (const auto& spec : c.binds) {
+    LOOM_ASSIGN_OR_RETURN(Bind b, ParseBind(spec));
+    add_bind(b);
+  }
+  std::vector<std::string> env;
+  // docker, podman and apptainer (1.x) all take --env NAME=value.
+  for (const auto& e : worker.env) env.insert(env.end(), {"--env", e});
+  std::vector<std::string> command = worker.argv;
+  command[0] = c.worker_binary;
+
+  const std::map<std::string, std::string> values = {
+      {"runtime", c.runtime_binary.empty() ? c.runtime : c.runtime_binary},
+      {"image", c.image},
+      {"name", ctx.name},
+      {"uid", std::to_string(ctx.uid)},
+      {"gid", std::to_string(ctx.gid)}};
+  const std::vector<std::string> tmpl = c.command.empty() ? DefaultContainerTemplate(c.runtime) : c.command;
+  LaunchCommand out;
+  for (const auto& arg : tmpl) {
+    if (arg == "{binds}") {
+      out.argv.insert(out.argv.end(), binds.begin(), binds.end());
+    } else if (arg == "{env}") {
+      out.argv.insert(out.argv.end(), env.begin(), env.end());
+    } else if (arg == "{options}") {
+      out.argv.insert(out.argv.end(), c.options.begin(), c.options.end());
+    } else if (arg == "{command}") {
+      out.argv.insert(out.argv.end(), command.begin(), command.end());
+    } else {
+      LOOM_ASSIGN_OR_RETURN(std::string s, Substitute(arg, values, "container command"));
+      out.argv.push_back(std::move(s));
+    }
+  }
+  const std::vector<std::string> cleanup = c.cleanup.empty() ? DefaultContainerCleanup(c.runtime) : c.cleanup;
+  for (const auto& arg : cleanup) {
+    LOOM_ASSIGN_OR_RETURN(std::string s, Substitute(arg, values, "container cleanup"));
+    out.cleanup.push_back(std::move(s));
+  }
+  return out;
+}
+
+LaunchCommand WrapInBubblewrap(const LaunchCommand& worker, const LaunchContext& ctx, const SandboxConfig& s) {
+  LaunchCommand out;
+  out.env = worker.env;  // bwrap passes its environment on to the worker
+  out.argv = {s.bwrap,
+              // The worker dies with bwrap, and bwrap (spawned with a parent-death signal) with
+              // the endpoint; the pid namespace takes every process the kernel started along.
+              "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--new-session"};
+  if (!s.network) out.argv.push_back("--unshare-net");
+  // Order matters: later mounts cover earlier ones, so the writable binds come after the
+  // read-only root and the private /tmp (a run directory under /tmp stays reachable).
+  out.argv.insert(out.argv.end(), {"--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+                                   "--tmpfs", "/dev/shm"});
+  for (const auto& d : ctx.shared_dirs) out.argv.insert(out.argv.end(), {"--bind", d, d});
+  for (const auto& d : s.writable) out.argv.insert(out.argv.end(), {"--bind", d, d});
+  out.argv.insert(out.argv.end(), s.options.begin(), s.options.end());
+  out.argv.push_back("--");
+  out.argv.insert(out.argv.end(), worker.argv.begin(), worker.argv.end());
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> DefaultContainerTemplate(const std::string& runtime) {
+  if (runtime == "docker" || runtime == "podman") {
+    // --init: a PID 1 that forwards the endpoint's SIGTERM and reaps; --user: the socket in the
+    // run directory and the shared directories belong to the endpoint's user.
+    return {"{runtime}",   "run",     "--rm",  "--init",    "--name",  "{name}",   "--user",
+            "{uid}:{gid}", "{binds}", "{env}", "{options}", "{image}", "{command}"};
+  }
+  if (runtime == "apptainer") {
+    // --containall: own /tmp, /home, pid and ipc namespaces and a clean environment (the
+    // worker's own variables come through --env).
+    return {"{runtime}", "exec", "--containall", "{binds}", "{env}", "{options}", "{image}", "{command}"};
+  }
+  return {};
+}
+
+std::vector<std::string> DefaultContainerCleanup(const std::string& runtime) {
+  // Killing `docker run` (the client) leaves the container running: remove it by name. An
+  // apptainer container is the worker's own process tree, gone with it.
+  if (runtime == "docker" || runtime == "podman") return {"{runtime}", "rm", "--force", "{name}"};
+  return {};
+}
+
+Status ValidateContainerConfig(const ContainerConfig& c) {
+  if (!c.enabled()) {
+    if (!c.image.empty() || !c.command.empty() || !c.options.empty() || !c.binds.empty()) {
+      return InvalidArgument(
+          "container: settings given without a runtime; set container.runtime to docker, podman "
+          "or apptainer");
+    }
+    return Status::Ok();
+  }
+  if (!KnownRuntime(c.runtime)) {
+    return InvalidArgument("container.runtime '" + c.runtime + "' is not one of docker, podman, apptainer");
+  }
+  if (c.image.empty()) {
+    return InvalidArgument("container.image is required with container.runtime " + c.runtime +
+                           " (e.g. loom-worker:latest, or a .sif file for apptainer)");
+  }
+  if (c.worker_binary.empty()) return InvalidArgument("container.worker_binary must not be empty");
+  if (!c.command.empty()) LOOM_RETURN_IF_ERROR(CheckTemplate(c.command, "container.command", true));
+  if (!c.cleanup.empty()) LOOM_RETURN_IF_ERROR(CheckTemplate(c.cleanup, "container.cleanup", false));
+  for (const auto& b : c.binds) LOOM_RETURN_IF_ERROR(ParseBind(b).status());
+  return Status::Ok();
+}
+
+Status ValidateSandboxConfig(const SandboxConfig& s) {
+  if (!s.enabled()) {
+    if (!s.writable.empty() || !s.options.empty()) {
+      return InvalidArgument("sandbox: settings given without a type; set sandbox.type to bubblewrap");
+    }
+    return Status::Ok();
+  }
+  if (s.type != "bubblewrap") {
+    return InvalidArgument("sandbox.type '" + s.type + "' is not supported; use bubblewrap (or none)");
+  }
+  if (s.bwrap.empty()) return InvalidArgument("sandbox.bwrap must name the bubblewrap program");
+  for (const auto& d : s.writable) {
+    if (!IsAbsolute(d)) return InvalidArgument("sandbox.writable '" + d + "' must be an absolute path");
+    if (d == "/") return InvalidArgument("sandbox.writable '/' would make the whole root writable");
+  }
+  return Status::Ok();
+}
+
+Status ValidateLaunchConfig(const ContainerConfig& c, const SandboxConfig& s) {
+  LOOM_RETURN_IF_ERROR(ValidateContainerConfig(c));
+  LOOM_RETURN_IF_ERROR(ValidateSandboxConfig(s));
+  if (c.enabled() && s.enabled()) {
+    return InvalidArgument(
+        "container and sandbox are exclusive: a container already isolates the worker; set "
+        "sandbox.type none or remove container.runtime");
+  }
+  return Status::Ok();
+}
+
+Result<LaunchCommand> WrapWorkerCommand(const LaunchCommand& worker, const LaunchContext& ctx, const ContainerConfig& c,
+                                        const SandboxConfig& s) {
+  if (worker.argv.empty()) return InvalidArgument("worker command line is empty");
+  LOOM_RETURN_IF_ERROR(ValidateLaunchConfig(c, s));
+  LOOM_RETURN_IF_ERROR(CheckEnv(worker.env));
+  if (c.enabled()) return WrapInContainer(worker, ctx, c);
+  if (s.enabled()) {
+    for (const auto& d : ctx.shared_dirs) {
+      if (!IsAbsolute(d)) return InvalidArgument("shared directory '" + d + "' must be an absolute path");
+    }
+    return WrapInBubblewrap(worker, ctx, s);
+  }
+  return worker;
+}
+
+}  // namespace loom::endpoint

@@ -1,0 +1,85 @@
+// Worker launch wrapping: turns the command line of a worker (argv + environment) into the
+// command line that starts it inside a container (docker, podman, apptainer) or a bubblewrap
+// sandbox, as the endpoint config's `container:` and `sandbox:` sections say.
+//
+// Pure functions (no I/O, no clock, no process state): the caller supplies the worker's name,
+// the directories it must reach and its uid/gid, so every generated command is checked exactly
+// by unit tests. Used by the endpoint's own worker supervision and by the providers that start
+// worker blocks elsewhere.
+//
+// Container command templates are lists of arguments. An argument that is exactly one of
+// {binds} {env} {options} {command} expands to zero or more arguments; inside any other
+// argument {runtime} {image} {name} {uid} {gid} are replaced by their values. Any other
+// {placeholder} is an error. A template must hold {image} and {command}.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace loom::endpoint {
+
+struct ContainerConfig {
+  std::string runtime;         // empty: no container; "docker", "podman" or "apptainer"
+  std::string image;           // docker/podman: an image reference; apptainer: a .sif file or URI
+  std::string runtime_binary;  // what {runtime} becomes; default: the runtime's name (found on PATH)
+  // The worker program inside the image: it replaces the host path of loom-worker.
+  std::string worker_binary = "loom-worker";
+  std::vector<std::string> command;  // the run template; empty: DefaultContainerTemplate(runtime)
+  std::vector<std::string> options;  // extra runtime options, at {options}
+  // Extra bind mounts, "HOST" (same path inside), "HOST:CONTAINER", or either with ":ro".
+  std::vector<std::string> binds;
+  // Run after the worker has ended, to remove what it may leave behind (a stopped container
+  // whose client was killed). Empty: DefaultContainerCleanup(runtime). Same placeholders as
+  // `command` except {binds} {env} {options} {command}.
+  std::vector<std::string> cleanup;
+
+  bool enabled() const { return !runtime.empty(); }
+};
+
+struct SandboxConfig {
+  std::string type;                   // empty or "none": no sandbox; "bubblewrap"
+  std::string bwrap = "bwrap";        // the bubblewrap program
+  std::vector<std::string> writable;  // host directories the worker may write (absolute paths)
+  bool network = false;               // true: keep the host's network (default: none, not even loopback peers)
+  std::vector<std::string> options;   // extra bwrap options, placed before the worker's command
+
+  bool enabled() const { return !type.empty() && type != "none"; }
+};
+
+// A command line: argv[0] is looked up on PATH; env entries are "NAME=value" added to the
+// inherited environment of argv's process.
+struct LaunchCommand {
+  std::vector<std::string> argv;
+  std::vector<std::string> env;
+  // Run (best effort) once the process of argv has ended; empty: nothing to run.
+  std::vector<std::string> cleanup;
+};
+
+// What the wrapper needs to know about the worker it wraps.
+struct LaunchContext {
+  std::string name;  // unique per worker on this host (the container's name); [A-Za-z0-9_.-]
+  // Directories the worker must reach read-write at the same path (the endpoint's run directory
+  // with the worker socket, a worker cache): bound into containers, writable in the sandbox.
+  std::vector<std::string> shared_dirs;
+  int uid = 0;  // {uid} and {gid}: docker/podman run the worker as this user, so that it may
+  int gid = 0;  // use the socket and the files of shared_dirs
+};
+
+std::vector<std::string> DefaultContainerTemplate(const std::string& runtime);
+std::vector<std::string> DefaultContainerCleanup(const std::string& runtime);
+
+// Clear errors for bad settings (unknown runtime, missing image, bad template or bind, relative
+// writable directory, a sandbox combined with a container); OK for disabled sections.
+Status ValidateContainerConfig(const ContainerConfig& c);
+Status ValidateSandboxConfig(const SandboxConfig& s);
+Status ValidateLaunchConfig(const ContainerConfig& c, const SandboxConfig& s);
+
+// The command that runs `worker` as configured: unchanged when neither section is enabled.
+// With a container, worker.argv[0] becomes c.worker_binary. A container and a sandbox together
+// are refused (a container already isolates the worker; bwrap cannot wrap a runtime client).
+Result<LaunchCommand> WrapWorkerCommand(const LaunchCommand& worker, const LaunchContext& ctx, const ContainerConfig& c,
+                                        const SandboxConfig& s);
+
+}  // namespace loom::endpoint
