@@ -22,6 +22,8 @@ PACKAGES=(
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
   prometheus-cpp-dev
   libcpp-httplib-dev openssl
+  # A real one-node Slurm for the Slurm provider's tests (tests/support/slurm_cluster.h)
+  slurm-wlm munge
 )
 
 log() { printf '\n==> %s\n' "$*"; }
