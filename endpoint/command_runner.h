@@ -34,6 +34,8 @@ class SystemCommandRunner final : public CommandRunner {
 
 // "sbatch --parsable /x/y.sh" for messages: the words, the ones with spaces or quotes quoted.
 std::string DescribeCommand(const std::vector<std::string>& argv);
+// `s` without leading and trailing whitespace (tools' outputs end in newlines).
+std::string TrimSpace(const std::string& s);
 // `word` quoted for a POSIX shell (single quotes), or as is when it needs none.
 std::string ShellQuote(const std::string& word);
 

@@ -6,13 +6,6 @@
 namespace loom::endpoint {
 namespace {
 
-std::string Trim(const std::string& s) {
-  const auto b = s.find_first_not_of(" \t\r\n");
-  if (b == std::string::npos) return "";
-  const auto e = s.find_last_not_of(" \t\r\n");
-  return s.substr(b, e - b + 1);
-}
-
 // PBS Pro exit statuses: negative for failures to run the job (JOB_EXEC_*), 256+N (or 128+N
 // under some MOMs) for a job killed by signal N.
 JobStatus FromQstat(const std::string& state, const std::string& exit_status, const std::string& comment) {
@@ -50,7 +43,7 @@ JobStatus FromQstat(const std::string& state, const std::string& exit_status, co
 }  // namespace
 
 Result<std::string> ParseQsubOutput(const std::string& out) {
-  const std::string id = Trim(out);
+  const std::string id = TrimSpace(out);
   if (id.empty() || id.find_first_of(" \t\n") != std::string::npos ||
       !std::isdigit(static_cast<unsigned char>(id[0]))) {
     return Internal("qsub printed no job id: '" + id + "'");
@@ -73,13 +66,13 @@ std::map<std::string, JobStatus> ParseQstatFull(const std::string& out) {
   while (std::getline(in, line)) {
     if (line.rfind("Job Id:", 0) == 0) {
       finish();
-      id = Trim(line.substr(7));
+      id = TrimSpace(line.substr(7));
       continue;
     }
     const auto eq = line.find(" = ");
     if (eq == std::string::npos) continue;
-    const std::string key = Trim(line.substr(0, eq));
-    const std::string value = Trim(line.substr(eq + 3));
+    const std::string key = TrimSpace(line.substr(0, eq));
+    const std::string value = TrimSpace(line.substr(eq + 3));
     if (key == "job_state") {
       state = value;
     } else if (key == "Exit_status" || key == "exit_status") {
@@ -98,7 +91,7 @@ Result<std::string> PbsProvider::Submit(const BlockSpec& spec) {
                         runner_->Run({"qsub", spec.script_path}, std::chrono::seconds(config_.cmd_timeout_s)));
   if (out.exit_code != 0) {
     return FailedPrecondition("PBS refused block " + spec.block_id + " (qsub exit " + std::to_string(out.exit_code) +
-                              "): " + Trim(out.err.empty() ? out.out : out.err));
+                              "): " + TrimSpace(out.err.empty() ? out.out : out.err));
   }
   return ParseQsubOutput(out.out);
 }
@@ -111,8 +104,8 @@ Result<std::map<std::string, JobStatus>> PbsProvider::Poll(const std::vector<std
   LOOM_ASSIGN_OR_RETURN(auto out, runner_->Run(argv, std::chrono::seconds(config_.cmd_timeout_s)));
   // qstat exits non-zero when any id is unknown ("qstat: Unknown Job Id 12.srv") but still
   // prints the others; with nothing printed and no such message the server did not answer.
-  if (out.exit_code != 0 && Trim(out.out).empty() && out.err.find("Unknown Job Id") == std::string::npos) {
-    return Unavailable("qstat failed (exit " + std::to_string(out.exit_code) + "): " + Trim(out.err));
+  if (out.exit_code != 0 && TrimSpace(out.out).empty() && out.err.find("Unknown Job Id") == std::string::npos) {
+    return Unavailable("qstat failed (exit " + std::to_string(out.exit_code) + "): " + TrimSpace(out.err));
   }
   result = ParseQstatFull(out.out);
   for (const auto& id : job_ids) {
@@ -128,7 +121,7 @@ Status PbsProvider::Cancel(const std::vector<std::string>& job_ids) {
   LOOM_ASSIGN_OR_RETURN(auto out, runner_->Run(argv, std::chrono::seconds(config_.cmd_timeout_s)));
   if (out.exit_code != 0 && out.err.find("Unknown Job Id") == std::string::npos &&
       out.err.find("Job has finished") == std::string::npos) {
-    return Unavailable("qdel failed (exit " + std::to_string(out.exit_code) + "): " + Trim(out.err));
+    return Unavailable("qdel failed (exit " + std::to_string(out.exit_code) + "): " + TrimSpace(out.err));
   }
   return Status::Ok();
 }

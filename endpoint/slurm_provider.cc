@@ -8,13 +8,6 @@
 namespace loom::endpoint {
 namespace {
 
-std::string Trim(const std::string& s) {
-  const auto b = s.find_first_not_of(" \t\r\n");
-  if (b == std::string::npos) return "";
-  const auto e = s.find_last_not_of(" \t\r\n");
-  return s.substr(b, e - b + 1);
-}
-
 std::vector<std::string> Split(const std::string& s, char sep) {
   std::vector<std::string> out;
   std::string item;
@@ -42,10 +35,10 @@ const std::set<std::string>& HopelessReasons() {
 }  // namespace
 
 Result<std::string> ParseSbatchOutput(const std::string& out) {
-  std::string id = Trim(out);
+  std::string id = TrimSpace(out);
   if (auto semi = id.find(';'); semi != std::string::npos) id = id.substr(0, semi);
   if (id.empty() || id.find_first_not_of("0123456789_") != std::string::npos) {
-    return Internal("sbatch printed no job id: '" + Trim(out) + "'");
+    return Internal("sbatch printed no job id: '" + TrimSpace(out) + "'");
   }
   return id;
 }
@@ -54,7 +47,7 @@ JobStatus SlurmJobStatus(const std::string& state_in, const std::string& reason)
   // sacct says "CANCELLED by 1000"; squeue says "CANCELLED".
   const std::string state = state_in.substr(0, state_in.find(' '));
   JobStatus s;
-  s.detail = Trim(state_in);
+  s.detail = TrimSpace(state_in);
   if (state == "PENDING" || state == "CONFIGURING" || state == "REQUEUED" || state == "REQUEUE_HOLD" ||
       state == "REQUEUE_FED" || state == "RESIZING" || state == "SUSPENDED" || state == "STOPPED" ||
       state == "SIGNALING" || state == "STAGE_OUT") {
@@ -84,34 +77,38 @@ JobStatus SlurmJobStatus(const std::string& state_in, const std::string& reason)
   return s;
 }
 
-std::map<std::string, JobStatus> ParseSqueueOutput(const std::string& out) {
-  std::map<std::string, JobStatus> result;
+namespace {
+
+// The '|'-separated fields of each non-empty line with at least two.
+std::vector<std::vector<std::string>> PipeRecords(const std::string& out) {
+  std::vector<std::vector<std::string>> records;
   std::istringstream in(out);
   std::string line;
   while (std::getline(in, line)) {
-    line = Trim(line);
+    line = TrimSpace(line);
     if (line.empty()) continue;
     auto f = Split(line, '|');
-    if (f.size() < 2) continue;
-    result[Trim(f[0])] = SlurmJobStatus(Trim(f[1]), f.size() > 2 ? Trim(f[2]) : "");
+    for (auto& field : f) field = TrimSpace(field);
+    if (f.size() >= 2) records.push_back(std::move(f));
   }
+  return records;
+}
+
+}  // namespace
+
+std::map<std::string, JobStatus> ParseSqueueOutput(const std::string& out) {
+  std::map<std::string, JobStatus> result;
+  for (const auto& f : PipeRecords(out)) result[f[0]] = SlurmJobStatus(f[1], f.size() > 2 ? f[2] : "");
   return result;
 }
 
 std::map<std::string, JobStatus> ParseSacctOutput(const std::string& out) {
   std::map<std::string, JobStatus> result;
-  std::istringstream in(out);
-  std::string line;
-  while (std::getline(in, line)) {
-    line = Trim(line);
-    if (line.empty()) continue;
-    auto f = Split(line, '|');
-    if (f.size() < 2) continue;
-    const std::string id = Trim(f[0]);
-    if (id.find('.') != std::string::npos) continue;  // a step (4711.batch), not the job
-    JobStatus s = SlurmJobStatus(Trim(f[1]));
-    if (f.size() > 2 && !Trim(f[2]).empty()) s.detail += " exit " + Trim(f[2]);
-    result[id] = s;
+  for (const auto& f : PipeRecords(out)) {
+    if (f[0].find('.') != std::string::npos) continue;  // a step (4711.batch), not the job
+    JobStatus s = SlurmJobStatus(f[1]);
+    if (f.size() > 2 && !f[2].empty()) s.detail += " exit " + f[2];
+    result[f[0]] = s;
   }
   return result;
 }
@@ -126,7 +123,7 @@ Result<std::string> SlurmProvider::Submit(const BlockSpec& spec) {
   if (out.exit_code != 0) {
     // "sbatch: error: Batch job submission failed: Invalid partition name specified"
     return FailedPrecondition("Slurm refused block " + spec.block_id + " (sbatch exit " +
-                              std::to_string(out.exit_code) + "): " + Trim(out.err.empty() ? out.out : out.err));
+                              std::to_string(out.exit_code) + "): " + TrimSpace(out.err.empty() ? out.out : out.err));
   }
   return ParseSbatchOutput(out.out);
 }
@@ -140,7 +137,7 @@ Result<std::map<std::string, JobStatus>> SlurmProvider::Poll(const std::vector<s
     result = ParseSqueueOutput(sq.out);
   } else if (sq.err.find("Invalid job id") == std::string::npos) {
     // The controller did not answer: no news is not bad news; try again at the next poll.
-    return Unavailable("squeue failed (exit " + std::to_string(sq.exit_code) + "): " + Trim(sq.err));
+    return Unavailable("squeue failed (exit " + std::to_string(sq.exit_code) + "): " + TrimSpace(sq.err));
   }
   std::vector<std::string> missing;
   for (const auto& id : job_ids) {
@@ -168,7 +165,7 @@ Status SlurmProvider::Cancel(const std::vector<std::string>& job_ids) {
   // scancel of a job that already ended says so and exits non-zero: that job is over anyway.
   if (out.exit_code != 0 && out.err.find("Invalid job id") == std::string::npos &&
       out.err.find("already completing or completed") == std::string::npos) {
-    return Unavailable("scancel failed (exit " + std::to_string(out.exit_code) + "): " + Trim(out.err));
+    return Unavailable("scancel failed (exit " + std::to_string(out.exit_code) + "): " + TrimSpace(out.err));
   }
   return Status::Ok();
 }
