@@ -10,6 +10,46 @@
 
 namespace loom::endpoint {
 
+// The `engine:` section: how workers are laid out on the nodes of a block, and where they
+// connect back to the endpoint. Used only with a provider (see ProviderConfig).
+struct EngineConfig {
+  int workers_per_node = 0;  // 0: the top-level `workers`
+  // One worker per accelerator (pinned), for accelerator routing; 0: off. Read by the routing
+  // code; blocks start workers_per_node workers either way.
+  int workers_per_accelerator = 0;
+  // Where the endpoint listens for the workers of its blocks, tcp://IP:PORT (port 0: any free
+  // one). Nodes of a cluster need an address they can reach, e.g. tcp://0.0.0.0:0.
+  std::string listen = "tcp://127.0.0.1:0";
+  // The host the workers dial (the port is the one bound); default: the listen IP, or this
+  // host's name when listening on every interface.
+  std::string address;
+  // A block none of whose workers ran a task for this long is released (never below
+  // min_blocks).
+  double max_idletime_s = 120;
+  // How often the provider is asked about its jobs, and scaling is decided.
+  int poll_period_ms = 5000;
+};
+
+// The `provider:` section: where blocks of workers come from. Without it (type empty) the
+// endpoint runs `workers` loom-worker processes itself over ipc, as before.
+struct ProviderConfig {
+  std::string type;  // "", "local", "slurm" or "pbs"
+  int nodes_per_block = 1;
+  int init_blocks = 1;                // submitted at start
+  int min_blocks = 0;                 // kept however idle
+  int max_blocks = 1;                 // never more, however much work waits
+  std::string walltime = "01:00:00";  // [D-]HH:MM:SS
+  std::string partition;              // Slurm partition, PBS queue
+  std::string account;
+  std::vector<std::string> scheduler_options;  // extra lines for the job script's header, verbatim
+  std::vector<std::string> worker_init;        // shell commands run before the manager starts
+  // Prefix of the manager's command line on each node: "" picks the provider's default (srun for
+  // Slurm, none for local and single-node PBS), "none" runs the manager directly.
+  std::string launcher;
+  std::string script_dir;  // job scripts and their output; default: <run_dir>/blocks
+  int cmd_timeout_s = 30;  // one sbatch/squeue/qsub/qstat call
+};
+
 struct EndpointConfig {
   std::string id;                                 // required: the endpoint's id at the service
   std::string name;                               // display name; defaults to the id
@@ -58,9 +98,21 @@ struct EndpointConfig {
   // YAML sections `container:` and `sandbox:`; validated when the file is read.
   ContainerConfig container;
   SandboxConfig sandbox;
+  // Blocks of workers from a provider (docs/ENDPOINTS.md, "Providers").
+  EngineConfig engine;
+  ProviderConfig provider;
+  // True when blocks of workers come from a provider.
+  bool uses_blocks() const { return !provider.type.empty(); }
 };
 
-// YAML keys named as the fields (plugins and plugin_dirs are lists).
+// YAML keys named as the fields (plugins and plugin_dirs are lists); `engine:` and `provider:`
+// are maps with keys named as the fields of EngineConfig and ProviderConfig.
 Status LoadEndpointConfigFile(const std::string& path, EndpointConfig* config);
+
+// Checks the engine and provider sections (ranges, names, the walltime's form), saying what is
+// wrong and what is allowed.
+Status ValidateBlocksConfig(const EndpointConfig& config);
+// Seconds in a walltime "[D-]HH:MM:SS" (hours may exceed 23); INVALID_ARGUMENT otherwise.
+Result<int64_t> ParseWalltime(const std::string& walltime);
 
 }  // namespace loom::endpoint

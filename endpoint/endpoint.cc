@@ -89,6 +89,7 @@ Status Endpoint::Start() {
   LOOM_RETURN_IF_ERROR(OpenSpool());
   DiscoverDevices();  // before anything is advertised: the devices and the worker count
   LOOM_RETURN_IF_ERROR(Reconnect());
+  if (config_.uses_blocks()) return StartBlocks();
   for (int i = 0; i < config_.workers; ++i) LOOM_RETURN_IF_ERROR(SpawnWorker("w" + std::to_string(i)));
   spdlog::info("endpoint {} starting {} worker(s); service {}", config_.id, config_.workers, config_.service);
   return Status::Ok();
@@ -336,7 +337,9 @@ void Endpoint::RunCleanup(const std::vector<std::string>& cleanup) {
 
 // Credit covers what the workers hold plus a local buffer, so the pipe from the service never
 // runs dry while results travel back.
-int Endpoint::Capacity() const { return config_.workers * config_.prefetch + config_.queue_capacity; }
+int Endpoint::Capacity() const { return WorkerSlots() * config_.prefetch + config_.queue_capacity; }
+
+int Endpoint::WorkerSlots() const { return blocks_ ? static_cast<int>(workers_.size()) : config_.workers; }
 // Results waiting for their acknowledgement are free up to one capacity's worth (the normal
 // pipeline: they are acknowledged a round trip later); beyond that each one takes the place of
 // a task, so an endpoint whose results are not acknowledged (Redis down) stops asking for work
@@ -384,7 +387,7 @@ void Endpoint::SendRegister() {
   r->set_session_id(session_id_);
   for (const auto& k : kernels_) *r->add_kernels() = k;
   for (const auto& d : devices_) *r->add_devices() = d;
-  r->set_worker_count(config_.workers);
+  r->set_worker_count(WorkerSlots());
   char host[256] = {0};
   ::gethostname(host, sizeof(host) - 1);
   r->set_hostname(host);
@@ -508,6 +511,9 @@ void Endpoint::KillWorker(Worker& w, v1::FailureKind reason) {
     w.kill_task = w.assigned.front();
   }
   w.ready = false;  // no more tasks for it
+  // A block's worker is not our child: give up on it (ReapWorkers); if it speaks again it comes
+  // back as a fresh worker (AdmitBlockWorker).
+  if (!w.block.empty()) w.lost = true;
   w.process.Signal(SIGKILL);
 }
 
@@ -724,8 +730,10 @@ void Endpoint::AcceptTasks(v1::TaskBatch& batch) {
 
 void Endpoint::HandleWorkerMessage(const std::string& worker_id, const zmq::message_t& msg) {
   auto wit = workers_.find(worker_id);
-  if (wit == workers_.end()) return;
-  Worker& w = wit->second;
+  Worker* known = wit != workers_.end() && !wit->second.lost ? &wit->second : nullptr;
+  if (known == nullptr && blocks_) known = AdmitBlockWorker(worker_id);
+  if (known == nullptr) return;
+  Worker& w = *known;
   v1::WorkerEnvelope env;
   if (!FromMessage(msg, &env)) {
     spdlog::warn("dropping an unreadable message from worker {}", worker_id);
@@ -745,10 +753,52 @@ void Endpoint::HandleWorkerMessage(const std::string& worker_id, const zmq::mess
       if (!w.assigned.empty() && w.assigned.front() == r.task_id()) {
         w.assigned.pop_front();
         w.started_ns = 0;
+      } else if (!w.block.empty()) {
+        continue;  // a task this endpoint gave up on with the worker: already answered or re-run
       }
       AddResult(std::move(r));
     }
     NoteHeadStarted(w);
+  }
+}
+
+void Endpoint::HandleWorkerLoss(Worker& w, const std::string& how) {
+  if (metrics_ != nullptr) {
+    metrics_->WorkerRestarted(w.kill_task.empty()                         ? WorkerExit::kCrash
+                              : w.kill_reason == v1::FAILURE_KIND_TIMEOUT ? WorkerExit::kTimeout
+                                                                          : WorkerExit::kCancel);
+  }
+  if (!w.assigned.empty()) {
+    const std::string head = w.assigned.front();
+    size_t requeue_from = 1;
+    if (!w.kill_task.empty() && head != w.kill_task) {
+      requeue_from = 0;  // the task we killed it for finished first: this one is blameless
+    } else if (!w.kill_task.empty() && w.kill_reason == v1::FAILURE_KIND_UNSPECIFIED) {
+      // Cancelled: the service already recorded that; nothing to report.
+    } else if (!w.kill_task.empty()) {
+      auto h = held_.find(head);
+      const int64_t timeout_ms = h == held_.end() ? 0 : h->second.spec.timeout_ms();
+      v1::TaskResult r;
+      r.set_task_id(head);
+      r.set_ok(false);
+      r.set_failure(v1::FAILURE_KIND_TIMEOUT);
+      r.set_error("ran past its deadline of " + std::to_string(timeout_ms) +
+                  " ms (timeout_ms); the worker was stopped");
+      AddResult(std::move(r));
+    } else {
+      // The task it was running died with it (the service retries it or calls it poison).
+      v1::TaskResult r;
+      r.set_task_id(head);
+      r.set_ok(false);
+      r.set_failure(v1::FAILURE_KIND_WORKER_LOST);
+      r.set_error("the worker process died while running this task (" + how + ")");
+      AddResult(std::move(r));
+    }
+    // Those waiting behind it go back to this endpoint's queue, in order.
+    for (size_t k = w.assigned.size(); k > requeue_from; --k) {
+      const std::string& t = w.assigned[k - 1];
+      if (cancelled_.erase(t) == 0) queue_.push_front(t);
+    }
   }
 }
 
@@ -758,7 +808,7 @@ void Endpoint::ReapWorkers() {
   }
   std::vector<std::string> dead;
   for (auto& [id, w] : workers_) {
-    if (!w.process.Running()) dead.push_back(id);
+    if (w.block.empty() ? !w.process.Running() : w.lost) dead.push_back(id);
   }
   // Clean-up commands of containers that ended are reaped here too (they share SIGCHLD).
   std::erase_if(cleanups_, [](Subprocess& p) { return !p.Running(); });
@@ -766,45 +816,13 @@ void Endpoint::ReapWorkers() {
     Worker w = std::move(workers_.at(id));
     workers_.erase(id);
     RunCleanup(w.cleanup);
+    if (!w.block.empty()) {
+      HandleWorkerLoss(w, "given up on by the endpoint");
+      continue;  // its manager (or the block's replacement) starts another
+    }
     std::string how = w.process.exit_status() ? DescribeWaitStatus(*w.process.exit_status()) : "unknown status";
-    if (metrics_ != nullptr) {
-      metrics_->WorkerRestarted(w.kill_task.empty()                         ? WorkerExit::kCrash
-                                : w.kill_reason == v1::FAILURE_KIND_TIMEOUT ? WorkerExit::kTimeout
-                                                                            : WorkerExit::kCancel);
-    }
     spdlog::warn("worker {} exited ({}); {} task(s) in hand; starting a replacement", id, how, w.assigned.size());
-    if (!w.assigned.empty()) {
-      const std::string head = w.assigned.front();
-      size_t requeue_from = 1;
-      if (!w.kill_task.empty() && head != w.kill_task) {
-        requeue_from = 0;  // the task we killed it for finished first: this one is blameless
-      } else if (!w.kill_task.empty() && w.kill_reason == v1::FAILURE_KIND_UNSPECIFIED) {
-        // Cancelled: the service already recorded that; nothing to report.
-      } else if (!w.kill_task.empty()) {
-        auto h = held_.find(head);
-        const int64_t timeout_ms = h == held_.end() ? 0 : h->second.spec.timeout_ms();
-        v1::TaskResult r;
-        r.set_task_id(head);
-        r.set_ok(false);
-        r.set_failure(v1::FAILURE_KIND_TIMEOUT);
-        r.set_error("ran past its deadline of " + std::to_string(timeout_ms) +
-                    " ms (timeout_ms); the worker was stopped");
-        AddResult(std::move(r));
-      } else {
-        // The task it was running died with it (the service retries it or calls it poison).
-        v1::TaskResult r;
-        r.set_task_id(head);
-        r.set_ok(false);
-        r.set_failure(v1::FAILURE_KIND_WORKER_LOST);
-        r.set_error("the worker process died while running this task (" + how + ")");
-        AddResult(std::move(r));
-      }
-      // Those waiting behind it go back to this endpoint's queue, in order.
-      for (size_t k = w.assigned.size(); k > requeue_from; --k) {
-        const std::string& t = w.assigned[k - 1];
-        if (cancelled_.erase(t) == 0) queue_.push_front(t);
-      }
-    }
+    HandleWorkerLoss(w, how);
     std::string slot = id.substr(0, id.find('.'));
     Status s = SpawnWorker(slot);
     if (!s.ok()) spdlog::error("cannot start a replacement worker: {}", s.ToString());
@@ -864,6 +882,7 @@ void Endpoint::Run() {
       last_reap = Clock::now();
     }
     if (fenced_) break;
+    if (blocks_) TickBlocks();
     AssignTasks();
     head_waiting = ReportLongRunning();
     next_deadline_ms = EnforceDeadlines();
@@ -922,6 +941,7 @@ void Endpoint::Run() {
   for (auto& p : cleanups_) {
     if (!p.Wait(std::chrono::milliseconds(5000))) spdlog::warn("a worker clean-up command did not end in 5 s");
   }
+  if (blocks_) StopBlocks();
 }
 
 }  // namespace loom::endpoint

@@ -36,6 +36,8 @@
 #include "common/log_limiter.h"
 #include "common/status.h"
 #include "common/subprocess.h"
+#include "endpoint/block_pool.h"
+#include "endpoint/command_runner.h"
 #include "endpoint/config.h"
 #include "endpoint/launch.h"
 #include "endpoint/metrics.h"
@@ -72,6 +74,10 @@ class Endpoint {
     v1::FailureKind kill_reason = v1::FAILURE_KIND_UNSPECIFIED;  // TIMEOUT, or UNSPECIFIED: cancelled
     std::string kill_task;
     std::vector<std::string> cleanup;  // run once the process ended (endpoint/launch.h)
+    // Set for a worker of a block (started by the block's manager, connected over TCP): not our
+    // child, so its loss is learned from its job ending, its slot being taken over, or a kill.
+    std::string block;
+    bool lost = false;  // a block worker given up on (killed for a deadline or cancel, or replaced)
   };
   struct Unacked {
     v1::TaskResult result;
@@ -130,8 +136,31 @@ class Endpoint {
   // Sets the metrics' state gauges and flushes the round's histograms.
   void UpdateMetrics();
 
+  // The death of worker `w` (already out of workers_): its running task fails as WORKER_LOST (or
+  // as what it was killed for), the ones waiting behind it go back to the queue.
+  void HandleWorkerLoss(Worker& w, const std::string& how);
+  // Worker slots in use: `workers`, or the connected block workers.
+  int WorkerSlots() const;
+
+  // Blocks (a provider is configured; endpoint_blocks.cc).
+  // Binds the TCP worker address, makes the provider and submits the first blocks.
+  Status StartBlocks();
+  // Polls the blocks' jobs and scales; the workers of ended blocks are lost.
+  void TickBlocks();
+  // A message from a worker this endpoint does not know: a block's worker says hello, or one it
+  // had given up on speaks again. Returns the new entry, or null (not a worker of a live block).
+  Worker* AdmitBlockWorker(const std::string& worker_id);
+  // What each node of a block runs: loom-manager with this endpoint's worker address.
+  std::vector<std::string> ManagerCommand(const std::string& block_id) const;
+  // Cancels every block and waits until their jobs are over.
+  void StopBlocks();
+
   EndpointConfig config_;
   EndpointMetrics* metrics_;
+  std::unique_ptr<SystemCommandRunner> command_runner_;
+  std::unique_ptr<BlockPool> blocks_;  // set: workers come in blocks
+  std::string block_worker_address_;   // what the managers connect their workers to
+  std::chrono::steady_clock::time_point last_block_tick_{};
   std::optional<curve::KeyPair> curve_keys_;  // set: connect with CURVE
   std::string service_public_key_;
   std::optional<AllowList> allow_;  // set: check every task

@@ -26,6 +26,8 @@ PACKAGES=(
   libeigen3-dev
   libdnnl-dev libonnx-dev
   bubblewrap
+  # A real one-node Slurm for the Slurm provider's tests (tests/support/slurm_cluster.h)
+  slurm-wlm munge
 )
 
 log() { printf '\n==> %s\n' "$*"; }

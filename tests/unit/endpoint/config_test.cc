@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <functional>
 
 #include "tests/support/test_env.h"
 
@@ -73,6 +74,110 @@ TEST(EndpointConfigTest, RejectsUnknownKeysAndBadValues) {
   EXPECT_EQ(typo.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(typo.message().find("wokers"), std::string::npos);
   EXPECT_EQ(LoadEndpointConfigFile(dir + "/b.yaml", &c).code(), StatusCode::kInvalidArgument);
+}
+
+TEST(EndpointConfigTest, ReadsTheEngineAndProviderSections) {
+  loom::testing::TempDir dir("endpoint-config");
+  std::string path = dir.path() + "/endpoint.yaml";
+  std::ofstream(path) << R"(
+id: cluster
+engine:
+  workers_per_node: 16
+  workers_per_accelerator: 1
+  listen: tcp://0.0.0.0:0
+  address: login1.example.org
+  max_idletime_s: 300
+  poll_period_ms: 2000
+provider:
+  type: slurm
+  nodes_per_block: 2
+  init_blocks: 1
+  min_blocks: 0
+  max_blocks: 8
+  walltime: "1-02:00:00"
+  partition: gpu
+  account: proj42
+  scheduler_options: |
+    #SBATCH --gres=gpu:4
+    #SBATCH --exclusive
+  worker_init:
+    - module load cuda
+    - source /opt/venv/bin/activate
+  launcher: srun --mpi=none
+  script_dir: /scratch/loom/blocks
+  cmd_timeout_s: 60
+)";
+  EndpointConfig c;
+  Status s = LoadEndpointConfigFile(path, &c);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_TRUE(c.uses_blocks());
+  EXPECT_EQ(c.engine.workers_per_node, 16);
+  EXPECT_EQ(c.engine.workers_per_accelerator, 1);
+  EXPECT_EQ(c.engine.listen, "tcp://0.0.0.0:0");
+  EXPECT_EQ(c.engine.address, "login1.example.org");
+  EXPECT_EQ(c.engine.max_idletime_s, 300);
+  EXPECT_EQ(c.engine.poll_period_ms, 2000);
+  EXPECT_EQ(c.provider.type, "slurm");
+  EXPECT_EQ(c.provider.nodes_per_block, 2);
+  EXPECT_EQ(c.provider.max_blocks, 8);
+  EXPECT_EQ(c.provider.walltime, "1-02:00:00");
+  EXPECT_EQ(c.provider.partition, "gpu");
+  EXPECT_EQ(c.provider.account, "proj42");
+  EXPECT_EQ(c.provider.scheduler_options, (std::vector<std::string>{"#SBATCH --gres=gpu:4", "#SBATCH --exclusive"}));
+  EXPECT_EQ(c.provider.worker_init, (std::vector<std::string>{"module load cuda", "source /opt/venv/bin/activate"}));
+  EXPECT_EQ(c.provider.launcher, "srun --mpi=none");
+  EXPECT_EQ(c.provider.script_dir, "/scratch/loom/blocks");
+  EXPECT_EQ(c.provider.cmd_timeout_s, 60);
+  EXPECT_TRUE(ValidateBlocksConfig(c).ok()) << ValidateBlocksConfig(c).ToString();
+}
+
+TEST(EndpointConfigTest, RejectsBadEngineAndProviderSettingsWithClearErrors) {
+  loom::testing::TempDir dir("endpoint-config");
+  std::ofstream(dir.path() + "/typo.yaml") << "provider:\n  type: slurm\n  max_block: 3\n";
+  EndpointConfig typo;
+  Status s = LoadEndpointConfigFile(dir.path() + "/typo.yaml", &typo);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("provider.max_block"), std::string::npos) << s.message();
+
+  auto invalid = [](const std::function<void(EndpointConfig&)>& change) {
+    EndpointConfig c;
+    c.provider.type = "slurm";
+    change(c);
+    return ValidateBlocksConfig(c);
+  };
+  EXPECT_TRUE(invalid([](EndpointConfig&) {}).ok());
+  EXPECT_TRUE(invalid([](EndpointConfig& c) { c.provider.type = ""; }).ok()) << "no provider: nothing to check";
+  struct Case {
+    std::function<void(EndpointConfig&)> change;
+    const char* says;
+  };
+  std::vector<Case> cases = {
+      {[](EndpointConfig& c) { c.provider.type = "lsf"; }, "use local, slurm or pbs"},
+      {[](EndpointConfig& c) { c.provider.max_blocks = 0; }, "provider.max_blocks"},
+      {[](EndpointConfig& c) { c.provider.min_blocks = 2; }, "provider.min_blocks is 2: use 0 to 1"},
+      {[](EndpointConfig& c) { c.provider.init_blocks = 5; }, "provider.init_blocks"},
+      {[](EndpointConfig& c) { c.provider.init_blocks = 0; }, "init_blocks to at least 1"},
+      {[](EndpointConfig& c) { c.provider.nodes_per_block = 0; }, "provider.nodes_per_block"},
+      {[](EndpointConfig& c) {
+         c.provider.type = "local";
+         c.provider.nodes_per_block = 2;
+       },
+       "a local block is one process group"},
+      {[](EndpointConfig& c) { c.provider.walltime = "90 minutes"; }, "HH:MM:SS"},
+      {[](EndpointConfig& c) { c.provider.walltime = "00:61:00"; }, "HH:MM:SS"},
+      {[](EndpointConfig& c) { c.provider.walltime = "00:00:00"; }, "longer than zero"},
+      {[](EndpointConfig& c) { c.engine.workers_per_node = -1; }, "engine.workers_per_node"},
+      {[](EndpointConfig& c) { c.engine.max_idletime_s = -1; }, "engine.max_idletime_s"},
+      {[](EndpointConfig& c) { c.engine.poll_period_ms = 0; }, "engine.poll_period_ms"},
+      {[](EndpointConfig& c) { c.engine.listen = "ipc:///tmp/x"; }, "tcp://IP:PORT"},
+  };
+  for (const auto& k : cases) {
+    Status v = invalid(k.change);
+    EXPECT_EQ(v.code(), StatusCode::kInvalidArgument) << k.says;
+    EXPECT_NE(v.message().find(k.says), std::string::npos) << v.message();
+  }
+  EXPECT_EQ(*ParseWalltime("01:30:00"), 5400);
+  EXPECT_EQ(*ParseWalltime("2-00:00:10"), 2 * 86400 + 10);
 }
 
 }  // namespace

@@ -1,0 +1,137 @@
+#include "worker/manager.h"
+
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+
+#include "common/subprocess.h"
+#include "common/util.h"
+
+namespace loom::worker {
+
+std::string BlockWorkerId(const std::string& block_id, const std::string& node, int slot, int generation) {
+  return block_id + ":" + node + ":w" + std::to_string(slot) + "." + std::to_string(generation);
+}
+
+std::vector<std::string> BlockWorkerArgv(const ManagerFlags& flags, const std::string& worker_id) {
+  std::vector<std::string> argv = {flags.worker_binary, "--endpoint",  flags.endpoint, "--worker-id",
+                                   worker_id,           "--log-level", flags.log_level};
+  if (flags.max_message_bytes > 0)
+    argv.insert(argv.end(), {"--max-message-bytes", std::to_string(flags.max_message_bytes)});
+  for (const auto& p : flags.plugins) argv.insert(argv.end(), {"--plugin", p});
+  for (const auto& d : flags.plugin_dirs) argv.insert(argv.end(), {"--plugin-dir", d});
+  return argv;
+}
+
+namespace {
+
+struct Slot {
+  Subprocess process;
+  int generation = 0;
+  std::chrono::steady_clock::time_point started{};
+  std::chrono::steady_clock::time_point restart_at{};  // after a quick death: not before this
+  std::chrono::milliseconds backoff{0};
+};
+
+std::string ShortHostName() {
+  char host[256] = {0};
+  ::gethostname(host, sizeof(host) - 1);
+  std::string h = host;
+  return h.substr(0, h.find('.'));
+}
+
+}  // namespace
+
+int ManagerMain(int argc, char** argv) {
+  ManagerFlags f;
+  CLI::App app{"loom-manager: runs the workers of one node of a Loom block; started by the block's job script"};
+  app.add_option("--endpoint", f.endpoint, "the endpoint's worker address, tcp://HOST:PORT")->required();
+  app.add_option("--block-id", f.block_id, "the block this node belongs to (set by the endpoint)")->required();
+  app.add_option("--node", f.node, "this node's name in worker ids (default: the short host name)");
+  app.add_option("--workers", f.workers, "workers on this node")->check(CLI::Range(1, 4096))->capture_default_str();
+  app.add_option("--worker-binary", f.worker_binary, "loom-worker (default: next to this program)");
+  app.add_option("--plugin", f.plugins, "kernel plugin for the workers; repeatable");
+  app.add_option("--plugin-dir", f.plugin_dirs, "directory of kernel plugins; repeatable");
+  app.add_option("--max-message-bytes", f.max_message_bytes, "the workers' largest message (0: their default)");
+  app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (f.block_id.empty() || f.block_id.find(':') != std::string::npos) {
+    std::fprintf(stderr, "error: --block-id must be non-empty and hold no ':'\n");
+    return 2;
+  }
+  if (f.node.empty()) f.node = ShortHostName();
+  std::replace(f.node.begin(), f.node.end(), ':', '_');
+  if (f.worker_binary.empty()) f.worker_binary = ExecutableDir() + "/loom-worker";
+  InitLogging(f.log_level, "loom-manager");
+
+  // Signals are read with sigtimedwait: block them first (the workers start with a clean mask).
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGCHLD);
+  sigaddset(&mask, SIGHUP);
+  ::sigprocmask(SIG_BLOCK, &mask, nullptr);
+
+  std::vector<Slot> slots(static_cast<size_t>(f.workers));
+  auto start = [&](int k) {
+    Slot& s = slots[static_cast<size_t>(k)];
+    ++s.generation;
+    const std::string id = BlockWorkerId(f.block_id, f.node, k, s.generation);
+    auto p = Subprocess::Spawn(BlockWorkerArgv(f, id));
+    s.started = std::chrono::steady_clock::now();
+    if (!p.ok()) {
+      spdlog::error("cannot start worker {}: {}", id, p.status().message());
+      return;
+    }
+    s.process = std::move(p).value();
+  };
+  spdlog::info("manager of block {} on {}: {} worker(s) for {}", f.block_id, f.node, f.workers, f.endpoint);
+  for (int k = 0; k < f.workers; ++k) start(k);
+
+  int stop_signal = 0;
+  while (stop_signal == 0) {
+    timespec wait{0, 200 * 1000 * 1000};
+    siginfo_t info;
+    const int sig = ::sigtimedwait(&mask, &info, &wait);
+    if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) {
+      stop_signal = sig;
+      break;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    for (int k = 0; k < f.workers; ++k) {
+      Slot& s = slots[static_cast<size_t>(k)];
+      if (s.process.Running()) continue;
+      if (s.restart_at == std::chrono::steady_clock::time_point{}) {
+        const auto how = s.process.exit_status() ? DescribeWaitStatus(*s.process.exit_status()) : "did not start";
+        // A worker that dies at once (a bad plugin, a missing library) is restarted with backoff.
+        const bool quick = now - s.started < std::chrono::seconds(5);
+        s.backoff = quick ? std::clamp(s.backoff * 2, std::chrono::milliseconds(500), std::chrono::milliseconds(30000))
+                          : std::chrono::milliseconds(0);
+        s.restart_at = now + s.backoff;
+        spdlog::warn("worker {} exited ({}); restarting in {} ms", BlockWorkerId(f.block_id, f.node, k, s.generation),
+                     how, s.backoff.count());
+      }
+      if (now >= s.restart_at) {
+        s.restart_at = {};
+        start(k);
+      }
+    }
+  }
+  spdlog::info("manager of block {} stopping its workers (signal {})", f.block_id, stop_signal);
+  for (auto& s : slots) s.process.Signal(SIGTERM);
+  for (auto& s : slots) s.process.Stop(std::chrono::milliseconds(3000));
+  return 0;
+}
+
+}  // namespace loom::worker
