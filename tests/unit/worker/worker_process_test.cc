@@ -151,7 +151,8 @@ TEST_F(WorkerProcessTest, HelloListsBuiltinAndPluginKernelsAndLoadErrors) {
     EXPECT_FALSE(k.description().empty()) << k.name();
   }
   // The built-ins, the science kernels loom-worker compiles in (worker/main.cc), and the plugin's.
-  EXPECT_EQ(kernels, (std::set<std::string>{"add@1", "crash@1", "dog_blobs@1", "echo@1", "fail@1", "focus@1",
+  EXPECT_EQ(kernels, (std::set<std::string>{"add@1", "braggnn-fpga@1", "braggnn@1", "crash@1", "dog_blobs@1",
+                                            "echo@1", "fail@1", "focus@1", "ptychonn-edge@1", "ptychonn@1",
                                             "sleep@1", "stats@1"}));
   ASSERT_EQ(hello.load_errors_size(), 2) << "load errors: " << hello.DebugString();
   std::string errors = hello.load_errors(0) + "\n" + hello.load_errors(1);
