@@ -48,6 +48,10 @@ Result<Subprocess> Subprocess::Spawn(const std::vector<std::string>& argv, const
       ::dup2(devnull, 0);
       ::close(devnull);
     }
+    for (int fd : options.inherit_fds) {
+      const int flags = ::fcntl(fd, F_GETFD);
+      if (flags >= 0) ::fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC);
+    }
     for (const auto& e : options.env) ::putenv(const_cast<char*>(e.c_str()));
     ::execvp(args[0], args.data());
     int err = errno;

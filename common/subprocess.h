@@ -19,6 +19,9 @@ struct SpawnOptions {
   std::string log_path;            // stdout and stderr go here (appended); empty: inherit
   bool new_process_group = false;  // setsid(): the child survives its parent's terminal
   std::vector<std::string> env;    // extra "NAME=value" entries
+  // Descriptors the child keeps, at the same numbers, though they are close-on-exec here (so no
+  // other child inherits them). REQUIRES: above 2 (0 to 2 are the child's stdio).
+  std::vector<int> inherit_fds;
 };
 
 class Subprocess {

@@ -19,6 +19,7 @@
 
 #include "common/util.h"
 #include "common/wire.h"
+#include "endpoint/worker_death.h"
 
 namespace loom::endpoint {
 
@@ -298,14 +299,32 @@ Status Endpoint::SpawnWorker(const std::string& slot) {
   std::vector<std::string> slot_env;
   const size_t slot_index = static_cast<size_t>(std::atoi(slot.c_str() + 1));
   if (slot_index < worker_env_.size()) slot_env = worker_env_[slot_index];
-  LOOM_ASSIGN_OR_RETURN(LaunchCommand launch, WrapForLaunch(id, LaunchCommand{std::move(argv), std::move(slot_env), {}}));
+  // The worker's running slot (common/running_slot.h) says which task a death is charged to. A
+  // container does not inherit descriptors, so workers in one go without (the oldest task is charged).
+  std::optional<RunningSlot> running;
+  if (!config_.container.enabled()) {
+    if (auto made = RunningSlot::Create(); made.ok()) {
+      running = std::move(made).value();
+      argv.insert(argv.end(), {"--status-fd", std::to_string(running->fd())});
+    } else if (!running_slot_warned_) {
+      // Still correct, less exact: a death is charged to the oldest task the worker holds.
+      spdlog::warn("workers run without a running slot ({}): a worker's death is charged to its oldest task",
+                   made.status().ToString());
+      running_slot_warned_ = true;
+    }
+  }
+  LOOM_ASSIGN_OR_RETURN(LaunchCommand launch,
+                        WrapForLaunch(id, LaunchCommand{std::move(argv), std::move(slot_env), {}}));
   SpawnOptions options;
   options.env = launch.env;
+  if (running) options.inherit_fds = {running->fd()};
   LOOM_ASSIGN_OR_RETURN(auto proc, Subprocess::Spawn(launch.argv, options));
+  if (running) running->CloseFd();  // the child has its own; the mapping stays
   Worker w;
   w.id = id;
   w.process = std::move(proc);
   w.cleanup = std::move(launch.cleanup);
+  w.slot = std::move(running);
   workers_.emplace(id, std::move(w));
   return Status::Ok();
 }
@@ -769,33 +788,45 @@ void Endpoint::HandleWorkerLoss(Worker& w, const std::string& how) {
                                                                           : WorkerExit::kCancel);
   }
   if (!w.assigned.empty()) {
-    const std::string head = w.assigned.front();
-    size_t requeue_from = 1;
-    if (!w.kill_task.empty() && head != w.kill_task) {
-      requeue_from = 0;  // the task we killed it for finished first: this one is blameless
+    // The task whose kernel was running, from the worker's slot. Not simply the head: the
+    // worker may have finished that one and died in the next before its result got out.
+    std::optional<RunningSlot::Reading> reading;
+    if (w.slot) reading = w.slot->Read();
+    std::optional<size_t> running = RunningTaskIndex(w.assigned, reading);
+    if (!running) {
+      spdlog::info("worker {} died between tasks: none is charged, all {} run again", w.id, w.assigned.size());
+    } else if (*running > 0) {
+      spdlog::info("worker {} died in task {}; the {} before it finished, their results lost: they run again", w.id,
+                   w.assigned[*running], *running);
+    }
+    if (!w.kill_task.empty() && (!running || w.assigned[*running] != w.kill_task)) {
+      // The task we killed it for finished first: the one running, if any, is blameless.
+      running.reset();
     } else if (!w.kill_task.empty() && w.kill_reason == v1::FAILURE_KIND_UNSPECIFIED) {
       // Cancelled: the service already recorded that; nothing to report.
     } else if (!w.kill_task.empty()) {
-      auto h = held_.find(head);
+      auto h = held_.find(w.kill_task);
       const int64_t timeout_ms = h == held_.end() ? 0 : h->second.spec.timeout_ms();
       v1::TaskResult r;
-      r.set_task_id(head);
+      r.set_task_id(w.kill_task);
       r.set_ok(false);
       r.set_failure(v1::FAILURE_KIND_TIMEOUT);
       r.set_error("ran past its deadline of " + std::to_string(timeout_ms) +
                   " ms (timeout_ms); the worker was stopped");
       AddResult(std::move(r));
-    } else {
+    } else if (running) {
       // The task it was running died with it (the service retries it or calls it poison).
       v1::TaskResult r;
-      r.set_task_id(head);
+      r.set_task_id(w.assigned[*running]);
       r.set_ok(false);
       r.set_failure(v1::FAILURE_KIND_WORKER_LOST);
       r.set_error("the worker process died while running this task (" + how + ")");
       AddResult(std::move(r));
     }
-    // Those waiting behind it go back to this endpoint's queue, in order.
-    for (size_t k = w.assigned.size(); k > requeue_from; --k) {
+    // All the others go back to this endpoint's queue, in order: those waiting behind the
+    // running one, and those that finished before it but whose results were lost with it.
+    for (size_t k = w.assigned.size(); k > 0; --k) {
+      if (running && k - 1 == *running) continue;
       const std::string& t = w.assigned[k - 1];
       if (cancelled_.erase(t) == 0) queue_.push_front(t);
     }

@@ -7,7 +7,9 @@
 // acknowledges it; unacknowledged results are sent again after a re-registration or a
 // timeout, also after a restart of this process. When the service falls silent the endpoint
 // reconnects (a fresh connection) and registers again with backoff. A cancelled or overdue
-// running task has its worker killed and replaced.
+// running task has its worker killed and replaced. A worker that dies is charged with the task
+// its RunningSlot names (common/running_slot.h), the one whose kernel was running; every other
+// task it held goes back to the queue, to run again if it had finished with its result lost.
 //
 // With CURVE keys configured it connects as a CURVE client (the service authenticates it by
 // its key), and with an owner set it refuses, without running them, the tasks its allow-list
@@ -34,6 +36,7 @@
 #include "common/allow_list.h"
 #include "common/curve.h"
 #include "common/log_limiter.h"
+#include "common/running_slot.h"
 #include "common/status.h"
 #include "common/subprocess.h"
 #include "endpoint/block_pool.h"
@@ -66,6 +69,9 @@ class Endpoint {
   struct Worker {
     std::string id;
     Subprocess process;
+    // Shared with the worker: the task whose kernel it runs. nullopt: none could be made, and a
+    // death is charged to the head of `assigned`.
+    std::optional<RunningSlot> slot;
     bool ready = false;
     std::deque<std::string> assigned;  // task ids in the order the worker runs them
     int64_t started_ns = 0;            // when the task at the head of `assigned` started; 0: none
@@ -183,6 +189,7 @@ class Endpoint {
   std::map<std::string, Worker> workers_;  // by worker id
   std::vector<Subprocess> cleanups_;       // clean-up commands still running
   int worker_generation_ = 0;
+  bool running_slot_warned_ = false;
   std::vector<v1::KernelInfo> kernels_;
   std::vector<v1::Device> devices_;                   // advertised at registration
   std::vector<std::vector<std::string>> worker_env_;  // per worker slot: CUDA_VISIBLE_DEVICES when pinned

@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 #include <csignal>
 
+#include "common/running_slot.h"
 #include "common/util.h"
 #include "worker/builtin_kernels.h"
 #include "worker/plugin_loader.h"
@@ -22,8 +23,9 @@ void OnStopSignal(int) { g_stop_requested = 1; }
 }  // namespace
 
 std::optional<int> ParseWorkerFlags(int argc, char** argv, WorkerFlags* flags) {
-  CLI::App app{"loom-worker: runs kernels for a Loom endpoint, one task at a time.\n"
-               "Started by loom-endpoint; connects to the endpoint's ZeroMQ ROUTER socket."};
+  CLI::App app{
+      "loom-worker: runs kernels for a Loom endpoint, one task at a time.\n"
+      "Started by loom-endpoint; connects to the endpoint's ZeroMQ ROUTER socket."};
   app.add_option("--endpoint", flags->endpoint, "the endpoint's ZeroMQ ROUTER address, e.g. ipc:///tmp/ep.ipc")
       ->required();
   app.add_option("--worker-id", flags->worker_id, "this worker's ZeroMQ routing id, unique within the endpoint")
@@ -38,6 +40,10 @@ std::optional<int> ParseWorkerFlags(int argc, char** argv, WorkerFlags* flags) {
   app.add_option("--log-level", flags->log_level, "trace, debug, info, warn, error, critical or off")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "warning", "error", "critical", "off"}));
+  app.add_option("--status-fd", flags->status_fd,
+                 "an inherited descriptor of shared memory where this worker records the task it is running, "
+                 "so its endpoint charges a crash to that task alone (loom-endpoint passes it)")
+      ->check(CLI::NonNegativeNumber);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -86,6 +92,17 @@ int WorkerMain(int argc, char** argv, const std::vector<KernelSet>& compiled_in)
   // Before anything slow: a stop signal during start-up must not kill the process uncleanly.
   InstallStopSignalHandlers();
 
+  // Before the kernels load: a plugin may start processes, which must not inherit the descriptor.
+  std::optional<RunningSlot> running_slot;
+  if (flags.status_fd >= 0) {
+    auto attached = RunningSlot::Attach(flags.status_fd);
+    if (!attached.ok()) {
+      spdlog::critical("{}", attached.status().message());
+      return 1;
+    }
+    running_slot = std::move(attached).value();
+  }
+
   KernelRegistry registry;
   auto load_errors = LoadKernels(flags, &registry, compiled_in);
   if (!load_errors.ok()) {
@@ -119,6 +136,7 @@ int WorkerMain(int argc, char** argv, const std::vector<KernelSet>& compiled_in)
   loop_options.max_message_bytes = flags.max_message_bytes;
   loop_options.now = NowNanos;
   loop_options.should_stop = StopRequested;
+  loop_options.running_slot = running_slot ? &*running_slot : nullptr;
   WorkerLoop loop(registry, **transport, std::move(loop_options));
   Status s = loop.Run(hello);
   const auto& st = loop.stats();

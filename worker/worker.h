@@ -3,7 +3,11 @@
 // worker slot; main.cc calls WorkerMain with the compiled-in science kernels (kernels/).
 //
 //   loom-worker --endpoint ipc:///path/ep.ipc --worker-id w-0 [--plugin lib.so]...
-//               [--plugin-dir dir]... [--max-message-bytes N] [--log-level info]
+//               [--plugin-dir dir]... [--max-message-bytes N] [--log-level info] [--status-fd N]
+//
+// --status-fd names an inherited descriptor of the endpoint's RunningSlot (common/running_slot.h):
+// the worker records there the task whose kernel it runs, so that its endpoint knows which task
+// to charge if the worker dies. loom-endpoint passes it; a worker started by hand needs none.
 //
 // SIGTERM and SIGINT end the process with exit code 0 after pending results are sent; a task
 // that is running when the signal arrives is finished first (kernels cannot be interrupted).
@@ -23,12 +27,13 @@
 namespace loom::worker {
 
 struct WorkerFlags {
-  std::string endpoint;                  // --endpoint (required)
-  std::string worker_id;                 // --worker-id (required)
-  std::vector<std::string> plugins;      // --plugin, repeatable
-  std::vector<std::string> plugin_dirs;  // --plugin-dir, repeatable
+  std::string endpoint;                                 // --endpoint (required)
+  std::string worker_id;                                // --worker-id (required)
+  std::vector<std::string> plugins;                     // --plugin, repeatable
+  std::vector<std::string> plugin_dirs;                 // --plugin-dir, repeatable
   int64_t max_message_bytes = kDefaultMaxMessageBytes;  // --max-message-bytes
-  std::string log_level = "info";        // --log-level
+  std::string log_level = "info";                       // --log-level
+  int status_fd = -1;                                   // --status-fd; -1: none
 };
 
 // Parses loom-worker's command line into `flags`. Returns an exit code when the process should

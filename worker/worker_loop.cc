@@ -71,7 +71,8 @@ Status WorkerLoop::Run(const v1::WorkerHello& hello) {
   if (!queue_.empty()) spdlog::info("stopping with {} queued task(s) not run", queue_.size());
   // Best effort, one attempt: the loop is stopping.
   s = Flush();
-  if (!s.ok()) spdlog::warn("could not send the last {} result(s): {}", pending_.results().results_size(), s.ToString());
+  if (!s.ok())
+    spdlog::warn("could not send the last {} result(s): {}", pending_.results().results_size(), s.ToString());
   return Status::Ok();
 }
 
@@ -90,7 +91,12 @@ Status WorkerLoop::Serve() {
     v1::TaskSpec task = std::move(queue_.front());
     queue_.pop_front();
     spdlog::debug("task {} kernel {}", task.task_id(), task.kernel());
-    LOOM_RETURN_IF_ERROR(AddResult(RunTask(registry_, task, options_.now)));
+    // The slot names the task only while its kernel runs: a death after the kernel returned,
+    // with the result still in this process, is not the task's doing (it runs again elsewhere).
+    if (options_.running_slot != nullptr) options_.running_slot->Begin(task.task_id());
+    v1::TaskResult result = RunTask(registry_, task, options_.now);
+    if (options_.running_slot != nullptr) options_.running_slot->End();
+    LOOM_RETURN_IF_ERROR(AddResult(std::move(result)));
     ++stats_.tasks_run;
     LOOM_RETURN_IF_ERROR(Receive(std::chrono::milliseconds(0)));
     // The clock is the wall clock (its readings are the timestamps); if it steps backwards,

@@ -23,6 +23,7 @@
 #include <optional>
 
 #include "common/kernel_api.h"
+#include "common/running_slot.h"
 #include "common/status.h"
 #include "loom.pb.h"
 
@@ -61,6 +62,9 @@ struct WorkerLoopOptions {
   std::function<int64_t()> now;
   // Polled between tasks and while idle; true ends the loop after flushing pending results.
   std::function<bool()> should_stop;
+  // Where the loop records the task whose kernel runs (Begin before, End as soon as it returns);
+  // may be null. Borrowed: it must outlive the loop.
+  RunningSlot* running_slot = nullptr;
 };
 
 struct WorkerLoopStats {

@@ -120,6 +120,15 @@ class WorkerLoopTest : public ::testing::Test {
                                 return NullValue();
                               }})
                    .ok());
+    // peek@1(): what the running slot says while this kernel runs, as "<id>#<sequence>".
+    LOOM_CHECK(registry_
+                   .Register({MakeKernelInfo("peek", "1", "reads the running slot", {}, v1::VALUE_TYPE_STRING),
+                              [this](const KernelCall&) -> Result<Value> {
+                                auto r = slot_.Read();
+                                if (r.state != RunningSlot::Reading::State::kRunning) return StringValue("idle");
+                                return StringValue(r.task_id + "#" + std::to_string(r.sequence));
+                              }})
+                   .ok());
     hello_.set_pid(1234);
     hello_.add_load_errors("plugin 'x.so': gone");
   }
@@ -141,6 +150,7 @@ class WorkerLoopTest : public ::testing::Test {
   Status RunLoop() { return RunLoop(Options()); }
 
   KernelRegistry registry_;
+  RunningSlot slot_ = std::move(RunningSlot::Create()).value();
   FakeWorkerTransport transport_;
   v1::WorkerHello hello_;
   WorkerLoopStats stats_;
@@ -189,6 +199,30 @@ TEST_F(WorkerLoopTest, TimestampsBracketTheKernel) {
   EXPECT_EQ(results[0].timestamps(1).unix_nanos(), start + 250'000);
 }
 
+TEST_F(WorkerLoopTest, TheRunningSlotNamesEachTaskOnlyWhileItsKernelRuns) {
+  transport_.AddTasks({Task("p1", "peek@1"), Task("boom", "throw@1"), Task("p2", "peek@1")});
+  // Idle whenever the worker waits for work, and so whenever its results are on their way.
+  std::vector<RunningSlot::Reading::State> when_waiting;
+  transport_.on_wait = [&] { when_waiting.push_back(slot_.Read().state); };
+  WorkerLoopOptions o = Options();
+  o.running_slot = &slot_;
+  ASSERT_TRUE(RunLoop(std::move(o)).ok());
+  const auto results = transport_.Results();
+  ASSERT_EQ(results.size(), 3u);
+  EXPECT_EQ(results[0].value().string_value(), "p1#1");
+  EXPECT_FALSE(results[1].ok());
+  EXPECT_EQ(results[2].value().string_value(), "p2#3");
+  EXPECT_EQ(slot_.Read().state, RunningSlot::Reading::State::kIdle);  // a kernel that threw ended its slot too
+  EXPECT_EQ(when_waiting, std::vector<RunningSlot::Reading::State>(2, RunningSlot::Reading::State::kIdle));
+}
+
+TEST_F(WorkerLoopTest, WithoutARunningSlotKernelsRunAsBefore) {
+  transport_.AddTasks({Task("p1", "peek@1")});
+  ASSERT_TRUE(RunLoop().ok());
+  ASSERT_EQ(transport_.Results().size(), 1u);
+  EXPECT_EQ(transport_.Results()[0].value().string_value(), "idle");
+}
+
 TEST_F(WorkerLoopTest, LongBatchFlushesOnceAMillisecondHasPassed) {
   // 10 tasks of 0.4 ms: the first flush interval ends after the third (1.2 ms), and so on;
   // the last one goes out when the queue is empty.
@@ -229,8 +263,8 @@ TEST_F(WorkerLoopTest, BatchesThatArriveTogetherRunInArrivalOrder) {
 }
 
 TEST_F(WorkerLoopTest, FailuresBecomeFailedResultsAndTheLoopGoesOn) {
-  transport_.AddTasks({Task("f1", "fail@1", {StringValue("bad input: frame 7 is empty")}),
-                       Task("f2", "throw@1"), Task("f3", "throw_int@1"), Task("f4", "nope@1"),
+  transport_.AddTasks({Task("f1", "fail@1", {StringValue("bad input: frame 7 is empty")}), Task("f2", "throw@1"),
+                       Task("f3", "throw_int@1"), Task("f4", "nope@1"),
                        Task("f5", "add@1", {StringValue("x"), IntValue(1)}), Task("ok", "echo@1", {IntValue(5)})});
   ASSERT_TRUE(RunLoop().ok());
   const auto r = transport_.Results();
@@ -306,7 +340,8 @@ TEST_F(WorkerLoopTest, SplitsBatchesToStayUnderTheMessageLimit) {
   WorkerLoopOptions o = Options();
   o.max_message_bytes = 1000;
   std::vector<v1::TaskSpec> tasks;
-  for (int i = 0; i < 10; ++i) tasks.push_back(Task("t" + std::to_string(i), "echo@1", {StringValue(std::string(300, 'x'))}));
+  for (int i = 0; i < 10; ++i)
+    tasks.push_back(Task("t" + std::to_string(i), "echo@1", {StringValue(std::string(300, 'x'))}));
   transport_.AddTasks(tasks);
   ASSERT_TRUE(RunLoop(std::move(o)).ok());
   EXPECT_EQ(transport_.Results().size(), 10u);
@@ -317,7 +352,8 @@ TEST_F(WorkerLoopTest, SplitsBatchesToStayUnderTheMessageLimit) {
 TEST_F(WorkerLoopTest, ResultLargerThanTheMessageLimitBecomesAFailure) {
   WorkerLoopOptions o = Options();
   o.max_message_bytes = 1000;
-  transport_.AddTasks({Task("big", "echo@1", {BytesValue(std::string(5000, 'x'))}), Task("small", "echo@1", {IntValue(1)})});
+  transport_.AddTasks(
+      {Task("big", "echo@1", {BytesValue(std::string(5000, 'x'))}), Task("small", "echo@1", {IntValue(1)})});
   ASSERT_TRUE(RunLoop(std::move(o)).ok());
   const auto r = transport_.Results();
   ASSERT_EQ(r.size(), 2u);
