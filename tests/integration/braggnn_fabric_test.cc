@@ -75,31 +75,12 @@ class BraggFabricTest : public ::testing::Test {
   }
 
   v1::TaskRecord Run(const std::string& fn, std::vector<Value> args, const Kwargs& kwargs = {}) {
-    auto id = client_->Submit("ep", fn, std::move(args), kwargs);
-    EXPECT_TRUE(id.ok()) << id.status().ToString();
-    if (!id.ok()) return {};
-    auto r = client_->GetResult(*id, 60s);
-    EXPECT_TRUE(r.ok() && r->has_value()) << (r.ok() ? "not finished in 60 s" : r.status().ToString());
-    return r.ok() && r->has_value() ? **r : v1::TaskRecord();
+    return loom::testing::SubmitAndWait(*client_, "ep", fn, std::move(args), kwargs);
   }
 
   // Runs `loom --service ... args`; returns the exit code and the output.
   std::pair<int, std::string> Cli(std::vector<std::string> args) {
-    std::vector<std::string> argv = {LOOM_CLI_PATH, "--service", fabric_->grpc_address(), "--token-file",
-                                     fabric_->token_file()};
-    argv.insert(argv.end(), args.begin(), args.end());
-    const std::string log = ::testing::TempDir() + "braggnn_cli_" + std::to_string(getpid()) + ".log";
-    std::remove(log.c_str());
-    SpawnOptions options;
-    options.log_path = log;
-    auto child = Subprocess::Spawn(argv, options);
-    EXPECT_TRUE(child.ok()) << child.status().ToString();
-    if (!child.ok()) return {-1, ""};
-    auto status = child->Wait(60s);
-    EXPECT_TRUE(status.has_value()) << "loom did not exit in 60 s";
-    std::string out = ReadFileOrEmpty(log);
-    std::remove(log.c_str());
-    return {status && WIFEXITED(*status) ? WEXITSTATUS(*status) : -1, out};
+    return loom::testing::RunCli(*fabric_, LOOM_CLI_PATH, std::move(args));
   }
 
   static LocalFabric* fabric_;

@@ -2,6 +2,8 @@
 
 #include <dirent.h>
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <fstream>
@@ -11,6 +13,8 @@
 #include <vector>
 
 #include "common/curve.h"
+#include "common/subprocess.h"
+#include "common/util.h"
 
 namespace loom::testing {
 
@@ -30,6 +34,35 @@ void RegisterBuiltins(Client& client) {
     auto r = client.RegisterFunction(name, kernel);
     ASSERT_TRUE(r.ok()) << r.status().ToString();
   }
+}
+
+v1::TaskRecord SubmitAndWait(Client& client, const std::string& endpoint, const std::string& function,
+                             std::vector<Value> args, const Kwargs& kwargs, std::chrono::milliseconds timeout) {
+  auto id = client.Submit(endpoint, function, std::move(args), kwargs);
+  EXPECT_TRUE(id.ok()) << id.status().ToString();
+  if (!id.ok()) return {};
+  auto r = client.GetResult(*id, timeout);
+  EXPECT_TRUE(r.ok() && r->has_value()) << (r.ok() ? "not finished in time" : r.status().ToString());
+  return r.ok() && r->has_value() ? **r : v1::TaskRecord();
+}
+
+std::pair<int, std::string> RunCli(const LocalFabric& fabric, const std::string& cli, std::vector<std::string> args) {
+  std::vector<std::string> argv = {cli, "--service", fabric.grpc_address(), "--token-file", fabric.token_file()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  static int calls = 0;
+  const std::string log =
+      ::testing::TempDir() + "loom_cli_" + std::to_string(::getpid()) + "_" + std::to_string(++calls) + ".log";
+  std::remove(log.c_str());
+  SpawnOptions options;
+  options.log_path = log;
+  auto child = Subprocess::Spawn(argv, options);
+  EXPECT_TRUE(child.ok()) << child.status().ToString();
+  if (!child.ok()) return {-1, ""};
+  auto status = child->Wait(std::chrono::seconds(60));
+  EXPECT_TRUE(status.has_value()) << "loom did not exit in 60 s";
+  std::string out = ReadFileOrEmpty(log);
+  std::remove(log.c_str());
+  return {status && WIFEXITED(*status) ? WEXITSTATUS(*status) : -1, out};
 }
 
 void ConnectAsEndpoint(LocalFabric& fabric, const std::string& id, zmq::socket_t& socket) {
