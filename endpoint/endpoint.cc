@@ -298,7 +298,8 @@ Status Endpoint::SpawnWorker(const std::string& slot) {
   std::vector<std::string> slot_env;
   const size_t slot_index = static_cast<size_t>(std::atoi(slot.c_str() + 1));
   if (slot_index < worker_env_.size()) slot_env = worker_env_[slot_index];
-  LOOM_ASSIGN_OR_RETURN(LaunchCommand launch, WrapForLaunch(id, LaunchCommand{std::move(argv), std::move(slot_env), {}}));
+  LOOM_ASSIGN_OR_RETURN(LaunchCommand launch,
+                        WrapForLaunch(id, LaunchCommand{std::move(argv), std::move(slot_env), {}}));
   SpawnOptions options;
   options.env = launch.env;
   LOOM_ASSIGN_OR_RETURN(auto proc, Subprocess::Spawn(launch.argv, options));
@@ -318,7 +319,7 @@ Result<LaunchCommand> Endpoint::WrapForLaunch(const std::string& worker_id, Laun
   for (char& ch : name) {
     if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_' && ch != '.' && ch != '-') ch = '-';
   }
-  LaunchContext ctx{name, {config_.run_dir}, static_cast<int>(::getuid()), static_cast<int>(::getgid())};
+  LaunchContext ctx{name, {config_.run_dir}, static_cast<int>(::getuid()), static_cast<int>(::getgid()), {}};
   return WrapWorkerCommand(worker, ctx, config_.container, config_.sandbox);
 }
 

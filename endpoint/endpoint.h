@@ -39,7 +39,7 @@
 #include "endpoint/block_pool.h"
 #include "endpoint/command_runner.h"
 #include "endpoint/config.h"
-#include "endpoint/launch.h"
+#include "common/launch.h"
 #include "endpoint/metrics.h"
 #include "endpoint/spool.h"
 #include "loom.pb.h"
@@ -73,7 +73,7 @@ class Endpoint {
     // Set when this endpoint killed the worker on purpose, for the task at the head then.
     v1::FailureKind kill_reason = v1::FAILURE_KIND_UNSPECIFIED;  // TIMEOUT, or UNSPECIFIED: cancelled
     std::string kill_task;
-    std::vector<std::string> cleanup;  // run once the process ended (endpoint/launch.h)
+    std::vector<std::string> cleanup;  // run once the process ended (common/launch.h)
     // Set for a worker of a block (started by the block's manager, connected over TCP): not our
     // child, so its loss is learned from its job ending, its slot being taken over, or a kill.
     std::string block;
