@@ -206,6 +206,13 @@ LaunchCommand WrapInBubblewrap(const LaunchCommand& worker, const LaunchContext&
 
 }  // namespace
 
+std::string ContainerName(std::string raw) {
+  for (char& ch : raw) {
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_' && ch != '.' && ch != '-') ch = '-';
+  }
+  return raw;
+}
+
 std::vector<std::string> DefaultContainerTemplate(const std::string& runtime) {
   if (runtime == "docker" || runtime == "podman") {
     // --init: a PID 1 that forwards the endpoint's SIGTERM and reaps; --user: the socket in the

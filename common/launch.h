@@ -74,6 +74,9 @@ struct LaunchContext {
   std::vector<std::string> read_only_paths;
 };
 
+// `raw` with each character a container name may not hold ([A-Za-z0-9_.-]) turned into '-'.
+std::string ContainerName(std::string raw);
+
 std::vector<std::string> DefaultContainerTemplate(const std::string& runtime);
 std::vector<std::string> DefaultContainerCleanup(const std::string& runtime);
 

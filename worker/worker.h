@@ -23,12 +23,16 @@
 namespace loom::worker {
 
 struct WorkerFlags {
-  std::string endpoint;                  // --endpoint (required)
-  std::string worker_id;                 // --worker-id (required)
-  std::vector<std::string> plugins;      // --plugin, repeatable
-  std::vector<std::string> plugin_dirs;  // --plugin-dir, repeatable
+  std::string endpoint;                                 // --endpoint (required)
+  std::string worker_id;                                // --worker-id (required)
+  std::vector<std::string> plugins;                     // --plugin, repeatable
+  std::vector<std::string> plugin_dirs;                 // --plugin-dir, repeatable
   int64_t max_message_bytes = kDefaultMaxMessageBytes;  // --max-message-bytes
-  std::string log_level = "info";        // --log-level
+  std::string log_level = "info";                       // --log-level
+  // CURVE on a TCP link to the endpoint (workers of a block): this worker's key pair and the
+  // endpoint's public key; both or neither.
+  std::string curve_secret_key_file;  // --curve-secret-key-file
+  std::string endpoint_public_key;    // --endpoint-public-key
 };
 
 // Parses loom-worker's command line into `flags`. Returns an exit code when the process should
