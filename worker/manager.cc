@@ -179,6 +179,8 @@ int ManagerMain(int argc, char** argv) {
       stop_signal = sig;
       break;
     }
+    // Reaped as they end: a worker that keeps dying must not leave a zombie per clean-up.
+    std::erase_if(cleanups, [](Subprocess& c) { return !c.Running(); });
     const auto now = std::chrono::steady_clock::now();
     for (int k = 0; k < f.workers; ++k) {
       Slot& s = slots[static_cast<size_t>(k)];
