@@ -5,58 +5,6 @@
 namespace loom::endpoint {
 namespace {
 
-// The `container:` section (endpoint/launch.h names the keys after the fields).
-Status ReadContainerSection(const YAML::Node& n, ContainerConfig* c) {
-  if (!n.IsMap()) return InvalidArgument("'container' must be a map (runtime, image, ...)");
-  for (const auto& kv : n) {
-    const std::string key = kv.first.as<std::string>();
-    const YAML::Node& v = kv.second;
-    if (key == "runtime")
-      c->runtime = v.as<std::string>();
-    else if (key == "image")
-      c->image = v.as<std::string>();
-    else if (key == "runtime_binary")
-      c->runtime_binary = v.as<std::string>();
-    else if (key == "worker_binary")
-      c->worker_binary = v.as<std::string>();
-    else if (key == "command")
-      c->command = v.as<std::vector<std::string>>();
-    else if (key == "options")
-      c->options = v.as<std::vector<std::string>>();
-    else if (key == "binds")
-      c->binds = v.as<std::vector<std::string>>();
-    else if (key == "cleanup")
-      c->cleanup = v.as<std::vector<std::string>>();
-    else
-      return InvalidArgument(
-          "unknown key 'container." + key +
-          "'; known: runtime, image, runtime_binary, worker_binary, command, options, binds, cleanup");
-  }
-  return Status::Ok();
-}
-
-// The `sandbox:` section.
-Status ReadSandboxSection(const YAML::Node& n, SandboxConfig* s) {
-  if (!n.IsMap()) return InvalidArgument("'sandbox' must be a map (type, writable, ...)");
-  for (const auto& kv : n) {
-    const std::string key = kv.first.as<std::string>();
-    const YAML::Node& v = kv.second;
-    if (key == "type")
-      s->type = v.as<std::string>();
-    else if (key == "bwrap")
-      s->bwrap = v.as<std::string>();
-    else if (key == "writable")
-      s->writable = v.as<std::vector<std::string>>();
-    else if (key == "network")
-      s->network = v.as<bool>();
-    else if (key == "options")
-      s->options = v.as<std::vector<std::string>>();
-    else
-      return InvalidArgument("unknown key 'sandbox." + key + "'; known: type, bwrap, writable, network, options");
-  }
-  return Status::Ok();
-}
-
 // A list of strings, also given as one string (a YAML block scalar: one item per line).
 std::vector<std::string> StringList(const YAML::Node& v) {
   if (v.IsSequence()) return v.as<std::vector<std::string>>();
@@ -219,6 +167,13 @@ Status ValidateBlocksConfig(const EndpointConfig& c) {
     return InvalidArgument(
         "provider.init_blocks and provider.min_blocks are both 0: the endpoint needs one block at start to learn "
         "its kernels; set init_blocks to at least 1");
+  }
+  if (c.sandbox.enabled() && !c.sandbox.network) {
+    // bwrap --unshare-net would leave the worker no way to its endpoint.
+    return InvalidArgument(
+        "sandbox.network is false, but the workers of blocks (provider." + p.type +
+        ") reach the endpoint over TCP: set sandbox.network: true (the worker keeps the host's network; "
+        "its files are still confined), or run the workers without a provider");
   }
   if (p.type == "local" && p.nodes_per_block != 1) {
     return InvalidArgument("provider.nodes_per_block is " + std::to_string(p.nodes_per_block) +

@@ -6,7 +6,7 @@
 
 #include "common/status.h"
 #include "endpoint/devices.h"
-#include "endpoint/launch.h"
+#include "common/launch.h"
 
 namespace loom::endpoint {
 
@@ -94,7 +94,7 @@ struct EndpointConfig {
   // pinned to its GPU with CUDA_VISIBLE_DEVICES. 0: workers see every GPU.
   int workers_per_gpu = 0;
   std::string nvidia_smi = "nvidia-smi";  // program queried for GPUs; "" or "none": do not look
-  // How workers are started (endpoint/launch.h): in a container, or in a bubblewrap sandbox.
+  // How workers are started (common/launch.h): in a container, or in a bubblewrap sandbox.
   // YAML sections `container:` and `sandbox:`; validated when the file is read.
   ContainerConfig container;
   SandboxConfig sandbox;

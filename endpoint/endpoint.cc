@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <limits>
 #include <random>
 #include <thread>
@@ -333,11 +334,8 @@ Result<LaunchCommand> Endpoint::WrapForLaunch(const std::string& worker_id, Laun
   if (!config_.container.enabled() && !config_.sandbox.enabled()) return worker;
   // Unique on the host, also across restarts of this endpoint (a container left by a killed
   // endpoint must not block the new one's names); only the characters container names allow.
-  std::string name = "loom-" + config_.id + "-" + session_id_.substr(0, 8) + "-" + worker_id;
-  for (char& ch : name) {
-    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_' && ch != '.' && ch != '-') ch = '-';
-  }
-  LaunchContext ctx{name, {config_.run_dir}, static_cast<int>(::getuid()), static_cast<int>(::getgid())};
+  const std::string name = ContainerName("loom-" + config_.id + "-" + session_id_.substr(0, 8) + "-" + worker_id);
+  LaunchContext ctx{name, {config_.run_dir}, static_cast<int>(::getuid()), static_cast<int>(::getgid()), {}};
   return WrapWorkerCommand(worker, ctx, config_.container, config_.sandbox);
 }
 
@@ -865,7 +863,9 @@ void Endpoint::Run() {
                              {workers_sock_.handle(), 0, ZMQ_POLLIN, 0},
                              {nullptr, stop_fd_, ZMQ_POLLIN, 0},
                              {nullptr, child_fd_, ZMQ_POLLIN, 0},
-                             {monitor_.handle(), 0, ZMQ_POLLIN, 0}};
+                             {monitor_.handle(), 0, ZMQ_POLLIN, 0},
+                             // Blocks: ZAP requests for the TCP worker socket (fd -1: none).
+                             {worker_zap_.handle(), -1, ZMQ_POLLIN, 0}};
   last_heard_from_service_ = Clock::now();
   auto last_reap = Clock::now();
   auto last_resend_check = Clock::now();
@@ -881,13 +881,14 @@ void Endpoint::Run() {
     items[0].socket = service_.handle();  // Reconnect() replaces these two
     items[4].socket = monitor_.handle();
     try {
-      zmq::poll(items, 5, std::chrono::milliseconds(std::max<int64_t>(wait_ms, 0)));
+      zmq::poll(items, std::size(items), std::chrono::milliseconds(std::max<int64_t>(wait_ms, 0)));
     } catch (const zmq::error_t& e) {
       if (e.num() != EINTR) spdlog::error("poll failed: {}", e.what());
       continue;
     }
     if (items[2].revents & ZMQ_POLLIN) break;
     HandleMonitorEvents();
+    if (items[5].revents & ZMQ_POLLIN) ServeWorkerZap();
     try {
       for (int n = 0; n < 10000 && !fenced_; ++n) {
         zmq::message_t msg;

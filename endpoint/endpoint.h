@@ -35,6 +35,7 @@
 
 #include "common/allow_list.h"
 #include "common/curve.h"
+#include "common/launch.h"
 #include "common/log_limiter.h"
 #include "common/running_slot.h"
 #include "common/status.h"
@@ -42,7 +43,6 @@
 #include "endpoint/block_pool.h"
 #include "endpoint/command_runner.h"
 #include "endpoint/config.h"
-#include "endpoint/launch.h"
 #include "endpoint/metrics.h"
 #include "endpoint/spool.h"
 #include "loom.pb.h"
@@ -79,7 +79,7 @@ class Endpoint {
     // Set when this endpoint killed the worker on purpose, for the task at the head then.
     v1::FailureKind kill_reason = v1::FAILURE_KIND_UNSPECIFIED;  // TIMEOUT, or UNSPECIFIED: cancelled
     std::string kill_task;
-    std::vector<std::string> cleanup;  // run once the process ended (endpoint/launch.h)
+    std::vector<std::string> cleanup;  // run once the process ended (common/launch.h)
     // Set for a worker of a block (started by the block's manager, connected over TCP): not our
     // child, so its loss is learned from its job ending, its slot being taken over, or a kill.
     std::string block;
@@ -211,6 +211,28 @@ class Endpoint {
   int64_t requested_ = 0;                 // credit sent that the service has not used yet
   v1::ResultBatch outgoing_;
   int64_t outgoing_bytes_ = 0;
+  // Blocks: the TCP worker socket is a CURVE server with a key pair of this run, and admits only
+  // clients holding this run's worker key pair, checked by a ZAP handler served on this thread
+  // (ServeWorkerZap). Declared after ctx_: closed before it.
+  curve::KeyPair block_server_keys_;
+  curve::KeyPair block_worker_keys_;
+  std::string block_key_file_;     // the workers' key pair, 0600, in the blocks' script directory
+  std::string block_launch_file_;  // set: the workers' container/sandbox settings for loom-manager
+  zmq::socket_t worker_zap_;
+  // Answers the ZAP requests waiting on worker_zap_: a block worker's CURVE key is this run's
+  // worker key, or the connection is refused (and logged, rate-limited).
+  void ServeWorkerZap();
 };
+
+// What a block's loom-manager is told besides the endpoint config (endpoint_blocks.cc).
+struct BlockManagerSettings {
+  std::string worker_address;  // tcp://HOST:PORT the workers connect to
+  std::string block_id;
+  std::string worker_key_file;      // the workers' CURVE key pair
+  std::string endpoint_public_key;  // the worker socket's CURVE public key
+  std::string launch_file;          // empty: the workers run bare
+};
+// The command line of loom-manager on each node of a block.
+std::vector<std::string> BlockManagerArgv(const EndpointConfig& config, const BlockManagerSettings& settings);
 
 }  // namespace loom::endpoint

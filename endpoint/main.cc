@@ -72,7 +72,7 @@ int main(int argc, char** argv) {
                  "N workers per GPU found, each pinned to its GPU with CUDA_VISIBLE_DEVICES (replaces --workers "
                  "when GPUs are found); 0: off");
   app.add_option("--nvidia-smi", c.nvidia_smi, "program asked for the GPUs (none: do not look for GPUs)");
-  // Worker isolation (endpoint/launch.h); the config file's container: and sandbox: sections say more.
+  // Worker isolation (common/launch.h); the config file's container: and sandbox: sections say more.
   app.add_option("--sandbox", c.sandbox.type,
                  "run every worker in a sandbox: bubblewrap (read-only root, private /tmp, no network) or none");
   app.add_option("--sandbox-writable", c.sandbox.writable, "a directory sandboxed workers may write; repeatable")

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <ctime>
 
+#include "common/curve.h"
 #include "common/subprocess.h"
 #include "common/util.h"
 
@@ -23,32 +24,39 @@ std::vector<std::string> BlockWorkerArgv(const ManagerFlags& flags, const std::s
                                    worker_id,           "--log-level", flags.log_level};
   if (flags.max_message_bytes > 0)
     argv.insert(argv.end(), {"--max-message-bytes", std::to_string(flags.max_message_bytes)});
+  if (!flags.curve_secret_key_file.empty()) {
+    // --endpoint-public-key=KEY as one argument: a Z85 key may begin with '-'.
+    argv.insert(argv.end(), {"--curve-secret-key-file", flags.curve_secret_key_file,
+                             "--endpoint-public-key=" + flags.endpoint_public_key});
+  }
   for (const auto& p : flags.plugins) argv.insert(argv.end(), {"--plugin", p});
   for (const auto& d : flags.plugin_dirs) argv.insert(argv.end(), {"--plugin-dir", d});
   return argv;
 }
 
 namespace {
-
-struct Slot {
-  Subprocess process;
-  int generation = 0;
-  std::chrono::steady_clock::time_point started{};
-  std::chrono::steady_clock::time_point restart_at{};  // after a quick death: not before this
-  std::chrono::milliseconds backoff{0};
-};
-
 std::string ShortHostName() {
   char host[256] = {0};
   ::gethostname(host, sizeof(host) - 1);
   std::string h = host;
   return h.substr(0, h.find('.'));
 }
-
 }  // namespace
 
-int ManagerMain(int argc, char** argv) {
-  ManagerFlags f;
+Result<LaunchCommand> BlockWorkerLaunch(const ManagerFlags& flags, const BlockLaunch& launch,
+                                        const std::string& worker_id, int uid, int gid) {
+  LaunchContext ctx;
+  // Unique on the host: block ids differ between the endpoint's runs, worker ids within a block.
+  ctx.name = ContainerName("loom-" + worker_id);
+  ctx.uid = uid;
+  ctx.gid = gid;
+  // The key file may be under /tmp (the sandbox's own) or outside the image: bound read-only.
+  if (!flags.curve_secret_key_file.empty()) ctx.read_only_paths.push_back(flags.curve_secret_key_file);
+  return WrapWorkerCommand({BlockWorkerArgv(flags, worker_id), {}, {}}, ctx, launch.container, launch.sandbox);
+}
+
+std::optional<int> ParseManagerFlags(int argc, char** argv, ManagerFlags* flags) {
+  ManagerFlags& f = *flags;
   CLI::App app{"loom-manager: runs the workers of one node of a Loom block; started by the block's job script"};
   app.add_option("--endpoint", f.endpoint, "the endpoint's worker address, tcp://HOST:PORT")->required();
   app.add_option("--block-id", f.block_id, "the block this node belongs to (set by the endpoint)")->required();
@@ -58,6 +66,11 @@ int ManagerMain(int argc, char** argv) {
   app.add_option("--plugin", f.plugins, "kernel plugin for the workers; repeatable");
   app.add_option("--plugin-dir", f.plugin_dirs, "directory of kernel plugins; repeatable");
   app.add_option("--max-message-bytes", f.max_message_bytes, "the workers' largest message (0: their default)");
+  app.add_option("--curve-secret-key-file", f.curve_secret_key_file,
+                 "the workers' CURVE key pair (a 0600 file written by the endpoint; with --endpoint-public-key)");
+  app.add_option("--endpoint-public-key", f.endpoint_public_key, "the endpoint's CURVE public key");
+  app.add_option("--launch-file", f.launch_file,
+                 "the workers' container: and sandbox: settings (YAML, written by the endpoint)");
   app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   try {
@@ -69,10 +82,47 @@ int ManagerMain(int argc, char** argv) {
     std::fprintf(stderr, "error: --block-id must be non-empty and hold no ':'\n");
     return 2;
   }
+  if (f.curve_secret_key_file.empty() != f.endpoint_public_key.empty()) {
+    std::fprintf(stderr, "error: CURVE needs both --curve-secret-key-file and --endpoint-public-key\n");
+    return 2;
+  }
   if (f.node.empty()) f.node = ShortHostName();
   std::replace(f.node.begin(), f.node.end(), ':', '_');
   if (f.worker_binary.empty()) f.worker_binary = ExecutableDir() + "/loom-worker";
+  return std::nullopt;
+}
+
+namespace {
+
+struct Slot {
+  Subprocess process;
+  std::vector<std::string> cleanup;  // run once the worker has ended (a container's removal)
+  int generation = 0;
+  std::chrono::steady_clock::time_point started{};
+  std::chrono::steady_clock::time_point restart_at{};  // after a quick death: not before this
+  std::chrono::milliseconds backoff{0};
+};
+
+}  // namespace
+
+int ManagerMain(int argc, char** argv) {
+  ManagerFlags f;
+  if (auto code = ParseManagerFlags(argc, argv, &f)) return *code;
   InitLogging(f.log_level, "loom-manager");
+  BlockLaunch launch;
+  if (!f.launch_file.empty()) {
+    if (Status st = LoadLaunchSettingsFile(f.launch_file, &launch.container, &launch.sandbox); !st.ok()) {
+      spdlog::critical("{}", st.message());
+      return 2;
+    }
+  }
+  // Checked once here, so that a bad key file is one clear error rather than every worker's.
+  if (!f.curve_secret_key_file.empty()) {
+    if (auto keys = curve::ReadSecretKeyFile(f.curve_secret_key_file); !keys.ok()) {
+      spdlog::critical("the workers' CURVE key: {}", keys.status().message());
+      return 2;
+    }
+  }
 
   // Signals are read with sigtimedwait: block them first (the workers start with a clean mask).
   sigset_t mask;
@@ -88,15 +138,36 @@ int ManagerMain(int argc, char** argv) {
     Slot& s = slots[static_cast<size_t>(k)];
     ++s.generation;
     const std::string id = BlockWorkerId(f.block_id, f.node, k, s.generation);
-    auto p = Subprocess::Spawn(BlockWorkerArgv(f, id));
     s.started = std::chrono::steady_clock::now();
+    auto command = BlockWorkerLaunch(f, launch, id, static_cast<int>(::getuid()), static_cast<int>(::getgid()));
+    if (!command.ok()) {
+      spdlog::error("cannot start worker {}: {}", id, command.status().message());
+      return;
+    }
+    SpawnOptions options;
+    options.env = command->env;
+    s.cleanup = command->cleanup;
+    auto p = Subprocess::Spawn(command->argv, options);
     if (!p.ok()) {
       spdlog::error("cannot start worker {}: {}", id, p.status().message());
       return;
     }
     s.process = std::move(p).value();
   };
-  spdlog::info("manager of block {} on {}: {} worker(s) for {}", f.block_id, f.node, f.workers, f.endpoint);
+  // Clean-up commands still running (quiet: they usually find nothing to do).
+  std::vector<Subprocess> cleanups;
+  auto clean_up = [&](Slot& s) {
+    if (s.cleanup.empty()) return;
+    SpawnOptions quiet;
+    quiet.log_path = "/dev/null";
+    auto p = Subprocess::Spawn(s.cleanup, quiet);
+    if (p.ok()) cleanups.push_back(std::move(p).value());
+    s.cleanup.clear();
+  };
+  spdlog::info("manager of block {} on {}: {} worker(s) for {}{}", f.block_id, f.node, f.workers, f.endpoint,
+               launch.container.enabled() ? " in " + launch.container.runtime + " containers"
+               : launch.sandbox.enabled() ? " in " + launch.sandbox.type + " sandboxes"
+                                          : "");
   for (int k = 0; k < f.workers; ++k) start(k);
 
   int stop_signal = 0;
@@ -108,11 +179,14 @@ int ManagerMain(int argc, char** argv) {
       stop_signal = sig;
       break;
     }
+    // Reaped as they end: a worker that keeps dying must not leave a zombie per clean-up.
+    std::erase_if(cleanups, [](Subprocess& c) { return !c.Running(); });
     const auto now = std::chrono::steady_clock::now();
     for (int k = 0; k < f.workers; ++k) {
       Slot& s = slots[static_cast<size_t>(k)];
       if (s.process.Running()) continue;
       if (s.restart_at == std::chrono::steady_clock::time_point{}) {
+        clean_up(s);
         const auto how = s.process.exit_status() ? DescribeWaitStatus(*s.process.exit_status()) : "did not start";
         // A worker that dies at once (a bad plugin, a missing library) is restarted with backoff.
         const bool quick = now - s.started < std::chrono::seconds(5);
@@ -131,6 +205,8 @@ int ManagerMain(int argc, char** argv) {
   spdlog::info("manager of block {} stopping its workers (signal {})", f.block_id, stop_signal);
   for (auto& s : slots) s.process.Signal(SIGTERM);
   for (auto& s : slots) s.process.Stop(std::chrono::milliseconds(3000));
+  for (auto& s : slots) clean_up(s);
+  for (auto& c : cleanups) c.Stop(std::chrono::milliseconds(10000));
   return 0;
 }
 

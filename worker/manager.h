@@ -9,10 +9,19 @@
 // Worker ids are BLOCK:NODE:wK.GEN: the endpoint tells a block's workers by the BLOCK prefix,
 // and a worker whose GEN is newer than the one it knew in slot BLOCK:NODE:wK replaces it (the
 // old one died: its task is re-run). The workers die with the manager (PR_SET_PDEATHSIG).
+//
+// The workers connect with CURVE (--curve-secret-key-file, --endpoint-public-key: the endpoint
+// admits no other key), and with --launch-file (the endpoint's container: and sandbox:
+// sections, common/launch.h) each runs inside a container or a bubblewrap sandbox, wrapped
+// exactly as the endpoint wraps the workers it starts itself.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "common/launch.h"
+#include "common/status.h"
 
 namespace loom::worker {
 
@@ -26,12 +35,30 @@ struct ManagerFlags {
   std::vector<std::string> plugin_dirs;
   int64_t max_message_bytes = 0;  // 0: loom-worker's default
   std::string log_level = "info";
+  std::string curve_secret_key_file;  // CURVE for the workers' TCP link (both or neither)
+  std::string endpoint_public_key;
+  std::string launch_file;  // the workers' container/sandbox settings; empty: bare workers
+};
+
+// What the workers of this node are wrapped in (from --launch-file).
+struct BlockLaunch {
+  ContainerConfig container;
+  SandboxConfig sandbox;
 };
 
 // The id of the worker in slot `slot` (0-based), generation `generation`.
 std::string BlockWorkerId(const std::string& block_id, const std::string& node, int slot, int generation);
 // The loom-worker command line for one worker.
 std::vector<std::string> BlockWorkerArgv(const ManagerFlags& flags, const std::string& worker_id);
+
+// The command that starts the worker `worker_id` (BlockWorkerArgv) in `launch`'s container or
+// sandbox, running as uid:gid; its key file is made readable inside, read-only.
+Result<LaunchCommand> BlockWorkerLaunch(const ManagerFlags& flags, const BlockLaunch& launch,
+                                        const std::string& worker_id, int uid, int gid);
+
+// Parses loom-manager's command line into `flags` (defaults filled in). Returns an exit code
+// when the process should exit now (--help, bad flags).
+std::optional<int> ParseManagerFlags(int argc, char** argv, ManagerFlags* flags);
 
 // Everything loom-manager does; returns its exit code.
 int ManagerMain(int argc, char** argv);

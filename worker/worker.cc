@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 #include <csignal>
 
+#include "common/curve.h"
 #include "common/running_slot.h"
 #include "common/util.h"
 #include "worker/builtin_kernels.h"
@@ -36,6 +37,10 @@ std::optional<int> ParseWorkerFlags(int argc, char** argv, WorkerFlags* flags) {
                  "largest ZeroMQ message accepted or sent (ZMQ_MAXMSGSIZE)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  app.add_option("--curve-secret-key-file", flags->curve_secret_key_file,
+                 "CURVE key pair of this worker (a block worker on a TCP link; given by loom-manager)");
+  app.add_option("--endpoint-public-key", flags->endpoint_public_key,
+                 "the endpoint's CURVE public key (with --curve-secret-key-file)");
   // Checked here because spdlog quietly turns a name it does not know into "off".
   app.add_option("--log-level", flags->log_level, "trace, debug, info, warn, error, critical or off")
       ->capture_default_str()
@@ -124,6 +129,19 @@ int WorkerMain(int argc, char** argv, const std::vector<KernelSet>& compiled_in)
   transport_options.endpoint = flags.endpoint;
   transport_options.worker_id = flags.worker_id;
   transport_options.max_message_bytes = flags.max_message_bytes;
+  if (flags.curve_secret_key_file.empty() != flags.endpoint_public_key.empty()) {
+    spdlog::critical("CURVE needs both --curve-secret-key-file and --endpoint-public-key");
+    return 2;
+  }
+  if (!flags.curve_secret_key_file.empty()) {
+    auto keys = curve::ReadSecretKeyFile(flags.curve_secret_key_file);
+    if (!keys.ok()) {
+      spdlog::critical("worker CURVE key: {}", keys.status().message());
+      return 1;
+    }
+    transport_options.curve_keys = std::move(keys).value();
+    transport_options.endpoint_public_key = flags.endpoint_public_key;
+  }
   auto transport = ZmqWorkerTransport::Connect(transport_options);
   if (!transport.ok()) {
     spdlog::critical("{}", transport.status().message());

@@ -34,6 +34,10 @@ struct WorkerFlags {
   int64_t max_message_bytes = kDefaultMaxMessageBytes;  // --max-message-bytes
   std::string log_level = "info";                       // --log-level
   int status_fd = -1;                                   // --status-fd; -1: none
+  // CURVE on a TCP link to the endpoint (workers of a block): this worker's key pair and the
+  // endpoint's public key; both or neither.
+  std::string curve_secret_key_file;  // --curve-secret-key-file
+  std::string endpoint_public_key;    // --endpoint-public-key
 };
 
 // Parses loom-worker's command line into `flags`. Returns an exit code when the process should

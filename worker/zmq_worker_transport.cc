@@ -24,6 +24,9 @@ Result<std::unique_ptr<ZmqWorkerTransport>> ZmqWorkerTransport::Connect(const Zm
     t->socket_.set(zmq::sockopt::maxmsgsize, options.max_message_bytes);
     t->socket_.set(zmq::sockopt::sndtimeo, static_cast<int>(options.send_timeout.count()));
     t->socket_.set(zmq::sockopt::linger, static_cast<int>(options.linger.count()));
+    if (options.curve_keys) {
+      LOOM_RETURN_IF_ERROR(curve::MakeClient(t->socket_, *options.curve_keys, options.endpoint_public_key));
+    }
     t->socket_.connect(options.endpoint);
   } catch (const zmq::error_t& e) {
     return InvalidArgument("cannot connect to endpoint '" + options.endpoint + "': " + e.what());

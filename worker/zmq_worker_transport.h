@@ -12,22 +12,26 @@
 #include <memory>
 #include <optional>
 #include <string>
-
 #include <zmq.hpp>
 
+#include "common/curve.h"
 #include "common/status.h"
 #include "worker/worker_loop.h"
 
 namespace loom::worker {
 
 struct ZmqWorkerTransportOptions {
-  std::string endpoint;   // the endpoint's ROUTER address, e.g. ipc:///run/loom/ep.ipc
-  std::string worker_id;  // ZMQ_ROUTING_ID: how the endpoint addresses this worker
+  std::string endpoint;                                 // the endpoint's ROUTER address, e.g. ipc:///run/loom/ep.ipc
+  std::string worker_id;                                // ZMQ_ROUTING_ID: how the endpoint addresses this worker
   int64_t max_message_bytes = kDefaultMaxMessageBytes;  // ZMQ_MAXMSGSIZE for inbound messages
   // How long one Send may block (the endpoint not reading) before it returns kUnavailable.
   std::chrono::milliseconds send_timeout{100};
   // How long closing waits for queued results to reach the endpoint.
   std::chrono::milliseconds linger{2000};
+  // Set: connect as a CURVE client with these keys to an endpoint with `endpoint_public_key`
+  // (the TCP link of a block's workers).
+  std::optional<curve::KeyPair> curve_keys;
+  std::string endpoint_public_key;
 };
 
 class ZmqWorkerTransport final : public WorkerTransport {

@@ -3,16 +3,28 @@
 //   - local blocks (process groups on this host): scale up under load, down when idle; a block
 //     killed mid-task has its task re-run and is replaced; stopping the endpoint leaves nothing;
 //   - Slurm blocks on a real one-node Slurm (tests/support/slurm_cluster.h): the same life cycle
-//     with sbatch/squeue/scancel, skipped (with the reason) when not root or Slurm is missing.
+//     with sbatch/squeue/scancel, skipped (with the reason) when not root or Slurm is missing;
+//   - a local block whose workers run under bubblewrap (the config's sandbox: section), probed
+//     with the kernels of tests/support/probe_plugin;
+//   - the block link's CURVE: a process that connects to the endpoint's worker port without
+//     the run's worker key (none, or another) gets no task, while the real block keeps working.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <fstream>
+#include <optional>
 #include <set>
+#include <zmq.hpp>
 
+#include "common/curve.h"
 #include "common/local_fabric.h"
+#include "common/util.h"
 #include "common/value.h"
+#include "common/wire.h"
 #include "loom/client.h"
 #include "tests/support/fabric_client.h"
 #include "tests/support/slurm_cluster.h"
@@ -28,13 +40,12 @@ using loom::testing::WaitFor;
 
 bool Alive(pid_t pid) { return ::kill(pid, 0) == 0 || errno != ESRCH; }
 
-// Writes an endpoint config with blocks from `provider_yaml` (the provider section's lines).
-std::string WriteConfig(const std::string& dir, const std::string& provider_yaml, const std::string& engine_yaml) {
+// Writes an endpoint config with blocks from `provider_yaml` (the provider section's lines),
+// and `extra_yaml` (whole top-level sections).
+std::string WriteConfig(const std::string& dir, const std::string& provider_yaml, const std::string& engine_yaml,
+                        const std::string& extra_yaml = "") {
   const std::string path = dir + "/endpoint-blocks.yaml";
-  std::ofstream(path) << "prefetch: 1\n"
-                      << "engine:\n"
-                      << engine_yaml << "provider:\n"
-                      << provider_yaml;
+  std::ofstream(path) << "prefetch: 1\n" << extra_yaml << "engine:\n" << engine_yaml << "provider:\n" << provider_yaml;
   return path;
 }
 
@@ -75,8 +86,8 @@ class LocalBlocksTest : public ::testing::Test {
     ASSERT_TRUE(fabric_->StartRedis().ok());
     ASSERT_TRUE(fabric_->StartService().ok());
   }
-  Status StartEndpoint(const std::string& provider, const std::string& engine) {
-    const std::string config = WriteConfig(fabric_->state_dir(), provider, engine);
+  Status StartEndpoint(const std::string& provider, const std::string& engine, const std::string& extra = "") {
+    const std::string config = WriteConfig(fabric_->state_dir(), provider, engine, extra);
     return fabric_->StartEndpoint("ep", 1, {"--config", config});
   }
   pid_t EndpointPid() { return fabric_->endpoint("ep")->pid(); }
@@ -157,6 +168,148 @@ TEST_F(LocalBlocksTest, KilledBlockHasItsTaskRerunAndIsReplacedAndStopLeavesNoth
   ASSERT_FALSE(processes.empty());
   fabric_->KillEndpoint("ep", SIGTERM);
   for (pid_t p : processes) EXPECT_FALSE(Alive(p)) << "process " << p << " outlived the endpoint";
+}
+
+// The command line of a process, its arguments split.
+std::vector<std::string> CommandLine(pid_t pid) {
+  std::vector<std::string> out;
+  const std::string raw = ReadFileOrEmpty("/proc/" + std::to_string(pid) + "/cmdline");
+  for (size_t start = 0; start < raw.size();) {
+    const size_t end = raw.find('\0', start);
+    out.push_back(raw.substr(start, end - start));
+    start = end == std::string::npos ? raw.size() : end + 1;
+  }
+  return out;
+}
+
+// The value of `--flag VALUE` or `--flag=VALUE` in `argv`, or "".
+std::string FlagValue(const std::vector<std::string>& argv, const std::string& flag) {
+  for (size_t i = 0; i < argv.size(); ++i) {
+    if (argv[i] == flag && i + 1 < argv.size()) return argv[i + 1];
+    if (argv[i].starts_with(flag + "=")) return argv[i].substr(flag.size() + 1);
+  }
+  return "";
+}
+
+// One block of one worker that lives as long as the endpoint.
+constexpr char kOneBlock[] = "  type: local\n  init_blocks: 1\n  min_blocks: 1\n  max_blocks: 1\n";
+constexpr char kOneWorker[] = "  workers_per_node: 1\n  max_idletime_s: 60\n  poll_period_ms: 200\n";
+
+TEST_F(LocalBlocksTest, ABlocksWorkersRunUnderBubblewrapAsTheSandboxSectionSays) {
+  loom::testing::TempDir writable("block-sandbox-writable");
+  // Not under /tmp (the sandbox has its own): a directory of the build tree, on the read-only root.
+  const std::string outside =
+      std::filesystem::weakly_canonical(loom::testing::BinDir() + "/../block-outside-" + NewId());
+  std::filesystem::create_directories(outside);
+  Status s =
+      StartEndpoint(kOneBlock, kOneWorker,
+                    std::string("plugins: [") + LOOM_PROBE_PLUGIN + "]\n" +
+                        "sandbox:\n  type: bubblewrap\n  network: true\n  writable: [" + writable.path() + "]\n");
+  ASSERT_TRUE(s.ok()) << s.ToString() << fabric_->LogTail("endpoint-ep");
+  auto client = loom::testing::ConnectClient(*fabric_);
+  RegisterBuiltins(*client);
+  ASSERT_TRUE(client->RegisterFunction("probe_write", "probe_write@1").ok());
+  auto run = [&](const std::string& fn, std::vector<Value> args) {
+    auto id = client->Submit("ep", fn, std::move(args));
+    EXPECT_TRUE(id.ok()) << id.status().ToString();
+    auto r = client->GetResult(id.ok() ? *id : "", 30s);
+    EXPECT_TRUE(r.ok() && r->has_value()) << fabric_->LogTail("endpoint-ep");
+    return r.ok() && r->has_value() ? **r : v1::TaskRecord();
+  };
+  auto r = run("add", {IntValue(2), IntValue(40)});
+  ASSERT_EQ(r.state(), v1::TASK_STATE_SUCCESS) << r.error();
+  EXPECT_EQ(r.result().int_value(), 42);
+
+  // The manager started its worker through bwrap, with the run's key readable inside.
+  auto managers = ChildPids(EndpointPid());
+  ASSERT_EQ(managers.size(), 1u);
+  const auto manager_argv = CommandLine(*managers.begin());
+  const std::string key_file = FlagValue(manager_argv, "--curve-secret-key-file");
+  ASSERT_FALSE(key_file.empty());
+  auto workers = ChildPids(*managers.begin());
+  ASSERT_EQ(workers.size(), 1u);
+  const auto worker_argv = CommandLine(*workers.begin());
+  ASSERT_FALSE(worker_argv.empty());
+  EXPECT_EQ(std::filesystem::path(worker_argv[0]).filename(), "bwrap");
+  const std::vector<std::string> ro = {"--ro-bind", key_file, key_file};
+  EXPECT_NE(std::search(worker_argv.begin(), worker_argv.end(), ro.begin(), ro.end()), worker_argv.end());
+
+  // Its kernels cannot write outside the sandbox; the control is the test itself writing there.
+  const std::string target = outside + "/from-block";
+  r = run("probe_write", {StringValue(target)});
+  ASSERT_EQ(r.state(), v1::TASK_STATE_FAILED);
+  EXPECT_NE(r.error().find("Read-only file system"), std::string::npos) << r.error();
+  EXPECT_FALSE(std::filesystem::exists(target));
+  std::ofstream(outside + "/from-test") << "x";
+  EXPECT_TRUE(std::filesystem::exists(outside + "/from-test"));
+  // The allow-listed directory is writable; /tmp is the sandbox's own.
+  r = run("probe_write", {StringValue(writable.path() + "/result.txt")});
+  ASSERT_EQ(r.state(), v1::TASK_STATE_SUCCESS) << r.error();
+  EXPECT_EQ(ReadFileOrEmpty(writable.path() + "/result.txt"), "written by probe_write\n");
+  const std::string in_tmp = "/tmp/loom-block-probe-" + NewId();
+  r = run("probe_write", {StringValue(in_tmp)});
+  ASSERT_EQ(r.state(), v1::TASK_STATE_SUCCESS) << r.error();
+  EXPECT_FALSE(std::filesystem::exists(in_tmp));
+  std::error_code ec;
+  std::filesystem::remove_all(outside, ec);
+}
+
+// A DEALER that poses as worker `id` of a live block and says hello, as a real worker does.
+zmq::socket_t Impostor(zmq::context_t& ctx, const std::string& address, const std::string& id,
+                       const std::optional<curve::KeyPair>& keys, const std::string& server_key) {
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  s.set(zmq::sockopt::routing_id, id);
+  s.set(zmq::sockopt::linger, 0);
+  if (keys) {
+    Status st = curve::MakeClient(s, *keys, server_key);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+  }
+  s.connect(address);
+  v1::WorkerEnvelope hello;
+  hello.mutable_hello()->set_pid(::getpid());
+  (void)s.send(ToMessage(hello), zmq::send_flags::dontwait);
+  return s;
+}
+
+TEST_F(LocalBlocksTest, AConnectionWithoutTheRunsWorkerKeyGetsNoTaskWhileTheBlockWorks) {
+  Status s = StartEndpoint(kOneBlock, kOneWorker);
+  ASSERT_TRUE(s.ok()) << s.ToString() << fabric_->LogTail("endpoint-ep");
+  auto client = loom::testing::ConnectClient(*fabric_);
+  RegisterBuiltins(*client);
+  auto managers = ChildPids(EndpointPid());
+  ASSERT_EQ(managers.size(), 1u);
+  const auto argv = CommandLine(*managers.begin());
+  const std::string address = FlagValue(argv, "--endpoint");
+  const std::string block = FlagValue(argv, "--block-id");
+  const std::string server_key = FlagValue(argv, "--endpoint-public-key");
+  const std::string key_file = FlagValue(argv, "--curve-secret-key-file");
+  ASSERT_TRUE(address.starts_with("tcp://")) << address;
+  ASSERT_TRUE(curve::IsValidKey(server_key)) << server_key;
+  // The workers' key is on disk for the job only: nobody else may read it.
+  struct stat st {};
+  ASSERT_EQ(::stat(key_file.c_str(), &st), 0) << key_file;
+  EXPECT_EQ(st.st_mode & 0077, 0u) << std::oct << st.st_mode;
+
+  // Two processes pose as workers of the live block: one without CURVE, one with a key of its own.
+  zmq::context_t ctx;
+  auto other = curve::GenerateKeyPair();
+  ASSERT_TRUE(other.ok());
+  zmq::socket_t plain = Impostor(ctx, address, block + ":evil:w0.1", std::nullopt, "");
+  zmq::socket_t wrong = Impostor(ctx, address, block + ":evil:w1.1", *other, server_key);
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return fabric_->LogTail("endpoint-ep", 20000).find("refused a block worker connection") != std::string::npos;
+      },
+      10s))
+      << fabric_->LogTail("endpoint-ep");
+
+  // With one real worker and prefetch 1, an admitted impostor would be handed some of these.
+  auto ids = SubmitSleeps(*client, 4, 0.2);
+  ExpectAllSucceed(*client, ids, 30s);
+  zmq::pollitem_t items[] = {{plain.handle(), 0, ZMQ_POLLIN, 0}, {wrong.handle(), 0, ZMQ_POLLIN, 0}};
+  EXPECT_EQ(zmq::poll(items, 2, std::chrono::milliseconds(0)), 0) << "an impostor was sent something";
+  const std::string log = fabric_->LogTail("endpoint-ep", 50000);
+  EXPECT_EQ(log.find(":evil:"), std::string::npos) << "the endpoint took an impostor for a worker:\n" << log;
 }
 
 // ------------------------------------------------------------------------------- real Slurm

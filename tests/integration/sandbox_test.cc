@@ -1,4 +1,4 @@
-// Workers in a bubblewrap sandbox (endpoint/launch.h), for real: a real fabric whose endpoint
+// Workers in a bubblewrap sandbox (common/launch.h), for real: a real fabric whose endpoint
 // starts its workers under bwrap, and test kernels (tests/support/probe_plugin) that try to
 // write files and open connections. A second endpoint without the sandbox runs the same probes
 // as the control, so a probe that fails in the sandbox fails because of the sandbox.

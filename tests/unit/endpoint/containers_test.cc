@@ -11,7 +11,7 @@
 #include <sstream>
 
 #include "common/util.h"
-#include "endpoint/launch.h"
+#include "common/launch.h"
 
 namespace loom::endpoint {
 namespace {

@@ -1,7 +1,8 @@
-#include "endpoint/launch.h"
+#include "common/launch.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 
 #include "endpoint/config.h"
@@ -18,7 +19,7 @@ LaunchCommand Worker() {
           {}};
 }
 
-LaunchContext Context() { return {"loom-ep1-w0.1", {"/run/loom/ep1"}, 1000, 100}; }
+LaunchContext Context() { return {"loom-ep1-w0.1", {"/run/loom/ep1"}, 1000, 100, {}}; }
 
 TEST(LaunchTest, NothingConfiguredLeavesTheCommandAsItIs) {
   auto r = WrapWorkerCommand(Worker(), Context(), {}, {});
@@ -305,6 +306,88 @@ TEST(LaunchTest, ConfigFileErrorsNameTheFileAndTheKey) {
   EXPECT_NE(load_error("sandbox:\n  type: bubblewrap\n  network: maybe\n").find("bad conversion"), std::string::npos);
   EXPECT_NE(load_error("sandbox:\n  type: bubblewrap\ncontainer:\n  runtime: podman\n  image: w\n").find("exclusive"),
             std::string::npos);
+}
+
+TEST(LaunchTest, ReadOnlyPathsAreBoundReadOnlyInContainersAndTheSandbox) {
+  LaunchContext ctx = Context();
+  ctx.read_only_paths = {"/tmp/loom-ep/blocks/worker.key"};
+  ContainerConfig docker;
+  docker.runtime = "docker";
+  docker.image = "loom-worker:1";
+  auto r = WrapWorkerCommand(Worker(), ctx, docker, {});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const Args want = {"--volume", "/tmp/loom-ep/blocks/worker.key:/tmp/loom-ep/blocks/worker.key:ro"};
+  EXPECT_NE(std::search(r->argv.begin(), r->argv.end(), want.begin(), want.end()), r->argv.end());
+
+  SandboxConfig bwrap;
+  bwrap.type = "bubblewrap";
+  r = WrapWorkerCommand(Worker(), ctx, {}, bwrap);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  // After the private /tmp, or the sandbox could not see a path under /tmp.
+  const Args ro = {"--ro-bind", "/tmp/loom-ep/blocks/worker.key", "/tmp/loom-ep/blocks/worker.key"};
+  auto at = std::search(r->argv.begin(), r->argv.end(), ro.begin(), ro.end());
+  ASSERT_NE(at, r->argv.end());
+  const Args tmp = {"--tmpfs", "/tmp"};
+  EXPECT_LT(std::search(r->argv.begin(), r->argv.end(), tmp.begin(), tmp.end()), at);
+
+  ctx.read_only_paths = {"relative/worker.key"};
+  EXPECT_FALSE(WrapWorkerCommand(Worker(), ctx, {}, bwrap).ok());
+  EXPECT_FALSE(WrapWorkerCommand(Worker(), ctx, docker, {}).ok());
+}
+
+// The endpoint hands a block's loom-manager its container/sandbox settings in a launch file.
+TEST(LaunchTest, LaunchFileRoundTripsEverySetting) {
+  loom::testing::TempDir dir("launch-file");
+  const std::string path = dir.path() + "/launch.yaml";
+  ContainerConfig c;
+  c.runtime = "podman";
+  c.image = "registry.example/loom-worker:2";
+  c.runtime_binary = "/usr/bin/podman";
+  c.worker_binary = "/opt/loom/bin/loom-worker";
+  c.command = DefaultContainerTemplate("podman");
+  c.options = {"--network", "host"};
+  c.binds = {"/data:/data:ro"};
+  c.cleanup = {"{runtime}", "rm", "-f", "{name}"};
+  std::ofstream(path) << LaunchSettingsYaml(c, {});
+  ContainerConfig c2;
+  SandboxConfig s2;
+  Status st = LoadLaunchSettingsFile(path, &c2, &s2);
+  ASSERT_TRUE(st.ok()) << st.ToString() << "\n" << LaunchSettingsYaml(c, {});
+  EXPECT_EQ(c2.runtime, c.runtime);
+  EXPECT_EQ(c2.image, c.image);
+  EXPECT_EQ(c2.runtime_binary, c.runtime_binary);
+  EXPECT_EQ(c2.worker_binary, c.worker_binary);
+  EXPECT_EQ(c2.command, c.command);
+  EXPECT_EQ(c2.options, c.options);
+  EXPECT_EQ(c2.binds, c.binds);
+  EXPECT_EQ(c2.cleanup, c.cleanup);
+  EXPECT_FALSE(s2.enabled());
+
+  SandboxConfig s;
+  s.type = "bubblewrap";
+  s.bwrap = "/usr/bin/bwrap";
+  s.writable = {"/scratch"};
+  s.network = true;
+  s.options = {"--unshare-uts"};
+  std::ofstream(path) << LaunchSettingsYaml({}, s);
+  ContainerConfig c3;
+  SandboxConfig s3;
+  st = LoadLaunchSettingsFile(path, &c3, &s3);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_FALSE(c3.enabled());
+  EXPECT_EQ(s3.type, s.type);
+  EXPECT_EQ(s3.bwrap, s.bwrap);
+  EXPECT_EQ(s3.writable, s.writable);
+  EXPECT_TRUE(s3.network);
+  EXPECT_EQ(s3.options, s.options);
+
+  std::ofstream(path) << "sandbox:\n  type: firejail\n";
+  st = LoadLaunchSettingsFile(path, &c3, &s3);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("firejail"), std::string::npos) << st.message();
+  std::ofstream(path) << "engine: {}\n";
+  st = LoadLaunchSettingsFile(path, &c3, &s3);
+  EXPECT_NE(st.message().find("unknown section 'engine'"), std::string::npos) << st.message();
 }
 
 }  // namespace

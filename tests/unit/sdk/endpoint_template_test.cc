@@ -77,7 +77,7 @@ TEST(EndpointTemplateTest, ItsSandboxAndContainerSectionsLoadWhenUncommented) {
   ASSERT_TRUE(s.ok()) << s.ToString() << "\n" << Uncomment(text, "container");
   EXPECT_EQ(contained.container.runtime, "docker");
   EXPECT_EQ(contained.container.image, "loom-worker:latest");
-  EXPECT_EQ(contained.container.command, endpoint::DefaultContainerTemplate("docker"))
+  EXPECT_EQ(contained.container.command, DefaultContainerTemplate("docker"))
       << "the template shows the default run command";
 }
 

@@ -1,10 +1,12 @@
-#include "endpoint/launch.h"
+#include "common/launch.h"
+
+#include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <cctype>
 #include <map>
 
-namespace loom::endpoint {
+namespace loom {
 namespace {
 
 const char* const kRuntimes[] = {"docker", "podman", "apptainer"};
@@ -137,6 +139,10 @@ Result<LaunchCommand> WrapInContainer(const LaunchCommand& worker, const LaunchC
     if (!IsAbsolute(d)) return InvalidArgument("shared directory '" + d + "' must be an absolute path");
     add_bind({d, d, false});
   }
+  for (const auto& p : ctx.read_only_paths) {
+    if (!IsAbsolute(p)) return InvalidArgument("read-only path '" + p + "' must be an absolute path");
+    add_bind({p, p, true});
+  }
   for (const auto& spec : c.binds) {
     LOOM_ASSIGN_OR_RETURN(Bind b, ParseBind(spec));
     add_bind(b);
@@ -190,6 +196,7 @@ LaunchCommand WrapInBubblewrap(const LaunchCommand& worker, const LaunchContext&
   out.argv.insert(out.argv.end(), {"--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
                                    "--tmpfs", "/dev/shm"});
   for (const auto& d : ctx.shared_dirs) out.argv.insert(out.argv.end(), {"--bind", d, d});
+  for (const auto& p : ctx.read_only_paths) out.argv.insert(out.argv.end(), {"--ro-bind", p, p});
   for (const auto& d : s.writable) out.argv.insert(out.argv.end(), {"--bind", d, d});
   out.argv.insert(out.argv.end(), s.options.begin(), s.options.end());
   out.argv.push_back("--");
@@ -198,6 +205,13 @@ LaunchCommand WrapInBubblewrap(const LaunchCommand& worker, const LaunchContext&
 }
 
 }  // namespace
+
+std::string ContainerName(std::string raw) {
+  for (char& ch : raw) {
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_' && ch != '.' && ch != '-') ch = '-';
+  }
+  return raw;
+}
 
 std::vector<std::string> DefaultContainerTemplate(const std::string& runtime) {
   if (runtime == "docker" || runtime == "podman") {
@@ -283,9 +297,109 @@ Result<LaunchCommand> WrapWorkerCommand(const LaunchCommand& worker, const Launc
     for (const auto& d : ctx.shared_dirs) {
       if (!IsAbsolute(d)) return InvalidArgument("shared directory '" + d + "' must be an absolute path");
     }
+    for (const auto& p : ctx.read_only_paths) {
+      if (!IsAbsolute(p)) return InvalidArgument("read-only path '" + p + "' must be an absolute path");
+    }
     return WrapInBubblewrap(worker, ctx, s);
   }
   return worker;
 }
 
-}  // namespace loom::endpoint
+Status ReadContainerSection(const YAML::Node& n, ContainerConfig* c) {
+  if (!n.IsMap()) return InvalidArgument("'container' must be a map (runtime, image, ...)");
+  for (const auto& kv : n) {
+    const std::string key = kv.first.as<std::string>();
+    const YAML::Node& v = kv.second;
+    if (key == "runtime")
+      c->runtime = v.as<std::string>();
+    else if (key == "image")
+      c->image = v.as<std::string>();
+    else if (key == "runtime_binary")
+      c->runtime_binary = v.as<std::string>();
+    else if (key == "worker_binary")
+      c->worker_binary = v.as<std::string>();
+    else if (key == "command")
+      c->command = v.as<std::vector<std::string>>();
+    else if (key == "options")
+      c->options = v.as<std::vector<std::string>>();
+    else if (key == "binds")
+      c->binds = v.as<std::vector<std::string>>();
+    else if (key == "cleanup")
+      c->cleanup = v.as<std::vector<std::string>>();
+    else
+      return InvalidArgument(
+          "unknown key 'container." + key +
+          "'; known: runtime, image, runtime_binary, worker_binary, command, options, binds, cleanup");
+  }
+  return Status::Ok();
+}
+
+Status ReadSandboxSection(const YAML::Node& n, SandboxConfig* s) {
+  if (!n.IsMap()) return InvalidArgument("'sandbox' must be a map (type, writable, ...)");
+  for (const auto& kv : n) {
+    const std::string key = kv.first.as<std::string>();
+    const YAML::Node& v = kv.second;
+    if (key == "type")
+      s->type = v.as<std::string>();
+    else if (key == "bwrap")
+      s->bwrap = v.as<std::string>();
+    else if (key == "writable")
+      s->writable = v.as<std::vector<std::string>>();
+    else if (key == "network")
+      s->network = v.as<bool>();
+    else if (key == "options")
+      s->options = v.as<std::vector<std::string>>();
+    else
+      return InvalidArgument("unknown key 'sandbox." + key + "'; known: type, bwrap, writable, network, options");
+  }
+  return Status::Ok();
+}
+
+std::string LaunchSettingsYaml(const ContainerConfig& c, const SandboxConfig& s) {
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  if (c.enabled()) {
+    out << YAML::Key << "container" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "runtime" << YAML::Value << c.runtime;
+    out << YAML::Key << "image" << YAML::Value << c.image;
+    if (!c.runtime_binary.empty()) out << YAML::Key << "runtime_binary" << YAML::Value << c.runtime_binary;
+    out << YAML::Key << "worker_binary" << YAML::Value << c.worker_binary;
+    for (const auto& [key, list] : {std::pair<const char*, const std::vector<std::string>*>{"command", &c.command},
+                                    {"options", &c.options},
+                                    {"binds", &c.binds},
+                                    {"cleanup", &c.cleanup}}) {
+      if (!list->empty()) out << YAML::Key << key << YAML::Value << YAML::Flow << *list;
+    }
+    out << YAML::EndMap;
+  }
+  if (s.enabled()) {
+    out << YAML::Key << "sandbox" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "type" << YAML::Value << s.type;
+    out << YAML::Key << "bwrap" << YAML::Value << s.bwrap;
+    if (!s.writable.empty()) out << YAML::Key << "writable" << YAML::Value << YAML::Flow << s.writable;
+    out << YAML::Key << "network" << YAML::Value << s.network;
+    if (!s.options.empty()) out << YAML::Key << "options" << YAML::Value << YAML::Flow << s.options;
+    out << YAML::EndMap;
+  }
+  out << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+Status LoadLaunchSettingsFile(const std::string& path, ContainerConfig* c, SandboxConfig* s) {
+  try {
+    YAML::Node n = YAML::LoadFile(path);
+    if (!n.IsMap()) return InvalidArgument("launch file '" + path + "' is not a YAML map");
+    for (const auto& kv : n) {
+      const std::string key = kv.first.as<std::string>();
+      Status st = key == "container" ? ReadContainerSection(kv.second, c)
+                  : key == "sandbox" ? ReadSandboxSection(kv.second, s)
+                                     : InvalidArgument("unknown section '" + key + "'; known: container, sandbox");
+      if (!st.ok()) return InvalidArgument("launch file '" + path + "': " + st.message());
+    }
+  } catch (const YAML::Exception& e) {
+    return InvalidArgument("launch file '" + path + "': " + e.what());
+  }
+  return ValidateLaunchConfig(*c, *s);
+}
+
+}  // namespace loom

@@ -4,8 +4,8 @@
 //
 // Pure functions (no I/O, no clock, no process state): the caller supplies the worker's name,
 // the directories it must reach and its uid/gid, so every generated command is checked exactly
-// by unit tests. Used by the endpoint's own worker supervision and by the providers that start
-// worker blocks elsewhere.
+// by unit tests. In common/ because two processes wrap workers with it: the endpoint for the
+// workers it spawns itself, and loom-manager (worker/manager.h) for the workers of a block.
 //
 // Container command templates are lists of arguments. An argument that is exactly one of
 // {binds} {env} {options} {command} expands to zero or more arguments; inside any other
@@ -18,7 +18,11 @@
 
 #include "common/status.h"
 
-namespace loom::endpoint {
+namespace YAML {
+class Node;
+}
+
+namespace loom {
 
 struct ContainerConfig {
   std::string runtime;         // empty: no container; "docker", "podman" or "apptainer"
@@ -65,7 +69,13 @@ struct LaunchContext {
   std::vector<std::string> shared_dirs;
   int uid = 0;  // {uid} and {gid}: docker/podman run the worker as this user, so that it may
   int gid = 0;  // use the socket and the files of shared_dirs
+  // Files or directories the worker must read at the same path, read-only (a block worker's key
+  // file): bound read-only into containers and into the sandbox (whose /tmp is its own).
+  std::vector<std::string> read_only_paths;
 };
+
+// `raw` with each character a container name may not hold ([A-Za-z0-9_.-]) turned into '-'.
+std::string ContainerName(std::string raw);
 
 std::vector<std::string> DefaultContainerTemplate(const std::string& runtime);
 std::vector<std::string> DefaultContainerCleanup(const std::string& runtime);
@@ -82,4 +92,15 @@ Status ValidateLaunchConfig(const ContainerConfig& c, const SandboxConfig& s);
 Result<LaunchCommand> WrapWorkerCommand(const LaunchCommand& worker, const LaunchContext& ctx, const ContainerConfig& c,
                                         const SandboxConfig& s);
 
-}  // namespace loom::endpoint
+// The `container:` and `sandbox:` sections, as in an endpoint config file (keys named after the
+// fields). Not validated here: see ValidateLaunchConfig.
+Status ReadContainerSection(const YAML::Node& n, ContainerConfig* c);
+Status ReadSandboxSection(const YAML::Node& n, SandboxConfig* s);
+
+// A block's launch file: the endpoint writes its `container:` and `sandbox:` sections (YAML, the
+// config file's own format) for loom-manager, which wraps each worker it starts with them.
+std::string LaunchSettingsYaml(const ContainerConfig& c, const SandboxConfig& s);
+// Reads and validates a launch file written by LaunchSettingsYaml.
+Status LoadLaunchSettingsFile(const std::string& path, ContainerConfig* c, SandboxConfig* s);
+
+}  // namespace loom
