@@ -20,7 +20,6 @@
 
 #include "common/util.h"
 #include "common/wire.h"
-#include "endpoint/worker_death.h"
 
 namespace loom::endpoint {
 
@@ -791,7 +790,12 @@ void Endpoint::HandleWorkerLoss(Worker& w, const std::string& how) {
     std::optional<RunningSlot::Reading> reading;
     if (w.slot) reading = w.slot->Read();
     std::optional<size_t> running = RunningTaskIndex(w.assigned, reading);
-    if (!running) {
+    if (!running && w.kill_task.empty() && uncharged_deaths_.Record(w.assigned.front())) {
+      // Its workers keep dying with it first in line and no kernel running: it is charged.
+      spdlog::warn("worker {} died between tasks, again with task {} first in line: it is charged", w.id,
+                   w.assigned.front());
+      running = 0;
+    } else if (!running) {
       spdlog::info("worker {} died between tasks: none is charged, all {} run again", w.id, w.assigned.size());
     } else if (*running > 0) {
       spdlog::info("worker {} died in task {}; the {} before it finished, their results lost: they run again", w.id,

@@ -45,6 +45,7 @@
 #include "endpoint/config.h"
 #include "endpoint/metrics.h"
 #include "endpoint/spool.h"
+#include "endpoint/worker_death.h"
 #include "loom.pb.h"
 
 namespace loom::endpoint {
@@ -206,6 +207,7 @@ class Endpoint {
   std::unordered_map<std::string, Held> held_;        // every task received and not yet answered
   std::unordered_map<std::string, Unacked> unacked_;  // results the service has not acknowledged
   std::unordered_set<std::string> cancelled_;         // cancelled while queued in a worker: drop the result
+  UnchargedDeaths uncharged_deaths_{2};               // a head-of-queue task at 2 such deaths is charged
   std::unique_ptr<ResultSpool> spool_;
   std::vector<v1::TaskResult> to_spool_;  // written to the spool at the next flush
   int64_t requested_ = 0;                 // credit sent that the service has not used yet

@@ -16,4 +16,19 @@ std::optional<size_t> RunningTaskIndex(const std::deque<std::string>& assigned,
   return static_cast<size_t>(it - assigned.begin());
 }
 
+bool UnchargedDeaths::Record(const std::string& head) {
+  auto [it, inserted] = counts_.try_emplace(head, 0);
+  if (inserted) order_.push_back(head);
+  if (++it->second >= limit_) {
+    counts_.erase(it);
+    std::erase(order_, head);
+    return true;
+  }
+  while (counts_.size() > capacity_) {
+    counts_.erase(order_.front());
+    order_.pop_front();
+  }
+  return false;
+}
+
 }  // namespace loom::endpoint

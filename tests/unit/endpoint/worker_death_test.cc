@@ -36,5 +36,30 @@ TEST(RunningTaskIndexTest, AWorkerHoldingNothingChargesNone) {
   EXPECT_EQ(RunningTaskIndex({}, Running("x")), std::nullopt);
 }
 
+TEST(UnchargedDeathsTest, ATaskHeadingTheQueueAtTheLimitIsChargedOnce) {
+  UnchargedDeaths deaths(2);
+  EXPECT_FALSE(deaths.Record("a"));
+  EXPECT_FALSE(deaths.Record("b"));
+  EXPECT_TRUE(deaths.Record("a"));   // its second death at the head
+  EXPECT_FALSE(deaths.Record("a"));  // charged: counting starts again
+  EXPECT_TRUE(deaths.Record("a"));
+  EXPECT_TRUE(deaths.Record("b"));
+  EXPECT_EQ(deaths.size(), 0u);
+}
+
+TEST(UnchargedDeathsTest, ALimitOfOneChargesTheFirstDeath) {
+  UnchargedDeaths deaths(1);
+  EXPECT_TRUE(deaths.Record("a"));
+  EXPECT_EQ(deaths.size(), 0u);
+}
+
+TEST(UnchargedDeathsTest, MemoryIsBoundedByForgettingTheOldest) {
+  UnchargedDeaths deaths(2, /*capacity=*/3);
+  for (const char* t : {"a", "b", "c", "d"}) EXPECT_FALSE(deaths.Record(t));
+  EXPECT_EQ(deaths.size(), 3u);
+  EXPECT_FALSE(deaths.Record("a"));  // forgotten: this is its first death again
+  EXPECT_TRUE(deaths.Record("d"));   // still remembered
+}
+
 }  // namespace
 }  // namespace loom::endpoint
