@@ -50,9 +50,15 @@ install_packages() {
   $sudo env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
+# Optimised as RelWithDebInfo (-O2); DEBUG_INFO=0 (the test suite) leaves out the debug
+# information, which nearly doubles the compile time on a 2-core machine and no test needs.
+# Switching between the two rebuilds everything.
 build() {
-  log "building into build/ (cmake, -j2)"
-  cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+  local flags="-O2 -g -DNDEBUG"
+  [ "${DEBUG_INFO:-1}" = 1 ] || flags="-O2 -DNDEBUG"
+  log "building into build/ (cmake, -j2, $flags)"
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="$flags" -DCMAKE_C_FLAGS_RELWITHDEBINFO="$flags" "$@" >/dev/null
   cmake --build build -j2
 }
 
@@ -65,7 +71,7 @@ case "${1:-}" in
     ;;
   test)
     install_packages
-    build -DLOOM_WERROR=ON
+    DEBUG_INFO=0 build -DLOOM_WERROR=ON
     log "running the test suite"
     (cd build && ctest --output-on-failure --timeout 600)
     # The JSON and ZeroMQ-frame decoders under libFuzzer with ASan/UBSan, 30 s each.
