@@ -1,6 +1,7 @@
 // loom-bench-braggnn: microseconds per patch of BraggNN (float32), the FPGA-class network
 // (float32 and the emulated e5m4 format) at several batch sizes, and of the pseudo-Voigt LM fit
-// and centre of mass on the same peaks; one JSON line per measurement. Single-threaded.
+// and centre of mass on the same peaks; one JSON line per measurement. Single-threaded, except
+// the *_2threads rows (BraggNet::Forward's threads = 2) at the largest batch.
 // bench/science/run_braggnn_bench.sh runs it next to PyTorch (bench/peers/braggnn_torch.py).
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -94,6 +95,13 @@ int main(int argc, char** argv) {
     const auto in = all.first(static_cast<size_t>(b) * kPatchPixels);
     report("braggnn_f32", b, MedianSeconds([&] { braggnn->Forward(in, b, out); }, 3, budget));
     report("fpga_f32", b, MedianSeconds([&] { fpga->Forward(in, b, out); }, 3, budget));
+  }
+  {
+    // What a second core adds: the same call split across two threads.
+    const int b = *std::max_element(batches.begin(), batches.end());
+    const auto in = all.first(static_cast<size_t>(b) * kPatchPixels);
+    report("braggnn_f32_2threads", b, MedianSeconds([&] { braggnn->Forward(in, b, out, 2); }, 3, budget));
+    report("fpga_f32_2threads", b, MedianSeconds([&] { fpga->Forward(in, b, out, 2); }, 3, budget));
   }
   for (int b : emulated_batches) {
     const auto in = all.first(static_cast<size_t>(b) * kPatchPixels);
