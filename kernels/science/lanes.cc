@@ -194,9 +194,7 @@ Layout LayoutFor(const PackedWeights& w) {
   return l;
 }
 
-}  // namespace
-
-// Not in the anonymous namespace: GCC's target_clones dispatch wants an external symbol.
+// The whole network on one block of up to kLanes patches.
 LOOM_SIMD_CLONES
 void ForwardBlock(const PackedWeights& w, const Layout& l, const float* patches, int count, float* out, V* buf) {
   // Transpose to [pixel][patch] (zeros past count), then min-max normalise each lane, as
@@ -242,6 +240,8 @@ void ForwardBlock(const PackedWeights& w, const Layout& l, const float* patches,
     for (int o = 0; o < width; ++o) out[s * width + o] = cur[o][s];
   }
 }
+
+}  // namespace
 
 bool Supported(const PackedWeights& w) { return w.inner > 0 && w.inner % kChannels == 0; }
 
