@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <set>
+#include <thread>
 
 #include "kernels/nn/safetensors.h"
+#include "kernels/science/lanes.h"
 #include "kernels/science/layers.h"
 
 namespace loom::science {
@@ -160,7 +162,69 @@ Result<BraggNet> BraggNet::Create(BraggArchitecture arch, const nn::TensorMap& w
   return net;
 }
 
-void BraggNet::Forward(std::span<const float> patches, int64_t n, std::span<float> out) const {
+void BraggNet::Forward(std::span<const float> patches, int64_t n, std::span<float> out, int threads) const {
+  LOOM_CHECK(threads >= 1);
+  const int64_t blocks = (n + lanes::kLanes - 1) / lanes::kLanes;
+  const int64_t workers = std::min<int64_t>(threads, blocks);
+  const bool batched = n >= lanes::kLanes;
+  if (workers <= 1) {
+    ForwardRange(patches.data(), n, out.data(), batched);
+    return;
+  }
+  // Whole 16-patch blocks per thread, so the split changes no patch's path.
+  std::vector<std::jthread> pool;
+  for (int64_t t = 0; t < workers; ++t) {
+    const int64_t begin = std::min(n, blocks * t / workers * lanes::kLanes);
+    const int64_t end = std::min(n, blocks * (t + 1) / workers * lanes::kLanes);
+    const int64_t count = end - begin;
+    pool.emplace_back([this, &patches, &out, begin, count, batched] {
+      ForwardRange(patches.data() + begin * kPatchPixels, count, out.data() + begin * 2, batched);
+    });
+  }
+}
+
+lanes::PackedWeights BraggNet::LanesWeights() const {
+  lanes::PackedWeights w;
+  w.conv1 = arch_.conv1;
+  w.inner = arch_.inner;
+  w.conv2 = arch_.conv2;
+  w.conv3 = arch_.conv3;
+  w.activation_after_conv1 = arch_.activation_after_conv1;
+  w.slope = arch_.slope;
+  w.conv1_w = conv1_w_.data();
+  w.conv1_b = conv1_b_.data();
+  w.tpg_w = tpg_w_.data();
+  w.tpg_b = tpg_b_.data();
+  w.out_w = out_w_.data();
+  w.out_b = out_b_.data();
+  w.conv2_w = conv2_w_.data();
+  w.conv2_b = conv2_b_.data();
+  w.conv3_w = conv3_w_.data();
+  w.conv3_b = conv3_b_.data();
+  w.activated_dense = static_cast<int>(arch_.dense.size());
+  for (size_t l = 0; l < dense_w_.size(); ++l) {
+    w.dense_w.push_back(dense_w_[l].data());
+    w.dense_b.push_back(dense_b_[l].data());
+    w.dense_out.push_back(static_cast<int>(dense_b_[l].size()));
+  }
+  return w;
+}
+
+void BraggNet::ForwardRange(const float* patches, int64_t n, float* out, bool batched) const {
+  const std::span<const float> in(patches, static_cast<size_t>(n) * kPatchPixels);
+  const std::span<float> result(out, static_cast<size_t>(n) * 2);
+  if (batched && lanes::Supported(LanesWeights())) {
+    ForwardLanes(in, n, result);
+  } else {
+    ForwardPerPatch(in, n, result);
+  }
+}
+
+void BraggNet::ForwardLanes(std::span<const float> patches, int64_t n, std::span<float> out) const {
+  lanes::Forward(LanesWeights(), patches.data(), n, out.data());
+}
+
+void BraggNet::ForwardPerPatch(std::span<const float> patches, int64_t n, std::span<float> out) const {
   const int c1 = arch_.conv1;
   const int in = arch_.inner;
   const int c2 = arch_.conv2;

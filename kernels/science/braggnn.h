@@ -25,6 +25,7 @@
 
 #include "common/status.h"
 #include "kernels/nn/tensor.h"
+#include "kernels/science/lanes.h"
 
 namespace loom::science {
 
@@ -68,11 +69,24 @@ class BraggNet {
   const nn::TensorMap& weights() const { return weights_; }
 
   // patches: n raw patches [n, 11, 11] (normalised here); out: [n, 2] (column, row) / 11.
-  // REQUIRES: patches.size() == n * 121, out.size() == n * 2.
-  void Forward(std::span<const float> patches, int64_t n, std::span<float> out) const;
+  // Batches of lanes::kLanes (16) patches or more run 16 at a time (kernels/science/lanes.h),
+  // smaller ones one patch at a time; both give the same answers to float rounding. `threads`
+  // > 1 splits the batch across that many threads (whole 16-patch blocks each).
+  // REQUIRES: patches.size() == n * 121, out.size() == n * 2, threads >= 1.
+  void Forward(std::span<const float> patches, int64_t n, std::span<float> out, int threads = 1) const;
+
+  // Each path alone, whatever n (tests compare the two). ForwardLanes pads a last block of
+  // fewer than 16 patches with zero patches.
+  void ForwardPerPatch(std::span<const float> patches, int64_t n, std::span<float> out) const;
+  void ForwardLanes(std::span<const float> patches, int64_t n, std::span<float> out) const;
 
  private:
   BraggNet() = default;
+
+  // `batched`: the whole call has lanes::kLanes patches or more, so this share of it (whatever
+  // its size) takes the lanes path.
+  void ForwardRange(const float* patches, int64_t n, float* out, bool batched) const;
+  lanes::PackedWeights LanesWeights() const;
 
   BraggArchitecture arch_;
   nn::TensorMap weights_;  // as given (PyTorch layouts), for the emulated build and export

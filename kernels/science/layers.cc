@@ -3,15 +3,11 @@
 #include <algorithm>
 #include <cstring>
 
-// One body, three instruction sets; the loader picks the best the CPU has.
-#define LOOM_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#include "kernels/science/exp_taylor.h"
+#include "kernels/science/simd.h"
 
 namespace loom::science::fast {
 namespace {
-
-// Always inlined, so each target clone of its caller compiles it for that clone's instruction
-// set (a separate function would be compiled for baseline x86-64 only).
-#define LOOM_INLINE inline __attribute__((always_inline))
 
 // An mr x nr block of c, accumulated in registers over all of k.
 template <int MR, int NR>
@@ -96,30 +92,7 @@ void Conv3x3(const float* in, int h, int w, int cin, const float* packed_w, cons
 
 LOOM_SIMD_CLONES
 void ExpInPlace(float* x, int n) {
-  // exp(x) = 2^q * exp(r), q = round(x / ln 2), r = x - q ln 2 in [-ln2/2, ln2/2] (ln 2 split in
-  // two for an exact reduction), exp(r) by its degree-6 Taylor polynomial (error < 2e-8 there).
-  constexpr float kLog2e = 1.44269504088896341f;
-  constexpr float kLn2Hi = 0.693359375f;
-  constexpr float kLn2Lo = -2.12194440e-4f;
-  for (int i = 0; i < n; ++i) {
-    const float v = std::clamp(x[i], -87.0f, 88.0f);
-    const float q = __builtin_rintf(v * kLog2e);
-    const float r = (v - q * kLn2Hi) - q * kLn2Lo;
-    float p = 1.0f / 720;
-    p = p * r + 1.0f / 120;
-    p = p * r + 1.0f / 24;
-    p = p * r + 1.0f / 6;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    const int32_t bits = (static_cast<int32_t>(q) + 127) << 23;
-    float scale = 0;
-    std::memcpy(&scale, &bits, sizeof(scale));
-    float e = p * scale;
-    if (x[i] < -87.0f) e = 0.0f;
-    if (x[i] > 88.0f) e = __builtin_inff();
-    x[i] = e;
-  }
+  for (int i = 0; i < n; ++i) x[i] = ExpTaylor(x[i]);
 }
 
 LOOM_SIMD_CLONES
