@@ -58,13 +58,19 @@ def make_dataset(seed, n, count):
     """count samples from the object of `seed`: inputs [count,n,n] float32 (log1p counts),
     amplitude and phase truths [count,n,n] float32."""
     amp, phase = make_object(seed, n)
-    probe = make_probe(n)
-    rng = np.random.default_rng(seed + 1_000_000)
-    side = amp.shape[0]
+    return sample_patterns(np.random.default_rng(seed + 1_000_000), [(amp, phase)], make_probe(n), count)
+
+
+def sample_patterns(rng, objects, probe, count):
+    """count patterns at random positions of objects (a list of (amplitude, phase) from
+    make_object; with several, each pattern's object is drawn first), as make_dataset returns."""
+    n = probe.shape[0]
     xs = np.empty((count, n, n), np.float32)
     amps = np.empty_like(xs)
     phases = np.empty_like(xs)
     for i in range(count):
+        amp, phase = objects[rng.integers(len(objects))] if len(objects) > 1 else objects[0]
+        side = amp.shape[0]
         y, x = rng.integers(0, side - n + 1, 2)
         a = amp[y:y + n, x:x + n]
         p = phase[y:y + n, x:x + n]

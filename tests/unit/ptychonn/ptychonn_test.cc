@@ -23,15 +23,23 @@ using ::testing::HasSubstr;
 const std::string kData = LOOM_PTYCHONN_DATA_DIR;
 const std::string kModels = LOOM_PTYCHONN_MODEL_DIR;
 
-// Held-out accuracy thresholds (PtychoNNAccuracyTest), from the PyTorch reference's held-out
-// metrics (tests/data/ptychonn/reference_metrics.json): MAE <= 1.1 x the reference's, SSIM >=
-// the reference's - 0.05. Reference: PtychoNN phase MAE 0.338 rad, SSIM 0.308, amplitude MAE
-// 0.117; edge phase MAE 0.354 rad, SSIM 0.467. (Seeded random weights score MAE > 1, SSIM < 0.)
-constexpr double kOriginalPhaseMaxMae = 1.1 * 0.338;
-constexpr double kOriginalPhaseMinSsim = 0.308 - 0.05;
-constexpr double kOriginalAmplitudeMaxMae = 1.1 * 0.117;
-constexpr double kEdgePhaseMaxMae = 1.1 * 0.354;
-constexpr double kEdgePhaseMinSsim = 0.467 - 0.05;
+// Held-out accuracy (PtychoNNAccuracyTest), on the C++ generator's samples (other objects and
+// positions than the training's, from another random generator):
+// - thresholds from the PyTorch reference's held-out metrics (tests/data/ptychonn/
+//   reference_metrics.json, 64 patterns of another object): MAE <= 1.1 x the reference's, SSIM >=
+//   the reference's - 0.05, so a broken C++ network or weights that do not match fail. Reference:
+//   PtychoNN phase MAE 0.178 rad, SSIM 0.708, amplitude MAE 0.097; edge phase MAE 0.207 rad, SSIM
+//   0.737. (Seeded random weights score MAE > 1, SSIM < 0.)
+// - the networks have learned the task: phase MAE at most 0.75 x, and SSIM at least 0.15 above,
+//   those of a constant prediction (the held-out truth's own mean, which a network cannot know;
+//   the reference beats it by 0.53x / +0.38 and 0.60x / +0.24).
+constexpr double kOriginalPhaseMaxMae = 1.1 * 0.178;
+constexpr double kOriginalPhaseMinSsim = 0.708 - 0.05;
+constexpr double kOriginalAmplitudeMaxMae = 1.1 * 0.097;
+constexpr double kEdgePhaseMaxMae = 1.1 * 0.207;
+constexpr double kEdgePhaseMinSsim = 0.737 - 0.05;
+constexpr double kMaxMaeVsConstant = 0.75;
+constexpr double kMinSsimOverConstant = 0.15;
 
 nn::Tensor RandomTensor(std::vector<int64_t> shape, uint64_t seed, float lo = -1.f, float hi = 1.f) {
   std::mt19937_64 rng(seed);
@@ -211,11 +219,9 @@ Accuracy Score(const std::vector<float>& pred, const std::vector<float>& truth, 
   return a;
 }
 
-// Thresholds from the PyTorch reference's held-out metrics (tests/data/ptychonn/
-// reference_metrics.json, from train.py on the Python generator's samples), with a margin for the
-// C++ generator's different samples of the same distribution. The constant prediction's scores
-// are printed beside them: with the small training budget (docs/KERNELS-PTYCHONN.md) the trained
-// networks do not beat it yet, so that is reported, not asserted.
+// The trained networks on the C++ generator's held-out patterns: the reference's thresholds and
+// a clear lead over the constant prediction (both above). The amplitude's absolute scale is not in
+// a pattern (the photon count is normalised), so for it only the threshold is asserted.
 TEST(PtychoNNAccuracyTest, TrainedNetworksRecoverHeldOutPhaseAndAmplitude) {
   constexpr int kCount = 32;
   {
@@ -237,6 +243,8 @@ TEST(PtychoNNAccuracyTest, TrainedNetworksRecoverHeldOutPhaseAndAmplitude) {
     EXPECT_LT(phase.mae, kOriginalPhaseMaxMae);
     EXPECT_GT(phase.ssim, kOriginalPhaseMinSsim);
     EXPECT_LT(amp.mae, kOriginalAmplitudeMaxMae);
+    EXPECT_LT(phase.mae, kMaxMaeVsConstant * phase.trivial_mae);
+    EXPECT_GT(phase.ssim, phase.trivial_ssim + kMinSsimOverConstant);
   }
   {
     auto weights = LoadPtychoWeights(PtychoModel::kEdge, kModels + "/ptychonn_edge.safetensors");
@@ -250,6 +258,8 @@ TEST(PtychoNNAccuracyTest, TrainedNetworksRecoverHeldOutPhaseAndAmplitude) {
                 phase.trivial_mae, phase.ssim, phase.trivial_ssim);
     EXPECT_LT(phase.mae, kEdgePhaseMaxMae);
     EXPECT_GT(phase.ssim, kEdgePhaseMinSsim);
+    EXPECT_LT(phase.mae, kMaxMaeVsConstant * phase.trivial_mae);
+    EXPECT_GT(phase.ssim, phase.trivial_ssim + kMinSsimOverConstant);
   }
 }
 
