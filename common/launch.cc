@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <filesystem>
 #include <map>
 
 namespace loom {
@@ -183,6 +184,27 @@ Result<LaunchCommand> WrapInContainer(const LaunchCommand& worker, const LaunchC
   return out;
 }
 
+// The top directories under /tmp and /dev/shm (the sandbox's own, empty) holding the worker's
+// program: "/tmp/build/bin/loom-worker" gives "/tmp/build", which also holds the libraries it
+// loads by RPATH. Relative paths are taken from the current directory, as the worker would.
+std::vector<std::string> HiddenProgramDirs(const std::vector<std::string>& paths) {
+  std::vector<std::string> tops;
+  for (const auto& p : paths) {
+    if (p.empty()) continue;
+    const std::filesystem::path abs = std::filesystem::absolute(p).lexically_normal();
+    auto it = abs.begin();
+    if (it == abs.end() || *it != "/") continue;
+    for (const char* hidden : {"tmp", "dev/shm"}) {
+      std::filesystem::path prefix = std::filesystem::path("/") / hidden;
+      auto [pe, ae] = std::mismatch(prefix.begin(), prefix.end(), abs.begin(), abs.end());
+      if (pe != prefix.end() || ae == abs.end()) continue;  // not strictly inside prefix
+      const std::filesystem::path top = prefix / *ae;
+      if (std::find(tops.begin(), tops.end(), top.string()) == tops.end()) tops.push_back(top.string());
+    }
+  }
+  return tops;
+}
+
 LaunchCommand WrapInBubblewrap(const LaunchCommand& worker, const LaunchContext& ctx, const SandboxConfig& s) {
   LaunchCommand out;
   out.env = worker.env;  // bwrap passes its environment on to the worker
@@ -195,6 +217,10 @@ LaunchCommand WrapInBubblewrap(const LaunchCommand& worker, const LaunchContext&
   // read-only root and the private /tmp (a run directory under /tmp stays reachable).
   out.argv.insert(out.argv.end(), {"--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
                                    "--tmpfs", "/dev/shm"});
+  // Before the shared and writable binds, which may lie inside these and must stay writable.
+  for (const auto& top : HiddenProgramDirs(ctx.program_paths)) {
+    out.argv.insert(out.argv.end(), {"--ro-bind", top, top});
+  }
   for (const auto& d : ctx.shared_dirs) out.argv.insert(out.argv.end(), {"--bind", d, d});
   for (const auto& p : ctx.read_only_paths) out.argv.insert(out.argv.end(), {"--ro-bind", p, p});
   for (const auto& d : s.writable) out.argv.insert(out.argv.end(), {"--bind", d, d});

@@ -334,7 +334,14 @@ Result<LaunchCommand> Endpoint::WrapForLaunch(const std::string& worker_id, Laun
   // Unique on the host, also across restarts of this endpoint (a container left by a killed
   // endpoint must not block the new one's names); only the characters container names allow.
   const std::string name = ContainerName("loom-" + config_.id + "-" + session_id_.substr(0, 8) + "-" + worker_id);
-  LaunchContext ctx{name, {config_.run_dir}, static_cast<int>(::getuid()), static_cast<int>(::getgid()), {}};
+  LaunchContext ctx;
+  ctx.name = name;
+  ctx.shared_dirs = {config_.run_dir};
+  ctx.uid = static_cast<int>(::getuid());
+  ctx.gid = static_cast<int>(::getgid());
+  ctx.program_paths = {config_.worker_binary};
+  ctx.program_paths.insert(ctx.program_paths.end(), config_.plugins.begin(), config_.plugins.end());
+  ctx.program_paths.insert(ctx.program_paths.end(), config_.plugin_dirs.begin(), config_.plugin_dirs.end());
   return WrapWorkerCommand(worker, ctx, config_.container, config_.sandbox);
 }
 
@@ -757,6 +764,7 @@ void Endpoint::HandleWorkerMessage(const std::string& worker_id, const zmq::mess
   }
   if (env.has_hello()) {
     w.ready = true;
+    w.greeted = true;
     if (kernels_.empty()) kernels_.assign(env.hello().kernels().begin(), env.hello().kernels().end());
     for (const auto& e : env.hello().load_errors()) spdlog::error("worker {}: {}", worker_id, e);
     spdlog::debug("worker {} ready (pid {})", worker_id, env.hello().pid());
@@ -854,11 +862,35 @@ void Endpoint::ReapWorkers() {
       continue;  // its manager (or the block's replacement) starts another
     }
     std::string how = w.process.exit_status() ? DescribeWaitStatus(*w.process.exit_status()) : "unknown status";
-    spdlog::warn("worker {} exited ({}); {} task(s) in hand; starting a replacement", id, how, w.assigned.size());
     HandleWorkerLoss(w, how);
-    std::string slot = id.substr(0, id.find('.'));
+    const std::string slot = id.substr(0, id.find('.'));
+    Restart& r = restarts_[slot];
+    if (w.greeted) {
+      spdlog::warn("worker {} exited ({}); {} task(s) in hand; starting a replacement", id, how, w.assigned.size());
+      r.backoff = std::chrono::milliseconds(0);
+      r.at = Clock::now();
+    } else {
+      r.backoff = std::clamp(r.backoff * 2, std::chrono::milliseconds(500), std::chrono::milliseconds(30000));
+      r.at = Clock::now() + r.backoff;
+      spdlog::warn("worker {} exited ({}) before it connected; starting slot {} again in {} ms", id, how, slot,
+                   r.backoff.count());
+    }
+  }
+  RestartDueWorkers();
+}
+
+void Endpoint::RestartDueWorkers() {
+  const auto now = Clock::now();
+  for (auto& [slot, r] : restarts_) {
+    if (r.at == Clock::time_point{} || now < r.at) continue;
+    r.at = {};
     Status s = SpawnWorker(slot);
-    if (!s.ok()) spdlog::error("cannot start a replacement worker: {}", s.ToString());
+    if (!s.ok()) {
+      r.backoff = std::clamp(r.backoff * 2, std::chrono::milliseconds(500), std::chrono::milliseconds(30000));
+      r.at = now + r.backoff;
+      spdlog::error("cannot start a worker for slot {} ({}); trying again in {} ms", slot, s.ToString(),
+                    r.backoff.count());
+    }
   }
 }
 
@@ -925,7 +957,15 @@ void Endpoint::Run() {
     Flush();
     SendCreditIfNeeded();
     const auto now = Clock::now();
-    if (!registered_ && now - last_connect_ >= std::max<std::chrono::milliseconds>(threshold, register_backoff_)) {
+    if (!registered_ && kernels_.empty() &&
+        now - last_connect_ >= std::max<std::chrono::milliseconds>(threshold, register_backoff_)) {
+      // Registration waits for the first worker's hello (it names the kernels): the service is
+      // not the one to blame, and a fresh connection would not help.
+      spdlog::warn("no worker has said hello yet ({}); registering with the service once one does",
+                   blocks_ ? "a block's workers start once its job runs: see the block's log" : "see their exits above");
+      last_connect_ = now;  // this warning, once a threshold
+    } else if (!registered_ &&
+               now - last_connect_ >= std::max<std::chrono::milliseconds>(threshold, register_backoff_)) {
       // No handshake, or registrations unanswered, for a whole threshold: the connection may
       // be dead in a way TCP does not notice (a black-holed route). Start a fresh one.
       spdlog::warn("no answer from the service at {}; opening a new connection", config_.service);

@@ -74,6 +74,7 @@ class Endpoint {
     // death is charged to the head of `assigned`.
     std::optional<RunningSlot> slot;
     bool ready = false;
+    bool greeted = false;  // said hello once: it started (a worker that never does failed to start)
     std::deque<std::string> assigned;  // task ids in the order the worker runs them
     int64_t started_ns = 0;            // when the task at the head of `assigned` started; 0: none
     bool head_started_sent = false;    // the service was told it runs
@@ -111,6 +112,7 @@ class Endpoint {
   Status LoadSecurity();
   void HandleWorkerMessage(const std::string& worker_id, const zmq::message_t& msg);
   void ReapWorkers();
+  void RestartDueWorkers();  // the slots in restarts_ whose time has come
   void AssignTasks();
   void SendRegister();
   void SendCreditIfNeeded();
@@ -190,6 +192,14 @@ class Endpoint {
   std::map<std::string, Worker> workers_;  // by worker id
   std::vector<Subprocess> cleanups_;       // clean-up commands still running
   int worker_generation_ = 0;
+  // A local worker slot whose worker died before it said hello (a missing binary or library, a
+  // sandbox that cannot start it) is restarted with backoff, 0.5 s doubling to 30 s, instead
+  // of in a tight loop; one that started once is replaced at once.
+  struct Restart {
+    std::chrono::milliseconds backoff{0};
+    std::chrono::steady_clock::time_point at{};  // default: no restart pending
+  };
+  std::map<std::string, Restart> restarts_;  // by slot ("w0")
   bool running_slot_warned_ = false;
   std::vector<v1::KernelInfo> kernels_;
   std::vector<v1::Device> devices_;                   // advertised at registration

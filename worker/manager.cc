@@ -52,6 +52,9 @@ Result<LaunchCommand> BlockWorkerLaunch(const ManagerFlags& flags, const BlockLa
   ctx.gid = gid;
   // The key file may be under /tmp (the sandbox's own) or outside the image: bound read-only.
   if (!flags.curve_secret_key_file.empty()) ctx.read_only_paths.push_back(flags.curve_secret_key_file);
+  ctx.program_paths = {flags.worker_binary};
+  ctx.program_paths.insert(ctx.program_paths.end(), flags.plugins.begin(), flags.plugins.end());
+  ctx.program_paths.insert(ctx.program_paths.end(), flags.plugin_dirs.begin(), flags.plugin_dirs.end());
   return WrapWorkerCommand({BlockWorkerArgv(flags, worker_id), {}, {}}, ctx, launch.container, launch.sandbox);
 }
 

@@ -5,6 +5,7 @@
 // And workers in containers, through a stand-in for docker (tests/support/fake_container_runtime.sh):
 // the endpoint's real supervision with the default docker template and clean-up.
 #include <arpa/inet.h>
+#include <signal.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -158,6 +159,39 @@ TEST_F(SandboxTest, AllowListedDirectoriesAreWritableAndTmpIsPrivate) {
   r = Run("boxed", "probe_write", {StringValue(in_tmp)});
   ASSERT_EQ(r.state(), v1::TASK_STATE_SUCCESS) << r.error();
   EXPECT_FALSE(fs::exists(in_tmp));
+}
+
+// A worker built or installed under /tmp: the sandbox's private /tmp would hide it, so its top
+// directory there is bound in, read-only (before, bwrap failed to exec it and the endpoint
+// restarted it thousands of times a minute).
+TEST_F(SandboxTest, AWorkerInstalledUnderTmpRunsInTheSandboxReadOnly) {
+  std::string top = "/tmp/loom-tmp-install-XXXXXX";
+  ASSERT_NE(::mkdtemp(top.data()), nullptr);
+  struct Remove {
+    std::string path;
+    ~Remove() {
+      std::error_code ec;
+      fs::remove_all(path, ec);
+    }
+  } remove{top};
+  fs::create_directories(top + "/bin");
+  fs::create_directories(top + "/lib");
+  const std::string worker = top + "/bin/loom-worker";
+  const std::string plugin = top + "/lib/" + fs::path(LOOM_PROBE_PLUGIN).filename().string();
+  fs::copy_file(loom::testing::BinDir() + "/loom-worker", worker);
+  fs::copy_file(LOOM_PROBE_PLUGIN, plugin);
+  Status s = fabric_->StartEndpoint(
+      "tmpinstall", 1, {"--worker-binary", worker, "--plugin", plugin, "--sandbox", "bubblewrap"});
+  ASSERT_TRUE(s.ok()) << s.ToString() << "\n" << fabric_->LogTail("endpoint-tmpinstall");
+  auto r = Run("tmpinstall", "add", {IntValue(2), IntValue(40)});
+  ASSERT_EQ(r.state(), v1::TASK_STATE_SUCCESS) << r.error();
+  EXPECT_EQ(r.result().int_value(), 42);
+  // The plugin loaded from there too, and the bound directory is read-only.
+  r = Run("tmpinstall", "probe_write", {StringValue(top + "/bin/written")});
+  ASSERT_EQ(r.state(), v1::TASK_STATE_FAILED);
+  EXPECT_NE(r.error().find("Read-only file system"), std::string::npos) << r.error();
+  EXPECT_FALSE(fs::exists(top + "/bin/written"));
+  fabric_->KillEndpoint("tmpinstall", SIGTERM);
 }
 
 TEST_F(SandboxTest, AKernelCannotOpenANetworkConnection) {

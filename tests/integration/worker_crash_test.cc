@@ -6,6 +6,8 @@
 // alone; the finished ones run again (at-least-once) and succeed.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <optional>
@@ -153,6 +155,64 @@ TEST(WorkerCrashTest, ADeathIsChargedToTheTaskThatCrashedNotToTasksThatFinishedB
     EXPECT_NE(crash[0].error().find("signal 9"), std::string::npos) << crash[0].error();
   }
   EXPECT_EQ(service.results.size(), 4u * kRounds);
+  ep->Stop();
+}
+
+// A worker that dies before it says hello (a missing library, a sandbox that cannot start it) is
+// started again with backoff, 0.5 s doubling, not in a tight loop; while none has started, the
+// endpoint says so rather than blaming the service. The stand-in worker fails its first three
+// starts, then runs the real loom-worker, and records when each start happened.
+TEST(WorkerCrashTest, AWorkerThatFailsToStartIsStartedAgainWithBackoff) {
+  loom::testing::TempDir dir("worker-backoff");
+  const std::string starts = dir.path() + "/starts";
+  const std::string script = dir.path() + "/flaky-worker";
+  {
+    std::ofstream out(script);
+    out << "#!/bin/sh\n"
+        << "date +%s%N >> '" << starts << "'\n"
+        << "[ \"$(wc -l < '" << starts << "')\" -le 3 ] && exit 1\n"
+        << "exec '" << BinDir() << "/loom-worker' \"$@\"\n";
+  }
+  std::filesystem::permissions(script, std::filesystem::perms::owner_all);
+  FakeService service;
+  const std::string log = dir.path() + "/endpoint.log";
+  SpawnOptions o;
+  o.log_path = log;
+  // A short liveness threshold (0.6 s): the three failed starts outlast it.
+  auto ep = Subprocess::Spawn({BinDir() + "/loom-endpoint", "--id", "ep", "--service", service.address(),
+                               "--workers", "1", "--worker-binary", script, "--heartbeat-period-ms", "200",
+                               "--heartbeat-misses", "3", "--run-dir", dir.path() + "/run", "--spool-dir",
+                               dir.path() + "/spool", "--log-level", "info"},
+                              o);
+  ASSERT_TRUE(ep.ok()) << ep.status().ToString();
+  ASSERT_TRUE(service.ServeUntil([&] { return service.registered; }, 30s)) << ReadFileOrEmpty(log);
+
+  std::vector<int64_t> at;
+  {
+    std::ifstream in(starts);
+    for (int64_t ns; in >> ns;) at.push_back(ns);
+  }
+  ASSERT_EQ(at.size(), 4u) << ReadFileOrEmpty(log);
+  const int64_t backoff_ms[] = {500, 1000, 2000};
+  for (size_t k = 0; k + 1 < at.size(); ++k) {
+    EXPECT_GE((at[k + 1] - at[k]) / 1000000, backoff_ms[k]) << "start " << k + 2 << " came too soon";
+  }
+  const std::string text = ReadFileOrEmpty(log);
+  for (int ms : backoff_ms) {
+    EXPECT_NE(text.find("before it connected; starting slot w0 again in " + std::to_string(ms) + " ms"),
+              std::string::npos)
+        << text;
+  }
+  EXPECT_NE(text.find("no worker has said hello yet"), std::string::npos) << text;
+  EXPECT_EQ(text.find("no answer from the service"), std::string::npos) << text;
+
+  // The fourth start is a real worker, and it works.
+  v1::Envelope batch;
+  *batch.mutable_tasks()->add_tasks() = Spec("t1", "add@1", {IntValue(40), IntValue(2)});
+  service.Send(batch);
+  ASSERT_TRUE(service.ServeUntil([&] { return service.results.contains("t1"); }, 30s)) << ReadFileOrEmpty(log);
+  ASSERT_TRUE(service.results.at("t1")[0].ok()) << service.results.at("t1")[0].error();
+  EXPECT_EQ(service.results.at("t1")[0].value().int_value(), 42);
   ep->Stop();
 }
 

@@ -19,7 +19,7 @@ LaunchCommand Worker() {
           {}};
 }
 
-LaunchContext Context() { return {"loom-ep1-w0.1", {"/run/loom/ep1"}, 1000, 100, {}}; }
+LaunchContext Context() { return {"loom-ep1-w0.1", {"/run/loom/ep1"}, 1000, 100, {}, {}}; }
 
 TEST(LaunchTest, NothingConfiguredLeavesTheCommandAsItIs) {
   auto r = WrapWorkerCommand(Worker(), Context(), {}, {});
@@ -333,6 +333,42 @@ TEST(LaunchTest, ReadOnlyPathsAreBoundReadOnlyInContainersAndTheSandbox) {
   ctx.read_only_paths = {"relative/worker.key"};
   EXPECT_FALSE(WrapWorkerCommand(Worker(), ctx, {}, bwrap).ok());
   EXPECT_FALSE(WrapWorkerCommand(Worker(), ctx, docker, {}).ok());
+}
+
+// A worker built or installed under /tmp (or /dev/shm): the sandbox's private /tmp would hide it
+// (bwrap: execvp ... No such file or directory), so the top directory holding it is bound
+// read-only, before the run directory and the writable ones so that those stay writable.
+TEST(LaunchTest, TheSandboxBindsAProgramUnderTmpReadOnlyAndLeavesOthersAlone) {
+  LaunchContext ctx = Context();
+  ctx.shared_dirs = {"/tmp/ci/build/run/ep1"};
+  ctx.program_paths = {"/tmp/ci/build/bin/loom-worker", "/tmp/ci/build/lib/probe.so", "/dev/shm/plugins",
+                       "/usr/lib/loom/plugins", "/tmp", "/tmpfoo/loom-worker"};
+  SandboxConfig bwrap;
+  bwrap.type = "bubblewrap";
+  auto r = WrapWorkerCommand(Worker(), ctx, {}, bwrap);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  auto find = [&](const Args& want) { return std::search(r->argv.begin(), r->argv.end(), want.begin(), want.end()); };
+  const auto build = find({"--ro-bind", "/tmp/ci", "/tmp/ci"});
+  const auto shm = find({"--ro-bind", "/dev/shm/plugins", "/dev/shm/plugins"});
+  ASSERT_NE(build, r->argv.end());
+  ASSERT_NE(shm, r->argv.end());
+  EXPECT_EQ(std::count(r->argv.begin(), r->argv.end(), "/tmp/ci"), 2) << "bound once for both of its files";
+  EXPECT_LT(find({"--tmpfs", "/dev/shm"}), build);
+  EXPECT_LT(build, find({"--bind", "/tmp/ci/build/run/ep1", "/tmp/ci/build/run/ep1"}));
+  EXPECT_EQ(find({"--ro-bind", "/usr/lib/loom/plugins", "/usr/lib/loom/plugins"}), r->argv.end())
+      << "the read-only root shows it already";
+  EXPECT_EQ(std::count(r->argv.begin(), r->argv.end(), "/tmpfoo"), 0);
+  EXPECT_EQ(std::count(r->argv.begin(), r->argv.end(), "/tmp"), 1) << "only --tmpfs /tmp: /tmp itself is not bound";
+
+  ContainerConfig docker;
+  docker.runtime = "docker";
+  docker.image = "loom-worker:1";
+  r = WrapWorkerCommand(Worker(), ctx, docker, {});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(std::count_if(r->argv.begin(), r->argv.end(),
+                          [](const std::string& a) { return a.find("/tmp/ci/build/bin") != std::string::npos; }),
+            0)
+      << "a container runs the image's own worker";
 }
 
 // The endpoint hands a block's loom-manager its container/sandbox settings in a launch file.
