@@ -168,13 +168,6 @@ Status ValidateBlocksConfig(const EndpointConfig& c) {
         "provider.init_blocks and provider.min_blocks are both 0: the endpoint needs one block at start to learn "
         "its kernels; set init_blocks to at least 1");
   }
-  if (c.sandbox.enabled() && !c.sandbox.network) {
-    // bwrap --unshare-net would leave the worker no way to its endpoint.
-    return InvalidArgument(
-        "sandbox.network is false, but the workers of blocks (provider." + p.type +
-        ") reach the endpoint over TCP: set sandbox.network: true (the worker keeps the host's network; "
-        "its files are still confined), or run the workers without a provider");
-  }
   if (p.type == "local" && p.nodes_per_block != 1) {
     return InvalidArgument("provider.nodes_per_block is " + std::to_string(p.nodes_per_block) +
                            ": a local block is one process group on this host, so it must be 1");

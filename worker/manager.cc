@@ -7,11 +7,18 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <ctime>
+#include <filesystem>
+#include <memory>
+#include <optional>
 
 #include "common/curve.h"
 #include "common/subprocess.h"
 #include "common/util.h"
+#include "worker/relay.h"
 
 namespace loom::worker {
 
@@ -19,12 +26,21 @@ std::string BlockWorkerId(const std::string& block_id, const std::string& node, 
   return block_id + ":" + node + ":w" + std::to_string(slot) + "." + std::to_string(generation);
 }
 
-std::vector<std::string> BlockWorkerArgv(const ManagerFlags& flags, const std::string& worker_id) {
-  std::vector<std::string> argv = {flags.worker_binary, "--endpoint",  flags.endpoint, "--worker-id",
-                                   worker_id,           "--log-level", flags.log_level};
+bool UsesRelay(const BlockLaunch& launch) {
+  return !launch.container.enabled() && launch.sandbox.enabled() && !launch.sandbox.network;
+}
+
+std::vector<std::string> BlockWorkerArgv(const ManagerFlags& flags, const std::string& worker_id,
+                                         const std::string& relay_address) {
+  const bool relayed = !relay_address.empty();
+  std::vector<std::string> argv = {flags.worker_binary, "--endpoint",  relayed ? relay_address : flags.endpoint,
+                                   "--worker-id",       worker_id,     "--log-level",
+                                   flags.log_level};
   if (flags.max_message_bytes > 0)
     argv.insert(argv.end(), {"--max-message-bytes", std::to_string(flags.max_message_bytes)});
-  if (!flags.curve_secret_key_file.empty()) {
+  // Through the relay the link is a Unix socket in a directory only this user may enter; the
+  // relay holds the key for the TCP leg.
+  if (!flags.curve_secret_key_file.empty() && !relayed) {
     // --endpoint-public-key=KEY as one argument: a Z85 key may begin with '-'.
     argv.insert(argv.end(), {"--curve-secret-key-file", flags.curve_secret_key_file,
                              "--endpoint-public-key=" + flags.endpoint_public_key});
@@ -44,18 +60,24 @@ std::string ShortHostName() {
 }  // namespace
 
 Result<LaunchCommand> BlockWorkerLaunch(const ManagerFlags& flags, const BlockLaunch& launch,
-                                        const std::string& worker_id, int uid, int gid) {
+                                        const std::string& worker_id, int uid, int gid, const std::string& relay_dir) {
   LaunchContext ctx;
   // Unique on the host: block ids differ between the endpoint's runs, worker ids within a block.
   ctx.name = ContainerName("loom-" + worker_id);
   ctx.uid = uid;
   ctx.gid = gid;
-  // The key file may be under /tmp (the sandbox's own) or outside the image: bound read-only.
-  if (!flags.curve_secret_key_file.empty()) ctx.read_only_paths.push_back(flags.curve_secret_key_file);
+  if (!relay_dir.empty()) {
+    ctx.shared_dirs = {relay_dir};  // the relay's socket
+  } else if (!flags.curve_secret_key_file.empty()) {
+    // The key file may be under /tmp (the sandbox's own) or outside the image: bound read-only.
+    ctx.read_only_paths.push_back(flags.curve_secret_key_file);
+  }
   ctx.program_paths = {flags.worker_binary};
   ctx.program_paths.insert(ctx.program_paths.end(), flags.plugins.begin(), flags.plugins.end());
   ctx.program_paths.insert(ctx.program_paths.end(), flags.plugin_dirs.begin(), flags.plugin_dirs.end());
-  return WrapWorkerCommand({BlockWorkerArgv(flags, worker_id), {}, {}}, ctx, launch.container, launch.sandbox);
+  const std::string relay_address = relay_dir.empty() ? "" : WorkerRelayAddress(relay_dir);
+  return WrapWorkerCommand({BlockWorkerArgv(flags, worker_id, relay_address), {}, {}}, ctx, launch.container,
+                           launch.sandbox);
 }
 
 std::optional<int> ParseManagerFlags(int argc, char** argv, ManagerFlags* flags) {
@@ -120,11 +142,35 @@ int ManagerMain(int argc, char** argv) {
     }
   }
   // Checked once here, so that a bad key file is one clear error rather than every worker's.
+  std::optional<curve::KeyPair> keys;
   if (!f.curve_secret_key_file.empty()) {
-    if (auto keys = curve::ReadSecretKeyFile(f.curve_secret_key_file); !keys.ok()) {
-      spdlog::critical("the workers' CURVE key: {}", keys.status().message());
+    auto read = curve::ReadSecretKeyFile(f.curve_secret_key_file);
+    if (!read.ok()) {
+      spdlog::critical("the workers' CURVE key: {}", read.status().message());
       return 2;
     }
+    keys = std::move(read).value();
+  }
+  // Sandboxed workers without a network reach the endpoint through this process.
+  std::string relay_dir;
+  std::unique_ptr<WorkerRelay> relay;
+  if (UsesRelay(launch)) {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string tmpl = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/loom-relay-XXXXXX";
+    if (::mkdtemp(tmpl.data()) == nullptr) {
+      spdlog::critical("cannot make the workers' relay directory {}: {}", tmpl, std::strerror(errno));
+      return 2;
+    }
+    relay_dir = tmpl;
+    auto started = WorkerRelay::Start({f.endpoint, relay_dir, keys, f.endpoint_public_key,
+                                       f.max_message_bytes > 0 ? f.max_message_bytes + (1 << 20) : -1});
+    if (!started.ok()) {
+      spdlog::critical("{}", started.status().ToString());
+      std::filesystem::remove_all(relay_dir);
+      return 2;
+    }
+    relay = std::move(started).value();
+    spdlog::info("the sandboxed workers have no network: they reach the endpoint through {}", relay->address());
   }
 
   // Signals are read with sigtimedwait: block them first (the workers start with a clean mask).
@@ -142,7 +188,8 @@ int ManagerMain(int argc, char** argv) {
     ++s.generation;
     const std::string id = BlockWorkerId(f.block_id, f.node, k, s.generation);
     s.started = std::chrono::steady_clock::now();
-    auto command = BlockWorkerLaunch(f, launch, id, static_cast<int>(::getuid()), static_cast<int>(::getgid()));
+    auto command =
+        BlockWorkerLaunch(f, launch, id, static_cast<int>(::getuid()), static_cast<int>(::getgid()), relay_dir);
     if (!command.ok()) {
       spdlog::error("cannot start worker {}: {}", id, command.status().message());
       return;
@@ -190,6 +237,7 @@ int ManagerMain(int argc, char** argv) {
       if (s.process.Running()) continue;
       if (s.restart_at == std::chrono::steady_clock::time_point{}) {
         clean_up(s);
+        if (relay) relay->Forget(BlockWorkerId(f.block_id, f.node, k, s.generation));
         const auto how = s.process.exit_status() ? DescribeWaitStatus(*s.process.exit_status()) : "did not start";
         // A worker that dies at once (a bad plugin, a missing library) is restarted with backoff.
         const bool quick = now - s.started < std::chrono::seconds(5);
@@ -210,6 +258,11 @@ int ManagerMain(int argc, char** argv) {
   for (auto& s : slots) s.process.Stop(std::chrono::milliseconds(3000));
   for (auto& s : slots) clean_up(s);
   for (auto& c : cleanups) c.Stop(std::chrono::milliseconds(10000));
+  if (relay) {
+    relay.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(relay_dir, ec);
+  }
   return 0;
 }
 

@@ -13,7 +13,8 @@
 // The workers connect with CURVE (--curve-secret-key-file, --endpoint-public-key: the endpoint
 // admits no other key), and with --launch-file (the endpoint's container: and sandbox:
 // sections, common/launch.h) each runs inside a container or a bubblewrap sandbox, wrapped
-// exactly as the endpoint wraps the workers it starts itself.
+// exactly as the endpoint wraps the workers it starts itself. Workers sandboxed without a
+// network connect to the manager's relay (worker/relay.h) instead, which holds the key.
 #pragma once
 
 #include <optional>
@@ -48,13 +49,22 @@ struct BlockLaunch {
 
 // The id of the worker in slot `slot` (0-based), generation `generation`.
 std::string BlockWorkerId(const std::string& block_id, const std::string& node, int slot, int generation);
-// The loom-worker command line for one worker.
-std::vector<std::string> BlockWorkerArgv(const ManagerFlags& flags, const std::string& worker_id);
+// Whether the workers go through the manager's relay (worker/relay.h): in a bubblewrap sandbox
+// without a network they cannot reach the endpoint's TCP socket themselves.
+bool UsesRelay(const BlockLaunch& launch);
+
+// The loom-worker command line for one worker: connected to the endpoint with the run's key,
+// or, with a relay address, to the relay (no key: the relay holds it).
+std::vector<std::string> BlockWorkerArgv(const ManagerFlags& flags, const std::string& worker_id,
+                                         const std::string& relay_address = "");
 
 // The command that starts the worker `worker_id` (BlockWorkerArgv) in `launch`'s container or
-// sandbox, running as uid:gid; its key file is made readable inside, read-only.
+// sandbox, running as uid:gid; its key file is made readable inside, read-only. With
+// `relay_dir` (UsesRelay) the worker connects to the relay's socket there instead, and that
+// directory is bound into its sandbox in place of the key file.
 Result<LaunchCommand> BlockWorkerLaunch(const ManagerFlags& flags, const BlockLaunch& launch,
-                                        const std::string& worker_id, int uid, int gid);
+                                        const std::string& worker_id, int uid, int gid,
+                                        const std::string& relay_dir = "");
 
 // Parses loom-manager's command line into `flags` (defaults filled in). Returns an exit code
 // when the process should exit now (--help, bad flags).

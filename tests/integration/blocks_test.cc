@@ -91,6 +91,14 @@ class LocalBlocksTest : public ::testing::Test {
     return fabric_->StartEndpoint("ep", 1, {"--config", config});
   }
   pid_t EndpointPid() { return fabric_->endpoint("ep")->pid(); }
+  // Runs `fn` on the endpoint and waits for its record (empty when it did not finish).
+  v1::TaskRecord Run(Client& client, const std::string& fn, std::vector<Value> args) {
+    auto id = client.Submit("ep", fn, std::move(args));
+    EXPECT_TRUE(id.ok()) << id.status().ToString();
+    auto r = client.GetResult(id.ok() ? *id : "", 30s);
+    EXPECT_TRUE(r.ok() && r->has_value()) << fabric_->LogTail("endpoint-ep");
+    return r.ok() && r->has_value() ? **r : v1::TaskRecord();
+  }
   std::unique_ptr<LocalFabric> fabric_;
 };
 
@@ -209,13 +217,7 @@ TEST_F(LocalBlocksTest, ABlocksWorkersRunUnderBubblewrapAsTheSandboxSectionSays)
   auto client = loom::testing::ConnectClient(*fabric_);
   RegisterBuiltins(*client);
   ASSERT_TRUE(client->RegisterFunction("probe_write", "probe_write@1").ok());
-  auto run = [&](const std::string& fn, std::vector<Value> args) {
-    auto id = client->Submit("ep", fn, std::move(args));
-    EXPECT_TRUE(id.ok()) << id.status().ToString();
-    auto r = client->GetResult(id.ok() ? *id : "", 30s);
-    EXPECT_TRUE(r.ok() && r->has_value()) << fabric_->LogTail("endpoint-ep");
-    return r.ok() && r->has_value() ? **r : v1::TaskRecord();
-  };
+  auto run = [&](const std::string& fn, std::vector<Value> args) { return Run(*client, fn, std::move(args)); };
   auto r = run("add", {IntValue(2), IntValue(40)});
   ASSERT_EQ(r.state(), v1::TASK_STATE_SUCCESS) << r.error();
   EXPECT_EQ(r.result().int_value(), 42);
@@ -252,6 +254,46 @@ TEST_F(LocalBlocksTest, ABlocksWorkersRunUnderBubblewrapAsTheSandboxSectionSays)
   EXPECT_FALSE(std::filesystem::exists(in_tmp));
   std::error_code ec;
   std::filesystem::remove_all(outside, ec);
+}
+
+// sandbox.network: false for a block: the workers have no network, so they reach the endpoint
+// through their manager's relay (a Unix socket bound into the sandbox; worker/relay.h), and a
+// kernel's own connection to a host port fails.
+TEST_F(LocalBlocksTest, ABlocksWorkersWithoutNetworkReachTheEndpointThroughTheManagersRelay) {
+  Status s = StartEndpoint(kOneBlock, kOneWorker,
+                           std::string("plugins: [") + LOOM_PROBE_PLUGIN + "]\n" +
+                               "sandbox:\n  type: bubblewrap\n  network: false\n");
+  ASSERT_TRUE(s.ok()) << s.ToString() << fabric_->LogTail("endpoint-ep");
+  auto client = loom::testing::ConnectClient(*fabric_);
+  RegisterBuiltins(*client);
+  ASSERT_TRUE(client->RegisterFunction("probe_connect", "probe_connect@1").ok());
+  auto r = Run(*client, "add", {IntValue(2), IntValue(40)});
+  ASSERT_EQ(r.state(), v1::TASK_STATE_SUCCESS) << r.error();
+  EXPECT_EQ(r.result().int_value(), 42);
+
+  auto managers = ChildPids(EndpointPid());
+  ASSERT_EQ(managers.size(), 1u);
+  const std::string address = FlagValue(CommandLine(*managers.begin()), "--endpoint");
+  ASSERT_TRUE(address.starts_with("tcp://127.0.0.1:")) << address;
+  auto workers = ChildPids(*managers.begin());
+  ASSERT_EQ(workers.size(), 1u);
+  const auto worker_argv = CommandLine(*workers.begin());
+  EXPECT_NE(std::find(worker_argv.begin(), worker_argv.end(), "--unshare-net"), worker_argv.end());
+  EXPECT_TRUE(FlagValue(worker_argv, "--endpoint").starts_with("ipc://")) << FlagValue(worker_argv, "--endpoint");
+  EXPECT_EQ(FlagValue(worker_argv, "--curve-secret-key-file"), "") << "the relay holds the key, not the worker";
+
+  // The endpoint's own TCP port, open on the host, is out of the kernel's reach.
+  const std::string port = address.substr(address.rfind(':') + 1);
+  r = Run(*client, "probe_connect", {StringValue("127.0.0.1"), IntValue(std::stoi(port))});
+  ASSERT_EQ(r.state(), v1::TASK_STATE_FAILED);
+  EXPECT_NE(r.error().find("Connection refused"), std::string::npos) << r.error();
+
+  // The relay's directory goes with the block.
+  const std::string relay = FlagValue(worker_argv, "--endpoint");
+  const std::string relay_dir = std::filesystem::path(relay.substr(std::string("ipc://").size())).parent_path();
+  EXPECT_TRUE(std::filesystem::exists(relay_dir)) << relay_dir;
+  fabric_->KillEndpoint("ep", SIGTERM);
+  EXPECT_TRUE(WaitFor([&] { return !std::filesystem::exists(relay_dir); }, 10s)) << relay_dir << " was left behind";
 }
 
 // A DEALER that poses as worker `id` of a live block and says hello, as a real worker does.

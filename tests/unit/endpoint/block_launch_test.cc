@@ -41,7 +41,8 @@ class BlockLaunchTest : public ::testing::Test {
     launch_file_ = dir_.path() + "/launch-1234abcd.yaml";
   }
   // The manager's command line, and the worker command that manager runs in slot 1, generation 3.
-  Result<LaunchCommand> WorkerOfBlock(Args* manager_argv) {
+  Result<LaunchCommand> WorkerOfBlock(Args* manager_argv, const std::string& relay_dir = "",
+                                      bool* uses_relay = nullptr) {
     std::ofstream(launch_file_) << LaunchSettingsYaml(config_.container, config_.sandbox);
     *manager_argv =
         BlockManagerArgv(config_, {"tcp://login1:40123", "b1a2b3c-1", key_file_, kPublicKey,
@@ -52,7 +53,9 @@ class BlockLaunchTest : public ::testing::Test {
       Status s = LoadLaunchSettingsFile(f.launch_file, &launch.container, &launch.sandbox);
       if (!s.ok()) return s;
     }
-    return worker::BlockWorkerLaunch(f, launch, worker::BlockWorkerId(f.block_id, "node7", 1, 3), 1000, 100);
+    if (uses_relay != nullptr) *uses_relay = worker::UsesRelay(launch);
+    return worker::BlockWorkerLaunch(f, launch, worker::BlockWorkerId(f.block_id, "node7", 1, 3), 1000, 100,
+                                     relay_dir);
   }
   Args BareWorker() const {
     return {"/opt/loom/bin/loom-worker",
@@ -144,16 +147,37 @@ TEST_F(BlockLaunchTest, ABubblewrapBlockKeepsTheNetworkAndBindsTheKeyAfterThePri
   EXPECT_EQ(Args(argv.end() - static_cast<std::ptrdiff_t>(tail.size()), argv.end()), tail);
 }
 
-TEST(BlockConfigTest, ASandboxWithoutNetworkIsRefusedForBlocks) {
-  EndpointConfig c;
-  c.provider.type = "local";
-  c.sandbox.type = "bubblewrap";
-  Status s = ValidateBlocksConfig(c);
-  ASSERT_FALSE(s.ok());
-  EXPECT_NE(s.message().find("sandbox.network"), std::string::npos) << s.message();
-  c.sandbox.network = true;
-  s = ValidateBlocksConfig(c);
-  EXPECT_TRUE(s.ok()) << s.ToString();
+// Without a network the worker cannot reach the endpoint's TCP socket: it connects to the
+// manager's relay (worker/relay.h) over a Unix socket in a directory bound into its sandbox, and
+// never sees the key, which the relay holds.
+TEST_F(BlockLaunchTest, ABubblewrapBlockWithoutNetworkReachesTheEndpointThroughTheManagersRelay) {
+  config_.sandbox.type = "bubblewrap";
+  config_.sandbox.network = false;
+  config_.provider.type = "local";
+  EXPECT_TRUE(ValidateBlocksConfig(config_).ok()) << ValidateBlocksConfig(config_).ToString();
+  Args manager;
+  bool relayed = false;
+  auto w = WorkerOfBlock(&manager, "/tmp/loom-relay-abc123", &relayed);
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  EXPECT_TRUE(relayed);
+  const Args& argv = w->argv;
+  auto at = [&](const Args& part) { return std::search(argv.begin(), argv.end(), part.begin(), part.end()); };
+  EXPECT_NE(std::find(argv.begin(), argv.end(), "--unshare-net"), argv.end());
+  EXPECT_LT(at({"--tmpfs", "/tmp"}), at({"--bind", "/tmp/loom-relay-abc123", "/tmp/loom-relay-abc123"}));
+  EXPECT_NE(at({"--bind", "/tmp/loom-relay-abc123", "/tmp/loom-relay-abc123"}), argv.end());
+  EXPECT_EQ(std::count(argv.begin(), argv.end(), key_file_), 0) << "the key stays outside the sandbox";
+  Args inner = BareWorker();
+  inner[2] = "ipc:///tmp/loom-relay-abc123/workers.sock";
+  inner.erase(std::find(inner.begin(), inner.end(), "--curve-secret-key-file"), inner.begin() + 12);
+  Args tail = {"--"};
+  tail.insert(tail.end(), inner.begin(), inner.end());
+  ASSERT_GE(argv.size(), tail.size());
+  EXPECT_EQ(Args(argv.end() - static_cast<std::ptrdiff_t>(tail.size()), argv.end()), tail);
+
+  // With the network kept, or in a container, the workers connect themselves.
+  config_.sandbox.network = true;
+  ASSERT_TRUE(WorkerOfBlock(&manager, "", &relayed).ok());
+  EXPECT_FALSE(relayed);
 }
 
 }  // namespace
