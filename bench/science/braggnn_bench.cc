@@ -67,7 +67,7 @@ int main(int argc, char** argv) {
   CLI::App app{"BraggNN CPU benchmark: us per patch at several batch sizes, and the pseudo-Voigt fit"};
   std::string data_dir = "kernels/science/data";
   std::vector<int> batches = {1, 64, 256, 1024};
-  std::vector<int> emulated_batches = {1, 64};
+  std::vector<int> emulated_batches = {1, 64, 1024};
   double budget = 1.0;
   int fit_peaks = 1024;
   std::string write_peaks;
