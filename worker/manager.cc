@@ -151,7 +151,18 @@ int ManagerMain(int argc, char** argv) {
     }
     keys = std::move(read).value();
   }
-  // Sandboxed workers without a network reach the endpoint through this process.
+  // Signals are read with sigtimedwait: block them first (the workers start with a clean mask).
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGCHLD);
+  sigaddset(&mask, SIGHUP);
+  ::sigprocmask(SIG_BLOCK, &mask, nullptr);
+
+  // Sandboxed workers without a network reach the endpoint through this process. After the mask:
+  // the relay's threads (its own and ZeroMQ's) inherit it, or a SIGTERM could be delivered to one
+  // of them and end the process before it stops its workers and removes the relay's directory.
   std::string relay_dir;
   std::unique_ptr<WorkerRelay> relay;
   if (UsesRelay(launch)) {
@@ -173,14 +184,6 @@ int ManagerMain(int argc, char** argv) {
     spdlog::info("the sandboxed workers have no network: they reach the endpoint through {}", relay->address());
   }
 
-  // Signals are read with sigtimedwait: block them first (the workers start with a clean mask).
-  sigset_t mask;
-  sigemptyset(&mask);
-  sigaddset(&mask, SIGTERM);
-  sigaddset(&mask, SIGINT);
-  sigaddset(&mask, SIGCHLD);
-  sigaddset(&mask, SIGHUP);
-  ::sigprocmask(SIG_BLOCK, &mask, nullptr);
 
   std::vector<Slot> slots(static_cast<size_t>(f.workers));
   auto start = [&](int k) {

@@ -106,10 +106,13 @@ void WorkerRelay::Run() {
     // Endpoint -> worker: the worker's id in front, as the ROUTER wants it.
     for (size_t k = 0; k < ids.size(); ++k) {
       if (!(items[2 + k].revents & ZMQ_POLLIN)) continue;
-      auto parts = ReceiveAll(upstream.at(*ids[k]));
-      if (parts.empty()) continue;
-      (void)frontend_.send(zmq::buffer(*ids[k]), zmq::send_flags::sndmore);
-      SendAll(frontend_, parts, 0);
+      zmq::socket_t& s = upstream.at(*ids[k]);
+      for (int n = 0; n < 1000; ++n) {
+        auto parts = ReceiveAll(s);
+        if (parts.empty()) break;
+        (void)frontend_.send(zmq::buffer(*ids[k]), zmq::send_flags::sndmore);
+        SendAll(frontend_, parts, 0);
+      }
     }
     // Worker -> endpoint, through that worker's own connection.
     if (items[0].revents & ZMQ_POLLIN) {
