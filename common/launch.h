@@ -72,7 +72,8 @@ struct LaunchContext {
   // Files or directories the worker must read at the same path, read-only (a block worker's key
   // file): bound read-only into containers and into the sandbox (whose /tmp is its own).
   std::vector<std::string> read_only_paths;
-  // The worker's program as the host sees it: its binary, plugins and plugin directories.
+  // The worker's program as the host sees it: its binary, plugins and plugin directories, and
+  // the starting program's own directory (a build tree or prefix that holds their libraries).
   // Containers run the image's own; the sandbox binds, read-only, the top directory under /tmp
   // or /dev/shm of each one there (a build tree under /tmp), which its private /tmp would hide.
   std::vector<std::string> program_paths;

@@ -339,7 +339,8 @@ Result<LaunchCommand> Endpoint::WrapForLaunch(const std::string& worker_id, Laun
   ctx.shared_dirs = {config_.run_dir};
   ctx.uid = static_cast<int>(::getuid());
   ctx.gid = static_cast<int>(::getgid());
-  ctx.program_paths = {config_.worker_binary};
+  // The endpoint's own directory too: a worker of the same build loads its libraries from there.
+  ctx.program_paths = {config_.worker_binary, ExecutableDir()};
   ctx.program_paths.insert(ctx.program_paths.end(), config_.plugins.begin(), config_.plugins.end());
   ctx.program_paths.insert(ctx.program_paths.end(), config_.plugin_dirs.begin(), config_.plugin_dirs.end());
   return WrapWorkerCommand(worker, ctx, config_.container, config_.sandbox);

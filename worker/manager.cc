@@ -72,7 +72,7 @@ Result<LaunchCommand> BlockWorkerLaunch(const ManagerFlags& flags, const BlockLa
     // The key file may be under /tmp (the sandbox's own) or outside the image: bound read-only.
     ctx.read_only_paths.push_back(flags.curve_secret_key_file);
   }
-  ctx.program_paths = {flags.worker_binary};
+  ctx.program_paths = {flags.worker_binary, ExecutableDir()};  // and the libraries of this build
   ctx.program_paths.insert(ctx.program_paths.end(), flags.plugins.begin(), flags.plugins.end());
   ctx.program_paths.insert(ctx.program_paths.end(), flags.plugin_dirs.begin(), flags.plugin_dirs.end());
   const std::string relay_address = relay_dir.empty() ? "" : WorkerRelayAddress(relay_dir);
