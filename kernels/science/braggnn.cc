@@ -111,9 +111,27 @@ Status CheckWeights(const BraggArchitecture& arch, const nn::TensorMap& weights)
   return Status::Ok();
 }
 
+namespace {
+
+// Multiply-adds of one patch through the network (the attention's two products included).
+int64_t MultiplyAdds(const BraggArchitecture& a) {
+  const int64_t p1 = 81, p2 = 49, p3 = 25;  // pixels after conv1, conv2, conv3
+  int64_t n = p1 * a.conv1 * 9 + p1 * 3 * a.inner * a.conv1 + 2 * p1 * p1 * a.inner + p1 * a.conv1 * a.inner +
+              p2 * a.conv2 * a.conv1 * 9 + p3 * a.conv3 * a.conv2 * 9;
+  int64_t width = p3 * a.conv3;
+  for (int d : a.dense) {
+    n += width * d;
+    width = d;
+  }
+  return n + (a.final_linear ? width * 2 : 0);
+}
+
+}  // namespace
+
 Result<BraggNet> BraggNet::Create(BraggArchitecture arch, const nn::TensorMap& weights) {
   LOOM_RETURN_IF_ERROR(CheckWeights(arch, weights));
   BraggNet net;
+  net.min_lanes_batch_ = MultiplyAdds(arch) > 1'000'000 ? 8 : 2;
   net.arch_ = std::move(arch);
   net.weights_ = weights;
   const auto& w = net.weights_;
@@ -166,7 +184,7 @@ void BraggNet::Forward(std::span<const float> patches, int64_t n, std::span<floa
   LOOM_CHECK(threads >= 1);
   const int64_t blocks = (n + lanes::kLanes - 1) / lanes::kLanes;
   const int64_t workers = std::min<int64_t>(threads, blocks);
-  const bool batched = n >= lanes::kLanes;
+  const bool batched = n >= min_lanes_batch_;
   if (workers <= 1) {
     ForwardRange(patches.data(), n, out.data(), batched);
     return;

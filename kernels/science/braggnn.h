@@ -69,9 +69,10 @@ class BraggNet {
   const nn::TensorMap& weights() const { return weights_; }
 
   // patches: n raw patches [n, 11, 11] (normalised here); out: [n, 2] (column, row) / 11.
-  // Batches of lanes::kLanes (16) patches or more run 16 at a time (kernels/science/lanes.h),
-  // smaller ones one patch at a time; both give the same answers to float rounding. `threads`
-  // > 1 splits the batch across that many threads (whole 16-patch blocks each).
+  // Batches of min_lanes_batch() patches or more run 16 at a time (kernels/science/lanes.h; a
+  // last partial block is padded), smaller ones one patch at a time; both give the same answers
+  // to float rounding. `threads` > 1 splits the batch across that many threads (whole 16-patch
+  // blocks each).
   // REQUIRES: patches.size() == n * 121, out.size() == n * 2, threads >= 1.
   void Forward(std::span<const float> patches, int64_t n, std::span<float> out, int threads = 1) const;
 
@@ -80,15 +81,22 @@ class BraggNet {
   void ForwardPerPatch(std::span<const float> patches, int64_t n, std::span<float> out) const;
   void ForwardLanes(std::span<const float> patches, int64_t n, std::span<float> out) const;
 
+  // The smallest batch that takes the 16-patch path: where one padded block costs less than
+  // that many patches one at a time. A block of the full BraggNN (2.1M multiply-adds a patch)
+  // costs about 6 patches' time on the per-patch path, so 8; one of the FPGA-class network
+  // (0.2M) about 1.4, so 2 (measured on the 2-vCPU VM: docs/KERNELS-BRAGGNN.md).
+  int64_t min_lanes_batch() const { return min_lanes_batch_; }
+
  private:
   BraggNet() = default;
 
-  // `batched`: the whole call has lanes::kLanes patches or more, so this share of it (whatever
-  // its size) takes the lanes path.
+  // `batched`: the whole call has min_lanes_batch_ patches or more, so this share of it
+  // (whatever its size) takes the lanes path.
   void ForwardRange(const float* patches, int64_t n, float* out, bool batched) const;
   lanes::PackedWeights LanesWeights() const;
 
   BraggArchitecture arch_;
+  int64_t min_lanes_batch_ = lanes::kLanes;
   nn::TensorMap weights_;  // as given (PyTorch layouts), for the emulated build and export
   std::vector<float> conv1_w_, conv1_b_, tpg_w_, tpg_b_, out_w_, out_b_, conv2_w_, conv2_b_, conv3_w_, conv3_b_;
   std::vector<std::vector<float>> dense_w_, dense_b_;  // [in][out] packed, fc1's rows in (H, W, C) order

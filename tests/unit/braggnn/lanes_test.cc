@@ -116,6 +116,22 @@ TEST_P(LanesTest, ThreadsSplitTheBatchWithoutChangingAnyAnswer) {
   }
 }
 
+// Forward takes the 16-patch path from min_lanes_batch() patches on (a padded block is cheaper
+// than that many single patches): exactly that path's answers on each side of the threshold.
+TEST_P(LanesTest, ForwardTakesTheBlockPathFromTheNetworksThreshold) {
+  const Net n = Load(GetParam());
+  EXPECT_EQ(n.net.min_lanes_batch(), n.golden.fpga ? 2 : 8);
+  const SyntheticPeaks peaks = GeneratePeaks(16, 9);
+  const int64_t t = n.net.min_lanes_batch();
+  for (int64_t batch : {int64_t{1}, t - 1, t, int64_t{15}}) {
+    if (batch < 1) continue;
+    const std::vector<float> in(peaks.patches.begin(), peaks.patches.begin() + batch * kPatchPixels);
+    std::vector<float> forward(batch * 2);
+    n.net.Forward(in, batch, forward);
+    EXPECT_EQ(forward, batch >= t ? Lanes(n.net, in) : PerPatch(n.net, in)) << "batch " << batch;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Golden, LanesTest,
                          ::testing::Values("golden_braggnn_random", "golden_braggnn_trained",
                                            "golden_braggnn_fpga_random", "golden_braggnn_fpga_trained"));
