@@ -72,21 +72,27 @@ void WorkerRelay::Forget(const std::string& worker_id) {
 void WorkerRelay::Run() {
   std::map<std::string, zmq::socket_t> upstream;  // by worker id: its connection to the endpoint
   auto open = [&](const std::string& id) -> zmq::socket_t* {
-    zmq::socket_t s(ctx_, zmq::socket_type::dealer);
-    s.set(zmq::sockopt::routing_id, id);
-    s.set(zmq::sockopt::linger, 0);
-    s.set(zmq::sockopt::sndhwm, 0);
-    s.set(zmq::sockopt::rcvhwm, 0);
-    if (options_.keys) {
-      if (Status st = curve::MakeClient(s, *options_.keys, options_.endpoint_public_key); !st.ok()) {
-        spdlog::error("relay: worker {}: {}", id, st.ToString());
-        return nullptr;
+    try {
+      zmq::socket_t s(ctx_, zmq::socket_type::dealer);
+      s.set(zmq::sockopt::routing_id, id);
+      s.set(zmq::sockopt::linger, 0);
+      s.set(zmq::sockopt::sndhwm, 0);
+      s.set(zmq::sockopt::rcvhwm, 0);
+      if (options_.keys) {
+        if (Status st = curve::MakeClient(s, *options_.keys, options_.endpoint_public_key); !st.ok()) {
+          spdlog::error("relay: worker {}: {}", id, st.ToString());
+          return nullptr;
+        }
       }
+      s.connect(options_.endpoint);
+      spdlog::debug("relay: worker {} connected through the relay", id);
+      return &upstream.emplace(id, std::move(s)).first->second;
+    } catch (const zmq::error_t& e) {
+      spdlog::warn("relay: cannot open a connection for worker '{}': {}", id, e.what());
+      return nullptr;
     }
-    s.connect(options_.endpoint);
-    spdlog::debug("relay: worker {} connected through the relay", id);
-    return &upstream.emplace(id, std::move(s)).first->second;
   };
+  bool warned_anonymous = false;
   std::vector<zmq::pollitem_t> items;
   std::vector<const std::string*> ids;  // items[2 + k] belongs to worker *ids[k]
   while (true) {
@@ -120,6 +126,13 @@ void WorkerRelay::Run() {
         auto parts = ReceiveAll(frontend_);
         if (parts.size() < 2) break;
         const std::string id = parts[0].to_string();
+        if (id.empty() || id[0] == '\0') {
+          // No routing id of its own (ZeroMQ made one up): not a Loom worker, which always names
+          // itself, and the endpoint would see an id no block of its owns.
+          if (!warned_anonymous) spdlog::warn("relay: dropping messages from a peer that gave no worker id");
+          warned_anonymous = true;
+          continue;
+        }
         auto it = upstream.find(id);
         zmq::socket_t* s = it != upstream.end() ? &it->second : open(id);
         if (s != nullptr) SendAll(*s, parts, 1);

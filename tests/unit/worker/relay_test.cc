@@ -118,6 +118,22 @@ TEST_F(RelayTest, AForgottenWorkersNextGenerationConnectsAfresh) {
   EXPECT_EQ(got->body, "second");
 }
 
+// A peer without a routing id gets one from ZeroMQ that starts with a zero byte: not a Loom
+// worker (they always name themselves), so its messages are dropped, and the relay goes on.
+TEST_F(RelayTest, APeerWithoutAnIdIsDroppedAndTheRelayGoesOn) {
+  zmq::socket_t anonymous(ctx_, zmq::socket_type::dealer);
+  anonymous.set(zmq::sockopt::linger, 0);
+  anonymous.connect(relay_->address());
+  ASSERT_TRUE(anonymous.send(zmq::str_buffer("who am I")));
+  auto worker = Worker("b1:node:w0.1");
+  ASSERT_TRUE(worker.send(zmq::str_buffer("hello")));
+  auto got = ReceiveAtRouter(endpoint_, 10s);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->id, "b1:node:w0.1");
+  EXPECT_EQ(got->body, "hello");
+  EXPECT_EQ(ReceiveAtRouter(endpoint_, 100ms), std::nullopt) << "the anonymous message got through";
+}
+
 TEST(RelayStartTest, ADirectoryIsRequiredAndAMissingOneIsAnError) {
   EXPECT_FALSE(WorkerRelay::Start({"tcp://127.0.0.1:1", "", std::nullopt, "", -1}).ok());
   auto r = WorkerRelay::Start({"tcp://127.0.0.1:1", "/nonexistent/loom-relay", std::nullopt, "", -1});
