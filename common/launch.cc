@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <map>
 
+#include "common/util.h"
+
 namespace loom {
 namespace {
 
@@ -231,6 +233,19 @@ LaunchCommand WrapInBubblewrap(const LaunchCommand& worker, const LaunchContext&
 }
 
 }  // namespace
+
+std::vector<std::string> WorkerProgramPaths(const std::string& worker_binary, const std::vector<std::string>& plugins,
+                                            const std::vector<std::string>& plugin_dirs) {
+  std::vector<std::string> paths = {worker_binary};
+  paths.insert(paths.end(), plugins.begin(), plugins.end());
+  paths.insert(paths.end(), plugin_dirs.begin(), plugin_dirs.end());
+  paths.push_back(ExecutableDir());  // a worker of the same build loads its libraries from there
+  return paths;
+}
+
+std::chrono::milliseconds NextStartBackoff(std::chrono::milliseconds previous) {
+  return std::clamp(previous * 2, std::chrono::milliseconds(500), std::chrono::milliseconds(30000));
+}
 
 std::string ContainerName(std::string raw) {
   for (char& ch : raw) {

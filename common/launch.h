@@ -13,6 +13,7 @@
 // {placeholder} is an error. A template must hold {image} and {command}.
 #pragma once
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -78,6 +79,15 @@ struct LaunchContext {
   // or /dev/shm of each one there (a build tree under /tmp), which its private /tmp would hide.
   std::vector<std::string> program_paths;
 };
+
+// LaunchContext::program_paths for a worker: its binary, then the plugins and plugin directories
+// it loads, then the directory of the program that starts it (ExecutableDir()).
+std::vector<std::string> WorkerProgramPaths(const std::string& worker_binary, const std::vector<std::string>& plugins,
+                                            const std::vector<std::string>& plugin_dirs);
+
+// The wait before starting again a worker that died before it started (a missing library, a
+// sandbox that cannot run it): 0.5 s after the first such death, doubling to 30 s.
+std::chrono::milliseconds NextStartBackoff(std::chrono::milliseconds previous);
 
 // `raw` with each character a container name may not hold ([A-Za-z0-9_.-]) turned into '-'.
 std::string ContainerName(std::string raw);

@@ -339,10 +339,7 @@ Result<LaunchCommand> Endpoint::WrapForLaunch(const std::string& worker_id, Laun
   ctx.shared_dirs = {config_.run_dir};
   ctx.uid = static_cast<int>(::getuid());
   ctx.gid = static_cast<int>(::getgid());
-  // The endpoint's own directory too: a worker of the same build loads its libraries from there.
-  ctx.program_paths = {config_.worker_binary, ExecutableDir()};
-  ctx.program_paths.insert(ctx.program_paths.end(), config_.plugins.begin(), config_.plugins.end());
-  ctx.program_paths.insert(ctx.program_paths.end(), config_.plugin_dirs.begin(), config_.plugin_dirs.end());
+  ctx.program_paths = WorkerProgramPaths(config_.worker_binary, config_.plugins, config_.plugin_dirs);
   return WrapWorkerCommand(worker, ctx, config_.container, config_.sandbox);
 }
 
@@ -871,7 +868,7 @@ void Endpoint::ReapWorkers() {
       r.backoff = std::chrono::milliseconds(0);
       r.at = Clock::now();
     } else {
-      r.backoff = std::clamp(r.backoff * 2, std::chrono::milliseconds(500), std::chrono::milliseconds(30000));
+      r.backoff = NextStartBackoff(r.backoff);
       r.at = Clock::now() + r.backoff;
       spdlog::warn("worker {} exited ({}) before it connected; starting slot {} again in {} ms", id, how, slot,
                    r.backoff.count());
@@ -887,7 +884,7 @@ void Endpoint::RestartDueWorkers() {
     r.at = {};
     Status s = SpawnWorker(slot);
     if (!s.ok()) {
-      r.backoff = std::clamp(r.backoff * 2, std::chrono::milliseconds(500), std::chrono::milliseconds(30000));
+      r.backoff = NextStartBackoff(r.backoff);
       r.at = now + r.backoff;
       spdlog::error("cannot start a worker for slot {} ({}); trying again in {} ms", slot, s.ToString(),
                     r.backoff.count());

@@ -72,9 +72,7 @@ Result<LaunchCommand> BlockWorkerLaunch(const ManagerFlags& flags, const BlockLa
     // The key file may be under /tmp (the sandbox's own) or outside the image: bound read-only.
     ctx.read_only_paths.push_back(flags.curve_secret_key_file);
   }
-  ctx.program_paths = {flags.worker_binary, ExecutableDir()};  // and the libraries of this build
-  ctx.program_paths.insert(ctx.program_paths.end(), flags.plugins.begin(), flags.plugins.end());
-  ctx.program_paths.insert(ctx.program_paths.end(), flags.plugin_dirs.begin(), flags.plugin_dirs.end());
+  ctx.program_paths = WorkerProgramPaths(flags.worker_binary, flags.plugins, flags.plugin_dirs);
   const std::string relay_address = relay_dir.empty() ? "" : WorkerRelayAddress(relay_dir);
   return WrapWorkerCommand({BlockWorkerArgv(flags, worker_id, relay_address), {}, {}}, ctx, launch.container,
                            launch.sandbox);
@@ -244,8 +242,7 @@ int ManagerMain(int argc, char** argv) {
         const auto how = s.process.exit_status() ? DescribeWaitStatus(*s.process.exit_status()) : "did not start";
         // A worker that dies at once (a bad plugin, a missing library) is restarted with backoff.
         const bool quick = now - s.started < std::chrono::seconds(5);
-        s.backoff = quick ? std::clamp(s.backoff * 2, std::chrono::milliseconds(500), std::chrono::milliseconds(30000))
-                          : std::chrono::milliseconds(0);
+        s.backoff = quick ? NextStartBackoff(s.backoff) : std::chrono::milliseconds(0);
         s.restart_at = now + s.backoff;
         spdlog::warn("worker {} exited ({}); restarting in {} ms", BlockWorkerId(f.block_id, f.node, k, s.generation),
                      how, s.backoff.count());
