@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
+#include <cstring>
 #include <system_error>
 
 namespace loom {
@@ -72,16 +74,36 @@ void RedisConnection::MarkBroken(std::string reason) {
   broken_reason_ = reason.empty() ? "marked broken" : std::move(reason);
 }
 
-void RedisConnection::Append(const std::vector<std::string_view>& argv) {
-  std::vector<const char*> ptrs;
-  std::vector<size_t> lens;
-  ptrs.reserve(argv.size());
-  lens.reserve(argv.size());
+void FormatRedisCommand(const std::vector<std::string_view>& argv, std::string* out) {
+  // "*<argc>\r\n" then "$<len>\r\n<bytes>\r\n" per argument: sized first, written once.
+  size_t size = 1 + 20 + 2;
+  for (auto a : argv) size += 1 + 20 + 2 + a.size() + 2;
+  out->resize(size);
+  char* p = out->data();
+  auto header = [&](char kind, size_t n) {
+    *p++ = kind;
+    p = std::to_chars(p, p + 20, n).ptr;
+    *p++ = '\r';
+    *p++ = '\n';
+  };
+  header('*', argv.size());
   for (auto a : argv) {
-    ptrs.push_back(a.data());
-    lens.push_back(a.size());
+    header('$', a.size());
+    if (!a.empty()) std::memcpy(p, a.data(), a.size());
+    p += a.size();
+    *p++ = '\r';
+    *p++ = '\n';
   }
-  if (redisAppendCommandArgv(ctx_, static_cast<int>(argv.size()), ptrs.data(), lens.data()) == REDIS_OK) ++pending_;
+  out->resize(static_cast<size_t>(p - out->data()));
+}
+
+void RedisConnection::Append(const std::vector<std::string_view>& argv) {
+  // One buffer per command instead of hiredis's per-argument sdscatfmt (5 % of the service's
+  // CPU when it pipelines a thousand commands).
+  FormatRedisCommand(argv, &scratch_);
+  if (redisAppendFormattedCommand(ctx_, scratch_.data(), scratch_.size()) == REDIS_OK) ++pending_;
+  // A large command (a batch's script arguments) is not kept for the next one.
+  if (scratch_.capacity() > kKeptScratchBytes) std::string().swap(scratch_);
 }
 
 Result<RedisReply> RedisConnection::GetReply() {

@@ -58,6 +58,9 @@ struct RedisOptions {
 };
 
 // One connection. Not thread-safe: one thread uses a connection at a time (RedisPool hands them out).
+// Writes argv as one Redis protocol (RESP) command into *out (replacing its contents).
+void FormatRedisCommand(const std::vector<std::string_view>& argv, std::string* out);
+
 class RedisConnection {
  public:
   static Result<std::unique_ptr<RedisConnection>> Connect(const RedisOptions& options);
@@ -96,7 +99,10 @@ class RedisConnection {
   // LOADING; any other reply, even an error, shows that Redis is serving.
   Status Ping(std::chrono::milliseconds timeout);
 
+  static constexpr size_t kKeptScratchBytes = 64 * 1024;
+
   redisContext* ctx_;
+  std::string scratch_;  // Append's formatted command
   std::string address_;
   std::chrono::milliseconds command_timeout_;
   size_t pending_ = 0;

@@ -613,14 +613,22 @@ Status LoomApi::WaitResults(const v1::WaitResultsRequest& req, const Principal& 
     std::shared_ptr<CompletionHub::Subscription> sub;
     ~Unsub() { hub->Unsubscribe(sub); }
   } unsub{hub_, sub};
-  // Subscribed first, then read: a task finishing in between is seen at least once.
-  LOOM_ASSIGN_OR_RETURN(auto recs, store_->GetTasks(ids, false));
-  for (size_t i = 0; i < recs.size(); ++i) {
-    if (!recs[i] || !Owns(*recs[i], who)) return NotFound(UnknownTaskMessage(ids[i]));
+  // Subscribed first, then read: a task finishing in between is seen at least once. Only the
+  // state and owner are read; whole records only for the tasks that already finished.
+  LOOM_ASSIGN_OR_RETURN(auto briefs, store_->GetTaskBriefs(ids));
+  std::vector<std::string> finished;
+  for (size_t i = 0; i < briefs.size(); ++i) {
+    if (!briefs[i] || !Owns(briefs[i]->owner, who)) return NotFound(UnknownTaskMessage(ids[i]));
+    if (IsTerminal(briefs[i]->state)) finished.push_back(ids[i]);
   }
-  for (auto& r : recs) {
-    if (IsTerminal(r->state()) && pending.erase(r->id())) {
-      if (!write(*r)) return Status(StatusCode::kCancelled, "the client went away");
+  if (!finished.empty()) {
+    LOOM_ASSIGN_OR_RETURN(auto recs, store_->GetTasks(finished, false));
+    for (size_t i = 0; i < recs.size(); ++i) {
+      // Deleted (or expired) since: it will not be published either.
+      if (!recs[i]) return NotFound(UnknownTaskMessage(finished[i]));
+      if (pending.erase(recs[i]->id()) && !write(*recs[i])) {
+        return Status(StatusCode::kCancelled, "the client went away");
+      }
     }
   }
   while (!pending.empty()) {
@@ -668,10 +676,10 @@ Result<v1::DeleteTasksResponse> LoomApi::DeleteTasks(const v1::DeleteTasksReques
                              std::to_string(limits_.max_wait_ids));
   }
   std::vector<std::string> ids(req.task_ids().begin(), req.task_ids().end());
-  LOOM_ASSIGN_OR_RETURN(auto recs, store_->GetTasks(ids, false));
+  LOOM_ASSIGN_OR_RETURN(auto briefs, store_->GetTaskBriefs(ids));
   std::vector<std::string> mine;  // unknown ids, and other tenants' tasks, are skipped alike
-  for (size_t i = 0; i < recs.size(); ++i) {
-    if (recs[i] && Owns(*recs[i], who)) mine.push_back(ids[i]);
+  for (size_t i = 0; i < briefs.size(); ++i) {
+    if (briefs[i] && Owns(briefs[i]->owner, who)) mine.push_back(ids[i]);
   }
   LOOM_ASSIGN_OR_RETURN(int64_t n, store_->DeleteTasks(mine));
   v1::DeleteTasksResponse resp;

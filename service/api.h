@@ -124,7 +124,8 @@ class LoomApi {
   Status CheckKeyUnused(const std::string& key, const std::string& id);
   // Counts the request against the caller's rate quota.
   Status Admit(const Principal& who);
-  static bool Owns(const v1::TaskRecord& t, const Principal& who) { return who.admin || t.owner() == who.user; }
+  static bool Owns(const std::string& owner, const Principal& who) { return who.admin || owner == who.user; }
+  static bool Owns(const v1::TaskRecord& t, const Principal& who) { return Owns(t.owner(), who); }
   Result<EndpointPtr> LookupEndpoint(const std::string& id);
   static EndpointPtr MakeCachedEndpoint(v1::EndpointRecord e);
   // Replaces the cached record, access fields included.

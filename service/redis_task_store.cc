@@ -3,6 +3,7 @@
 #include <google/protobuf/util/message_differencer.h>
 #include <openssl/sha.h>
 
+#include <charconv>
 #include <cstdio>
 #include <map>
 
@@ -814,6 +815,28 @@ Result<std::vector<std::optional<v1::TaskRecord>>> RedisTaskStore::GetTasks(cons
       continue;
     }
     out.emplace_back(MakeRecord(id, ParseTaskFields(r.get())));
+  }
+  return out;
+}
+
+Result<std::vector<std::optional<TaskStore::TaskBrief>>> RedisTaskStore::GetTaskBriefs(
+    const std::vector<std::string>& ids) {
+  LOOM_ASSIGN_OR_RETURN(auto conn, pool_.Acquire());
+  std::string key;
+  for (const auto& id : ids) {
+    key = keys::Task(id);
+    conn->Append({"HMGET", key, f::kState, f::kOwner});
+  }
+  std::vector<std::optional<TaskBrief>> out(ids.size());
+  for (auto& brief : out) {
+    LOOM_ASSIGN_OR_RETURN(auto r, conn->GetReply());
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || ReplyIsNil(r->element[0])) continue;
+    const std::string state = ReplyString(r->element[0]);
+    int code = 0;
+    if (std::from_chars(state.data(), state.data() + state.size(), code).ec != std::errc()) {
+      return Internal("task state '" + state + "' is not a number");
+    }
+    brief = TaskBrief{static_cast<v1::TaskState>(code), ReplyString(r->element[1])};
   }
   return out;
 }

@@ -38,6 +38,7 @@ class RedisTaskStore final : public TaskStore {
                                         const std::vector<v1::TaskResult>& results, int64_t now_ns) override;
   Result<std::vector<std::optional<v1::TaskRecord>>> GetTasks(const std::vector<std::string>& ids,
                                                               bool include_args) override;
+  Result<std::vector<std::optional<TaskBrief>>> GetTaskBriefs(const std::vector<std::string>& ids) override;
   Result<std::optional<v1::TaskRecord>> CancelTask(const std::string& id, int64_t now_ns) override;
   Result<int64_t> DeleteTasks(const std::vector<std::string>& ids) override;
   Result<LostOutcome> RegisterSession(const std::string& endpoint, const std::vector<std::string>& held,

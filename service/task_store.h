@@ -154,6 +154,21 @@ class TaskStore {
   virtual Result<std::vector<std::optional<v1::TaskRecord>>> GetTasks(const std::vector<std::string>& ids,
                                                                       bool include_args) = 0;
 
+  // What checking a wait or a delete needs of each task: its state and owner (nullopt for an
+  // unknown id). Cheaper than GetTasks, which also reads stamps, result and history.
+  struct TaskBrief {
+    v1::TaskState state = v1::TASK_STATE_UNSPECIFIED;
+    std::string owner;
+  };
+  virtual Result<std::vector<std::optional<TaskBrief>>> GetTaskBriefs(const std::vector<std::string>& ids) {
+    LOOM_ASSIGN_OR_RETURN(auto recs, GetTasks(ids, false));
+    std::vector<std::optional<TaskBrief>> out(recs.size());
+    for (size_t i = 0; i < recs.size(); ++i) {
+      if (recs[i]) out[i] = TaskBrief{recs[i]->state(), recs[i]->owner()};
+    }
+    return out;
+  }
+
   // Cancels a task that is not terminal (removing it from its queue or in-flight set) and
   // returns its record; a terminal task is returned unchanged; nullopt for an unknown id.
   virtual Result<std::optional<v1::TaskRecord>> CancelTask(const std::string& id, int64_t now_ns) = 0;

@@ -140,6 +140,34 @@ TEST_F(RedisPoolTest, RunsCommandsOverTcpAndUnixSocketAndReusesConnections) {
   }
 }
 
+TEST(FormatRedisCommandTest, WritesTheProtocolWithBinaryAndEmptyArguments) {
+  std::string out = "left over from an earlier command";
+  const std::string binary("a\0\r\nb", 5);
+  FormatRedisCommand({"SET", "k", binary, ""}, &out);
+  static constexpr char kWant[] = "*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\na\0\r\nb\r\n$0\r\n\r\n";
+  EXPECT_EQ(out, std::string(kWant, sizeof(kWant) - 1));
+  FormatRedisCommand({}, &out);
+  EXPECT_EQ(out, "*0\r\n");
+}
+
+TEST_F(RedisPoolTest, BinaryEmptyAndLargeArgumentsRoundTrip) {
+  RedisPool pool(redis_.Tcp());
+  const std::string binary("\0\r\n$*\xff", 7);
+  const std::string large(300 * 1024, 'x');  // over what a connection keeps of its buffer
+  for (const std::string* v : {&binary, &large}) {
+    for (int i = 0; i < 2; ++i) {  // the second time through a buffer the first one left
+      ASSERT_TRUE(Exec(pool, {"SET", "k", *v}).ok());
+      auto got = Exec(pool, {"GET", "k"});
+      ASSERT_TRUE(got.ok()) << got.status().ToString();
+      EXPECT_EQ(*got, *v);
+    }
+  }
+  ASSERT_TRUE(Exec(pool, {"SET", "empty", ""}).ok());
+  auto empty = Exec(pool, {"STRLEN", "empty"});
+  ASSERT_TRUE(empty.ok());
+  EXPECT_EQ(*empty, "0");
+}
+
 TEST_F(RedisPoolTest, ErrorRepliesDoNotOpenTheCircuitNorDropTheConnection) {
   RedisPool pool(redis_.Tcp());
   auto id = Exec(pool, {"CLIENT", "ID"});

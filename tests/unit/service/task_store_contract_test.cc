@@ -231,6 +231,23 @@ TEST_P(TaskStoreContract, SubmittedTasksWaitInTheirEndpointsQueueWithTimestamps)
   EXPECT_FALSE((*unknown)[1].has_value());
 }
 
+TEST_P(TaskStoreContract, BriefsGiveEachTasksStateAndOwnerAndNothingForUnknownIds) {
+  Submit({"t1", "t2"}, "ep1");
+  ASSERT_EQ(Ids(*Lease("ep1", 1, 300)), (std::vector<std::string>{"t1"}));
+  ASSERT_TRUE(Complete("ep1", {Ok("t1", 5)}, 500).ok());
+  auto briefs = store_->GetTaskBriefs({"t1", "zzz", "t2"});
+  ASSERT_TRUE(briefs.ok()) << briefs.status().ToString();
+  ASSERT_EQ(briefs->size(), 3u);
+  ASSERT_TRUE((*briefs)[0].has_value());
+  EXPECT_EQ((*briefs)[0]->state, v1::TASK_STATE_SUCCESS);
+  EXPECT_EQ((*briefs)[0]->owner, "alice");
+  EXPECT_FALSE((*briefs)[1].has_value());
+  ASSERT_TRUE((*briefs)[2].has_value());
+  EXPECT_EQ((*briefs)[2]->state, v1::TASK_STATE_WAITING_FOR_ENDPOINT);
+  EXPECT_EQ((*briefs)[2]->owner, "alice");
+  EXPECT_TRUE(store_->GetTaskBriefs({})->empty());
+}
+
 TEST_P(TaskStoreContract, DirectTasksAreDispatchedOnlyWhenNothingIsQueuedAheadOfThem) {
   std::vector<NewTask> tasks = {Task("d1", "ep1"), Task("d2", "ep1"), Task("q1", "ep1"), Task("d3", "ep1"),
                                 Task("o1", "ep2")};
