@@ -25,8 +25,8 @@ class ResultWatcher::Stream : public CqOp {
   Status last_error;  // how the previous call ended, when it is retried
   // The context owns the call that the reader lives in: it must outlive the reader.
   std::unique_ptr<grpc::ClientContext> ctx;
-  std::unique_ptr<grpc::ClientAsyncReaderInterface<v1::TaskRecord>> reader;
-  v1::TaskRecord record;
+  std::unique_ptr<grpc::ClientAsyncReaderInterface<v1::TaskRecords>> reader;
+  v1::TaskRecords records;  // one message: the records the service had ready together
   grpc::Status status;
   std::unique_ptr<grpc::Alarm> alarm;
 };
@@ -118,7 +118,7 @@ void ResultWatcher::StartCall(Stream* s) {
     request.set_timeout_ms(std::max<int64_t>(1, left.count()));
   }
   s->state = Stream::State::kStarting;
-  s->reader = stub_.PrepareAsyncWaitResults(s->ctx.get(), request, &cq_);
+  s->reader = stub_.PrepareAsyncStreamResults(s->ctx.get(), request, &cq_);
   s->reader->StartCall(s);
 }
 
@@ -133,7 +133,7 @@ void ResultWatcher::OnStreamEvent(Stream* s, bool ok) {
       }
       if (s->state == Stream::State::kReading) Deliver(s);
       s->state = Stream::State::kReading;
-      s->reader->Read(&s->record, s);
+      s->reader->Read(&s->records, s);
       return;
     case Stream::State::kFinishing:
       OnFinished(s);
@@ -159,15 +159,17 @@ void ResultWatcher::OnStreamEvent(Stream* s, bool ok) {
 }
 
 void ResultWatcher::Deliver(Stream* s) {
-  v1::TaskRecord& record = s->record;
-  if (!IsTerminal(record.state())) return;
-  auto it = owner_.find(record.id());
-  if (it == owner_.end()) return;  // delivered already (or never asked for)
-  if (it->second != nullptr) --it->second->owned;
-  owner_.erase(it);
-  s->backoff = kInitialBackoff;  // the service is answering again
-  s->last_error = Status::Ok();
-  if (!cancelled_) on_record_(record);
+  for (v1::TaskRecord& record : *s->records.mutable_tasks()) {
+    if (!IsTerminal(record.state())) continue;
+    auto it = owner_.find(record.id());
+    if (it == owner_.end()) continue;  // delivered already (or never asked for)
+    if (it->second != nullptr) --it->second->owned;
+    owner_.erase(it);
+    s->backoff = kInitialBackoff;  // the service is answering again
+    s->last_error = Status::Ok();
+    if (!cancelled_) on_record_(record);
+  }
+  s->records.Clear();
 }
 
 void ResultWatcher::OnFinished(Stream* s) {

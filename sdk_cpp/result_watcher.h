@@ -1,4 +1,4 @@
-// ResultWatcher: follows sets of task ids over WaitResults streams on one CompletionQueue, for
+// ResultWatcher: follows sets of task ids over StreamResults streams on one CompletionQueue, for
 // Client::StreamResults (driven by the caller's thread) and Executor (driven by its thread).
 //
 // Each id is delivered (on_record, terminal records only) or given up on (on_failed) at most

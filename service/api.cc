@@ -594,8 +594,7 @@ Result<v1::GetTasksResponse> LoomApi::GetTasks(const v1::GetTasksRequest& req, c
   return resp;
 }
 
-Status LoomApi::WaitResults(const v1::WaitResultsRequest& req, const Principal& who,
-                            const std::function<bool(const v1::TaskRecord&)>& write,
+Status LoomApi::WaitResults(const v1::WaitResultsRequest& req, const Principal& who, const BurstWriter& write,
                             const std::function<bool()>& cancelled) {
   using Clock = std::chrono::steady_clock;
   LOOM_RETURN_IF_ERROR(Admit(who));
@@ -621,15 +620,16 @@ Status LoomApi::WaitResults(const v1::WaitResultsRequest& req, const Principal& 
     if (!briefs[i] || !Owns(briefs[i]->owner, who)) return NotFound(UnknownTaskMessage(ids[i]));
     if (IsTerminal(briefs[i]->state)) finished.push_back(ids[i]);
   }
+  // The records that are ready together go to `write` as one burst.
+  std::vector<const v1::TaskRecord*> burst;
   if (!finished.empty()) {
     LOOM_ASSIGN_OR_RETURN(auto recs, store_->GetTasks(finished, false));
     for (size_t i = 0; i < recs.size(); ++i) {
       // Deleted (or expired) since: it will not be published either.
       if (!recs[i]) return NotFound(UnknownTaskMessage(finished[i]));
-      if (pending.erase(recs[i]->id()) && !write(*recs[i])) {
-        return Status(StatusCode::kCancelled, "the client went away");
-      }
+      if (pending.erase(recs[i]->id())) burst.push_back(&*recs[i]);
     }
+    if (!burst.empty() && !write(burst)) return Status(StatusCode::kCancelled, "the client went away");
   }
   while (!pending.empty()) {
     if (cancelled()) return Status(StatusCode::kCancelled, "the client cancelled the wait");
@@ -640,9 +640,11 @@ Status LoomApi::WaitResults(const v1::WaitResultsRequest& req, const Principal& 
     }
     // Wake up now and then to notice a client that went away.
     auto batch = sub->Take(std::min(deadline, now + std::chrono::milliseconds(200)));
+    burst.clear();
     for (const auto& r : batch) {
-      if (pending.erase(r.id()) && !write(r)) return Status(StatusCode::kCancelled, "the client went away");
+      if (pending.erase(r.id())) burst.push_back(&r);
     }
+    if (!burst.empty() && !write(burst)) return Status(StatusCode::kCancelled, "the client went away");
   }
   return Status::Ok();
 }

@@ -89,11 +89,14 @@ class LoomApi {
   Result<v1::GetTasksResponse> GetTasks(
       const v1::GetTasksRequest& req, const Principal& who,
       const std::function<bool()>& cancelled = [] { return false; });
-  // Calls `write` once per listed task as it reaches a terminal state, in completion order.
-  // Returns OK when every task was written, DEADLINE_EXCEEDED when timeout_ms passed first,
-  // CANCELLED when `cancelled` turned true or `write` returned false.
-  Status WaitResults(const v1::WaitResultsRequest& req, const Principal& who,
-                     const std::function<bool(const v1::TaskRecord&)>& write, const std::function<bool()>& cancelled);
+  // Calls `write` with the listed tasks' records as they reach a terminal state, in completion
+  // order: each call carries the records that became ready together (one or more; each task
+  // once). Returns OK when every task was written, DEADLINE_EXCEEDED when timeout_ms passed
+  // first, CANCELLED when `cancelled` turned true or `write` returned false (the client went
+  // away).
+  using BurstWriter = std::function<bool(const std::vector<const v1::TaskRecord*>&)>;
+  Status WaitResults(const v1::WaitResultsRequest& req, const Principal& who, const BurstWriter& write,
+                     const std::function<bool()>& cancelled);
   Result<v1::CancelResponse> Cancel(const v1::CancelRequest& req, const Principal& who);
   Result<v1::DeleteTasksResponse> DeleteTasks(const v1::DeleteTasksRequest& req, const Principal& who);
   Result<v1::EndpointRecord> UpdateEndpoint(const v1::UpdateEndpointRequest& req, const Principal& who);

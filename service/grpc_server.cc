@@ -80,8 +80,44 @@ grpc::Status LoomGrpcService::WaitResults(grpc::ServerContext* ctx, const v1::Wa
   auto who = Authenticate(ctx);
   if (!who.ok()) return Finish(GrpcMethod::kWaitResults, ctx, who.status());
   Status s = api_->WaitResults(
-      *req, *who, [&](const v1::TaskRecord& r) { return writer->Write(r); }, [&] { return ctx->IsCancelled(); });
+      *req, *who,
+      [&](const std::vector<const v1::TaskRecord*>& burst) {
+        for (const auto* r : burst) {
+          if (!writer->Write(*r)) return false;
+        }
+        return true;
+      },
+      [&] { return ctx->IsCancelled(); });
   return Finish(GrpcMethod::kWaitResults, ctx, s);
+}
+grpc::Status LoomGrpcService::StreamResults(grpc::ServerContext* ctx, const v1::WaitResultsRequest* req,
+                                            grpc::ServerWriter<v1::TaskRecords>* writer) {
+  auto who = Authenticate(ctx);
+  if (!who.ok()) return Finish(GrpcMethod::kStreamResults, ctx, who.status());
+  // One message per burst, split where it would pass max_message_bytes (a record alone may be
+  // larger: its own message then, which the SDK accepts up to twice the limit plus 1 MiB).
+  const int64_t limit = api_->limits().max_message_bytes;
+  v1::TaskRecords message;
+  Status s = api_->WaitResults(
+      *req, *who,
+      [&](const std::vector<const v1::TaskRecord*>& burst) {
+        int64_t bytes = 0;
+        for (const auto* r : burst) {
+          const auto size = static_cast<int64_t>(r->ByteSizeLong());
+          if (message.tasks_size() > 0 && bytes + size > limit) {
+            if (!writer->Write(message)) return false;
+            message.Clear();
+            bytes = 0;
+          }
+          *message.add_tasks() = *r;
+          bytes += size;
+        }
+        const bool ok = writer->Write(message);
+        message.Clear();
+        return ok;
+      },
+      [&] { return ctx->IsCancelled(); });
+  return Finish(GrpcMethod::kStreamResults, ctx, s);
 }
 grpc::Status LoomGrpcService::Cancel(grpc::ServerContext* ctx, const v1::CancelRequest* req, v1::CancelResponse* resp) {
   return Unary(GrpcMethod::kCancel, ctx, resp, [&](const Principal& who) { return api_->Cancel(*req, who); });

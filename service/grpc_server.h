@@ -37,6 +37,8 @@ class LoomGrpcService final : public v1::Loom::Service {
   grpc::Status GetTasks(grpc::ServerContext*, const v1::GetTasksRequest*, v1::GetTasksResponse*) override;
   grpc::Status WaitResults(grpc::ServerContext*, const v1::WaitResultsRequest*,
                            grpc::ServerWriter<v1::TaskRecord>*) override;
+  grpc::Status StreamResults(grpc::ServerContext*, const v1::WaitResultsRequest*,
+                             grpc::ServerWriter<v1::TaskRecords>*) override;
   grpc::Status Cancel(grpc::ServerContext*, const v1::CancelRequest*, v1::CancelResponse*) override;
   grpc::Status DeleteTasks(grpc::ServerContext*, const v1::DeleteTasksRequest*, v1::DeleteTasksResponse*) override;
   grpc::Status CreateToken(grpc::ServerContext*, const v1::CreateTokenRequest*, v1::CreateTokenResponse*) override;

@@ -34,6 +34,8 @@ const char* GrpcMethodName(GrpcMethod m) {
       return "GetTasks";
     case GrpcMethod::kWaitResults:
       return "WaitResults";
+    case GrpcMethod::kStreamResults:
+      return "StreamResults";
     case GrpcMethod::kCancel:
       return "Cancel";
     case GrpcMethod::kDeleteTasks:

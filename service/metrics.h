@@ -57,6 +57,7 @@ enum class GrpcMethod {
   kSubmitBatch,
   kGetTasks,
   kWaitResults,
+  kStreamResults,
   kCancel,
   kDeleteTasks,
   kUpdateEndpoint,

@@ -592,6 +592,7 @@ Status RestGateway::GetTask(Call& c) {
 }
 
 Status RestGateway::WaitResults(Call& c) {
+  constexpr size_t kFlushBytes = 1 << 20;  // the records ready together go out in writes of about this much
   v1::WaitResultsRequest req;
   LOOM_RETURN_IF_ERROR(ParseBody(c, &req));
   if (req.timeout_ms() < 0) return InvalidArgument("timeout_ms " + std::to_string(req.timeout_ms()) + " is negative");
@@ -613,10 +614,18 @@ Status RestGateway::WaitResults(Call& c) {
         };
         Status s = api_->WaitResults(
             req, who,
-            [&](const v1::TaskRecord& r) {
-              auto json = MessageToJson(r);
-              if (!json.ok()) json = ErrorJson(json.status());  // cannot happen for records read from the store
-              return send(*json + "\n");
+            [&](const std::vector<const v1::TaskRecord*>& burst) {
+              std::string lines;
+              for (const auto* r : burst) {
+                auto json = MessageToJson(*r);
+                if (!json.ok()) json = ErrorJson(json.status());  // cannot happen for records read from the store
+                lines += *json + "\n";
+                if (lines.size() >= kFlushBytes) {
+                  if (!send(lines)) return false;
+                  lines.clear();
+                }
+              }
+              return lines.empty() || send(lines);
             },
             [&] {
               if (stopping_ || client_gone) return true;

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <thread>
 #include <zmq.hpp>
@@ -636,6 +637,47 @@ TEST(ReliabilityTest, AnOversizedFrameOnTheEndpointSocketIsDroppedAndTheServiceK
     EXPECT_EQ((*r)->result().int_value(), i);
   }
   EXPECT_TRUE(fabric->service().Running());
+}
+
+TEST(ReliabilityTest, ResultsReadyTogetherAreSplitIntoMessagesUnderTheSizeLimit) {
+  // 40 results of 40 KiB finish before the client follows them: one burst of 1.6 MiB, which the
+  // service must split, as one message would pass what this client accepts (2 x 64 KiB + 1 MiB).
+  auto fabric = MakeFabric("rel-burst-split", {"--max-message-bytes", "65536"});
+  ASSERT_TRUE(fabric->StartAll("ep", 2).ok());
+  ClientOptions o;
+  o.address = fabric->grpc_address();
+  o.token = fabric->token();
+  o.rpc_timeout = 10s;
+  o.max_message_bytes = 65536;
+  auto client = Client::Connect(o);
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  RegisterBuiltins(**client);
+  std::vector<std::string> ids;
+  std::map<std::string, std::string> want;
+  for (int i = 0; i < 40; ++i) {
+    std::string blob(40 * 1024, static_cast<char>('a' + i % 26));
+    blob += std::to_string(i);
+    ids.push_back(SubmitOne(**client, Req("ep", "echo", {StringValue(blob)})));
+    want[ids.back()] = blob;
+  }
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        for (const auto& id : ids) {
+          if (StateOf(**client, id) != v1::TASK_STATE_SUCCESS) return false;
+        }
+        return true;
+      },
+      30s));
+  std::map<std::string, std::string> got;
+  Status s = (*client)->StreamResults(
+      ids,
+      [&](const v1::TaskRecord& r) {
+        got[r.id()] = r.result().string_value();
+        return true;
+      },
+      30s);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(got, want);
 }
 
 }  // namespace

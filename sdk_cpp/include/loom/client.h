@@ -46,7 +46,7 @@ struct ClientOptions {
   int64_t max_message_bytes = int64_t{10} << 20;
   // Deadline of each unary call, and how long Connect waits for the service.
   std::chrono::milliseconds rpc_timeout{30000};
-  // The most tasks (or ids) one SubmitBatch, GetTasks or DeleteTasks call or one WaitResults
+  // The most tasks (or ids) one SubmitBatch, GetTasks or DeleteTasks call or one StreamResults
   // stream carries.
   size_t max_batch = 10000;
   // How many times a submit that carries an idempotency key is sent again after UNAVAILABLE or

@@ -8,7 +8,7 @@
 // How it works: Submit() queues the request and returns at once. One background thread sends
 // the queue as SubmitBatch calls (a few in flight; whatever queued meanwhile rides in the next
 // call, so batches grow with load and a lone task goes out at once), then follows the new ids
-// on a fresh WaitResults stream of their own (it never waits for older streams to end).
+// on a fresh StreamResults stream of their own (it never waits for older streams to end).
 // Streams are capped (kMaxStreams): past the cap the smallest stream is replaced by one that
 // follows its ids and the new ones. Streams broken by UNAVAILABLE (a service restart) are
 // resubscribed with backoff for the ids still running. A SubmitBatch call that fails with
@@ -61,7 +61,7 @@ class TaskError : public std::runtime_error {
 
 class Executor {
  public:
-  // The most WaitResults streams one Executor keeps open.
+  // The most StreamResults streams one Executor keeps open.
   static constexpr size_t kMaxStreams = 32;
   // The most SubmitBatch calls one Executor has in flight.
   static constexpr size_t kMaxSubmitsInFlight = 4;

@@ -318,6 +318,25 @@ grpc::Status FakeLoomApi::GetTasks(grpc::ServerContext* ctx, const v1::GetTasksR
 
 grpc::Status FakeLoomApi::WaitResults(grpc::ServerContext* ctx, const v1::WaitResultsRequest* request,
                                       grpc::ServerWriter<v1::TaskRecord>* writer) {
+  return Follow(ctx, request, [&](const std::vector<v1::TaskRecord>& records) {
+    for (const auto& r : records) {
+      if (!writer->Write(r)) return false;
+    }
+    return true;
+  });
+}
+
+grpc::Status FakeLoomApi::StreamResults(grpc::ServerContext* ctx, const v1::WaitResultsRequest* request,
+                                        grpc::ServerWriter<v1::TaskRecords>* writer) {
+  return Follow(ctx, request, [&](const std::vector<v1::TaskRecord>& records) {
+    v1::TaskRecords message;
+    for (const auto& r : records) *message.add_tasks() = r;
+    return writer->Write(message);
+  });
+}
+
+grpc::Status FakeLoomApi::Follow(grpc::ServerContext* ctx, const v1::WaitResultsRequest* request,
+                                 const std::function<bool(const std::vector<v1::TaskRecord>&)>& write) {
   std::unique_lock<std::mutex> lock(state_.mu_);
   std::set<std::string> want(request->task_ids().begin(), request->task_ids().end());
   for (const auto& id : want) {
@@ -332,16 +351,20 @@ grpc::Status FakeLoomApi::WaitResults(grpc::ServerContext* ctx, const v1::WaitRe
   grpc::Status result = grpc::Status::OK;
   size_t cursor = 0;  // into the completion log: already-finished tasks come first, in order
   while (!want.empty()) {
-    bool write_failed = false;
-    while (cursor < state_.completions_.size() && !write_failed) {
+    // Everything finished since the last round goes out as one burst.
+    std::vector<v1::TaskRecord> ready;
+    while (cursor < state_.completions_.size()) {
       const std::string& id = state_.completions_[cursor++];
       if (want.erase(id) == 0) continue;
       auto it = state_.tasks_.find(id);
       if (it == state_.tasks_.end()) continue;  // deleted since it finished
-      const v1::TaskRecord record = it->second;
       const int copies = state_.duplicate_results_ ? 2 : 1;
+      for (int i = 0; i < copies; ++i) ready.push_back(it->second);
+    }
+    bool write_failed = false;
+    if (!ready.empty()) {
       lock.unlock();
-      for (int i = 0; i < copies; ++i) write_failed = write_failed || !writer->Write(record);
+      write_failed = !write(ready);
       lock.lock();
     }
     if (write_failed) {

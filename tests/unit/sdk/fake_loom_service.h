@@ -34,7 +34,7 @@ class FakeLoomState {
   // Called with the state's lock held for every new task; may set a terminal state, a result
   // or an error (the task then counts as completed at once).
   void set_on_submit(std::function<void(v1::TaskRecord&)> hook);
-  // Makes WaitResults send every record twice, to check that clients deliver each id once.
+  // Makes WaitResults and StreamResults send every record twice, to check that clients deliver each id once.
   void set_duplicate_results(bool on);
   // Makes the next `n` Submit or SubmitBatch calls fail with `code`. With after_commit, each
   // creates its tasks first and then fails, as when the reply is lost after the service
@@ -55,7 +55,7 @@ class FakeLoomState {
   bool has_task(const std::string& id) const;
   int submit_calls() const;  // Submit and SubmitBatch calls received, failed ones included
   std::vector<size_t> submit_batch_sizes() const;
-  std::vector<std::vector<std::string>> wait_requests() const;  // ids of each WaitResults call
+  std::vector<std::vector<std::string>> wait_requests() const;  // ids of each WaitResults or StreamResults call
   int active_waits() const;
 
   // For predicates passed to WaitFor (lock already held).
@@ -95,7 +95,7 @@ class FakeLoomState {
 class FakeLoomApi final : public v1::Loom::Service {
  public:
   explicit FakeLoomApi(FakeLoomState& state) : state_(state) {}
-  // Makes open WaitResults calls end with UNAVAILABLE, as a service that shuts down cleanly does.
+  // Makes open WaitResults and StreamResults calls end with UNAVAILABLE, as a service that shuts down cleanly does.
   void BeginShutdown();
 
   grpc::Status RegisterFunction(grpc::ServerContext*, const v1::RegisterFunctionRequest*,
@@ -112,6 +112,8 @@ class FakeLoomApi final : public v1::Loom::Service {
   grpc::Status GetTasks(grpc::ServerContext*, const v1::GetTasksRequest*, v1::GetTasksResponse*) override;
   grpc::Status WaitResults(grpc::ServerContext*, const v1::WaitResultsRequest*,
                            grpc::ServerWriter<v1::TaskRecord>*) override;
+  grpc::Status StreamResults(grpc::ServerContext*, const v1::WaitResultsRequest*,
+                             grpc::ServerWriter<v1::TaskRecords>*) override;
   grpc::Status Cancel(grpc::ServerContext*, const v1::CancelRequest*, v1::CancelResponse*) override;
   grpc::Status DeleteTasks(grpc::ServerContext*, const v1::DeleteTasksRequest*, v1::DeleteTasksResponse*) override;
 
@@ -119,6 +121,10 @@ class FakeLoomApi final : public v1::Loom::Service {
   // Submit and SubmitBatch: adds the tasks in order (stopping at the first error), or fails as
   // FailNextSubmits asked.
   grpc::Status AddTasks(const std::vector<const v1::SubmitRequest*>& tasks, std::vector<std::string>* ids, bool batch);
+  // WaitResults and StreamResults: follows the completion log, handing `write` what finished
+  // since its last call.
+  grpc::Status Follow(grpc::ServerContext* ctx, const v1::WaitResultsRequest* request,
+                      const std::function<bool(const std::vector<v1::TaskRecord>&)>& write);
   // REQUIRES: state_.mu_ held.
   grpc::Status AddTaskLocked(const v1::SubmitRequest& request, std::string* id);
 

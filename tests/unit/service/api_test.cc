@@ -3,7 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "common/kernel_api.h"
 #include "common/util.h"
@@ -68,6 +71,40 @@ class ApiTest : public ::testing::Test {
     r.set_endpoint(ep);
     for (auto& a : args) *r.add_args() = std::move(a);
     return r;
+  }
+
+  // Submits n echo tasks to ep1 and leases them to epoch 1, as an endpoint session would.
+  std::vector<std::string> SubmitAndLease(int n) {
+    v1::SubmitBatchRequest b;
+    for (int i = 0; i < n; ++i) *b.add_tasks() = Req("echo", "ep1", {IntValue(i)});
+    auto ids = api_->SubmitBatch(b, LocalPrincipal());
+    EXPECT_TRUE(ids.ok());
+    EXPECT_EQ(store_.LeaseTasks("ep1", 1, n, NowNanos())->size(), static_cast<size_t>(n));
+    return ids.ok() ? std::vector<std::string>(ids->task_ids().begin(), ids->task_ids().end())
+                    : std::vector<std::string>();
+  }
+  // Commits a success for each of `ids` in one store call and publishes what finished (twice
+  // with `twice`), as the broker does.
+  void FinishTogether(const std::vector<std::string>& ids, bool twice = false) {
+    std::vector<v1::TaskResult> results;
+    for (const auto& id : ids) {
+      auto& r = results.emplace_back();
+      r.set_task_id(id);
+      r.set_ok(true);
+      *r.mutable_value() = IntValue(1);
+    }
+    auto done = store_.CompleteTasks("ep1", 1, results, NowNanos());
+    ASSERT_TRUE(done.ok());
+    hub_.Publish(done->finished);
+    if (twice) hub_.Publish(done->finished);
+  }
+
+  // WaitResults for `ids` as the local user, for up to 10 s.
+  Status Wait(const std::vector<std::string>& ids, const LoomApi::BurstWriter& write) {
+    v1::WaitResultsRequest w;
+    for (const auto& id : ids) w.add_task_ids(id);
+    w.set_timeout_ms(10000);
+    return api_->WaitResults(w, LocalPrincipal(), write, [] { return false; });
   }
 
   InMemoryTaskStore store_;
@@ -223,21 +260,10 @@ TEST_F(ApiTest, RegisteringTheSameFunctionTwiceIsIdempotentButConflictsAreReject
 }
 
 TEST_F(ApiTest, WaitResultsStreamsInCompletionOrderAndEachTaskOnce) {
-  v1::SubmitBatchRequest b;
-  for (int i = 0; i < 3; ++i) *b.add_tasks() = Req("echo", "ep1", {IntValue(i)});
-  auto ids = api_->SubmitBatch(b, LocalPrincipal())->task_ids();
-  ASSERT_EQ(store_.LeaseTasks("ep1", 1, 3, NowNanos())->size(), 3u);
-  // The first one finishes before the wait starts, the others while it waits, in reverse.
-  auto commit = [&](const std::string& id, int64_t v) {
-    v1::TaskResult r;
-    r.set_task_id(id);
-    r.set_ok(true);
-    *r.mutable_value() = IntValue(v);
-    auto done = store_.CompleteTasks("ep1", 1, {r}, NowNanos());
-    hub_.Publish(done->finished);
-    hub_.Publish(done->finished);  // a duplicate publication must not duplicate the stream
-  };
-  commit(ids[0], 0);
+  auto ids = SubmitAndLease(3);
+  // The first one finishes before the wait starts, the others while it waits, in reverse; a
+  // duplicate publication must not duplicate the stream.
+  FinishTogether({ids[0]}, /*twice=*/true);
   std::vector<std::string> seen;
   std::thread finisher([&] {
     // Waits until the stream is subscribed (it has delivered the first result) before finishing the rest.
@@ -248,23 +274,32 @@ TEST_F(ApiTest, WaitResultsStreamsInCompletionOrderAndEachTaskOnce) {
       }
       std::this_thread::yield();
     }
-    commit(ids[2], 2);
-    commit(ids[1], 1);
+    FinishTogether({ids[2]}, /*twice=*/true);
+    FinishTogether({ids[1]}, /*twice=*/true);
   });
-  v1::WaitResultsRequest w;
-  for (const auto& id : ids) w.add_task_ids(id);
-  w.set_timeout_ms(10000);
-  Status s = api_->WaitResults(
-      w, LocalPrincipal(),
-      [&](const v1::TaskRecord& r) {
-        std::lock_guard lock(notifier_.mu);
-        seen.push_back(r.id());
-        return true;
-      },
-      [] { return false; });
+  Status s = Wait(ids, [&](const std::vector<const v1::TaskRecord*>& burst) {
+    std::lock_guard lock(notifier_.mu);
+    for (const auto* r : burst) seen.push_back(r->id());
+    return true;
+  });
   finisher.join();
   ASSERT_TRUE(s.ok()) << s.ToString();
   EXPECT_EQ(seen, (std::vector<std::string>{ids[0], ids[2], ids[1]}));
+}
+
+TEST_F(ApiTest, WaitResultsHandsTheRecordsReadyTogetherToOneWrite) {
+  auto ids = SubmitAndLease(4);
+  FinishTogether({ids[0], ids[1]});  // finished before the wait: read from the store, one burst
+  std::vector<std::set<std::string>> bursts;
+  Status s = Wait(ids, [&](const std::vector<const v1::TaskRecord*>& burst) {
+    auto& got = bursts.emplace_back();
+    for (const auto* r : burst) got.insert(r->id());
+    // The other two finish together while the wait is subscribed: the next burst.
+    if (bursts.size() == 1) FinishTogether({ids[2], ids[3]});
+    return true;
+  });
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(bursts, (std::vector<std::set<std::string>>{{ids[0], ids[1]}, {ids[2], ids[3]}}));
 }
 
 TEST_F(ApiTest, WaitResultsTimesOutAndRejectsUnknownIds) {
@@ -274,12 +309,12 @@ TEST_F(ApiTest, WaitResultsTimesOutAndRejectsUnknownIds) {
   w.set_timeout_ms(50);
   int writes = 0;
   Status s = api_->WaitResults(
-      w, LocalPrincipal(), [&](const v1::TaskRecord&) { return ++writes > 0; }, [] { return false; });
+      w, LocalPrincipal(), [&](const std::vector<const v1::TaskRecord*>&) { return ++writes > 0; }, [] { return false; });
   EXPECT_EQ(s.code(), StatusCode::kDeadlineExceeded);
   EXPECT_EQ(writes, 0);
   w.add_task_ids("missing");
   EXPECT_EQ(api_->WaitResults(
-                    w, LocalPrincipal(), [](const v1::TaskRecord&) { return true; }, [] { return false; })
+                    w, LocalPrincipal(), [](const std::vector<const v1::TaskRecord*>&) { return true; }, [] { return false; })
                 .code(),
             StatusCode::kNotFound);
 }
