@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "common/redis.h"
 #include "common/util.h"
@@ -200,6 +201,21 @@ Result<int64_t> RedisInfoInt(const LocalFabric& fabric, const std::string& field
     if (line.rfind(field + ":", 0) == 0) return static_cast<int64_t>(std::stoll(line.substr(field.size() + 1)));
   }
   return NotFound("Redis INFO has no field '" + field + "'");
+}
+
+Status RewriteAofAndWait(const LocalFabric& fabric, std::chrono::seconds timeout) {
+  // Refused while a rewrite runs ("already in progress"); then only the wait matters.
+  (void)RedisCommand(fabric, {"BGREWRITEAOF"});
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    LOOM_ASSIGN_OR_RETURN(int64_t running, RedisInfoInt(fabric, "aof_rewrite_in_progress"));
+    LOOM_ASSIGN_OR_RETURN(int64_t scheduled, RedisInfoInt(fabric, "aof_rewrite_scheduled"));
+    if (running == 0 && scheduled == 0) return Status::Ok();
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return DeadlineExceeded("Redis's AOF rewrite did not end within " + std::to_string(timeout.count()) + " s");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
 }
 
 Result<int64_t> RedisInt(const LocalFabric& fabric, const std::vector<std::string>& argv) {

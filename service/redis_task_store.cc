@@ -64,6 +64,8 @@ if max_depth > 0 then
 end
 local pending = {}  -- endpoint -> ids to RPUSH
 local queued = {}   -- endpoint -> true once this script queued a task for it
+local empty = {}    -- endpoint -> whether its queue was empty when the script began
+local sent = {}     -- endpoint -> ids dispatched at once, in order (ZADD with INCRBY's numbers, at the end)
 local out = {}
 for i = 10, #ARGV, 12 do
   local id, ep, key = ARGV[i], ARGV[i + 3], ARGV[i + 9]
@@ -77,10 +79,17 @@ for i = 10, #ARGV, 12 do
     out[#out + 1] = earlier
   else
     local k = ARGV[2] .. id
-    if ARGV[i + 6] == '1' and not queued[ep] and redis.call('LLEN', ARGV[3] .. ep) == 0 then
+    local direct = false
+    if ARGV[i + 6] == '1' and not queued[ep] then
+      if empty[ep] == nil then empty[ep] = redis.call('LLEN', ARGV[3] .. ep) == 0 end
+      direct = empty[ep]
+    end
+    if direct then
       redis.call('HSET', k, 's', ARGV[4], 'o', ARGV[i + 1], 'f', ARGV[i + 2], 'e', ep, 'a', ARGV[i + 4],
                  't', ARGV[i + 5] .. ARGV[5], 'm', ARGV[i + 8], 'n', 1, 'l', ARGV[i + 7])
-      redis.call('ZADD', ARGV[6] .. ep, redis.call('INCR', ARGV[7] .. ep), id)
+      local d = sent[ep]
+      if not d then d = {}; sent[ep] = d end
+      d[#d + 1] = id
       out[#out + 1] = 1
     else
       redis.call('HSET', k, 's', ARGV[1], 'o', ARGV[i + 1], 'f', ARGV[i + 2], 'e', ep, 'a', ARGV[i + 4],
@@ -99,6 +108,17 @@ for i = 10, #ARGV, 12 do
 end
 for ep, q in pairs(pending) do
   if #q > 0 then redis.call('RPUSH', ARGV[3] .. ep, unpack(q)) end
+end
+for ep, d in pairs(sent) do
+  local seq = redis.call('INCRBY', ARGV[7] .. ep, #d) - #d
+  for from = 1, #d, 1000 do
+    local z = {}
+    for j = from, math.min(#d, from + 999) do
+      z[#z + 1] = seq + j
+      z[#z + 1] = d[j]
+    end
+    redis.call('ZADD', ARGV[6] .. ep, unpack(z))
+  end
 end
 return out
 )lua";
