@@ -115,6 +115,10 @@ Status LocalFabric::StartRedis() {
                                      options_.appendfsync,
                                      "--save",
                                      "",
+                                     // A task's hash stays a compact listpack while every value
+                                     // fits (kHashMaxListpackValue in common/redis.h).
+                                     "--hash-max-listpack-value",
+                                     std::to_string(kHashMaxListpackValue),
                                      "--daemonize",
                                      "no",
                                      "--unixsocket",

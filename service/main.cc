@@ -177,6 +177,12 @@ int main(int argc, char** argv) {
     spdlog::warn("waiting for Redis: {}", s.message());
     std::this_thread::sleep_for(std::chrono::milliseconds(std::min(100 * (attempt + 1), 1000)));
   }
+  if (auto lp = store.HashMaxListpackValue(); lp.ok() && *lp < kHashMaxListpackValue) {
+    spdlog::warn(
+        "Redis has hash-max-listpack-value {}: task records over it take about 2.5x the memory; set it to {} "
+        "(redis.conf or CONFIG SET)",
+        *lp, kHashMaxListpackValue);
+  }
 
   // Who is calling: bearer tokens, kept hashed in Redis.
   RedisTokenStore token_store(ro);

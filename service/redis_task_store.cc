@@ -440,6 +440,19 @@ Status RedisTaskStore::Ping() {
   return Status::Ok();
 }
 
+Result<int64_t> RedisTaskStore::HashMaxListpackValue() {
+  LOOM_ASSIGN_OR_RETURN(auto r, Command({"CONFIG", "GET", "hash-max-listpack-value"}));
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+    return Internal("CONFIG GET hash-max-listpack-value gave no value");
+  }
+  const std::string v = ReplyString(r->element[1]);
+  int64_t n = 0;
+  if (std::from_chars(v.data(), v.data() + v.size(), n).ec != std::errc()) {
+    return Internal("hash-max-listpack-value '" + v + "' is not a number");
+  }
+  return n;
+}
+
 Result<bool> RedisTaskStore::PutFunction(const v1::Function& fn) {
   const std::string qualified = FunctionKey(fn);
   std::string key = keys::Function(qualified);

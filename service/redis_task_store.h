@@ -17,6 +17,9 @@ class RedisTaskStore final : public TaskStore {
 
   // Checks that Redis answers (PING).
   Status Ping();
+  // Redis's hash-max-listpack-value (an error where CONFIG is disabled, as on some managed
+  // Redis services).
+  Result<int64_t> HashMaxListpackValue();
   // The connection pool, for its failure counters and circuit state (metrics).
   const RedisPool& pool() const { return pool_; }
 

@@ -728,6 +728,45 @@ TEST(RedisTaskStoreRetention, FinishedTasksAndTheirKeysExpireAfterTheResultTtl) 
   for (int i = 0; i < 3; ++i) EXPECT_EQ((*store.GetTasks({"a"}, false))[0]->state(), v1::TASK_STATE_SUCCESS);
 }
 
+// The Redis that Loom starts keeps a task's hash a compact listpack, queued and finished, for
+// a spec and stamps past Redis's default of 64 bytes a value; the store reads the setting.
+TEST(RedisTaskStoreMemory, TaskHashesStayListpacksUnderLoomsRedisSettings) {
+  auto conn = RedisConnection::Connect(TestRedis());
+  ASSERT_TRUE(conn.ok());
+  ASSERT_TRUE((*conn)->Command({"FLUSHALL"}).ok());
+  RedisTaskStore store(TestRedis(), StoreOptions{3600, 3});
+  auto limit = store.HashMaxListpackValue();
+  ASSERT_TRUE(limit.ok()) << limit.status().ToString();
+  EXPECT_EQ(*limit, kHashMaxListpackValue);
+  NewTask t;
+  t.id = "a";
+  t.owner = "alice";
+  t.function = "bench-noop";
+  t.endpoint = "ep1";
+  t.spec.set_task_id(std::string(32, 'a'));
+  t.spec.set_function("bench-noop");
+  t.spec.set_kernel("noop@1");
+  t.spec.set_owner("alice");
+  t.spec.set_function_owner("alice");
+  *t.spec.add_args() = IntValue(7);
+  ASSERT_GT(t.spec.ByteSizeLong(), 64u);
+  ASSERT_TRUE(store.SubmitTasks({t}, 100).ok());
+  auto encoding = [&] { return ReplyString((*(*conn)->Command({"OBJECT", "ENCODING", "loom:task:a"})).get()); };
+  EXPECT_EQ(encoding(), "listpack");
+  ASSERT_EQ(store.LeaseTasks("ep1", 1, 1, 200)->size(), 1u);
+  v1::TaskResult r;
+  r.set_task_id("a");
+  r.set_ok(true);
+  *r.mutable_value() = IntValue(7);
+  for (const char* stage : {"endpoint_received", "worker_started", "kernel_finished", "endpoint_sent"}) {
+    auto* ts = r.add_timestamps();
+    ts->set_stage(stage);
+    ts->set_unix_nanos(250);
+  }
+  ASSERT_EQ(store.CompleteTasks("ep1", 1, {r}, 300)->finished.size(), 1u);
+  EXPECT_EQ(encoding(), "listpack");
+}
+
 INSTANTIATE_TEST_SUITE_P(Stores, TaskStoreContract,
                          ::testing::Values(std::make_pair("InMemory", Factory(MakeMemory)),
                                            std::make_pair("Redis", Factory(MakeRedis))),
