@@ -621,7 +621,7 @@ Status LoomApi::WaitResults(const v1::WaitResultsRequest& req, const Principal& 
     if (IsTerminal(briefs[i]->state)) finished.push_back(ids[i]);
   }
   // The records that are ready together go to `write` as one burst.
-  std::vector<const v1::TaskRecord*> burst;
+  Burst burst;
   if (!finished.empty()) {
     LOOM_ASSIGN_OR_RETURN(auto recs, store_->GetTasks(finished, false));
     for (size_t i = 0; i < recs.size(); ++i) {
@@ -641,7 +641,7 @@ Status LoomApi::WaitResults(const v1::WaitResultsRequest& req, const Principal& 
     // Wake up now and then to notice a client that went away.
     auto batch = sub->Take(std::min(deadline, now + std::chrono::milliseconds(200)));
     burst.clear();
-    for (const auto& r : batch) {
+    for (auto& r : batch) {
       if (pending.erase(r.id())) burst.push_back(&r);
     }
     if (!burst.empty() && !write(burst)) return Status(StatusCode::kCancelled, "the client went away");

@@ -94,7 +94,10 @@ class LoomApi {
   // once). Returns OK when every task was written, DEADLINE_EXCEEDED when timeout_ms passed
   // first, CANCELLED when `cancelled` turned true or `write` returned false (the client went
   // away).
-  using BurstWriter = std::function<bool(const std::vector<const v1::TaskRecord*>&)>;
+  // The writer owns the records for the call: it may move them out (StreamResults swaps them
+  // into its message instead of copying).
+  using Burst = std::vector<v1::TaskRecord*>;
+  using BurstWriter = std::function<bool(const Burst&)>;
   Status WaitResults(const v1::WaitResultsRequest& req, const Principal& who, const BurstWriter& write,
                      const std::function<bool()>& cancelled);
   Result<v1::CancelResponse> Cancel(const v1::CancelRequest& req, const Principal& who);

@@ -81,7 +81,7 @@ grpc::Status LoomGrpcService::WaitResults(grpc::ServerContext* ctx, const v1::Wa
   if (!who.ok()) return Finish(GrpcMethod::kWaitResults, ctx, who.status());
   Status s = api_->WaitResults(
       *req, *who,
-      [&](const std::vector<const v1::TaskRecord*>& burst) {
+      [&](const LoomApi::Burst& burst) {
         for (const auto* r : burst) {
           if (!writer->Write(*r)) return false;
         }
@@ -100,16 +100,16 @@ grpc::Status LoomGrpcService::StreamResults(grpc::ServerContext* ctx, const v1::
   v1::TaskRecords message;
   Status s = api_->WaitResults(
       *req, *who,
-      [&](const std::vector<const v1::TaskRecord*>& burst) {
+      [&](const LoomApi::Burst& burst) {
         int64_t bytes = 0;
-        for (const auto* r : burst) {
+        for (auto* r : burst) {
           const auto size = static_cast<int64_t>(r->ByteSizeLong());
           if (message.tasks_size() > 0 && bytes + size > limit) {
             if (!writer->Write(message)) return false;
             message.Clear();
             bytes = 0;
           }
-          *message.add_tasks() = *r;
+          message.add_tasks()->Swap(r);
           bytes += size;
         }
         const bool ok = writer->Write(message);

@@ -614,7 +614,7 @@ Status RestGateway::WaitResults(Call& c) {
         };
         Status s = api_->WaitResults(
             req, who,
-            [&](const std::vector<const v1::TaskRecord*>& burst) {
+            [&](const LoomApi::Burst& burst) {
               std::string lines;
               for (const auto* r : burst) {
                 auto json = MessageToJson(*r);

@@ -277,7 +277,7 @@ TEST_F(ApiTest, WaitResultsStreamsInCompletionOrderAndEachTaskOnce) {
     FinishTogether({ids[2]}, /*twice=*/true);
     FinishTogether({ids[1]}, /*twice=*/true);
   });
-  Status s = Wait(ids, [&](const std::vector<const v1::TaskRecord*>& burst) {
+  Status s = Wait(ids, [&](const LoomApi::Burst& burst) {
     std::lock_guard lock(notifier_.mu);
     for (const auto* r : burst) seen.push_back(r->id());
     return true;
@@ -291,7 +291,7 @@ TEST_F(ApiTest, WaitResultsHandsTheRecordsReadyTogetherToOneWrite) {
   auto ids = SubmitAndLease(4);
   FinishTogether({ids[0], ids[1]});  // finished before the wait: read from the store, one burst
   std::vector<std::set<std::string>> bursts;
-  Status s = Wait(ids, [&](const std::vector<const v1::TaskRecord*>& burst) {
+  Status s = Wait(ids, [&](const LoomApi::Burst& burst) {
     auto& got = bursts.emplace_back();
     for (const auto* r : burst) got.insert(r->id());
     // The other two finish together while the wait is subscribed: the next burst.
@@ -309,12 +309,12 @@ TEST_F(ApiTest, WaitResultsTimesOutAndRejectsUnknownIds) {
   w.set_timeout_ms(50);
   int writes = 0;
   Status s = api_->WaitResults(
-      w, LocalPrincipal(), [&](const std::vector<const v1::TaskRecord*>&) { return ++writes > 0; }, [] { return false; });
+      w, LocalPrincipal(), [&](const LoomApi::Burst&) { return ++writes > 0; }, [] { return false; });
   EXPECT_EQ(s.code(), StatusCode::kDeadlineExceeded);
   EXPECT_EQ(writes, 0);
   w.add_task_ids("missing");
   EXPECT_EQ(api_->WaitResults(
-                    w, LocalPrincipal(), [](const std::vector<const v1::TaskRecord*>&) { return true; }, [] { return false; })
+                    w, LocalPrincipal(), [](const LoomApi::Burst&) { return true; }, [] { return false; })
                 .code(),
             StatusCode::kNotFound);
 }

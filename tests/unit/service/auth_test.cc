@@ -325,7 +325,7 @@ TEST_F(TenancyTest, AnotherTenantsTaskAnswersExactlyLikeAnUnknownOne) {
   wait.add_task_ids(id->task_id());
   wait.set_timeout_ms(1);
   EXPECT_EQ(api_->WaitResults(
-                    wait, bob_, [](const std::vector<const v1::TaskRecord*>&) { return true; }, [] { return false; })
+                    wait, bob_, [](const LoomApi::Burst&) { return true; }, [] { return false; })
                 .code(),
             StatusCode::kNotFound);
   // Deleting someone else's task skips it like an unknown id (and it is not deleted).
