@@ -208,10 +208,10 @@ void Broker::CountStoreError(const Status& s) {
   if (code < stats_.store_errors_by_code.size()) ++stats_.store_errors_by_code[code];
 }
 
-void Broker::Finished(const std::vector<v1::TaskRecord>& records) {
+void Broker::Finished(std::vector<v1::TaskRecord> records) {
   if (records.empty()) return;
-  hub_->Publish(records);
   if (metrics_ != nullptr) metrics_->TasksFinished(records);
+  hub_->Publish(std::move(records));
 }
 
 void Broker::Run() {
@@ -539,7 +539,7 @@ void Broker::CommitResults() {
         spdlog::info("endpoint {}: rejected {} result(s) not leased to its session (lease epoch {})",
                      pending.endpoint_id, done->rejected, pending.lease_epoch);
       }
-      Finished(done->finished);
+      Finished(std::move(done->finished));
       if (done->retried > 0) want_dispatch_.insert(pending.endpoint_id);
       // Done with every one of them (committed, retried or refused for good): the endpoint may
       // forget them.

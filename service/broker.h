@@ -167,7 +167,7 @@ class Broker final : public DispatchNotifier {
   Session* SessionFor(const std::string& routing_id);
   void CountStoreError(const Status& s);
   // Publishes records that reached a terminal state (and counts them).
-  void Finished(const std::vector<v1::TaskRecord>& records);
+  void Finished(std::vector<v1::TaskRecord> records);
 
   TaskStore* store_;
   CompletionHub* hub_;

@@ -31,17 +31,22 @@ void CompletionHub::Unsubscribe(const std::shared_ptr<Subscription>& sub) {
   }
 }
 
-void CompletionHub::Publish(const std::vector<v1::TaskRecord>& records) {
+void CompletionHub::Publish(std::vector<v1::TaskRecord> records) {
   if (observer_) observer_(records);
   std::lock_guard lock(mu_);
   if (watchers_.empty()) return;
-  for (const auto& r : records) {
+  for (auto& r : records) {
     auto [b, e] = watchers_.equal_range(r.id());
-    for (auto it = b; it != e; ++it) {
+    for (auto it = b; it != e;) {
       Subscription* s = it->second;
+      const bool last = ++it == e;
       {
         std::lock_guard sl(s->mu_);
-        s->ready_.push_back(r);
+        if (last) {
+          s->ready_.push_back(std::move(r));
+        } else {
+          s->ready_.push_back(r);
+        }
       }
       s->cv_.notify_one();
     }

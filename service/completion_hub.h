@@ -36,8 +36,9 @@ class CompletionHub {
   // Subscribe before reading the store, so that nothing completing in between is missed.
   std::shared_ptr<Subscription> Subscribe(std::vector<std::string> ids);
   void Unsubscribe(const std::shared_ptr<Subscription>& sub);
-  // Every record is published once, when its task reaches a terminal state.
-  void Publish(const std::vector<v1::TaskRecord>& records);
+  // Every record is published once, when its task reaches a terminal state. A record watched
+  // by one stream moves to it; one watched by several is copied to all but the last.
+  void Publish(std::vector<v1::TaskRecord> records);
   // Called with every published batch (e.g. to count a user's tasks in flight). Set before
   // anything publishes; it must be thread-safe and must not call back into the hub.
   void SetObserver(std::function<void(const std::vector<v1::TaskRecord>&)> observer) {

@@ -188,14 +188,16 @@ for i = 22, #ARGV, 5 do
   local v = redis.call('HMGET', k, 's', 'o', 'f', 'e', 't', 'l', 'n', 'm', 'd', 'h', 'k')
   if v[1] and v[4] == ARGV[3] and v[6] == ARGV[4] and (v[1] == ARGV[11] or v[1] == ARGV[12]) then
     unflight(id)
-    local stamps = v[5] .. ARGV[i + 3]
     local n, m = tonumber(v[7]) or 0, tonumber(v[8]) or 1
     if ARGV[i + 1] == '1' then
-      stamps = stamps .. ARGV[13]
+      local stamps = v[5] .. ARGV[i + 3] .. ARGV[13]
       redis.call('HSET', k, 's', ARGV[5], 'r', ARGV[i + 2], 't', stamps)
       finish(k, v)
-      for _, x in ipairs({id, ARGV[5], v[2], v[3], stamps, v[10] or '', n, m, 0, ''}) do out[#out + 1] = x end
+      local o = #out
+      out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = id, ARGV[5], v[2], v[3], stamps
+      out[o + 6], out[o + 7], out[o + 8], out[o + 9], out[o + 10] = v[10] or '', n, m, 0, ''
     else
+      local stamps = v[5] .. ARGV[i + 3]
       local kind = ARGV[i + 4]
       if kind == '0' then kind = ARGV[21] end
       local h = (v[10] or '') .. n .. '\31' .. ARGV[3] .. '\31' .. ARGV[4] .. '\31' .. kind .. '\31' .. ARGV[16] ..
