@@ -438,6 +438,7 @@ void Endpoint::AddResult(v1::TaskResult result) {
   auto it = held_.find(result.task_id());
   if (it != held_.end()) {
     auto* ts = result.mutable_timestamps();
+    const int from_worker = ts->size();
     if (it->second.service_sent_ns > 0) {
       v1::Timestamp* sent = ts->Add();
       sent->set_stage("service_sent");
@@ -446,6 +447,9 @@ void Endpoint::AddResult(v1::TaskResult result) {
     v1::Timestamp* t = ts->Add();
     t->set_stage("endpoint_received");
     t->set_unix_nanos(it->second.received_ns);
+    // Ahead of the worker's own stamps, so that the record's stamps come in time order and the
+    // service need not sort them.
+    std::rotate(ts->pointer_begin(), ts->pointer_begin() + from_worker, ts->pointer_end());
     held_.erase(it);
   }
   auto* t = result.add_timestamps();
@@ -464,7 +468,7 @@ void Endpoint::AddResult(v1::TaskResult result) {
     *result.mutable_timestamps() = stamps;
   }
   if (metrics_ != nullptr) metrics_->ResultAdded(result);
-  to_spool_.push_back(result);
+  to_spool_.push_back(result.task_id());
   QueueToSend(result);
   std::string id = result.task_id();
   unacked_[id] = Unacked{std::move(result), {}};
@@ -480,10 +484,17 @@ void Endpoint::QueueToSend(const v1::TaskResult& result) {
 void Endpoint::Flush() {
   if (!to_spool_.empty()) {
     // One write for the batch, before the results leave: a result the service may have seen
-    // is on disk.
-    Status s = spool_->Append(to_spool_);
-    if (!s.ok()) spdlog::error("cannot spool {} result(s): {}", to_spool_.size(), s.ToString());
-    if (s.ok() && metrics_ != nullptr) metrics_->ResultsSpooled(static_cast<int64_t>(to_spool_.size()));
+    // is on disk. (A task answered twice since the last flush has its latest result written
+    // twice; the spool keeps one per task.)
+    std::vector<const v1::TaskResult*> results;
+    results.reserve(to_spool_.size());
+    for (const auto& id : to_spool_) {
+      auto it = unacked_.find(id);
+      if (it != unacked_.end()) results.push_back(&it->second.result);
+    }
+    Status s = spool_->Append(results);
+    if (!s.ok()) spdlog::error("cannot spool {} result(s): {}", results.size(), s.ToString());
+    if (s.ok() && metrics_ != nullptr) metrics_->ResultsSpooled(static_cast<int64_t>(results.size()));
     to_spool_.clear();
   }
   if (outgoing_.results_size() == 0 && outgoing_.started_size() == 0) return;

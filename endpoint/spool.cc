@@ -408,13 +408,20 @@ void ResultSpool::RemovePending(EntryList::iterator it) {
 }
 
 Status ResultSpool::Append(const std::vector<v1::TaskResult>& results) {
+  std::vector<const v1::TaskResult*> refs;
+  refs.reserve(results.size());
+  for (const auto& r : results) refs.push_back(&r);
+  return Append(refs);
+}
+
+Status ResultSpool::Append(const std::vector<const v1::TaskResult*>& results) {
   if (results.empty()) return Status::Ok();
   std::vector<std::string> payloads;
   payloads.reserve(results.size());
   int64_t bytes = 0;
-  for (const auto& r : results) {
-    if (r.task_id().empty()) return InvalidArgument("cannot spool a result without a task_id");
-    payloads.push_back(r.SerializeAsString());
+  for (const auto* r : results) {
+    if (r->task_id().empty()) return InvalidArgument("cannot spool a result without a task_id");
+    payloads.push_back(r->SerializeAsString());
     bytes += static_cast<int64_t>(payloads.back().size());
   }
   if (pending_bytes_ + bytes > options_.max_bytes) {
@@ -428,7 +435,7 @@ Status ResultSpool::Append(const std::vector<v1::TaskResult>& results) {
   for (const auto& p : payloads) AppendRecord(&buf, kResultRecord, p);
   LOOM_RETURN_IF_ERROR(Write(buf, /*force_sync=*/false));
   const uint64_t seq = current_seq();
-  for (size_t i = 0; i < results.size(); ++i) AddPending(results[i].task_id(), std::move(payloads[i]), seq);
+  for (size_t i = 0; i < results.size(); ++i) AddPending(results[i]->task_id(), std::move(payloads[i]), seq);
   Collect();  // a replaced result may have been the last one holding the oldest segment
   return Status::Ok();
 }

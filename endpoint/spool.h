@@ -64,6 +64,8 @@ class ResultSpool {
   // if the pending results would then exceed max_bytes (stop taking work until acks arrive).
   // A result without a task_id fails the call with kInvalidArgument, writing nothing.
   Status Append(const std::vector<v1::TaskResult>& results);
+  // The same, for results owned elsewhere (not copied).
+  Status Append(const std::vector<const v1::TaskResult*>& results);
 
   // Forgets the pending results of these tasks (one ack record, one write()); ids not pending are
   // ignored, and a call with none pending writes nothing. Deletes segments no longer needed.
