@@ -449,8 +449,22 @@ Result<v1::SubmitBatchResponse> LoomApi::SubmitBatch(const v1::SubmitBatchReques
       return q;
     }
   }
+  // Before the commit: once committed a task may be dispatched, and finish, at any moment.
+  std::vector<std::string> new_ids;
+  new_ids.reserve(tasks.size());
+  for (const auto& t : tasks) new_ids.push_back(t.id);
+  hub_->Expect(new_ids, who.user);
   SubmitOutcome outcome;
   Status committed = Commit(&tasks, &outcome);
+  if (!committed.ok()) {
+    hub_->Unexpect(new_ids);
+  } else {
+    std::vector<std::string> not_created;  // retried submits: the earlier tasks stand
+    for (size_t i = 0; i < tasks.size(); ++i) {
+      if (!outcome.existing_ids[i].empty()) not_created.push_back(new_ids[i]);
+    }
+    if (!not_created.empty()) hub_->Unexpect(not_created);
+  }
   std::map<std::string, std::vector<v1::TaskSpec>> sent;
   std::set<std::string> queued;
   v1::SubmitBatchResponse resp;
@@ -612,25 +626,43 @@ Status LoomApi::WaitResults(const v1::WaitResultsRequest& req, const Principal& 
     std::shared_ptr<CompletionHub::Subscription> sub;
     ~Unsub() { hub->Unsubscribe(sub); }
   } unsub{hub_, sub};
-  // Subscribed first, then read: a task finishing in between is seen at least once. Only the
-  // state and owner are read; whole records only for the tasks that already finished.
-  LOOM_ASSIGN_OR_RETURN(auto briefs, store_->GetTaskBriefs(ids));
-  std::vector<std::string> finished;
-  for (size_t i = 0; i < briefs.size(); ++i) {
-    if (!briefs[i] || !Owns(briefs[i]->owner, who)) return NotFound(UnknownTaskMessage(ids[i]));
-    if (IsTerminal(briefs[i]->state)) finished.push_back(ids[i]);
-  }
+  // Subscribed first, then read: a task finishing in between is seen at least once. The hub
+  // knows the owners of the unfinished tasks submitted here, and holds the records of tasks that
+  // finished while nobody watched. Of the other tasks only the state and owner are read from
+  // the store; whole records only for those already finished.
+  auto known = hub_->Claim(ids);
   // The records that are ready together go to `write` as one burst.
   Burst burst;
-  if (!finished.empty()) {
-    LOOM_ASSIGN_OR_RETURN(auto recs, store_->GetTasks(finished, false));
-    for (size_t i = 0; i < recs.size(); ++i) {
-      // Deleted (or expired) since: it will not be published either.
-      if (!recs[i]) return NotFound(UnknownTaskMessage(finished[i]));
-      if (pending.erase(recs[i]->id())) burst.push_back(&*recs[i]);
+  std::vector<std::string> unknown;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (known[i].owner) {
+      if (!Owns(*known[i].owner, who)) return NotFound(UnknownTaskMessage(ids[i]));
+    } else if (!known[i].record) {
+      unknown.push_back(ids[i]);
+    } else if (!Owns(*known[i].record, who)) {
+      return NotFound(UnknownTaskMessage(ids[i]));
+    } else if (pending.erase(ids[i])) {
+      burst.push_back(&*known[i].record);
     }
-    if (!burst.empty() && !write(burst)) return Status(StatusCode::kCancelled, "the client went away");
   }
+  std::vector<std::optional<v1::TaskRecord>> recs;
+  if (!unknown.empty()) {
+    LOOM_ASSIGN_OR_RETURN(auto briefs, store_->GetTaskBriefs(unknown));
+    std::vector<std::string> finished;
+    for (size_t i = 0; i < briefs.size(); ++i) {
+      if (!briefs[i] || !Owns(briefs[i]->owner, who)) return NotFound(UnknownTaskMessage(unknown[i]));
+      if (IsTerminal(briefs[i]->state)) finished.push_back(unknown[i]);
+    }
+    if (!finished.empty()) {
+      LOOM_ASSIGN_OR_RETURN(recs, store_->GetTasks(finished, false));
+      for (size_t i = 0; i < recs.size(); ++i) {
+        // Deleted (or expired) since: it will not be published either.
+        if (!recs[i]) return NotFound(UnknownTaskMessage(finished[i]));
+        if (pending.erase(recs[i]->id())) burst.push_back(&*recs[i]);
+      }
+    }
+  }
+  if (!burst.empty() && !write(burst)) return Status(StatusCode::kCancelled, "the client went away");
   while (!pending.empty()) {
     if (cancelled()) return Status(StatusCode::kCancelled, "the client cancelled the wait");
     const auto now = Clock::now();
@@ -684,6 +716,7 @@ Result<v1::DeleteTasksResponse> LoomApi::DeleteTasks(const v1::DeleteTasksReques
     if (briefs[i] && Owns(briefs[i]->owner, who)) mine.push_back(ids[i]);
   }
   LOOM_ASSIGN_OR_RETURN(int64_t n, store_->DeleteTasks(mine));
+  hub_->Forget(mine);
   v1::DeleteTasksResponse resp;
   resp.set_deleted(static_cast<int32_t>(n));
   return resp;

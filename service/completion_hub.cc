@@ -33,10 +33,15 @@ void CompletionHub::Unsubscribe(const std::shared_ptr<Subscription>& sub) {
 
 void CompletionHub::Publish(std::vector<v1::TaskRecord> records) {
   if (observer_) observer_(records);
+  const auto now = Clock::now();
   std::lock_guard lock(mu_);
-  if (watchers_.empty()) return;
   for (auto& r : records) {
+    if (!expected_.empty()) expected_.erase(r.id());
     auto [b, e] = watchers_.equal_range(r.id());
+    if (b == e) {
+      KeepUnclaimed(std::move(r), now);
+      continue;
+    }
     for (auto it = b; it != e;) {
       Subscription* s = it->second;
       const bool last = ++it == e;
@@ -51,6 +56,101 @@ void CompletionHub::Publish(std::vector<v1::TaskRecord> records) {
       s->cv_.notify_one();
     }
   }
+  EvictUnclaimed(now);
+}
+
+void CompletionHub::KeepUnclaimed(v1::TaskRecord record, Clock::time_point now) {
+  if (options_.max_bytes <= 0) return;
+  // The record's encoded size plus what its id, map entry and queue entry take.
+  const int64_t bytes = static_cast<int64_t>(record.ByteSizeLong() + 2 * record.id().size()) + 128;
+  if (bytes > options_.max_bytes) return;
+  if (auto it = unclaimed_.find(record.id()); it != unclaimed_.end()) EraseUnclaimed(it);
+  const uint64_t seq = next_seq_++;
+  unclaimed_order_.emplace_back(seq, record.id());
+  std::string id = record.id();
+  unclaimed_.emplace(std::move(id), Unclaimed{std::move(record), now, bytes, seq});
+  unclaimed_bytes_ += bytes;
+}
+
+void CompletionHub::EraseUnclaimed(std::unordered_map<std::string, Unclaimed>::iterator it) {
+  unclaimed_bytes_ -= it->second.bytes;
+  unclaimed_.erase(it);  // its unclaimed_order_ entry goes when it reaches the front
+}
+
+void CompletionHub::EvictUnclaimed(Clock::time_point now) {
+  while (!unclaimed_order_.empty()) {
+    auto& [seq, id] = unclaimed_order_.front();
+    auto it = unclaimed_.find(id);
+    const bool live = it != unclaimed_.end() && it->second.seq == seq;
+    if (live && unclaimed_bytes_ <= options_.max_bytes && now - it->second.at < options_.max_age) break;
+    if (live) EraseUnclaimed(it);
+    unclaimed_order_.pop_front();
+  }
+}
+
+void CompletionHub::Expect(const std::vector<std::string>& ids, const std::string& owner) {
+  const auto max = static_cast<size_t>(options_.max_expected);
+  if (max == 0) return;
+  std::lock_guard lock(mu_);
+  for (const auto& id : ids) {
+    const uint64_t seq = next_seq_++;
+    expected_[id] = Expected{owner, seq};
+    expected_order_.emplace_back(seq, id);
+  }
+  // Forget the oldest beyond the limit. Entries of finished tasks go when they reach the front;
+  // the queue is kept within twice the limit even when an old task stays unfinished.
+  while (!expected_order_.empty()) {
+    auto& [seq, id] = expected_order_.front();
+    auto it = expected_.find(id);
+    const bool live = it != expected_.end() && it->second.seq == seq;
+    if (live && expected_.size() <= max && expected_order_.size() <= 2 * max) break;
+    if (live) expected_.erase(it);
+    expected_order_.pop_front();
+  }
+}
+
+void CompletionHub::Unexpect(const std::vector<std::string>& ids) {
+  std::lock_guard lock(mu_);
+  for (const auto& id : ids) expected_.erase(id);
+}
+
+std::vector<CompletionHub::Known> CompletionHub::Claim(const std::vector<std::string>& ids) {
+  std::vector<Known> out(ids.size());
+  const auto now = Clock::now();
+  std::lock_guard lock(mu_);
+  EvictUnclaimed(now);
+  if (unclaimed_.empty() && expected_.empty()) return out;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (auto it = expected_.find(ids[i]); it != expected_.end()) {
+      out[i].owner = it->second.owner;
+    } else if (auto u = unclaimed_.find(ids[i]); u != unclaimed_.end()) {
+      out[i].record = std::move(u->second.record);
+      EraseUnclaimed(u);
+    }
+  }
+  return out;
+}
+
+void CompletionHub::Forget(const std::vector<std::string>& ids) {
+  std::lock_guard lock(mu_);
+  for (const auto& id : ids) {
+    if (auto it = unclaimed_.find(id); it != unclaimed_.end()) EraseUnclaimed(it);
+  }
+}
+
+int64_t CompletionHub::unclaimed_bytes() const {
+  std::lock_guard lock(mu_);
+  return unclaimed_bytes_;
+}
+
+size_t CompletionHub::unclaimed_count() const {
+  std::lock_guard lock(mu_);
+  return unclaimed_.size();
+}
+
+size_t CompletionHub::expected_count() const {
+  std::lock_guard lock(mu_);
+  return expected_.size();
 }
 
 }  // namespace loom::service

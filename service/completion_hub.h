@@ -1,6 +1,11 @@
 // CompletionHub: tells waiting result streams about tasks that reached a terminal state.
 // Records are published only after they are committed to the store, so a subscriber never sees
-// a result that a restart could lose. Thread-safe.
+// a result that a restart could lose. So that waits need not read the store back:
+// - the owners of tasks submitted through this service are remembered until the tasks finish
+//   (Expect), bounded in number;
+// - a record published while no stream watched its task is kept for a while (bounded by bytes
+//   and age), for a stream that starts watching late.
+// Claim answers from both; what it does not know is read from the store. Thread-safe.
 #pragma once
 
 #include <chrono>
@@ -9,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -17,8 +23,19 @@
 
 namespace loom::service {
 
+struct UnclaimedOptions {
+  int64_t max_bytes = 64 << 20;  // records nobody watched, kept for late watchers; 0: none
+  // Kept at most this long; must stay below the store's result TTL (an expired task's record
+  // must not be served from here).
+  std::chrono::milliseconds max_age{10000};
+  // Unfinished tasks whose owner is remembered; beyond it the oldest are forgotten. 0: none.
+  int64_t max_expected = 200000;
+};
+
 class CompletionHub {
  public:
+  explicit CompletionHub(UnclaimedOptions options = {}) : options_(options) {}
+
   // The records published for one subscriber's ids, in publication order.
   class Subscription {
    public:
@@ -37,8 +54,27 @@ class CompletionHub {
   std::shared_ptr<Subscription> Subscribe(std::vector<std::string> ids);
   void Unsubscribe(const std::shared_ptr<Subscription>& sub);
   // Every record is published once, when its task reaches a terminal state. A record watched
-  // by one stream moves to it; one watched by several is copied to all but the last.
+  // by one stream moves to it; one watched by several is copied to all but the last; one
+  // watched by none is kept as unclaimed (see the class comment).
   void Publish(std::vector<v1::TaskRecord> records);
+  // Tasks about to be committed, all owned by `owner`. Call it before they can be dispatched (a
+  // task expected after its record was published would be taken for unfinished), and Unexpect
+  // those that were not created after all.
+  void Expect(const std::vector<std::string>& ids, const std::string& owner);
+  void Unexpect(const std::vector<std::string>& ids);
+  // What the hub knows of a task without the store.
+  struct Known {
+    std::optional<v1::TaskRecord> record;  // it finished while nobody watched: here is its record
+    std::optional<std::string> owner;      // it has not finished (its record will be published)
+  };
+  // Per id, aligned with `ids`; neither set: ask the store. Unclaimed records are removed
+  // (taken once). Subscribe first: a record published after this call goes to the subscription.
+  std::vector<Known> Claim(const std::vector<std::string>& ids);
+  // Drops the unclaimed records of deleted tasks.
+  void Forget(const std::vector<std::string>& ids);
+  int64_t unclaimed_bytes() const;
+  size_t unclaimed_count() const;
+  size_t expected_count() const;
   // Called with every published batch (e.g. to count a user's tasks in flight). Set before
   // anything publishes; it must be thread-safe and must not call back into the hub.
   void SetObserver(std::function<void(const std::vector<v1::TaskRecord>&)> observer) {
@@ -46,9 +82,31 @@ class CompletionHub {
   }
 
  private:
-  std::mutex mu_;
+  using Clock = std::chrono::steady_clock;
+  struct Unclaimed {
+    v1::TaskRecord record;
+    Clock::time_point at;
+    int64_t bytes = 0;
+    uint64_t seq = 0;  // matches its entry in unclaimed_order_
+  };
+  void KeepUnclaimed(v1::TaskRecord record, Clock::time_point now);  // REQUIRES: mu_
+  void EvictUnclaimed(Clock::time_point now);                        // REQUIRES: mu_
+  void EraseUnclaimed(std::unordered_map<std::string, Unclaimed>::iterator it);  // REQUIRES: mu_
+  struct Expected {
+    std::string owner;
+    uint64_t seq = 0;  // matches its entry in expected_order_
+  };
+
+  const UnclaimedOptions options_;
+  mutable std::mutex mu_;
   // A task id may be watched by several streams.
   std::unordered_multimap<std::string, Subscription*> watchers_;  // GUARDED_BY(mu_)
+  std::unordered_map<std::string, Unclaimed> unclaimed_;          // GUARDED_BY(mu_)
+  std::deque<std::pair<uint64_t, std::string>> unclaimed_order_;  // GUARDED_BY(mu_): oldest first
+  int64_t unclaimed_bytes_ = 0;                                   // GUARDED_BY(mu_)
+  std::unordered_map<std::string, Expected> expected_;            // GUARDED_BY(mu_)
+  std::deque<std::pair<uint64_t, std::string>> expected_order_;   // GUARDED_BY(mu_): oldest first
+  uint64_t next_seq_ = 0;                                         // GUARDED_BY(mu_)
   std::function<void(const std::vector<v1::TaskRecord>&)> observer_;
 };
 

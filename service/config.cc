@@ -57,6 +57,10 @@ Status LoadServiceConfigFile(const std::string& path, ServiceConfig* c) {
         c->max_worker_deaths = v.as<int>();
       else if (key == "result_ttl_seconds")
         c->result_ttl_seconds = v.as<int64_t>();
+      else if (key == "unclaimed_results_bytes")
+        c->unclaimed_results_bytes = v.as<int64_t>();
+      else if (key == "remembered_tasks")
+        c->remembered_tasks = v.as<int64_t>();
       else if (key == "zmq_high_water_mark")
         c->zmq_high_water_mark = v.as<int>();
       else if (key == "log_level")

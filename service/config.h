@@ -25,6 +25,12 @@ struct ServiceConfig {
   int default_max_attempts = 3;                // attempts on system failure when neither task nor function sets it
   int max_worker_deaths = 3;                   // a task that killed this many workers fails as poison
   int64_t result_ttl_seconds = 7 * 24 * 3600;  // finished tasks are kept this long; 0: forever
+  // Records of tasks that finished while no stream waited for them, kept in memory for up to 10 s
+  // for a stream that asks late (it then needs no Redis read); 0: none.
+  int64_t unclaimed_results_bytes = 64 << 20;
+  // Unfinished tasks submitted here whose owner the service remembers, so that waiting for them
+  // needs no Redis read; beyond it the oldest are forgotten (read from Redis). 0: none.
+  int64_t remembered_tasks = 200000;
   std::string log_level = "info";
   std::string ready_file;  // written with the bound addresses once serving
   // Prometheus /metrics listen address, HOST:PORT (port 0 picks one, reported in the ready

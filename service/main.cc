@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -52,6 +53,15 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1000));
   app.add_option("--result-ttl-seconds", c.result_ttl_seconds,
                  "finished tasks and their results are kept this long, then expire (0: forever)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--unclaimed-results-bytes", c.unclaimed_results_bytes,
+                 "memory for the records of tasks that finished while no stream waited for them, kept up to "
+                 "10 s (less under a short --result-ttl-seconds) for a late waiter, which then needs no Redis "
+                 "read (0: none)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--remembered-tasks", c.remembered_tasks,
+                 "unfinished tasks submitted here whose owner the service keeps in memory, so that waiting for "
+                 "them needs no Redis read; beyond it the oldest are forgotten (0: none)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--zmq-high-water-mark", c.zmq_high_water_mark,
                  "messages queued for one endpoint before sends to it fail and its session is dropped "
@@ -207,7 +217,14 @@ int main(int argc, char** argv) {
     metrics = std::make_unique<ServiceMetrics>(mo);
     metrics->AttachRedisPool(store.pool());
   }
-  CompletionHub hub;
+  UnclaimedOptions uo;
+  uo.max_bytes = c.unclaimed_results_bytes;
+  uo.max_expected = c.remembered_tasks;
+  if (c.result_ttl_seconds > 0) {
+    // A record must leave the hub before its task expires in Redis.
+    uo.max_age = std::min(uo.max_age, std::chrono::milliseconds(c.result_ttl_seconds * 1000 / 2));
+  }
+  CompletionHub hub(uo);
   hub.SetObserver([&](const std::vector<v1::TaskRecord>& finished) { quotas.TasksFinished(finished); });
   CreditBook credit;
   BrokerOptions bo;

@@ -13,7 +13,7 @@
 
 namespace loom::service {
 
-class InMemoryTaskStore final : public TaskStore {
+class InMemoryTaskStore : public TaskStore {
  public:
   explicit InMemoryTaskStore(StoreOptions options = {}) : options_(options) {}
   Result<bool> PutFunction(const v1::Function& f) override;

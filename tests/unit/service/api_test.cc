@@ -35,6 +35,17 @@ class FakeNotifier : public DispatchNotifier {
   std::vector<std::pair<std::string, std::string>> dispatched;  // (endpoint/session, task id)
 };
 
+// Counts the task reads, to show which waits need none.
+class CountingStore : public InMemoryTaskStore {
+ public:
+  Result<std::vector<std::optional<v1::TaskRecord>>> GetTasks(const std::vector<std::string>& ids,
+                                                              bool include_args) override {
+    task_reads += static_cast<int>(ids.size());
+    return InMemoryTaskStore::GetTasks(ids, include_args);
+  }
+  std::atomic<int> task_reads{0};
+};
+
 class ApiTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -107,7 +118,7 @@ class ApiTest : public ::testing::Test {
     return api_->WaitResults(w, LocalPrincipal(), write, [] { return false; });
   }
 
-  InMemoryTaskStore store_;
+  CountingStore store_;
   CompletionHub hub_;
   FakeNotifier notifier_;
   ServiceLimits limits_;
@@ -289,7 +300,7 @@ TEST_F(ApiTest, WaitResultsStreamsInCompletionOrderAndEachTaskOnce) {
 
 TEST_F(ApiTest, WaitResultsHandsTheRecordsReadyTogetherToOneWrite) {
   auto ids = SubmitAndLease(4);
-  FinishTogether({ids[0], ids[1]});  // finished before the wait: read from the store, one burst
+  FinishTogether({ids[0], ids[1]});  // finished before the wait: held by the hub, one burst
   std::vector<std::set<std::string>> bursts;
   Status s = Wait(ids, [&](const LoomApi::Burst& burst) {
     auto& got = bursts.emplace_back();
@@ -300,6 +311,106 @@ TEST_F(ApiTest, WaitResultsHandsTheRecordsReadyTogetherToOneWrite) {
   });
   ASSERT_TRUE(s.ok()) << s.ToString();
   EXPECT_EQ(bursts, (std::vector<std::set<std::string>>{{ids[0], ids[1]}, {ids[2], ids[3]}}));
+}
+
+// Records published while nobody waited are kept by the hub: a wait that starts late takes
+// them from there without reading the store, once; after that the store answers.
+TEST_F(ApiTest, WaitResultsTakesRecordsNobodyWaitedForFromTheHubOnce) {
+  auto ids = SubmitAndLease(3);
+  FinishTogether({ids[0], ids[1]});
+  // Removed from the store behind the API's back: only the hub can still answer for them.
+  ASSERT_EQ(*store_.DeleteTasks({ids[0], ids[1]}), 2);
+  store_.task_reads = 0;
+  std::vector<std::string> seen;
+  Status s = Wait({ids[0], ids[1]}, [&](const LoomApi::Burst& burst) {
+    for (const auto* r : burst) {
+      seen.push_back(r->id());
+      EXPECT_EQ(r->state(), v1::TASK_STATE_SUCCESS);
+      EXPECT_EQ(r->result().int_value(), 1);
+    }
+    return true;
+  });
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(std::set<std::string>(seen.begin(), seen.end()), (std::set<std::string>{ids[0], ids[1]}));
+  EXPECT_EQ(store_.task_reads, 0);
+  EXPECT_EQ(hub_.unclaimed_count(), 0u);
+  EXPECT_EQ(Wait({ids[0]}, [](const LoomApi::Burst&) { return true; }).code(), StatusCode::kNotFound);
+  EXPECT_EQ(hub_.unclaimed_bytes(), 0);
+}
+
+TEST_F(ApiTest, WaitResultsServesNoDeletedTaskAndNoOtherTenantsTaskFromTheHub) {
+  auto ids = SubmitAndLease(2);
+  FinishTogether(ids);
+  ASSERT_EQ(hub_.unclaimed_count(), 2u);
+  v1::DeleteTasksRequest del;
+  del.add_task_ids(ids[0]);
+  ASSERT_EQ(api_->DeleteTasks(del, LocalPrincipal())->deleted(), 1);
+  EXPECT_EQ(hub_.unclaimed_count(), 1u);
+  EXPECT_EQ(Wait({ids[0]}, [](const LoomApi::Burst&) { return true; }).code(), StatusCode::kNotFound);
+  // Another tenant asking for the other one is told it does not exist; its owner still gets it
+  // (from the store: the refused ask took it out of the hub).
+  v1::WaitResultsRequest w;
+  w.add_task_ids(ids[1]);
+  w.set_timeout_ms(10000);
+  const Principal bob{"bob", false};
+  EXPECT_EQ(api_->WaitResults(w, bob, [](const LoomApi::Burst&) { return true; }, [] { return false; }).code(),
+            StatusCode::kNotFound);
+  int got = 0;
+  ASSERT_TRUE(Wait({ids[1]}, [&](const LoomApi::Burst& burst) {
+                got += static_cast<int>(burst.size());
+                return true;
+              }).ok());
+  EXPECT_EQ(got, 1);
+}
+
+// The owners of unfinished tasks submitted here are known to the hub: waiting for them reads
+// nothing from the store, and another tenant is still told they do not exist.
+TEST_F(ApiTest, WaitResultsForTasksSubmittedHereReadsNothingFromTheStore) {
+  auto ids = SubmitAndLease(3);
+  EXPECT_EQ(hub_.expected_count(), 3u);
+  const Principal bob{"bob", false};
+  v1::WaitResultsRequest w;
+  w.add_task_ids(ids[0]);
+  w.set_timeout_ms(10000);
+  store_.task_reads = 0;
+  EXPECT_EQ(api_->WaitResults(w, bob, [](const LoomApi::Burst&) { return true; }, [] { return false; }).code(),
+            StatusCode::kNotFound);
+  std::vector<std::string> seen;
+  std::thread finisher([&] {
+    while (true) {  // until the wait below has subscribed (the hub then has a watcher)
+      {
+        std::lock_guard lock(notifier_.mu);
+        if (!seen.empty()) break;
+      }
+      std::this_thread::yield();
+    }
+    FinishTogether({ids[1], ids[2]});
+  });
+  FinishTogether({ids[0]});  // published to nobody: kept as unclaimed
+  EXPECT_EQ(hub_.expected_count(), 2u);
+  Status s = Wait(ids, [&](const LoomApi::Burst& burst) {
+    std::lock_guard lock(notifier_.mu);
+    for (const auto* r : burst) seen.push_back(r->id());
+    return true;
+  });
+  finisher.join();
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(std::set<std::string>(seen.begin(), seen.end()), std::set<std::string>(ids.begin(), ids.end()));
+  EXPECT_EQ(store_.task_reads, 0);
+  EXPECT_EQ(hub_.expected_count(), 0u);
+}
+
+TEST_F(ApiTest, ARetriedOrFailedSubmitLeavesNoExpectedTask) {
+  auto first = Req("echo", "ep1", {IntValue(1)});
+  first.set_idempotency_key("k1");
+  auto a = api_->Submit(first, LocalPrincipal());
+  ASSERT_TRUE(a.ok());
+  auto again = api_->Submit(first, LocalPrincipal());
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->task_id(), a->task_id());
+  EXPECT_EQ(hub_.expected_count(), 1u);  // the retry's own id was never created
+  EXPECT_FALSE(api_->Submit(Req("echo", "nowhere", {IntValue(1)}), LocalPrincipal()).ok());
+  EXPECT_EQ(hub_.expected_count(), 1u);
 }
 
 TEST_F(ApiTest, WaitResultsTimesOutAndRejectsUnknownIds) {

@@ -25,6 +25,13 @@ std::vector<v1::TaskRecord> Ready(CompletionHub::Subscription& s) {
   return s.Take(std::chrono::steady_clock::now());
 }
 
+// The unclaimed records Claim hands over, aligned with `ids`.
+std::vector<std::optional<v1::TaskRecord>> Take(CompletionHub& hub, const std::vector<std::string>& ids) {
+  std::vector<std::optional<v1::TaskRecord>> out;
+  for (auto& k : hub.Claim(ids)) out.push_back(std::move(k.record));
+  return out;
+}
+
 TEST(CompletionHubTest, EachWatcherOfAnIdGetsTheWholeRecord) {
   CompletionHub hub;
   auto a = hub.Subscribe({"t1", "t2"});
@@ -72,6 +79,103 @@ TEST(CompletionHubTest, TheObserverSeesEveryPublishedRecord) {
   EXPECT_EQ(seen, (std::vector<std::string>{"t1=one", "t2=two"}));
   EXPECT_EQ(Ready(*a).at(0).result().string_value(), "one");
   hub.Unsubscribe(a);
+}
+
+TEST(CompletionHubTest, KeepsWhatNobodyWatchedForOneLateTaker) {
+  CompletionHub hub;
+  auto a = hub.Subscribe({"t1"});
+  hub.Publish({Record("t1", "watched"), Record("t2", "late")});
+  EXPECT_EQ(hub.unclaimed_count(), 1u);  // t1 went to its watcher
+  auto got = Take(hub, {"t1", "t2", "t3"});
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_FALSE(got[0].has_value());
+  ASSERT_TRUE(got[1].has_value());
+  EXPECT_EQ(got[1]->result().string_value(), "late");
+  EXPECT_FALSE(got[2].has_value());
+  EXPECT_FALSE(Take(hub, {"t2"})[0].has_value());  // taken once
+  EXPECT_EQ(hub.unclaimed_bytes(), 0);
+  hub.Unsubscribe(a);
+}
+
+TEST(CompletionHubTest, UnclaimedRecordsStayWithinTheirBytes) {
+  const int64_t one = static_cast<int64_t>(Record("t0", std::string(1000, 'x')).ByteSizeLong());
+  CompletionHub hub(UnclaimedOptions{3 * one + 3 * 200, std::chrono::milliseconds(60000)});
+  for (int i = 0; i < 10; ++i) hub.Publish({Record("t" + std::to_string(i), std::string(1000, 'x'))});
+  // The newest three stay, the oldest went first.
+  EXPECT_EQ(hub.unclaimed_count(), 3u);
+  EXPECT_LE(hub.unclaimed_bytes(), 3 * one + 3 * 200);
+  auto got = Take(hub, {"t6", "t7", "t8", "t9"});
+  EXPECT_FALSE(got[0].has_value());
+  EXPECT_TRUE(got[1] && got[2] && got[3]);
+  // A record larger than the whole allowance is not kept at all.
+  hub.Publish({Record("big", std::string(10 * one, 'y'))});
+  EXPECT_EQ(hub.unclaimed_count(), 0u);
+}
+
+TEST(CompletionHubTest, UnclaimedRecordsAgeOutAndCanBeForgotten) {
+  CompletionHub stale(UnclaimedOptions{1 << 20, std::chrono::milliseconds(0)});
+  stale.Publish({Record("t1", "one")});
+  EXPECT_FALSE(Take(stale, {"t1"})[0].has_value());  // older than 0 ms at once
+  EXPECT_EQ(stale.unclaimed_count(), 0u);
+
+  CompletionHub hub;
+  hub.Publish({Record("t1", "one"), Record("t2", "two")});
+  hub.Forget({"t1", "t9"});
+  auto got = Take(hub, {"t1", "t2"});
+  EXPECT_FALSE(got[0].has_value());
+  EXPECT_TRUE(got[1].has_value());
+
+  CompletionHub none(UnclaimedOptions{0, std::chrono::milliseconds(60000)});
+  none.Publish({Record("t1", "one")});
+  EXPECT_EQ(none.unclaimed_count(), 0u);
+}
+
+// Publishing the same task again (a repeated publication) keeps one record, the latest.
+TEST(CompletionHubTest, ARepublishedRecordReplacesTheKeptOne) {
+  CompletionHub hub;
+  hub.Publish({Record("t1", "first")});
+  hub.Publish({Record("t1", "second")});
+  EXPECT_EQ(hub.unclaimed_count(), 1u);
+  EXPECT_EQ(Take(hub, {"t1"})[0]->result().string_value(), "second");
+  EXPECT_EQ(hub.unclaimed_bytes(), 0);
+}
+
+TEST(CompletionHubTest, ExpectedTasksAreKnownByOwnerUntilPublished) {
+  CompletionHub hub;
+  hub.Expect({"t1", "t2", "t3"}, "alice");
+  hub.Unexpect({"t3"});
+  auto k = hub.Claim({"t1", "t2", "t3"});
+  EXPECT_EQ(k[0].owner, "alice");
+  EXPECT_EQ(k[1].owner, "alice");
+  EXPECT_FALSE(k[2].owner || k[2].record);
+  hub.Publish({Record("t1", "one")});  // nobody watches: from expected to unclaimed
+  k = hub.Claim({"t1", "t2"});
+  EXPECT_FALSE(k[0].owner);
+  ASSERT_TRUE(k[0].record);
+  EXPECT_EQ(k[0].record->result().string_value(), "one");
+  EXPECT_EQ(k[1].owner, "alice");  // still unfinished: claiming does not forget it
+  EXPECT_EQ(hub.expected_count(), 1u);
+}
+
+TEST(CompletionHubTest, TheOldestExpectedTasksAreForgottenBeyondTheLimit) {
+  CompletionHub hub(UnclaimedOptions{1 << 20, std::chrono::milliseconds(60000), 2});
+  hub.Expect({"t1", "t2"}, "alice");
+  hub.Expect({"t3"}, "bob");
+  EXPECT_EQ(hub.expected_count(), 2u);
+  auto k = hub.Claim({"t1", "t2", "t3"});
+  EXPECT_FALSE(k[0].owner);
+  EXPECT_EQ(k[1].owner, "alice");
+  EXPECT_EQ(k[2].owner, "bob");
+  // Finished ones leave room; an old unfinished one does not hold the queue up for ever.
+  for (int i = 0; i < 100; ++i) {
+    const std::string id = "n" + std::to_string(i);
+    hub.Expect({id}, "carol");
+    hub.Publish({Record(id, "x")});
+  }
+  EXPECT_LE(hub.expected_count(), 2u);
+  CompletionHub none(UnclaimedOptions{1 << 20, std::chrono::milliseconds(60000), 0});
+  none.Expect({"t1"}, "alice");
+  EXPECT_EQ(none.expected_count(), 0u);
 }
 
 }  // namespace

@@ -39,6 +39,8 @@ metrics_sample_ms: 5000
 metrics_max_endpoints: 20
 endpoint_auth: none
 curve_secret_key_file: /etc/loom/service.key
+unclaimed_results_bytes: 1024
+remembered_tasks: 0
 )"),
                                    &c);
   ASSERT_TRUE(s.ok()) << s.ToString();
@@ -59,6 +61,8 @@ curve_secret_key_file: /etc/loom/service.key
   EXPECT_EQ(c.metrics_max_endpoints, 20);
   EXPECT_EQ(c.endpoint_auth, "none");
   EXPECT_EQ(c.curve_secret_key_file, "/etc/loom/service.key");
+  EXPECT_EQ(c.unclaimed_results_bytes, 1024);
+  EXPECT_EQ(c.remembered_tasks, 0);
 }
 
 TEST_F(ServiceConfigTest, RejectsUnknownKeysBadValuesAndMissingFiles) {
