@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <set>
 #include <string>
 #include <thread>
@@ -116,6 +117,29 @@ class ApiTest : public ::testing::Test {
     for (const auto& id : ids) w.add_task_ids(id);
     w.set_timeout_ms(10000);
     return api_->WaitResults(w, LocalPrincipal(), write, [] { return false; });
+  }
+
+  // Waits for `ids`, collecting them in delivery order into `seen`; once the wait has delivered
+  // its first burst (it is subscribed by then), runs `then` on another thread.
+  Status WaitThen(const std::vector<std::string>& ids, const std::function<void()>& then,
+                  std::vector<std::string>* seen) {
+    std::thread other([&] {
+      while (true) {
+        {
+          std::lock_guard lock(notifier_.mu);
+          if (!seen->empty()) break;
+        }
+        std::this_thread::yield();
+      }
+      then();
+    });
+    Status s = Wait(ids, [&](const LoomApi::Burst& burst) {
+      std::lock_guard lock(notifier_.mu);
+      for (const auto* r : burst) seen->push_back(r->id());
+      return true;
+    });
+    other.join();
+    return s;
   }
 
   CountingStore store_;
@@ -276,24 +300,13 @@ TEST_F(ApiTest, WaitResultsStreamsInCompletionOrderAndEachTaskOnce) {
   // duplicate publication must not duplicate the stream.
   FinishTogether({ids[0]}, /*twice=*/true);
   std::vector<std::string> seen;
-  std::thread finisher([&] {
-    // Waits until the stream is subscribed (it has delivered the first result) before finishing the rest.
-    while (true) {
-      {
-        std::lock_guard lock(notifier_.mu);
-        if (!seen.empty()) break;
-      }
-      std::this_thread::yield();
-    }
-    FinishTogether({ids[2]}, /*twice=*/true);
-    FinishTogether({ids[1]}, /*twice=*/true);
-  });
-  Status s = Wait(ids, [&](const LoomApi::Burst& burst) {
-    std::lock_guard lock(notifier_.mu);
-    for (const auto* r : burst) seen.push_back(r->id());
-    return true;
-  });
-  finisher.join();
+  Status s = WaitThen(
+      ids,
+      [&] {
+        FinishTogether({ids[2]}, /*twice=*/true);
+        FinishTogether({ids[1]}, /*twice=*/true);
+      },
+      &seen);
   ASSERT_TRUE(s.ok()) << s.ToString();
   EXPECT_EQ(seen, (std::vector<std::string>{ids[0], ids[2], ids[1]}));
 }
@@ -375,25 +388,10 @@ TEST_F(ApiTest, WaitResultsForTasksSubmittedHereReadsNothingFromTheStore) {
   store_.task_reads = 0;
   EXPECT_EQ(api_->WaitResults(w, bob, [](const LoomApi::Burst&) { return true; }, [] { return false; }).code(),
             StatusCode::kNotFound);
-  std::vector<std::string> seen;
-  std::thread finisher([&] {
-    while (true) {  // until the wait below has subscribed (the hub then has a watcher)
-      {
-        std::lock_guard lock(notifier_.mu);
-        if (!seen.empty()) break;
-      }
-      std::this_thread::yield();
-    }
-    FinishTogether({ids[1], ids[2]});
-  });
   FinishTogether({ids[0]});  // published to nobody: kept as unclaimed
   EXPECT_EQ(hub_.expected_count(), 2u);
-  Status s = Wait(ids, [&](const LoomApi::Burst& burst) {
-    std::lock_guard lock(notifier_.mu);
-    for (const auto* r : burst) seen.push_back(r->id());
-    return true;
-  });
-  finisher.join();
+  std::vector<std::string> seen;
+  Status s = WaitThen(ids, [&] { FinishTogether({ids[1], ids[2]}); }, &seen);
   ASSERT_TRUE(s.ok()) << s.ToString();
   EXPECT_EQ(std::set<std::string>(seen.begin(), seen.end()), std::set<std::string>(ids.begin(), ids.end()));
   EXPECT_EQ(store_.task_reads, 0);
