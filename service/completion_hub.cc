@@ -90,23 +90,10 @@ void CompletionHub::EvictUnclaimed(Clock::time_point now) {
 
 void CompletionHub::Expect(const std::vector<std::string>& ids, const std::string& owner) {
   const auto max = static_cast<size_t>(options_.max_expected);
-  if (max == 0) return;
   std::lock_guard lock(mu_);
-  for (const auto& id : ids) {
-    const uint64_t seq = next_seq_++;
-    expected_[id] = Expected{owner, seq};
-    expected_order_.emplace_back(seq, id);
-  }
-  // Forget the oldest beyond the limit. Entries of finished tasks go when they reach the front;
-  // the queue is kept within twice the limit even when an old task stays unfinished.
-  while (!expected_order_.empty()) {
-    auto& [seq, id] = expected_order_.front();
-    auto it = expected_.find(id);
-    const bool live = it != expected_.end() && it->second.seq == seq;
-    if (live && expected_.size() <= max && expected_order_.size() <= 2 * max) break;
-    if (live) expected_.erase(it);
-    expected_order_.pop_front();
-  }
+  // When full, the newest are not remembered (a wait for them asks the store); room comes back
+  // as tasks finish.
+  for (size_t i = 0; i < ids.size() && expected_.size() < max; ++i) expected_.insert_or_assign(ids[i], owner);
 }
 
 void CompletionHub::Unexpect(const std::vector<std::string>& ids) {
@@ -122,7 +109,7 @@ std::vector<CompletionHub::Known> CompletionHub::Claim(const std::vector<std::st
   if (unclaimed_.empty() && expected_.empty()) return out;
   for (size_t i = 0; i < ids.size(); ++i) {
     if (auto it = expected_.find(ids[i]); it != expected_.end()) {
-      out[i].owner = it->second.owner;
+      out[i].owner = it->second;
     } else if (auto u = unclaimed_.find(ids[i]); u != unclaimed_.end()) {
       out[i].record = std::move(u->second.record);
       EraseUnclaimed(u);

@@ -2,7 +2,7 @@
 // Records are published only after they are committed to the store, so a subscriber never sees
 // a result that a restart could lose. So that waits need not read the store back:
 // - the owners of tasks submitted through this service are remembered until the tasks finish
-//   (Expect), bounded in number;
+//   (Expect), up to a number of tasks;
 // - a record published while no stream watched its task is kept for a while (bounded by bytes
 //   and age), for a stream that starts watching late.
 // Claim answers from both; what it does not know is read from the store. Thread-safe.
@@ -23,18 +23,18 @@
 
 namespace loom::service {
 
-struct UnclaimedOptions {
-  int64_t max_bytes = 64 << 20;  // records nobody watched, kept for late watchers; 0: none
-  // Kept at most this long; must stay below the store's result TTL (an expired task's record
-  // must not be served from here).
+struct HubOptions {
+  int64_t max_bytes = 64 << 20;  // unclaimed records (nobody watched them), for late watchers; 0: none
+  // Unclaimed records are kept at most this long; it must stay below the store's result TTL (an
+  // expired task's record must not be served from here).
   std::chrono::milliseconds max_age{10000};
-  // Unfinished tasks whose owner is remembered; beyond it the oldest are forgotten. 0: none.
+  // Unfinished tasks whose owner is remembered; beyond it new ones are not. 0: none.
   int64_t max_expected = 200000;
 };
 
 class CompletionHub {
  public:
-  explicit CompletionHub(UnclaimedOptions options = {}) : options_(options) {}
+  explicit CompletionHub(HubOptions options = {}) : options_(options) {}
 
   // The records published for one subscriber's ids, in publication order.
   class Subscription {
@@ -92,20 +92,15 @@ class CompletionHub {
   void KeepUnclaimed(v1::TaskRecord record, Clock::time_point now);  // REQUIRES: mu_
   void EvictUnclaimed(Clock::time_point now);                        // REQUIRES: mu_
   void EraseUnclaimed(std::unordered_map<std::string, Unclaimed>::iterator it);  // REQUIRES: mu_
-  struct Expected {
-    std::string owner;
-    uint64_t seq = 0;  // matches its entry in expected_order_
-  };
 
-  const UnclaimedOptions options_;
+  const HubOptions options_;
   mutable std::mutex mu_;
   // A task id may be watched by several streams.
   std::unordered_multimap<std::string, Subscription*> watchers_;  // GUARDED_BY(mu_)
   std::unordered_map<std::string, Unclaimed> unclaimed_;          // GUARDED_BY(mu_)
   std::deque<std::pair<uint64_t, std::string>> unclaimed_order_;  // GUARDED_BY(mu_): oldest first
   int64_t unclaimed_bytes_ = 0;                                   // GUARDED_BY(mu_)
-  std::unordered_map<std::string, Expected> expected_;            // GUARDED_BY(mu_)
-  std::deque<std::pair<uint64_t, std::string>> expected_order_;   // GUARDED_BY(mu_): oldest first
+  std::unordered_map<std::string, std::string> expected_;         // GUARDED_BY(mu_): id -> owner
   uint64_t next_seq_ = 0;                                         // GUARDED_BY(mu_)
   std::function<void(const std::vector<v1::TaskRecord>&)> observer_;
 };

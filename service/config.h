@@ -29,7 +29,7 @@ struct ServiceConfig {
   // for a stream that asks late (it then needs no Redis read); 0: none.
   int64_t unclaimed_results_bytes = 64 << 20;
   // Unfinished tasks submitted here whose owner the service remembers, so that waiting for them
-  // needs no Redis read; beyond it the oldest are forgotten (read from Redis). 0: none.
+  // needs no Redis read; beyond it new tasks are not remembered (read from Redis). 0: none.
   int64_t remembered_tasks = 200000;
   std::string log_level = "info";
   std::string ready_file;  // written with the bound addresses once serving

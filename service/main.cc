@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--remembered-tasks", c.remembered_tasks,
                  "unfinished tasks submitted here whose owner the service keeps in memory, so that waiting for "
-                 "them needs no Redis read; beyond it the oldest are forgotten (0: none)")
+                 "them needs no Redis read; beyond it new tasks are not remembered until others finish (0: none)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--zmq-high-water-mark", c.zmq_high_water_mark,
                  "messages queued for one endpoint before sends to it fail and its session is dropped "
@@ -217,14 +217,14 @@ int main(int argc, char** argv) {
     metrics = std::make_unique<ServiceMetrics>(mo);
     metrics->AttachRedisPool(store.pool());
   }
-  UnclaimedOptions uo;
-  uo.max_bytes = c.unclaimed_results_bytes;
-  uo.max_expected = c.remembered_tasks;
+  HubOptions ho;
+  ho.max_bytes = c.unclaimed_results_bytes;
+  ho.max_expected = c.remembered_tasks;
   if (c.result_ttl_seconds > 0) {
     // A record must leave the hub before its task expires in Redis.
-    uo.max_age = std::min(uo.max_age, std::chrono::milliseconds(c.result_ttl_seconds * 1000 / 2));
+    ho.max_age = std::min(ho.max_age, std::chrono::milliseconds(c.result_ttl_seconds * 1000 / 2));
   }
-  CompletionHub hub(uo);
+  CompletionHub hub(ho);
   hub.SetObserver([&](const std::vector<v1::TaskRecord>& finished) { quotas.TasksFinished(finished); });
   CreditBook credit;
   BrokerOptions bo;
