@@ -575,51 +575,15 @@ Result<v1::GetTasksResponse> LoomApi::GetTasks(const v1::GetTasksRequest& req, c
       if (sub) hub->Unsubscribe(sub);
     }
   } unsub{hub_, sub};
-  // A long poll without arguments need not read what the hub knows: the unfinished tasks
-  // submitted here (read only if the wait ends before they finish) and the records of tasks
-  // that finished while nobody watched.
-  std::vector<std::optional<v1::TaskRecord>> recs(ids.size());
-  std::vector<bool> unread(ids.size(), true);
-  std::vector<std::string> to_read;
-  std::vector<size_t> to_read_at;
-  const bool distinct = std::set<std::string>(ids.begin(), ids.end()).size() == ids.size();
-  if (sub && !req.include_args() && distinct) {
-    auto known = hub_->Claim(ids);
-    for (size_t i = 0; i < ids.size(); ++i) {
-      if (known[i].owner) {
-        if (!Owns(*known[i].owner, who)) return NotFound(UnknownTaskMessage(ids[i]));
-      } else if (known[i].record) {
-        recs[i] = std::move(known[i].record);
-        unread[i] = false;
-      } else {
-        to_read.push_back(ids[i]);
-        to_read_at.push_back(i);
-      }
-    }
-  } else {
-    to_read = ids;
-    for (size_t i = 0; i < ids.size(); ++i) to_read_at.push_back(i);
-  }
-  // Reads `which` into recs at `at`.
-  auto read = [&](const std::vector<std::string>& which, const std::vector<size_t>& at) -> Status {
-    if (which.empty()) return Status::Ok();
-    LOOM_ASSIGN_OR_RETURN(auto got, store_->GetTasks(which, req.include_args()));
-    for (size_t j = 0; j < got.size(); ++j) {
-      // Another tenant's task answers exactly like an unknown one.
-      if (!got[j] || !Owns(*got[j], who)) return NotFound(UnknownTaskMessage(which[j]));
-      recs[at[j]] = std::move(got[j]);
-      unread[at[j]] = false;
-    }
-    return Status::Ok();
-  };
-  LOOM_RETURN_IF_ERROR(read(to_read, to_read_at));
-  for (size_t i = 0; i < ids.size(); ++i) {
-    if (!unread[i] && !Owns(*recs[i], who)) return NotFound(UnknownTaskMessage(ids[i]));
+  LOOM_ASSIGN_OR_RETURN(auto recs, store_->GetTasks(ids, req.include_args()));
+  for (size_t i = 0; i < recs.size(); ++i) {
+    // Another tenant's task answers exactly like an unknown one.
+    if (!recs[i] || !Owns(*recs[i], who)) return NotFound(UnknownTaskMessage(ids[i]));
   }
   if (sub) {
     std::map<std::string, size_t> pending;
     for (size_t i = 0; i < recs.size(); ++i) {
-      if (unread[i] || !IsTerminal(recs[i]->state())) pending.emplace(ids[i], i);
+      if (!IsTerminal(recs[i]->state())) pending.emplace(ids[i], i);
     }
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(req.wait_ms());
     while (!pending.empty() && std::chrono::steady_clock::now() < deadline) {
@@ -628,27 +592,16 @@ Result<v1::GetTasksResponse> LoomApi::GetTasks(const v1::GetTasksRequest& req, c
       for (auto& r : sub->Take(std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(200)))) {
         auto it = pending.find(r.id());
         if (it == pending.end()) continue;
-        auto& slot = recs[it->second];
+        v1::TaskRecord& slot = *recs[it->second];
         // Published records carry no arguments: keep the ones read above.
-        if (req.include_args() && slot) {
-          *r.mutable_args() = slot->args();
-          *r.mutable_kwargs() = slot->kwargs();
+        if (req.include_args()) {
+          *r.mutable_args() = slot.args();
+          *r.mutable_kwargs() = slot.kwargs();
         }
         slot = std::move(r);
-        unread[it->second] = false;
         pending.erase(it);
       }
     }
-    // Still running when the wait ended, and never read: read them as they are now.
-    std::vector<std::string> late;
-    std::vector<size_t> late_at;
-    for (const auto& [id, i] : pending) {
-      if (unread[i]) {
-        late.push_back(id);
-        late_at.push_back(i);
-      }
-    }
-    LOOM_RETURN_IF_ERROR(read(late, late_at));
   }
   v1::GetTasksResponse resp;
   for (auto& r : recs) *resp.add_tasks() = std::move(*r);

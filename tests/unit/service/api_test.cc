@@ -428,44 +428,6 @@ TEST_F(ApiTest, WaitResultsTimesOutAndRejectsUnknownIds) {
             StatusCode::kNotFound);
 }
 
-// A long poll without arguments for tasks submitted here reads the store only if the wait ends
-// before they finish.
-TEST_F(ApiTest, GetTasksLongPollForTasksSubmittedHereReadsOnlyWhatDidNotFinish) {
-  auto ids = SubmitAndLease(2);
-  v1::GetTasksRequest req;
-  req.add_task_ids(ids[0]);
-  req.set_wait_ms(20);
-  store_.task_reads = 0;
-  auto early = api_->GetTasks(req, LocalPrincipal());  // nothing finishes: read at the end
-  ASSERT_TRUE(early.ok()) << early.status().ToString();
-  EXPECT_EQ(early->tasks(0).state(), v1::TASK_STATE_DISPATCHED);
-  EXPECT_EQ(store_.task_reads, 1);
-  std::atomic<bool> waiting{false};
-  std::thread finisher([&] {
-    while (!waiting) std::this_thread::yield();
-    // Subscribed or not, the record reaches the poll: published to it, or kept as unclaimed.
-    FinishTogether({ids[0], ids[1]});
-  });
-  req.add_task_ids(ids[1]);
-  req.set_wait_ms(10000);
-  store_.task_reads = 0;
-  waiting = true;
-  auto done = api_->GetTasks(req, LocalPrincipal());
-  finisher.join();
-  ASSERT_TRUE(done.ok()) << done.status().ToString();
-  ASSERT_EQ(done->tasks_size(), 2);
-  for (const auto& t : done->tasks()) EXPECT_EQ(t.state(), v1::TASK_STATE_SUCCESS);
-  EXPECT_EQ(done->tasks(0).id(), ids[0]);
-  EXPECT_EQ(done->tasks(1).id(), ids[1]);
-  EXPECT_EQ(store_.task_reads, 0);
-  // The same id twice, another tenant: as before, from the store.
-  req.add_task_ids(ids[0]);
-  auto twice = api_->GetTasks(req, LocalPrincipal());
-  ASSERT_TRUE(twice.ok());
-  EXPECT_EQ(twice->tasks_size(), 3);
-  EXPECT_EQ(api_->GetTasks(req, Principal{"bob", false}).status().code(), StatusCode::kNotFound);
-}
-
 TEST_F(ApiTest, GetTasksLongPollWaitsForTheResultOrTheTimeout) {
   auto id = api_->Submit(Req("echo", "ep1", {IntValue(8)}), LocalPrincipal())->task_id();
   ASSERT_EQ(store_.LeaseTasks("ep1", 1, 1, NowNanos())->size(), 1u);
