@@ -221,8 +221,8 @@ class Endpoint {
   std::unordered_set<std::string> cancelled_;         // cancelled while queued in a worker: drop the result
   UnchargedDeaths uncharged_deaths_{2};               // a head-of-queue task at 2 such deaths is charged
   std::unique_ptr<ResultSpool> spool_;
-  std::vector<std::string> to_spool_;     // ids of unacked_ results to spool at the next flush
-  int64_t requested_ = 0;                 // credit sent that the service has not used yet
+  std::vector<std::string> to_spool_;  // ids of unacked_ results to spool at the next flush
+  int64_t requested_ = 0;              // credit sent that the service has not used yet
   v1::ResultBatch outgoing_;
   int64_t outgoing_bytes_ = 0;
   // Blocks: the TCP worker socket is a CURVE server with a key pair of this run, and admits only

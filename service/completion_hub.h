@@ -89,8 +89,8 @@ class CompletionHub {
     int64_t bytes = 0;
     uint64_t seq = 0;  // matches its entry in unclaimed_order_
   };
-  void KeepUnclaimed(v1::TaskRecord record, Clock::time_point now);  // REQUIRES: mu_
-  void EvictUnclaimed(Clock::time_point now);                        // REQUIRES: mu_
+  void KeepUnclaimed(v1::TaskRecord record, Clock::time_point now);              // REQUIRES: mu_
+  void EvictUnclaimed(Clock::time_point now);                                    // REQUIRES: mu_
   void EraseUnclaimed(std::unordered_map<std::string, Unclaimed>::iterator it);  // REQUIRES: mu_
 
   const HubOptions options_;

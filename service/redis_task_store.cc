@@ -182,6 +182,12 @@ local function finish(k, v)
     if v[11] then redis.call('EXPIRE', ARGV[17] .. v[2] .. ':' .. v[11], ttl) end
   end
 end
+-- One finished task's 10 reply values (no table per task).
+local function reply(id, state, owner, fn, stamps, history, n, m, failure, err)
+  local o = #out
+  out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = id, state, owner, fn, stamps
+  out[o + 6], out[o + 7], out[o + 8], out[o + 9], out[o + 10] = history, n, m, failure, err
+end
 for i = 22, #ARGV, 5 do
   local id = ARGV[i]
   local k = ARGV[1] .. id
@@ -193,9 +199,7 @@ for i = 22, #ARGV, 5 do
       local stamps = v[5] .. ARGV[i + 3] .. ARGV[13]
       redis.call('HSET', k, 's', ARGV[5], 'r', ARGV[i + 2], 't', stamps)
       finish(k, v)
-      local o = #out
-      out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = id, ARGV[5], v[2], v[3], stamps
-      out[o + 6], out[o + 7], out[o + 8], out[o + 9], out[o + 10] = v[10] or '', n, m, 0, ''
+      reply(id, ARGV[5], v[2], v[3], stamps, v[10] or '', n, m, 0, '')
     else
       local stamps = v[5] .. ARGV[i + 3]
       local kind = ARGV[i + 4]
@@ -221,7 +225,7 @@ for i = 22, #ARGV, 5 do
         stamps = stamps .. ARGV[14]
         redis.call('HSET', k, 's', ARGV[6], 'x', err, 't', stamps, 'h', h, 'd', d, 'u', fail)
         finish(k, v)
-        for _, x in ipairs({id, ARGV[6], v[2], v[3], stamps, h, n, m, fail, err}) do out[#out + 1] = x end
+        reply(id, ARGV[6], v[2], v[3], stamps, h, n, m, fail, err)
       else
         redis.call('HSET', k, 's', ARGV[7], 't', stamps .. ARGV[15], 'h', h, 'd', d)
         redis.call('RPUSH', ARGV[8], id)

@@ -92,7 +92,8 @@ void DecodeStamps(std::string_view encoded, google::protobuf::RepeatedPtrField<v
   }
   const auto earlier = [](const v1::Timestamp& a, const v1::Timestamp& b) { return a.unix_nanos() < b.unix_nanos(); };
   // Usually written in time order already (see Endpoint::AddResult).
-  if (!std::is_sorted(out->begin() + first, out->end(), earlier)) std::stable_sort(out->begin() + first, out->end(), earlier);
+  if (!std::is_sorted(out->begin() + first, out->end(), earlier))
+    std::stable_sort(out->begin() + first, out->end(), earlier);
 }
 
 std::string QueueFullMessage(const std::string& endpoint, int64_t depth, int64_t adding, int64_t max_queue_depth) {

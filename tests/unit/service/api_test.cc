@@ -111,12 +111,13 @@ class ApiTest : public ::testing::Test {
     if (twice) hub_.Publish(done->finished);
   }
 
-  // WaitResults for `ids` as the local user, for up to 10 s.
-  Status Wait(const std::vector<std::string>& ids, const LoomApi::BurstWriter& write) {
+  // WaitResults for `ids` as `who` (the local user by default), for up to 10 s.
+  Status Wait(const std::vector<std::string>& ids, const LoomApi::BurstWriter& write,
+              const Principal& who = LocalPrincipal()) {
     v1::WaitResultsRequest w;
     for (const auto& id : ids) w.add_task_ids(id);
     w.set_timeout_ms(10000);
-    return api_->WaitResults(w, LocalPrincipal(), write, [] { return false; });
+    return api_->WaitResults(w, who, write, [] { return false; });
   }
 
   // Waits for `ids`, collecting them in delivery order into `seen`; once the wait has delivered
@@ -362,11 +363,10 @@ TEST_F(ApiTest, WaitResultsServesNoDeletedTaskAndNoOtherTenantsTaskFromTheHub) {
   EXPECT_EQ(Wait({ids[0]}, [](const LoomApi::Burst&) { return true; }).code(), StatusCode::kNotFound);
   // Another tenant asking for the other one is told it does not exist; its owner still gets it
   // (from the store: the refused ask took it out of the hub).
-  v1::WaitResultsRequest w;
-  w.add_task_ids(ids[1]);
-  w.set_timeout_ms(10000);
   const Principal bob{"bob", false};
-  EXPECT_EQ(api_->WaitResults(w, bob, [](const LoomApi::Burst&) { return true; }, [] { return false; }).code(),
+  EXPECT_EQ(Wait(
+                {ids[1]}, [](const LoomApi::Burst&) { return true; }, bob)
+                .code(),
             StatusCode::kNotFound);
   int got = 0;
   ASSERT_TRUE(Wait({ids[1]}, [&](const LoomApi::Burst& burst) {
@@ -382,16 +382,20 @@ TEST_F(ApiTest, WaitResultsForTasksSubmittedHereReadsNothingFromTheStore) {
   auto ids = SubmitAndLease(3);
   EXPECT_EQ(hub_.expected_count(), 3u);
   const Principal bob{"bob", false};
-  v1::WaitResultsRequest w;
-  w.add_task_ids(ids[0]);
-  w.set_timeout_ms(10000);
   store_.task_reads = 0;
-  EXPECT_EQ(api_->WaitResults(w, bob, [](const LoomApi::Burst&) { return true; }, [] { return false; }).code(),
+  EXPECT_EQ(Wait(
+                {ids[0]}, [](const LoomApi::Burst&) { return true; }, bob)
+                .code(),
             StatusCode::kNotFound);
   FinishTogether({ids[0]});  // published to nobody: kept as unclaimed
   EXPECT_EQ(hub_.expected_count(), 2u);
   std::vector<std::string> seen;
-  Status s = WaitThen(ids, [&] { FinishTogether({ids[1], ids[2]}); }, &seen);
+  Status s = WaitThen(
+      ids,
+      [&] {
+        FinishTogether({ids[1], ids[2]});
+      },
+      &seen);
   ASSERT_TRUE(s.ok()) << s.ToString();
   EXPECT_EQ(std::set<std::string>(seen.begin(), seen.end()), std::set<std::string>(ids.begin(), ids.end()));
   EXPECT_EQ(store_.task_reads, 0);

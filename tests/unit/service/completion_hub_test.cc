@@ -21,9 +21,7 @@ v1::TaskRecord Record(const std::string& id, const std::string& result) {
 }
 
 // Takes what is ready now (every Publish below happens before the Take).
-std::vector<v1::TaskRecord> Ready(CompletionHub::Subscription& s) {
-  return s.Take(std::chrono::steady_clock::now());
-}
+std::vector<v1::TaskRecord> Ready(CompletionHub::Subscription& s) { return s.Take(std::chrono::steady_clock::now()); }
 
 // The unclaimed records Claim hands over, aligned with `ids`.
 std::vector<std::optional<v1::TaskRecord>> Take(CompletionHub& hub, const std::vector<std::string>& ids) {
