@@ -13,6 +13,7 @@
 
 #include "common/cli.h"
 #include "common/curve.h"
+#include "common/log_limiter.h"
 #include "common/metrics.h"
 #include "common/secret_file.h"
 #include "common/util.h"
@@ -52,7 +53,8 @@ int main(int argc, char** argv) {
   app.add_option("--max-worker-deaths", c.max_worker_deaths, "a task that killed this many workers fails as poison")
       ->check(CLI::Range(1, 1000));
   app.add_option("--result-ttl-seconds", c.result_ttl_seconds,
-                 "finished tasks and their results are kept this long, then expire (0: forever)")
+                 "finished tasks and their results are kept this long, then deleted within 1 % of it (at least 1 s, at "
+                 "most 60 s) (0: forever)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--unclaimed-results-bytes", c.unclaimed_results_bytes,
                  "memory for the records of tasks that finished while no stream waited for them, kept up to "
@@ -342,6 +344,28 @@ int main(int argc, char** argv) {
     sampler = std::make_unique<metrics::Ticker>(std::chrono::milliseconds(c.metrics_sample_ms),
                                                 [&] { (void)metrics->SampleEndpoints(store); });
   }
+  // Finished tasks past their TTL are deleted here, in batches (RedisTaskStore's kRetain), not
+  // by an EXPIRE per task. Every service sweeps; the script makes that safe.
+  std::unique_ptr<metrics::Ticker> sweeper;
+  if (c.result_ttl_seconds > 0) {
+    sweeper = std::make_unique<metrics::Ticker>(std::chrono::seconds(1), [&store, limiter = LogLimiter(1)]() mutable {
+      // At most 100 calls a tick (200,000 tasks); each holds Redis for a few milliseconds at most.
+      int64_t deleted = 0;
+      for (int call = 0; call < 100; ++call) {
+        auto swept = store.SweepExpired(NowNanos(), 2000);
+        if (!swept.ok()) {
+          uint64_t held = 0;
+          if (limiter.Allow(std::chrono::steady_clock::now(), &held)) {
+            spdlog::warn("deleting expired tasks: {} ({} more not logged)", swept.status().message(), held);
+          }
+          break;
+        }
+        deleted += swept->deleted;
+        if (!swept->more) break;
+      }
+      if (deleted > 0) spdlog::debug("deleted {} expired task(s)", deleted);
+    });
+  }
   spdlog::info("serving: grpc={}{} endpoints={} redis={}{}{}", grpc_bound, c.tls_cert.empty() ? "" : " (TLS)",
                broker.bound_address(),
                c.redis_socket.empty() ? c.redis_host + ":" + std::to_string(c.redis_port) : c.redis_socket,
@@ -362,6 +386,7 @@ int main(int argc, char** argv) {
   int sig = 0;
   sigwait(&stop_signals, &sig);
   spdlog::info("signal {}: shutting down", sig);
+  sweeper.reset();
   sampler.reset();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   rest.reset();  // ends its long polls and streams; before the broker, whose API it calls

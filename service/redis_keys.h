@@ -11,10 +11,13 @@
 //   loom:seq:<endpoint>      STRING  counter giving that order
 //   loom:epoch:<endpoint>    STRING  lease epoch of the endpoint's latest session (INCR on register)
 //   loom:idem:<owner>:<key>  STRING  task id submitted with that idempotency key
+//   loom:expiry              ZSET    expiry buckets that hold finished tasks, scored by their time
+//   loom:expiry:<seconds>    LIST    ids of finished tasks to delete at that unix time
 //   loom:tokens              SET     ids of bearer tokens
 //   loom:token:<id>          HASH    one token: i = v1::TokenInfo, h = SHA-256 of its secret
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -31,6 +34,8 @@ inline constexpr std::string_view kInFlightPrefix = "loom:inflight:";
 inline constexpr std::string_view kSeqPrefix = "loom:seq:";
 inline constexpr std::string_view kEpochPrefix = "loom:epoch:";
 inline constexpr std::string_view kIdempotencyPrefix = "loom:idem:";
+inline constexpr std::string_view kExpiry = "loom:expiry";
+inline constexpr std::string_view kExpiryPrefix = "loom:expiry:";
 inline constexpr std::string_view kTokens = "loom:tokens";
 inline constexpr std::string_view kTokenPrefix = "loom:token:";
 
@@ -43,6 +48,9 @@ inline std::string InFlight(std::string_view endpoint) { return std::string(kInF
 inline std::string Seq(std::string_view endpoint) { return std::string(kSeqPrefix).append(endpoint); }
 inline std::string Token(std::string_view id) { return std::string(kTokenPrefix).append(id); }
 inline std::string Epoch(std::string_view endpoint) { return std::string(kEpochPrefix).append(endpoint); }
+inline std::string ExpiryBucket(int64_t unix_seconds) {
+  return std::string(kExpiryPrefix).append(std::to_string(unix_seconds));
+}
 
 // Fields of a task hash. Short names: there is one hash per task, so bytes per field add up.
 namespace field {

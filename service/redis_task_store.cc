@@ -43,6 +43,23 @@ std::string TerminalArg() {
 // holds all of Loom's keys). History records use "\31" between fields and "\30" after each
 // (task_codec.h). The final error texts match task_codec.cc's PoisonError/ExhaustedError.
 
+// Prepended to the scripts that finish tasks (kComplete, kCancel, kLose). A finished task is not
+// given an EXPIRE (a few microseconds a task inside Redis, and a PEXPIREAT in the AOF): its id
+// joins the list of its expiry bucket, one RPUSH per 1000 tasks, and the service deletes the
+// bucket's tasks once its time has come (kSweep). retain_flush must run before the script returns.
+constexpr const char* kRetain = R"lua(
+local retained = {}
+local function retain(id) retained[#retained + 1] = id end
+-- set: the expiry set, list: this call's bucket, bucket: its time (unix seconds).
+local function retain_flush(set, list, bucket)
+  if #retained == 0 then return end
+  for from = 1, #retained, 1000 do
+    redis.call('RPUSH', list, unpack(retained, from, math.min(#retained, from + 999)))
+  end
+  redis.call('ZADD', set, bucket, bucket)
+end
+)lua";
+
 // ARGV: 1 waiting state, 2 task prefix, 3 queue prefix, 4 dispatched state, 5 dispatched stamp,
 // 6 in-flight prefix, 7 sequence prefix, 8 most tasks an endpoint may have queued (0: no
 // limit), 9 idempotency prefix, then per task (11): id, owner, function, endpoint, spec,
@@ -164,8 +181,9 @@ return 1
 // ARGV: 1 task prefix, 2 in-flight key, 3 endpoint, 4 lease epoch, 5 success, 6 failed,
 // 7 waiting, 8 queue key, 9 ttl seconds (0: none), 10 max worker deaths, 11 dispatched,
 // 12 running, 13 success stamp, 14 failed stamp, 15 retry stamp, 16 now, 17 idempotency
-// prefix, 18 worker-lost kind, 19 poison kind, 20 exhausted kind, 21 kernel-error kind, then
-// per result (5): id, ok ("1"/"0"), value or error, the result's stamps, failure kind.
+// prefix, 18 worker-lost kind, 19 poison kind, 20 exhausted kind, 21 kernel-error kind, 22-24
+// expiry set, bucket list, bucket (kRetain), then per result (5): id, ok ("1"/"0"), value or
+// error, the result's stamps, failure kind.
 // Returns {retried, rejected, then per finished task: id, state, owner, function, stamps,
 // history, attempts, max attempts, failure, error}.
 constexpr const char* kComplete = R"lua(
@@ -176,9 +194,9 @@ local function unflight(id)
   done[#done + 1] = id
   if #done == 1000 then redis.call('ZREM', ARGV[2], unpack(done)); done = {} end
 end
-local function finish(k, v)
+local function finish(id, v)
   if ttl > 0 then
-    redis.call('EXPIRE', k, ttl)
+    retain(id)
     if v[11] then redis.call('EXPIRE', ARGV[17] .. v[2] .. ':' .. v[11], ttl) end
   end
 end
@@ -188,7 +206,7 @@ local function reply(id, state, owner, fn, stamps, history, n, m, failure, err)
   out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = id, state, owner, fn, stamps
   out[o + 6], out[o + 7], out[o + 8], out[o + 9], out[o + 10] = history, n, m, failure, err
 end
-for i = 22, #ARGV, 5 do
+for i = 25, #ARGV, 5 do
   local id = ARGV[i]
   local k = ARGV[1] .. id
   local v = redis.call('HMGET', k, 's', 'o', 'f', 'e', 't', 'l', 'n', 'm', 'd', 'h', 'k')
@@ -198,7 +216,7 @@ for i = 22, #ARGV, 5 do
     if ARGV[i + 1] == '1' then
       local stamps = v[5] .. ARGV[i + 3] .. ARGV[13]
       redis.call('HSET', k, 's', ARGV[5], 'r', ARGV[i + 2], 't', stamps)
-      finish(k, v)
+      finish(id, v)
       reply(id, ARGV[5], v[2], v[3], stamps, v[10] or '', n, m, 0, '')
     else
       local stamps = v[5] .. ARGV[i + 3]
@@ -224,7 +242,7 @@ for i = 22, #ARGV, 5 do
       if fail then
         stamps = stamps .. ARGV[14]
         redis.call('HSET', k, 's', ARGV[6], 'x', err, 't', stamps, 'h', h, 'd', d, 'u', fail)
-        finish(k, v)
+        finish(id, v)
         reply(id, ARGV[6], v[2], v[3], stamps, h, n, m, fail, err)
       else
         redis.call('HSET', k, 's', ARGV[7], 't', stamps .. ARGV[15], 'h', h, 'd', d)
@@ -237,11 +255,13 @@ for i = 22, #ARGV, 5 do
   end
 end
 if #done > 0 then redis.call('ZREM', ARGV[2], unpack(done)) end
+retain_flush(ARGV[22], ARGV[23], ARGV[24])
 return out
 )lua";
 
 // ARGV: 1 task prefix, 2 queue prefix, 3 in-flight prefix, 4 terminal states, 5 cancelled
-// state, 6 stamp, 7 id, 8 ttl seconds, 9 idempotency prefix. Returns state, owner, function,
+// state, 6 stamp, 7 id, 8 ttl seconds, 9 idempotency prefix, 10-12 expiry set, bucket list,
+// bucket (kRetain). Returns state, owner, function,
 // endpoint, stamps, result, error, history, attempts, max attempts, failure, timeout, key.
 constexpr const char* kCancel = R"lua(
 local k = ARGV[1] .. ARGV[7]
@@ -255,9 +275,10 @@ if not string.find(ARGV[4], ',' .. v[1] .. ',', 1, true) then
   redis.call('ZREM', ARGV[3] .. v[4], ARGV[7])
   local ttl = tonumber(ARGV[8])
   if ttl > 0 then
-    redis.call('EXPIRE', k, ttl)
+    retain(ARGV[7])
     if v[13] then redis.call('EXPIRE', ARGV[9] .. v[2] .. ':' .. v[13], ttl) end
   end
+  retain_flush(ARGV[10], ARGV[11], ARGV[12])
 end
 for i = 1, 13 do v[i] = v[i] or '' end
 return v
@@ -281,7 +302,7 @@ return n
 )lua";
 
 // An endpoint session was lost ('release': ARGV[6] is its epoch) or a new one registered
-// ('register': ARGV[6] is the epoch counter key, and the ids after ARGV[17] are the tasks the
+// ('register': ARGV[6] is the epoch counter key, and the ids after ARGV[21] are the tasks the
 // new session still holds, which move to its epoch). Each other task in flight on the endpoint
 // with a lease epoch <= the epoch goes back to the head of the queue in dispatch order: a
 // dispatched one gives its attempt back; a running one records an endpoint-lost attempt, and
@@ -289,13 +310,14 @@ return n
 // ARGV: 1 task prefix, 2 in-flight key, 3 queue key, 4 endpoint, 5 mode, 6 epoch or key,
 // 7 waiting, 8 running, 9 failed, 10 ttl, 11 now, 12 requeued stamp, 13 failed stamp,
 // 14 reason, 15 terminal states, 16 endpoint-lost kind, 17 exhausted kind, 18 idempotency
-// prefix, then held ids. Returns {epoch, requeued, then per failed task: id, state, owner,
-// function, stamps, history, attempts, max attempts, failure, error}.
+// prefix, 19-21 expiry set, bucket list, bucket (kRetain), then held ids. Returns {epoch,
+// requeued, then per failed task: id, state, owner, function, stamps, history, attempts, max
+// attempts, failure, error}.
 constexpr const char* kLose = R"lua(
 local epoch
 if ARGV[5] == 'register' then epoch = redis.call('INCR', ARGV[6]) else epoch = tonumber(ARGV[6]) end
 local keep = {}
-for i = 19, #ARGV do keep[ARGV[i]] = true end
+for i = 22, #ARGV do keep[ARGV[i]] = true end
 local ttl = tonumber(ARGV[10])
 local back, out = {}, {}
 for _, id in ipairs(redis.call('ZRANGE', ARGV[2], 0, -1)) do
@@ -316,7 +338,7 @@ for _, id in ipairs(redis.call('ZRANGE', ARGV[2], 0, -1)) do
         local stamps = v[2] .. ARGV[13]
         redis.call('HSET', k, 's', ARGV[9], 't', stamps, 'h', h, 'u', ARGV[17], 'x', err)
         if ttl > 0 then
-          redis.call('EXPIRE', k, ttl)
+          retain(id)
           if v[9] then redis.call('EXPIRE', ARGV[18] .. v[7] .. ':' .. v[9], ttl) end
         end
         for _, x in ipairs({id, ARGV[9], v[7], v[8], stamps, h, n, m, ARGV[17], err}) do out[#out + 1] = x end
@@ -331,6 +353,7 @@ for _, id in ipairs(redis.call('ZRANGE', ARGV[2], 0, -1)) do
   end
 end
 for i = #back, 1, -1 do redis.call('LPUSH', ARGV[3], back[i]) end
+retain_flush(ARGV[19], ARGV[20], ARGV[21])
 local res = {epoch, #back}
 for _, x in ipairs(out) do res[#res + 1] = x end
 return res
@@ -390,6 +413,28 @@ for i = #moved, 1, -1 do redis.call('LPUSH', ARGV[3], moved[i]) end
 return #moved
 )lua";
 
+// ARGV: 1 expiry set, 2 bucket prefix, 3 now (unix seconds), 4 task prefix, 5 most ids to take.
+// Deletes the tasks of each bucket whose time has come, oldest bucket first, and the bucket once
+// empty. Returns {ids taken (a task deleted before counts too), 1 if more are due else 0}.
+constexpr const char* kSweep = R"lua(
+local budget = tonumber(ARGV[5])
+local n = 0
+local buckets = redis.call('ZRANGEBYSCORE', ARGV[1], '-inf', ARGV[3], 'LIMIT', 0, 100)
+for _, b in ipairs(buckets) do
+  local list = ARGV[2] .. b
+  while n < budget do
+    local ids = redis.call('LPOP', list, math.min(1000, budget - n))
+    if not ids then break end
+    for i = 1, #ids do ids[i] = ARGV[4] .. ids[i] end
+    redis.call('DEL', unpack(ids))
+    n = n + #ids
+  end
+  if n >= budget then return {n, 1} end
+  redis.call('ZREM', ARGV[1], b)
+end
+return {n, #buckets == 100 and 1 or 0}
+)lua";
+
 // KEYS: 1 function key, 2 function set; ARGV: 1 serialized function, 2 name, 3 the function
 // without its creation time (for comparison). Returns 1 if created, 0 if identical, else the
 // stored function.
@@ -407,17 +452,21 @@ return cur
 
 RedisTaskStore::RedisTaskStore(RedisOptions options, StoreOptions store_options)
     : pool_(std::move(options)), options_(store_options) {
-  auto make = [](const char* src) { return Script{src, Sha1Hex(src)}; };
+  auto make = [](std::string src) {
+    std::string sha = Sha1Hex(src);
+    return Script{std::move(src), std::move(sha)};
+  };
   submit_ = make(kSubmit);
   lease_ = make(kLease);
   running_ = make(kRunning);
-  complete_ = make(kComplete);
-  cancel_ = make(kCancel);
+  complete_ = make(std::string(kRetain) + kComplete);
+  cancel_ = make(std::string(kRetain) + kCancel);
   delete_ = make(kDelete);
-  lose_ = make(kLose);
+  lose_ = make(std::string(kRetain) + kLose);
   relinquish_ = make(kRelinquish);
   failover_ = make(kFailover);
   put_function_ = make(kPutFunction);
+  sweep_ = make(kSweep);
 }
 
 Result<RedisReply> RedisTaskStore::Command(const std::vector<std::string_view>& argv) {
@@ -558,6 +607,18 @@ Result<std::vector<v1::EndpointRecord>> RedisTaskStore::ListEndpoints() {
 
 namespace {
 std::string Num(int64_t v) { return std::to_string(v); }
+
+// The bucket (kRetain) of the tasks that finish at `now_ns`: the first multiple of
+// ExpiryGranularitySeconds at or after now + ttl, in unix seconds.
+struct ExpiryArgs {
+  ExpiryArgs(int64_t now_ns, int64_t ttl_seconds) {
+    const int64_t g = ExpiryGranularitySeconds(ttl_seconds);
+    const int64_t due = (now_ns + 999'999'999) / 1'000'000'000 + ttl_seconds;
+    bucket = Num((due + g - 1) / g * g);
+    list = keys::ExpiryBucket((due + g - 1) / g * g);
+  }
+  std::string bucket, list;
+};
 
 // Reads the 10 fields per finished task that kComplete and kLose return, from index `from`.
 std::vector<v1::TaskRecord> FinishedRecords(const redisReply* r, size_t from, const std::string& endpoint) {
@@ -705,6 +766,8 @@ namespace {
 
 // The arguments of one kComplete call, with the strings they point into.
 struct CompleteCall {
+  explicit CompleteCall(int64_t now_ns, int64_t ttl_seconds) : expiry(now_ns, ttl_seconds) {}
+  ExpiryArgs expiry;
   std::string endpoint, inflight, queue, epoch, success, failed, waiting, dispatched, running, ttl, deaths;
   std::string ok_stamp, fail_stamp, retry_stamp, now, lost, poison, exhausted, kernel_error;
   std::vector<std::string> payloads, stamps, kinds;
@@ -715,7 +778,7 @@ struct CompleteCall {
 std::unique_ptr<CompleteCall> PrepareComplete(const std::string& endpoint, int64_t lease_epoch,
                                               const std::vector<v1::TaskResult>& results, int64_t now_ns,
                                               const StoreOptions& options) {
-  auto c = std::make_unique<CompleteCall>();
+  auto c = std::make_unique<CompleteCall>(now_ns, options.result_ttl_seconds);
   c->endpoint = endpoint;
   c->inflight = keys::InFlight(endpoint);
   c->queue = keys::Queue(endpoint);
@@ -746,10 +809,31 @@ std::unique_ptr<CompleteCall> PrepareComplete(const std::string& endpoint, int64
     c->kinds.push_back(Num(r.failure()));
     c->by_id[r.task_id()] = &r;
   }
-  c->args = {"0",        keys::kTaskPrefix, c->inflight,   c->endpoint,    c->epoch,  c->success,
-             c->failed,  c->waiting,        c->queue,      c->ttl,         c->deaths, c->dispatched,
-             c->running, c->ok_stamp,       c->fail_stamp, c->retry_stamp, c->now,    keys::kIdempotencyPrefix,
-             c->lost,    c->poison,         c->exhausted,  c->kernel_error};
+  c->args = {"0",
+             keys::kTaskPrefix,
+             c->inflight,
+             c->endpoint,
+             c->epoch,
+             c->success,
+             c->failed,
+             c->waiting,
+             c->queue,
+             c->ttl,
+             c->deaths,
+             c->dispatched,
+             c->running,
+             c->ok_stamp,
+             c->fail_stamp,
+             c->retry_stamp,
+             c->now,
+             keys::kIdempotencyPrefix,
+             c->lost,
+             c->poison,
+             c->exhausted,
+             c->kernel_error,
+             keys::kExpiry,
+             c->expiry.list,
+             c->expiry.bucket};
   c->args.reserve(c->args.size() + results.size() * 5);
   for (size_t i = 0; i < results.size(); ++i) {
     c->args.insert(c->args.end(),
@@ -885,8 +969,10 @@ Result<std::optional<v1::TaskRecord>> RedisTaskStore::CancelTask(const std::stri
   std::string cancelled = StateArg(v1::TASK_STATE_CANCELLED);
   std::string stamp = EncodeStamp(TaskStateName(v1::TASK_STATE_CANCELLED), now_ns);
   std::string ttl = Num(options_.result_ttl_seconds);
-  LOOM_ASSIGN_OR_RETURN(auto r, Eval(cancel_, {"0", keys::kTaskPrefix, keys::kQueuePrefix, keys::kInFlightPrefix,
-                                               terminal, cancelled, stamp, id, ttl, keys::kIdempotencyPrefix}));
+  const ExpiryArgs expiry(now_ns, options_.result_ttl_seconds);
+  LOOM_ASSIGN_OR_RETURN(
+      auto r, Eval(cancel_, {"0", keys::kTaskPrefix, keys::kQueuePrefix, keys::kInFlightPrefix, terminal, cancelled,
+                             stamp, id, ttl, keys::kIdempotencyPrefix, keys::kExpiry, expiry.list, expiry.bucket}));
   if (r->type != REDIS_REPLY_ARRAY || r->elements < 13) return std::optional<v1::TaskRecord>();
   return std::optional<v1::TaskRecord>(MakeRecord(id, ParseTaskFields(r.get())));
 }
@@ -914,6 +1000,7 @@ Result<LostOutcome> RedisTaskStore::Lose(const std::string& endpoint, const std:
   const std::string fail_stamp = EncodeStamp(TaskStateName(v1::TASK_STATE_FAILED), now_ns);
   const std::string why = SanitizeForHistory(reason), terminal = TerminalArg();
   const std::string lost = Num(v1::FAILURE_KIND_ENDPOINT_LOST), exhausted = Num(v1::FAILURE_KIND_ATTEMPTS_EXHAUSTED);
+  const ExpiryArgs expiry(now_ns, options_.result_ttl_seconds);
   std::vector<std::string_view> args = {"0",
                                         keys::kTaskPrefix,
                                         inflight,
@@ -932,7 +1019,10 @@ Result<LostOutcome> RedisTaskStore::Lose(const std::string& endpoint, const std:
                                         terminal,
                                         lost,
                                         exhausted,
-                                        keys::kIdempotencyPrefix};
+                                        keys::kIdempotencyPrefix,
+                                        keys::kExpiry,
+                                        expiry.list,
+                                        expiry.bucket};
   for (const auto& id : held) args.push_back(id);
   LOOM_ASSIGN_OR_RETURN(auto r, Eval(lose_, args));
   if (r->type != REDIS_REPLY_ARRAY || r->elements < 2) return Internal("unexpected reply from the requeue script");
@@ -983,6 +1073,13 @@ Result<int64_t> RedisTaskStore::FailoverQueued(const std::string& from, const Fa
   LOOM_ASSIGN_OR_RETURN(auto r, Eval(failover_, {"0", keys::kTaskPrefix, qf, qt, to.endpoint, offered, stamp, lim,
                                                  waiting, users, functions, classes, max_moved}));
   return static_cast<int64_t>(r->integer);
+}
+
+Result<SweepOutcome> RedisTaskStore::SweepExpired(int64_t now_ns, int max) {
+  const std::string now = Num(now_ns / 1'000'000'000), most = Num(std::max(1, max));
+  LOOM_ASSIGN_OR_RETURN(auto r, Eval(sweep_, {"0", keys::kExpiry, keys::kExpiryPrefix, now, keys::kTaskPrefix, most}));
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) return Internal("unexpected reply from the sweep script");
+  return SweepOutcome{r->element[0]->integer, r->element[1]->integer != 0};
 }
 
 Result<int64_t> RedisTaskStore::QueueDepth(const std::string& endpoint) {

@@ -51,6 +51,7 @@ class RedisTaskStore final : public TaskStore {
   Result<int64_t> RelinquishTasks(const std::string& endpoint, int64_t lease_epoch, const std::vector<std::string>& ids,
                                   int64_t now_ns) override;
   Result<int64_t> FailoverQueued(const std::string& from, const FailoverTarget& to, int limit, int64_t now_ns) override;
+  Result<SweepOutcome> SweepExpired(int64_t now_ns, int max) override;
   Result<int64_t> QueueDepth(const std::string& endpoint) override;
   Result<int64_t> InFlightCount(const std::string& endpoint) override;
 
@@ -68,7 +69,7 @@ class RedisTaskStore final : public TaskStore {
 
   RedisPool pool_;
   const StoreOptions options_;
-  Script submit_, lease_, running_, complete_, cancel_, delete_, lose_, relinquish_, failover_, put_function_;
+  Script submit_, lease_, running_, complete_, cancel_, delete_, lose_, relinquish_, failover_, put_function_, sweep_;
 };
 
 }  // namespace loom::service

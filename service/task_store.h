@@ -6,6 +6,8 @@
 // common/task_state.h. All implementations are thread-safe.
 #pragma once
 
+#include <algorithm>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -42,8 +44,18 @@ struct SubmitOutcome {
 };
 
 struct StoreOptions {
-  int64_t result_ttl_seconds = 7 * 24 * 3600;  // finished tasks expire this long after finishing; 0: never
-  int max_worker_deaths = 3;                   // a task that killed this many workers fails as poison
+  // Finished tasks are kept at least this long after finishing (0: forever), and deleted by
+  // SweepExpired within ExpiryGranularitySeconds after.
+  int64_t result_ttl_seconds = 7 * 24 * 3600;
+  int max_worker_deaths = 3;  // a task that killed this many workers fails as poison
+};
+
+// Finished tasks expire in buckets of this many seconds: 1 % of the TTL, between 1 s and 60 s.
+inline int64_t ExpiryGranularitySeconds(int64_t ttl_seconds) { return std::clamp<int64_t>(ttl_seconds / 100, 1, 60); }
+
+struct SweepOutcome {
+  int64_t deleted = 0;  // finished tasks taken off their expiry lists (deleted, unless they were already)
+  bool more = false;    // more are due: call again
 };
 
 struct CompleteOutcome {
@@ -202,6 +214,14 @@ class TaskStore {
   virtual Result<int64_t> FailoverQueued(const std::string& from, const FailoverTarget& to, int limit,
                                          int64_t now_ns) = 0;
 
+  // Deletes the finished tasks whose time (StoreOptions::result_ttl_seconds) has come, at most
+  // `max` a call; the service calls it on a timer. A store that keeps everything (the in-memory
+  // one, for tests) deletes nothing.
+  virtual Result<SweepOutcome> SweepExpired(int64_t now_ns, int max) {
+    (void)now_ns;
+    (void)max;
+    return SweepOutcome{};
+  }
   virtual Result<int64_t> QueueDepth(const std::string& endpoint) = 0;
   virtual Result<int64_t> InFlightCount(const std::string& endpoint) = 0;
 };

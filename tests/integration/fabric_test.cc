@@ -337,6 +337,36 @@ TEST(FabricFaultTest, TaskSubmittedToAnOfflineEndpointRunsOnceItStarts) {
   EXPECT_EQ((*r2)->result().string_value(), "waited");
 }
 
+// The service deletes finished tasks once their result TTL has passed, and leaves unfinished
+// ones alone.
+TEST(FabricFaultTest, TheServiceDeletesFinishedTasksOnceTheirTtlHasPassed) {
+  auto fabric = MakeFabric("ttl", {"--result-ttl-seconds", "1"});
+  ASSERT_TRUE(fabric->StartRedis().ok());
+  ASSERT_TRUE(fabric->StartService().ok());
+  auto client = Connect(*fabric);
+  ASSERT_NE(client, nullptr);
+  RegisterBuiltins(*client);
+  ASSERT_TRUE(client->CreateEndpoint("ttl", "ttl").ok());
+  ASSERT_TRUE(client->CreateEndpoint("off", "off").ok());
+  ASSERT_TRUE(fabric->StartEndpoint("ttl", 1).ok());
+  auto done = client->Submit("ttl", "add", {IntValue(2), IntValue(3)});
+  auto waiting = client->Submit("off", "add", {IntValue(1), IntValue(1)});
+  ASSERT_TRUE(done.ok() && waiting.ok());
+  auto r = client->GetResult(*done, 30s);
+  ASSERT_TRUE(r.ok() && r->has_value());
+  ASSERT_EQ((*r)->state(), v1::TASK_STATE_SUCCESS);
+  int64_t finished_ns = 0;
+  for (const auto& t : (*r)->timestamps()) {
+    if (t.stage() == "success") finished_ns = t.unix_nanos();
+  }
+  ASSERT_GT(finished_ns, 0);
+  ASSERT_TRUE(WaitFor([&] { return client->GetStatus(*done).status().code() == StatusCode::kNotFound; }, 30s));
+  EXPECT_GE(NowNanos() - finished_ns, 1'000'000'000) << "deleted before its TTL";
+  auto left = client->GetStatus(*waiting);
+  ASSERT_TRUE(left.ok()) << left.status().ToString();
+  EXPECT_EQ(left->state(), v1::TASK_STATE_WAITING_FOR_ENDPOINT);
+}
+
 TEST(FabricFaultTest, WorkerKilledWithSigkillIsReplacedAndTheEndpointKeepsServing) {
   auto fabric = MakeFabric("worker-kill");
   ASSERT_TRUE(fabric->StartAll("ep", 2).ok());

@@ -694,38 +694,117 @@ TEST_P(TaskStoreContract, HandlesLargeBatchesAtomically) {
   for (size_t i = 0; i < leased->size(); ++i) EXPECT_EQ((*leased)[i].args(0).int_value(), static_cast<int64_t>(2 * i));
 }
 
-// Retention is Redis's job (EXPIRE): finished tasks and their idempotency keys get the TTL,
-// unfinished ones never expire.
-TEST(RedisTaskStoreRetention, FinishedTasksAndTheirKeysExpireAfterTheResultTtl) {
+// alice's task `id` for ep1, given one attempt.
+NewTask OneAttemptTask(const std::string& id) {
+  NewTask t;
+  t.owner = "alice";
+  t.function = "f";
+  t.endpoint = "ep1";
+  t.max_attempts = 1;
+  t.id = id;
+  t.spec.set_task_id(id);
+  return t;
+}
+
+// Retention: a finished task (done, cancelled, or failed with its endpoint) has no EXPIRE; it
+// joins an expiry bucket, and SweepExpired deletes it once the TTL has passed, never before.
+// Its idempotency key gets the TTL. Unfinished tasks never expire.
+TEST(RedisTaskStoreRetention, FinishedTasksAreDeletedOnceTheResultTtlHasPassed) {
   auto conn = RedisConnection::Connect(TestRedis());
   ASSERT_TRUE(conn.ok());
   ASSERT_TRUE((*conn)->Command({"FLUSHALL"}).ok());
-  RedisTaskStore store(TestRedis(), StoreOptions{3600, 3});
-  NewTask a, b;
-  for (auto* t : {&a, &b}) {
-    t->owner = "alice";
-    t->function = "f";
-    t->endpoint = "ep1";
-    t->max_attempts = 1;
-  }
-  a.id = a.spec.mutable_task_id()->assign("a");
-  b.id = b.spec.mutable_task_id()->assign("b");
-  a.idempotency_key = "ka";
-  ASSERT_TRUE(store.SubmitTasks({a, b}, 100).ok());
+  constexpr int64_t kTtl = 3600, kSecond = 1'000'000'000;
+  RedisTaskStore store(TestRedis(), StoreOptions{kTtl, 3});
+  std::vector<NewTask> tasks;
+  for (const char* id : {"a", "b", "c", "d"}) tasks.push_back(OneAttemptTask(id));
+  tasks[0].idempotency_key = "ka";
+  ASSERT_TRUE(store.SubmitTasks(tasks, 100).ok());
+  // a succeeds, b is cancelled, c fails with its lost endpoint, d stays queued.
   ASSERT_EQ(store.LeaseTasks("ep1", 1, 1, 200)->size(), 1u);
   v1::TaskResult r;
   r.set_task_id("a");
   r.set_ok(true);
   ASSERT_EQ(store.CompleteTasks("ep1", 1, {r}, 300)->finished.size(), 1u);
-  auto ttl = [&](const std::string& key) { return (*(*conn)->Command({"TTL", key}))->integer; };
-  EXPECT_GT(ttl("loom:task:a"), 3500);
-  EXPECT_LE(ttl("loom:task:a"), 3600);
-  EXPECT_GT(ttl("loom:idem:alice:ka"), 3500);
-  EXPECT_EQ(ttl("loom:task:b"), -1);  // still queued: no expiry
   ASSERT_TRUE(store.CancelTask("b", 400).ok());
-  EXPECT_GT(ttl("loom:task:b"), 3500);
-  // Reads do not consume a result.
-  for (int i = 0; i < 3; ++i) EXPECT_EQ((*store.GetTasks({"a"}, false))[0]->state(), v1::TASK_STATE_SUCCESS);
+  ASSERT_EQ(store.LeaseTasks("ep1", 1, 1, 500)->size(), 1u);
+  v1::TaskStarted started;
+  started.set_task_id("c");
+  ASSERT_TRUE(store.MarkRunning({started}).ok());
+  ASSERT_EQ(store.ReleaseSession("ep1", 1, "lost", 600)->finished.size(), 1u);
+
+  auto ttl = [&](const std::string& key) { return (*(*conn)->Command({"TTL", key}))->integer; };
+  for (const char* key : {"loom:task:a", "loom:task:b", "loom:task:c", "loom:task:d"}) EXPECT_EQ(ttl(key), -1) << key;
+  EXPECT_GT(ttl("loom:idem:alice:ka"), kTtl - 100);
+  auto states = [&] {
+    auto got = store.GetTasks({"a", "b", "c", "d"}, false);
+    if (!got.ok()) return got.status().ToString();
+    std::string out;
+    for (const auto& t : got.value()) out += t ? std::string(TaskStateName(t->state())) + " " : "- ";
+    return out;
+  };
+  const std::string before = states();
+  EXPECT_EQ(before, "success cancelled failed waiting-for-endpoint ");
+  // Reads do not consume a result, and nothing is due one TTL after finishing.
+  auto swept = store.SweepExpired(kTtl * kSecond, 1000);
+  ASSERT_TRUE(swept.ok()) << swept.status().ToString();
+  EXPECT_EQ(swept->deleted, 0);
+  EXPECT_FALSE(swept->more);
+  EXPECT_EQ(states(), before);
+  // All three are due within one bucket of their TTL.
+  swept = store.SweepExpired((kTtl + 1 + ExpiryGranularitySeconds(kTtl)) * kSecond, 1000);
+  ASSERT_TRUE(swept.ok());
+  EXPECT_EQ(swept->deleted, 3);
+  EXPECT_FALSE(swept->more);
+  EXPECT_EQ(states(), "- - - waiting-for-endpoint ");
+  EXPECT_EQ((*(*conn)->Command({"EXISTS", "loom:expiry"}))->integer, 0);
+}
+
+// A sweep takes at most its budget, oldest bucket first, and says whether more are due.
+TEST(RedisTaskStoreRetention, SweepsTakeAtMostTheirBudgetOldestFirst) {
+  auto conn = RedisConnection::Connect(TestRedis());
+  ASSERT_TRUE(conn.ok());
+  ASSERT_TRUE((*conn)->Command({"FLUSHALL"}).ok());
+  constexpr int64_t kTtl = 100, kSecond = 1'000'000'000;
+  ASSERT_EQ(ExpiryGranularitySeconds(kTtl), 1);
+  RedisTaskStore store(TestRedis(), StoreOptions{kTtl, 3});
+  std::vector<NewTask> tasks;
+  std::vector<std::string> ids;
+  for (int i = 0; i < 2500; ++i) {
+    tasks.push_back(OneAttemptTask("t" + std::to_string(i)));
+    ids.push_back(tasks.back().id);
+  }
+  ASSERT_TRUE(store.SubmitTasks(tasks, 100).ok());
+  ASSERT_EQ(store.LeaseTasks("ep1", 1, 2500, 200)->size(), 2500u);
+  std::vector<v1::TaskResult> early, late;
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    v1::TaskResult r;
+    r.set_task_id(ids[i]);
+    r.set_ok(true);
+    (i < 1500 ? early : late).push_back(r);
+  }
+  ASSERT_EQ(store.CompleteTasks("ep1", 1, early, 1 * kSecond)->finished.size(), 1500u);  // due at 101 s
+  ASSERT_EQ(store.CompleteTasks("ep1", 1, late, 10 * kSecond)->finished.size(), 1000u);  // due at 110 s
+  auto live = [&] {
+    auto got = store.GetTasks(ids, false);
+    if (!got.ok()) return -1;
+    int n = 0;
+    for (const auto& t : got.value()) n += t.has_value();
+    return n;
+  };
+  auto sweep = [&](int64_t at_s) {
+    auto s = store.SweepExpired(at_s * kSecond, 1000);
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    return s.ok() ? std::make_pair(s->deleted, s->more) : std::make_pair(int64_t{-1}, false);
+  };
+  EXPECT_EQ(sweep(100), std::make_pair(int64_t{0}, false));
+  EXPECT_EQ(sweep(105), std::make_pair(int64_t{1000}, true));
+  EXPECT_EQ(live(), 1500);
+  EXPECT_EQ(sweep(105), std::make_pair(int64_t{500}, false));  // the later bucket is not due
+  EXPECT_EQ(live(), 1000);
+  EXPECT_EQ(sweep(110), std::make_pair(int64_t{1000}, true));  // budget spent: it cannot know the list is empty
+  EXPECT_EQ(sweep(110), std::make_pair(int64_t{0}, false));
+  EXPECT_EQ(live(), 0);
+  EXPECT_EQ((*(*conn)->Command({"KEYS", "loom:expiry*"}))->elements, 0u);
 }
 
 // The Redis that Loom starts keeps a task's hash a compact listpack, queued and finished, for
