@@ -5,7 +5,7 @@
 
 #include <charconv>
 #include <cstdio>
-#include <map>
+#include <cstdlib>
 
 #include "common/task_state.h"
 #include "service/redis_keys.h"
@@ -184,8 +184,11 @@ return 1
 // prefix, 18 worker-lost kind, 19 poison kind, 20 exhausted kind, 21 kernel-error kind, 22-24
 // expiry set, bucket list, bucket (kRetain), then per result (5): id, ok ("1"/"0"), value or
 // error, the result's stamps, failure kind.
-// Returns {retried, rejected, then per finished task: id, state, owner, function, stamps,
-// history, attempts, max attempts, failure, error}.
+// Returns {retried, rejected, then per finished task: for a success 7 values, {its position in
+// the batch (from 1), owner, function, stamps before this result's, history, attempts, max
+// attempts}; for a failure 9, {-position, owner, function, stamps, history, attempts, max
+// attempts, failure, error}}. The service knows the rest (a success's id, result and last
+// stamps), so they are not sent back.
 constexpr const char* kComplete = R"lua(
 local out = {0, 0}
 local ttl = tonumber(ARGV[9])
@@ -200,11 +203,12 @@ local function finish(id, v)
     if v[11] then redis.call('EXPIRE', ARGV[17] .. v[2] .. ':' .. v[11], ttl) end
   end
 end
--- One finished task's 10 reply values (no table per task).
-local function reply(id, state, owner, fn, stamps, history, n, m, failure, err)
+-- One finished task's reply values (no table per task); `failure` nil for a success.
+local function reply(pos, owner, fn, stamps, history, n, m, failure, err)
   local o = #out
-  out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = id, state, owner, fn, stamps
-  out[o + 6], out[o + 7], out[o + 8], out[o + 9], out[o + 10] = history, n, m, failure, err
+  out[o + 1], out[o + 2], out[o + 3], out[o + 4] = failure and -pos or pos, owner, fn, stamps
+  out[o + 5], out[o + 6], out[o + 7] = history, n, m
+  if failure then out[o + 8], out[o + 9] = failure, err end
 end
 for i = 25, #ARGV, 5 do
   local id = ARGV[i]
@@ -214,10 +218,9 @@ for i = 25, #ARGV, 5 do
     unflight(id)
     local n, m = tonumber(v[7]) or 0, tonumber(v[8]) or 1
     if ARGV[i + 1] == '1' then
-      local stamps = v[5] .. ARGV[i + 3] .. ARGV[13]
-      redis.call('HSET', k, 's', ARGV[5], 'r', ARGV[i + 2], 't', stamps)
+      redis.call('HSET', k, 's', ARGV[5], 'r', ARGV[i + 2], 't', v[5] .. ARGV[i + 3] .. ARGV[13])
       finish(id, v)
-      reply(id, ARGV[5], v[2], v[3], stamps, v[10] or '', n, m, 0, '')
+      reply((i - 20) / 5, v[2], v[3], v[5], v[10] or '', n, m)
     else
       local stamps = v[5] .. ARGV[i + 3]
       local kind = ARGV[i + 4]
@@ -243,7 +246,7 @@ for i = 25, #ARGV, 5 do
         stamps = stamps .. ARGV[14]
         redis.call('HSET', k, 's', ARGV[6], 'x', err, 't', stamps, 'h', h, 'd', d, 'u', fail)
         finish(id, v)
-        reply(id, ARGV[6], v[2], v[3], stamps, h, n, m, fail, err)
+        reply((i - 20) / 5, v[2], v[3], stamps, h, n, m, fail, err)
       else
         redis.call('HSET', k, 's', ARGV[7], 't', stamps .. ARGV[15], 'h', h, 'd', d)
         redis.call('RPUSH', ARGV[8], id)
@@ -620,7 +623,7 @@ struct ExpiryArgs {
   std::string bucket, list;
 };
 
-// Reads the 10 fields per finished task that kComplete and kLose return, from index `from`.
+// Reads the 10 fields per failed task that kLose returns, from index `from`.
 std::vector<v1::TaskRecord> FinishedRecords(const redisReply* r, size_t from, const std::string& endpoint) {
   std::vector<v1::TaskRecord> out;
   for (size_t i = from; i + 9 < r->elements; i += 10) {
@@ -770,8 +773,8 @@ struct CompleteCall {
   ExpiryArgs expiry;
   std::string endpoint, inflight, queue, epoch, success, failed, waiting, dispatched, running, ttl, deaths;
   std::string ok_stamp, fail_stamp, retry_stamp, now, lost, poison, exhausted, kernel_error;
+  const std::vector<v1::TaskResult>* results = nullptr;
   std::vector<std::string> payloads, stamps, kinds;
-  std::map<std::string_view, const v1::TaskResult*> by_id;
   std::vector<std::string_view> args;
 };
 
@@ -807,8 +810,8 @@ std::unique_ptr<CompleteCall> PrepareComplete(const std::string& endpoint, int64
     for (const auto& t : r.timestamps()) st += EncodeStamp(t.stage(), t.unix_nanos());
     c->stamps.push_back(std::move(st));
     c->kinds.push_back(Num(r.failure()));
-    c->by_id[r.task_id()] = &r;
   }
+  c->results = &results;
   c->args = {"0",
              keys::kTaskPrefix,
              c->inflight,
@@ -847,10 +850,39 @@ Result<CompleteOutcome> ParseComplete(const CompleteCall& c, const redisReply* r
   CompleteOutcome outcome;
   outcome.retried = r->element[0]->integer;
   outcome.rejected = r->element[1]->integer;
-  outcome.finished = FinishedRecords(r, 2, c.endpoint);
-  for (auto& rec : outcome.finished) {
-    auto it = c.by_id.find(rec.id());
-    if (it != c.by_id.end() && it->second->ok()) *rec.mutable_result() = it->second->value();
+  const auto& results = *c.results;
+  for (size_t i = 2; i < r->elements;) {
+    const int64_t pos = r->element[i]->type == REDIS_REPLY_INTEGER ? r->element[i]->integer : 0;
+    const bool ok = pos > 0;
+    const size_t index = static_cast<size_t>(ok ? pos : -pos) - 1;
+    const size_t width = ok ? 7 : 9;
+    if (pos == 0 || index >= results.size() || i + width > r->elements) {
+      return Internal("unexpected reply from the complete script");
+    }
+    auto s = [&](size_t k) { return ReplyString(r->element[i + k]); };
+    StoredTask t;
+    t.owner = s(1);
+    t.function = s(2);
+    t.endpoint = c.endpoint;
+    t.history = s(4);
+    auto n = [&](size_t k) {
+      const redisReply* e = r->element[i + k];
+      return e->type == REDIS_REPLY_INTEGER ? static_cast<int>(e->integer) : std::atoi(ReplyString(e).c_str());
+    };
+    t.attempts = n(5);
+    t.max_attempts = n(6);
+    if (ok) {
+      t.state = v1::TASK_STATE_SUCCESS;
+      t.stamps = s(3) + c.stamps[index] + c.ok_stamp;
+    } else {
+      t.state = v1::TASK_STATE_FAILED;
+      t.stamps = s(3);
+      t.failure = n(7);
+      t.error = s(8);
+    }
+    outcome.finished.push_back(MakeRecord(results[index].task_id(), t));
+    if (ok) *outcome.finished.back().mutable_result() = results[index].value();
+    i += width;
   }
   return outcome;
 }

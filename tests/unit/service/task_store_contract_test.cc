@@ -1,5 +1,6 @@
 // One contract suite for every TaskStore: the in-memory fake and the real Redis store must
 // behave the same, so tests written against the fake mean something.
+#include <google/protobuf/util/message_differencer.h>
 #include <gtest/gtest.h>
 
 #include <memory>
@@ -677,6 +678,30 @@ TEST_P(TaskStoreContract, FailoverMovesOnlyWhatTheTargetAdmitsAndAtMostItsShare)
   t.functions.clear();
   EXPECT_EQ(*store_->FailoverQueued("lost", t, 100, 600), 2);
   EXPECT_EQ(Ids(*Lease("other", 10, 700)), (std::vector<std::string>{"bob1", "gpu1"}));
+}
+
+// The records CompleteTasks hands back (to be published) are the records a later read gets:
+// successes and failures, mixed in one batch, and a success after a retried attempt.
+TEST_P(TaskStoreContract, FinishedRecordsAreTheStoredRecords) {
+  Submit({"a", "b", "c", "d"});
+  ASSERT_EQ(Lease("ep1", 10, 300)->size(), 4u);
+  Running("b");
+  auto first = Complete("ep1", {Ok("a", 1), Err("b", "boom"), Lost("d"), Ok("c", 3)}, 500);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ(FinishedIds(*first), (std::vector<std::string>{"a", "b", "c"}));
+  EXPECT_EQ(first->retried, 1);
+  ASSERT_EQ(Lease("ep1", 10, 600)->size(), 1u);
+  Running("d");
+  auto second = Complete("ep1", {Ok("d", 4)}, 700);
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  ASSERT_EQ(FinishedIds(*second), (std::vector<std::string>{"d"}));
+  EXPECT_EQ(second->finished[0].attempt_history_size(), 1);
+  for (const auto* out : {&*first, &*second}) {
+    for (const auto& rec : out->finished) {
+      EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(rec, Get(rec.id())))
+          << rec.DebugString() << " vs stored " << Get(rec.id()).DebugString();
+    }
+  }
 }
 
 TEST_P(TaskStoreContract, HandlesLargeBatchesAtomically) {
