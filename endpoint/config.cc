@@ -211,6 +211,8 @@ Status LoadEndpointConfigFile(const std::string& path, EndpointConfig* c) {
         c->prefetch = v.as<int>();
       else if (key == "queue_capacity")
         c->queue_capacity = v.as<int>();
+      else if (key == "pack_tasks_under_us")
+        c->pack_tasks_under_us = v.as<int>();
       else if (key == "worker_binary")
         c->worker_binary = v.as<std::string>();
       else if (key == "plugins")
@@ -267,6 +269,10 @@ Status LoadEndpointConfigFile(const std::string& path, EndpointConfig* c) {
     }
     if (Status st = ValidateLaunchConfig(c->container, c->sandbox); !st.ok()) {
       return InvalidArgument("config file '" + path + "': " + st.message());
+    }
+    if (c->pack_tasks_under_us < 0) {
+      return InvalidArgument("config file '" + path + "': pack_tasks_under_us is " +
+                             std::to_string(c->pack_tasks_under_us) + "; use 0 (always spread) or more");
     }
   } catch (const YAML::Exception& e) {
     return InvalidArgument("config file '" + path + "': " + e.what());

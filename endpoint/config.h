@@ -4,9 +4,9 @@
 #include <string>
 #include <vector>
 
+#include "common/launch.h"
 #include "common/status.h"
 #include "endpoint/devices.h"
-#include "common/launch.h"
 
 namespace loom::endpoint {
 
@@ -56,8 +56,12 @@ struct EndpointConfig {
   std::string group;                              // endpoints of one group stand in for each other (failover)
   std::string service = "tcp://127.0.0.1:50052";  // the service's endpoint address
   int workers = 2;
-  int prefetch = 16;          // tasks handed to one worker ahead of time
-  int queue_capacity = 256;   // tasks held here beyond what the workers hold
+  int prefetch = 16;         // tasks handed to one worker ahead of time
+  int queue_capacity = 256;  // tasks held here beyond what the workers hold
+  // Tasks of a kernel whose runs here average under this many microseconds go to one worker
+  // together, up to `prefetch`, instead of one to each idle worker (endpoint/task_pacer.h);
+  // 0: always spread.
+  int pack_tasks_under_us = 50;
   std::string worker_binary;  // default: loom-worker next to loom-endpoint
   std::vector<std::string> plugins;
   std::vector<std::string> plugin_dirs;

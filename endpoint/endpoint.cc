@@ -31,7 +31,8 @@ Endpoint::Endpoint(EndpointConfig config, EndpointMetrics* metrics)
       metrics_(metrics),
       session_id_(NewId()),
       service_(ctx_, zmq::socket_type::dealer),
-      workers_sock_(ctx_, zmq::socket_type::router) {
+      workers_sock_(ctx_, zmq::socket_type::router),
+      pacer_(std::chrono::microseconds(config_.pack_tasks_under_us)) {
   if (config_.name.empty()) config_.name = config_.id;
   if (config_.worker_binary.empty()) config_.worker_binary = ExecutableDir() + "/loom-worker";
   stop_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -433,6 +434,17 @@ void Endpoint::SendCreditIfNeeded() {
   }
 }
 
+void Endpoint::ObservePace(const v1::TaskResult& r) {
+  auto it = held_.find(r.task_id());
+  if (it == held_.end()) return;
+  int64_t started = 0, finished = 0;
+  for (const auto& t : r.timestamps()) {
+    if (t.stage() == "worker_started") started = t.unix_nanos();
+    if (t.stage() == "kernel_finished") finished = t.unix_nanos();
+  }
+  if (started > 0 && finished > 0) pacer_.Observe(it->second.spec.kernel(), finished - started);
+}
+
 void Endpoint::AddResult(v1::TaskResult result) {
   if (cancelled_.erase(result.task_id()) > 0) return;  // the service no longer wants it
   auto it = held_.find(result.task_id());
@@ -626,18 +638,21 @@ void Endpoint::AssignTasks() {
       if (best == nullptr || w.assigned.size() < best->assigned.size()) best = &w;
     }
     if (best == nullptr || static_cast<int>(best->assigned.size()) >= config_.prefetch) return;
-    // Spread a burst over the workers instead of filling the first one.
-    size_t share = (queue_.size() + ready - 1) / ready;
-    size_t n = std::min(share, static_cast<size_t>(config_.prefetch) - best->assigned.size());
+    // Spread a burst over the workers instead of filling the first one; but past its share a
+    // worker takes tasks of short kernels too, up to its prefetch: running them here costs less
+    // than waking another worker for each (task_pacer.h).
+    const size_t share = (queue_.size() + ready - 1) / ready;
+    const size_t room = static_cast<size_t>(config_.prefetch) - best->assigned.size();
     v1::WorkerEnvelope env;
     auto* batch = env.mutable_tasks();
     int64_t bytes = 0;
-    for (size_t i = 0; i < n && !queue_.empty(); ++i) {
+    while (static_cast<size_t>(batch->tasks_size()) < room && !queue_.empty()) {
       auto it = held_.find(queue_.front());
       if (it == held_.end()) {  // cancelled while queued here
         queue_.pop_front();
         continue;
       }
+      if (static_cast<size_t>(batch->tasks_size()) >= share && !pacer_.IsShort(it->second.spec.kernel())) break;
       // One message stays within max_message_bytes (the worker accepts that plus 1 MiB of
       // envelope): a burst of large tasks goes over in several batches. A single task always
       // goes; the service already refused any task over the limit.
@@ -663,6 +678,7 @@ void Endpoint::AssignTasks() {
       best->assigned.erase(first, best->assigned.end());
       continue;
     }
+    if (metrics_ != nullptr) metrics_->HandedToWorker();
     NoteHeadStarted(*best);
   }
 }
@@ -789,6 +805,7 @@ void Endpoint::HandleWorkerMessage(const std::string& worker_id, const zmq::mess
       } else if (!w.block.empty()) {
         continue;  // a task this endpoint gave up on with the worker: already answered or re-run
       }
+      ObservePace(r);
       AddResult(std::move(r));
     }
     NoteHeadStarted(w);
@@ -970,8 +987,9 @@ void Endpoint::Run() {
         now - last_connect_ >= std::max<std::chrono::milliseconds>(threshold, register_backoff_)) {
       // Registration waits for the first worker's hello (it names the kernels): the service is
       // not the one to blame, and a fresh connection would not help.
-      spdlog::warn("no worker has said hello yet ({}); registering with the service once one does",
-                   blocks_ ? "a block's workers start once its job runs: see the block's log" : "see their exits above");
+      spdlog::warn(
+          "no worker has said hello yet ({}); registering with the service once one does",
+          blocks_ ? "a block's workers start once its job runs: see the block's log" : "see their exits above");
       last_connect_ = now;  // this warning, once a threshold
     } else if (!registered_ &&
                now - last_connect_ >= std::max<std::chrono::milliseconds>(threshold, register_backoff_)) {

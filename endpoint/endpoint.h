@@ -45,6 +45,7 @@
 #include "endpoint/config.h"
 #include "endpoint/metrics.h"
 #include "endpoint/spool.h"
+#include "endpoint/task_pacer.h"
 #include "endpoint/worker_death.h"
 #include "loom.pb.h"
 
@@ -74,7 +75,7 @@ class Endpoint {
     // death is charged to the head of `assigned`.
     std::optional<RunningSlot> slot;
     bool ready = false;
-    bool greeted = false;  // said hello once: it started (a worker that never does failed to start)
+    bool greeted = false;              // said hello once: it started (a worker that never does failed to start)
     std::deque<std::string> assigned;  // task ids in the order the worker runs them
     int64_t started_ns = 0;            // when the task at the head of `assigned` started; 0: none
     bool head_started_sent = false;    // the service was told it runs
@@ -118,6 +119,8 @@ class Endpoint {
   void SendCreditIfNeeded();
   void Flush();
   void SendToService(const v1::Envelope& env);
+  // Times a worker's result for its kernel (pacer_), before AddResult forgets the task.
+  void ObservePace(const v1::TaskResult& r);
   // Records a result: spooled, kept until acknowledged, and queued to send.
   void AddResult(v1::TaskResult result);
   void QueueToSend(const v1::TaskResult& result);
@@ -217,6 +220,7 @@ class Endpoint {
 
   std::deque<std::string> queue_;                     // received, not yet handed to a worker
   std::unordered_map<std::string, Held> held_;        // every task received and not yet answered
+  TaskPacer pacer_;                                   // which kernels are short (AssignTasks packs them)
   std::unordered_map<std::string, Unacked> unacked_;  // results the service has not acknowledged
   std::unordered_set<std::string> cancelled_;         // cancelled while queued in a worker: drop the result
   UnchargedDeaths uncharged_deaths_{2};               // a head-of-queue task at 2 such deaths is charged

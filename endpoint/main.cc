@@ -32,6 +32,10 @@ int main(int argc, char** argv) {
   app.add_option("--workers", c.workers, "number of worker processes");
   app.add_option("--prefetch", c.prefetch, "tasks handed to one worker ahead of time");
   app.add_option("--queue-capacity", c.queue_capacity, "tasks held by the endpoint beyond what its workers hold");
+  app.add_option("--pack-tasks-under-us", c.pack_tasks_under_us,
+                 "tasks of a kernel that runs here in less than this many microseconds on average go to one worker "
+                 "together (up to --prefetch) instead of one to each idle worker; 0: always spread")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--worker-binary", c.worker_binary, "path of loom-worker (default: next to this program)");
   app.add_option("--plugin", c.plugins, "kernel plugin (.so) for the workers to load; repeatable");
   app.add_option("--plugin-dir", c.plugin_dirs, "directory of kernel plugins; repeatable");

@@ -13,6 +13,11 @@ EndpointMetrics::EndpointMetrics(int worker_slots) : registry_(std::make_shared<
                    .Help("Tasks received from the service")
                    .Register(r)
                    .Add({});
+  handoffs_ = &pm::BuildCounter()
+                   .Name("loom_endpoint_worker_handoffs_total")
+                   .Help("Messages handing tasks to a worker; tasks received over handoffs is the tasks per message")
+                   .Register(r)
+                   .Add({});
   auto& completed = pm::BuildCounter()
                         .Name("loom_endpoint_tasks_completed_total")
                         .Help("Results recorded for the service, by outcome: success or failed")

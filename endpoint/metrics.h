@@ -37,6 +37,8 @@ class EndpointMetrics {
   const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
 
   void TasksReceived(int64_t n) { received_->Increment(static_cast<double>(n)); }
+  // One message handing tasks to a worker (however many it carries).
+  void HandedToWorker() { handoffs_->Increment(); }
   // A result recorded for the service (from a worker, or made here for a timeout or a worker
   // lost); its stamps feed the kernel and endpoint histograms at the next FlushRound.
   void ResultAdded(const v1::TaskResult& result);
@@ -62,6 +64,7 @@ class EndpointMetrics {
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Counter* received_;
+  prometheus::Counter* handoffs_;
   prometheus::Counter* completed_ok_;
   prometheus::Counter* completed_failed_;
   prometheus::Counter* spooled_;

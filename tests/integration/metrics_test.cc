@@ -138,6 +138,44 @@ TEST_F(MetricsTest, ServiceAndEndpointCountTasksByOutcomeWithHopLatencies) {
   EXPECT_TRUE(EventuallyEquals(ep_, R"(loom_endpoint_workers{state="idle"})", 2));
 }
 
+// A burst of a kernel known to be short goes to one worker in one message; a burst of a kernel
+// not yet timed is spread over the idle workers.
+TEST(MetricsPackingTest, ABurstOfAShortKernelGoesToOneWorkerAndOthersAreSpread) {
+  auto fabric = MakeMetricsFabric("metrics-pack");
+  ASSERT_TRUE(fabric->StartRedis().ok());
+  ASSERT_TRUE(fabric->StartService().ok());
+  // Every echo counts as short (under 10 s), whatever the machine's speed.
+  ASSERT_TRUE(fabric->StartEndpoint("ep", 2, {"--pack-tasks-under-us", "10000000"}).ok());
+  const std::string ep = fabric->endpoint_metrics_address("ep");
+  auto client = loom::testing::ConnectClient(*fabric);
+  ASSERT_NE(client, nullptr);
+  loom::testing::RegisterBuiltins(*client);
+  auto run = [&](const std::string& fn, int n) {
+    std::vector<v1::SubmitRequest> reqs;
+    for (int i = 0; i < n; ++i) {
+      reqs.push_back(MakeSubmitRequest(
+          "ep", fn, fn == "add" ? std::vector<Value>{IntValue(i), IntValue(1)} : std::vector<Value>{IntValue(i)}));
+    }
+    auto ids = client->SubmitBatch(std::move(reqs));
+    ASSERT_TRUE(ids.ok()) << ids.status().ToString();
+    for (const auto& id : *ids) {
+      auto r = client->GetResult(id, 60s);
+      ASSERT_TRUE(r.ok() && r->has_value());
+      ASSERT_EQ((*r)->state(), v1::TASK_STATE_SUCCESS) << (*r)->error();
+    }
+  };
+  for (int i = 0; i < 3; ++i) run("echo", 1);  // echo is timed three times: short from now on
+  ASSERT_TRUE(EventuallyEquals(ep, R"(loom_endpoint_workers{state="idle"})", 2));
+  auto handoffs = [&] { return ScrapeValue(Scrape(ep), "loom_endpoint_worker_handoffs_total").value_or(-1); };
+  const double before = handoffs();
+  run("echo", 4);
+  const double packed = handoffs();
+  EXPECT_EQ(packed - before, 1) << "4 short tasks, 2 idle workers: one message";
+  ASSERT_TRUE(EventuallyEquals(ep, R"(loom_endpoint_workers{state="idle"})", 2));
+  run("add", 2);
+  EXPECT_EQ(handoffs() - packed, 2) << "2 tasks of a kernel never timed, 2 idle workers: one each";
+}
+
 TEST_F(MetricsTest, QueueDepthOfAnEndpointWithoutSessionAndCancelledTasksAreReported) {
   ASSERT_TRUE(client_->CreateEndpoint("offline").ok());
   std::vector<std::string> ids;

@@ -20,6 +20,7 @@ service: tcp://10.0.0.1:5000
 workers: 8
 prefetch: 4
 queue_capacity: 64
+pack_tasks_under_us: 200
 worker_binary: /opt/loom/loom-worker
 plugins: [/opt/a.so, /opt/b.so]
 plugin_dirs: [/opt/plugins]
@@ -46,6 +47,7 @@ allowed_functions: [echo, bob/add]
   EXPECT_EQ(c.workers, 8);
   EXPECT_EQ(c.prefetch, 4);
   EXPECT_EQ(c.queue_capacity, 64);
+  EXPECT_EQ(c.pack_tasks_under_us, 200);
   EXPECT_EQ(c.worker_binary, "/opt/loom/loom-worker");
   EXPECT_EQ(c.plugins, (std::vector<std::string>{"/opt/a.so", "/opt/b.so"}));
   EXPECT_EQ(c.plugin_dirs, (std::vector<std::string>{"/opt/plugins"}));
@@ -74,6 +76,10 @@ TEST(EndpointConfigTest, RejectsUnknownKeysAndBadValues) {
   EXPECT_EQ(typo.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(typo.message().find("wokers"), std::string::npos);
   EXPECT_EQ(LoadEndpointConfigFile(dir + "/b.yaml", &c).code(), StatusCode::kInvalidArgument);
+  std::ofstream(dir + "/c.yaml") << "pack_tasks_under_us: -5\n";
+  Status negative = LoadEndpointConfigFile(dir + "/c.yaml", &c);
+  EXPECT_EQ(negative.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(negative.message().find("pack_tasks_under_us is -5"), std::string::npos) << negative.message();
 }
 
 TEST(EndpointConfigTest, ReadsTheEngineAndProviderSections) {
