@@ -345,27 +345,26 @@ int main(int argc, char** argv) {
                                                 [&] { (void)metrics->SampleEndpoints(store); });
   }
   // Finished tasks past their TTL are deleted here, in batches (RedisTaskStore's kRetain), not
-  // by an EXPIRE per task. Every service sweeps; the script makes that safe.
-  std::unique_ptr<metrics::Ticker> sweeper;
-  if (c.result_ttl_seconds > 0) {
-    sweeper = std::make_unique<metrics::Ticker>(std::chrono::seconds(1), [&store, limiter = LogLimiter(1)]() mutable {
-      // At most 100 calls a tick (200,000 tasks); each holds Redis for a few milliseconds at most.
-      int64_t deleted = 0;
-      for (int call = 0; call < 100; ++call) {
-        auto swept = store.SweepExpired(NowNanos(), 2000);
-        if (!swept.ok()) {
-          uint64_t held = 0;
-          if (limiter.Allow(std::chrono::steady_clock::now(), &held)) {
-            spdlog::warn("deleting expired tasks: {} ({} more not logged)", swept.status().message(), held);
+  // by an EXPIRE per task. Every service sweeps, whatever its own TTL (buckets written under an
+  // earlier one are still honoured); the script makes that safe.
+  std::unique_ptr<metrics::Ticker> sweeper =
+      std::make_unique<metrics::Ticker>(std::chrono::seconds(1), [&store, limiter = LogLimiter(1)]() mutable {
+        // At most 100 calls a tick (200,000 tasks); each holds Redis for a few milliseconds at most.
+        int64_t deleted = 0;
+        for (int call = 0; call < 100; ++call) {
+          auto swept = store.SweepExpired(NowNanos(), 2000);
+          if (!swept.ok()) {
+            uint64_t held = 0;
+            if (limiter.Allow(std::chrono::steady_clock::now(), &held)) {
+              spdlog::warn("deleting expired tasks: {} ({} more not logged)", swept.status().message(), held);
+            }
+            break;
           }
-          break;
+          deleted += swept->deleted;
+          if (!swept->more) break;
         }
-        deleted += swept->deleted;
-        if (!swept->more) break;
-      }
-      if (deleted > 0) spdlog::debug("deleted {} expired task(s)", deleted);
-    });
-  }
+        if (deleted > 0) spdlog::debug("deleted {} expired task(s)", deleted);
+      });
   spdlog::info("serving: grpc={}{} endpoints={} redis={}{}{}", grpc_bound, c.tls_cert.empty() ? "" : " (TLS)",
                broker.bound_address(),
                c.redis_socket.empty() ? c.redis_host + ":" + std::to_string(c.redis_port) : c.redis_socket,
