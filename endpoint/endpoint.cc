@@ -434,21 +434,21 @@ void Endpoint::SendCreditIfNeeded() {
   }
 }
 
-void Endpoint::ObservePace(const v1::TaskResult& r) {
-  auto it = held_.find(r.task_id());
-  if (it == held_.end()) return;
+void Endpoint::ObservePace(const std::string& kernel, const v1::TaskResult& r) {
   int64_t started = 0, finished = 0;
   for (const auto& t : r.timestamps()) {
     if (t.stage() == "worker_started") started = t.unix_nanos();
     if (t.stage() == "kernel_finished") finished = t.unix_nanos();
   }
-  if (started > 0 && finished > 0) pacer_.Observe(it->second.spec.kernel(), finished - started);
+  // Results made here (timeouts, refusals, lost workers) carry no worker stamps: not timed.
+  if (started > 0 && finished > 0) pacer_.Observe(kernel, finished - started);
 }
 
 void Endpoint::AddResult(v1::TaskResult result) {
   if (cancelled_.erase(result.task_id()) > 0) return;  // the service no longer wants it
   auto it = held_.find(result.task_id());
   if (it != held_.end()) {
+    ObservePace(it->second.spec.kernel(), result);
     auto* ts = result.mutable_timestamps();
     const int from_worker = ts->size();
     if (it->second.service_sent_ns > 0) {
@@ -805,7 +805,6 @@ void Endpoint::HandleWorkerMessage(const std::string& worker_id, const zmq::mess
       } else if (!w.block.empty()) {
         continue;  // a task this endpoint gave up on with the worker: already answered or re-run
       }
-      ObservePace(r);
       AddResult(std::move(r));
     }
     NoteHeadStarted(w);

@@ -119,8 +119,8 @@ class Endpoint {
   void SendCreditIfNeeded();
   void Flush();
   void SendToService(const v1::Envelope& env);
-  // Times a worker's result for its kernel (pacer_), before AddResult forgets the task.
-  void ObservePace(const v1::TaskResult& r);
+  // Times a worker's result for its kernel (pacer_); AddResult calls it for the tasks it held.
+  void ObservePace(const std::string& kernel, const v1::TaskResult& r);
   // Records a result: spooled, kept until acknowledged, and queued to send.
   void AddResult(v1::TaskResult result);
   void QueueToSend(const v1::TaskResult& result);

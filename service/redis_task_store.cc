@@ -617,8 +617,9 @@ struct ExpiryArgs {
   ExpiryArgs(int64_t now_ns, int64_t ttl_seconds) {
     const int64_t g = ExpiryGranularitySeconds(ttl_seconds);
     const int64_t due = (now_ns + 999'999'999) / 1'000'000'000 + ttl_seconds;
-    bucket = Num((due + g - 1) / g * g);
-    list = keys::ExpiryBucket((due + g - 1) / g * g);
+    const int64_t at = (due + g - 1) / g * g;
+    bucket = Num(at);
+    list = keys::ExpiryBucket(at);
   }
   std::string bucket, list;
 };
