@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -41,13 +42,41 @@ const std::vector<std::pair<std::string, std::pair<std::string, std::string>>>& 
 
 void AddHops(const v1::TaskRecord& r, int64_t sent_ns, int64_t received_ns,
              std::map<std::string, std::vector<double>>* hops_us) {
-  std::map<std::string, int64_t> at;
-  if (sent_ns > 0) at["client_sent"] = sent_ns;
-  if (received_ns > 0) at["client_received"] = received_ns;
-  for (const auto& t : r.timestamps()) at[t.stage()] = t.unix_nanos();
-  for (const auto& [name, stages] : TaskHops()) {
-    auto a = at.find(stages.first), b = at.find(stages.second);
-    if (a != at.end() && b != at.end()) (*hops_us)[name].push_back((b->second - a->second) / 1000.0);
+  // The stages the hops name, and each hop as two indices into them: built once, so that a
+  // record costs no allocation here (the scale scenario times every task).
+  struct Plan {
+    std::vector<std::string> stages;
+    std::vector<std::pair<size_t, size_t>> hops;
+  };
+  static const Plan plan = [] {
+    Plan p;
+    auto index = [&p](const std::string& stage) {
+      auto it = std::find(p.stages.begin(), p.stages.end(), stage);
+      if (it != p.stages.end()) return static_cast<size_t>(it - p.stages.begin());
+      p.stages.push_back(stage);
+      return p.stages.size() - 1;
+    };
+    for (const auto& [name, stages] : TaskHops()) p.hops.emplace_back(index(stages.first), index(stages.second));
+    return p;
+  }();
+  std::array<int64_t, 32> at{};  // per stage of the plan; 0: not stamped
+  auto stamp = [&](std::string_view stage, int64_t unix_nanos) {
+    for (size_t i = 0; i < plan.stages.size() && i < at.size(); ++i) {
+      if (plan.stages[i] == stage) {
+        at[i] = unix_nanos;  // a stage stamped twice (a retried task) counts its last time
+        return;
+      }
+    }
+  };
+  if (sent_ns > 0) stamp("client_sent", sent_ns);
+  if (received_ns > 0) stamp("client_received", received_ns);
+  for (const auto& t : r.timestamps()) stamp(t.stage(), t.unix_nanos());
+  const auto& hops = TaskHops();
+  for (size_t h = 0; h < hops.size(); ++h) {
+    const auto [a, b] = plan.hops[h];
+    if (a < at.size() && b < at.size() && at[a] > 0 && at[b] > 0) {
+      (*hops_us)[hops[h].first].push_back(static_cast<double>(at[b] - at[a]) / 1000.0);
+    }
   }
 }
 
@@ -171,6 +200,15 @@ std::vector<pid_t> ChildPids(pid_t pid) {
   std::vector<pid_t> out;
   ForEachProcess([&](pid_t p, const std::string& dir) {
     if (ParentPid(dir) == pid) out.push_back(p);
+  });
+  return out;
+}
+
+std::map<pid_t, std::vector<pid_t>> ChildPids(const std::vector<pid_t>& parents) {
+  std::map<pid_t, std::vector<pid_t>> out;
+  for (pid_t p : parents) out[p];
+  ForEachProcess([&](pid_t p, const std::string& dir) {
+    if (auto it = out.find(ParentPid(dir)); it != out.end()) it->second.push_back(p);
   });
   return out;
 }

@@ -69,6 +69,8 @@ double ProcessCpuSeconds(pid_t pid, bool reaped_children = false);
 double SelfCpuSeconds();
 // The live children of `pid`.
 std::vector<pid_t> ChildPids(pid_t pid);
+// The children of each of `parents`, in one pass over /proc.
+std::map<pid_t, std::vector<pid_t>> ChildPids(const std::vector<pid_t>& parents);
 // Live processes other than this one whose executable lies in directory `dir`.
 std::vector<pid_t> ProcessesRunningFrom(const std::string& dir);
 // MemAvailable from /proc/meminfo in bytes; -1 when it cannot be read.

@@ -36,6 +36,7 @@
 #include <set>
 #include <sstream>
 #include <thread>
+#include <unordered_map>
 
 #include "bench/bench_support.h"
 #include "common/local_fabric.h"
@@ -186,7 +187,7 @@ Throughput MeasureThroughput(Client& c, const RunSpec& spec) {
   int next_report = n / 10;
   while (true) {
     std::vector<std::string> ids;
-    std::map<std::string, int64_t> sent_of;  // keep_records with merged chunks: id -> sent
+    std::unordered_map<std::string, int64_t> sent_of;  // keep_records with merged chunks: id -> sent
     int64_t sent_ns = 0;
     {
       std::unique_lock lock(mu);
@@ -337,20 +338,30 @@ struct CpuSnapshot {
   int64_t aof_bytes = -1;
 };
 
-CpuSnapshot TakeCpuSnapshot(Fabric& f, const std::string& endpoint) {
+// `endpoints` (and their workers) are summed; one that is not running is unknown.
+CpuSnapshot TakeCpuSnapshot(LocalFabric* lf, const std::vector<std::string>& endpoints) {
   CpuSnapshot snap;
-  LocalFabric* lf = f.local();
   if (lf == nullptr) return snap;  // a running service: its processes are not ours to read
+  // Read first: what this snapshot costs (reading /proc) is not the client's work.
+  const double client = bench::SelfCpuSeconds();
   snap.cpu_s.emplace_back("redis", bench::ProcessCpuSeconds(lf->redis().pid(), /*reaped_children=*/true));
   snap.cpu_s.emplace_back("service", bench::ProcessCpuSeconds(lf->service().pid()));
-  Subprocess* ep = lf->endpoint(endpoint);
-  snap.cpu_s.emplace_back("endpoint", ep == nullptr ? -1 : bench::ProcessCpuSeconds(ep->pid()));
-  double workers = ep == nullptr ? -1 : 0;
-  if (ep != nullptr) {
-    for (pid_t w : bench::ChildPids(ep->pid())) workers += std::max(0.0, bench::ProcessCpuSeconds(w));
+  std::vector<pid_t> ep_pids;
+  for (const auto& name : endpoints) {
+    Subprocess* ep = lf->endpoint(name);
+    if (ep != nullptr) ep_pids.push_back(ep->pid());
   }
+  double eps = -1, workers = -1;  // unknown unless every endpoint runs
+  if (!ep_pids.empty() && ep_pids.size() == endpoints.size()) {
+    eps = workers = 0;
+    for (const auto& [ep, kids] : bench::ChildPids(ep_pids)) {
+      eps += std::max(0.0, bench::ProcessCpuSeconds(ep));
+      for (pid_t w : kids) workers += std::max(0.0, bench::ProcessCpuSeconds(w));
+    }
+  }
+  snap.cpu_s.emplace_back(endpoints.size() == 1 ? "endpoint" : "endpoints", eps);
   snap.cpu_s.emplace_back("workers", workers);
-  snap.cpu_s.emplace_back("client", bench::SelfCpuSeconds());
+  snap.cpu_s.emplace_back("client", client);
   if (auto aof = bench::RedisInfoInt(*lf, "aof_current_size"); aof.ok()) snap.aof_bytes = *aof;
   return snap;
 }
@@ -374,6 +385,22 @@ struct CpuCost {
     }
     std::snprintf(buf, sizeof buf, ",\"cpu_us_per_task\":%.1f,\"aof_bytes_per_task\":%.0f", total(),
                   aof_bytes_per_task);
+    return out + buf;
+  }
+  // Adds "<prefix>cpu_us_per_task_<part>" per part and "<prefix>cpu_us_per_task" to `j`.
+  void AddTo(bench::JsonLine& j, const std::string& prefix) const {
+    for (const auto& [part, us] : us_per_task) j.Num(prefix + "cpu_us_per_task_" + part, us, 1);
+    if (known()) j.Num(prefix + "cpu_us_per_task", total(), 1);
+  }
+  // One line: "redis 31.0, service 20.1, ..., total 90.2".
+  std::string Line() const {
+    std::string out;
+    char buf[64];
+    for (const auto& [part, us] : us_per_task) {
+      std::snprintf(buf, sizeof buf, "%s %.1f, ", part.c_str(), us);
+      out += buf;
+    }
+    std::snprintf(buf, sizeof buf, "total %.1f", total());
     return out + buf;
   }
   void Print() const {
@@ -412,9 +439,9 @@ int ScenarioThroughput(const Settings& s) {
   Client& c = f->client();
   // Warm up: connections, caches, workers.
   (void)MeasureThroughput(c, endpoint, std::min(s.tasks, 2000), s.batch);
-  const CpuSnapshot before = TakeCpuSnapshot(*f, endpoint);
+  const CpuSnapshot before = TakeCpuSnapshot(f->local(), {endpoint});
   Throughput t = MeasureThroughput(c, endpoint, s.tasks, s.batch);
-  const CpuCost cost = CostPerTask(before, TakeCpuSnapshot(*f, endpoint), t.tasks);
+  const CpuCost cost = CostPerTask(before, TakeCpuSnapshot(f->local(), {endpoint}), t.tasks);
   Latency l = MeasureLatency(c, endpoint, s.samples);
   const double p50 = bench::Percentile(l.rtt_ms, 50), p99 = bench::Percentile(l.rtt_ms, 99),
                p999 = bench::Percentile(l.rtt_ms, 99.9);
@@ -996,7 +1023,9 @@ int ScenarioScale(const Settings& s) {
   spec.batch = s.batch;
   spec.label = "scale, one endpoint";
   spdlog::info("scale: one endpoint with {} workers, {} tasks", W, s.scale_tasks);
+  const CpuSnapshot single_before = TakeCpuSnapshot(&lf, eps);
   Throughput single = MeasureThroughput(c, spec);
+  const CpuCost single_cost = CostPerTask(single_before, TakeCpuSnapshot(&lf, eps), single.tasks);
   errors += single.errors;
 
   // 4. All of them.
@@ -1038,7 +1067,9 @@ int ScenarioScale(const Settings& s) {
   spec.progress = true;
   spec.label = "scale, " + std::to_string(E) + " endpoints";
   spdlog::info("scale: {} endpoints x {} workers, {} tasks round-robin", E, W, s.scale_tasks);
+  const CpuSnapshot all_before = TakeCpuSnapshot(&lf, eps);
   Throughput all = MeasureThroughput(c, spec);
+  const CpuCost all_cost = CostPerTask(all_before, TakeCpuSnapshot(&lf, eps), all.tasks);
   errors += all.errors;
   Fairness fair = ComputeFairness(all, eps);
   std::vector<double> done;
@@ -1048,37 +1079,40 @@ int ScenarioScale(const Settings& s) {
   const int64_t service_rss = bench::ProcessRssBytes(lf.service().pid());
 
   if (s.json) {
-    PrintJson(bench::JsonLine()
-                  .Str("scenario", "scale")
-                  .Str("plan", plan)
-                  .Int("requested_endpoints", s.scale_endpoints)
-                  .Int("requested_workers", s.scale_workers)
-                  .Int("endpoints", E)
-                  .Int("workers_per_endpoint", W)
-                  .Bool("reduced", reduced)
-                  .Int("worker_rss", static_cast<int64_t>(w_rss))
-                  .Int("worker_pss", static_cast<int64_t>(w_pss))
-                  .Int("endpoint_rss", static_cast<int64_t>(ep_rss))
-                  .Int("endpoint_pss", static_cast<int64_t>(ep_pss))
-                  .Int("workers_up", workers_up)
-                  .Num("start_seconds", start_s, 1)
-                  .Int("fleet_rss", static_cast<int64_t>(total_rss))
-                  .Int("fleet_pss", static_cast<int64_t>(total_pss))
-                  .Int("mem_available_running", static_cast<int64_t>(available_running))
-                  .Int("service_rss", service_rss)
-                  .Int("tasks", all.tasks)
-                  .Num("seconds", all.seconds)
-                  .Num("tasks_per_s", all.tasks_per_s, 0)
-                  .Num("single_endpoint_tasks_per_s", single.tasks_per_s, 0)
-                  .Num("ratio_to_single", ratio, 3)
-                  .Int("errors", all.errors + single.errors)
-                  .Num("done_min", *std::min_element(done.begin(), done.end()), 0)
-                  .Num("done_max", *std::max_element(done.begin(), done.end()), 0)
-                  .Num("half_min", fair.min, 0)
-                  .Num("half_median", fair.median, 0)
-                  .Num("half_max", fair.max, 0)
-                  .Num("jain", fair.jain, 4)
-                  .Int("starved", fair.starved));
+    bench::JsonLine j;
+    j.Str("scenario", "scale")
+        .Str("plan", plan)
+        .Int("requested_endpoints", s.scale_endpoints)
+        .Int("requested_workers", s.scale_workers)
+        .Int("endpoints", E)
+        .Int("workers_per_endpoint", W)
+        .Bool("reduced", reduced)
+        .Int("worker_rss", static_cast<int64_t>(w_rss))
+        .Int("worker_pss", static_cast<int64_t>(w_pss))
+        .Int("endpoint_rss", static_cast<int64_t>(ep_rss))
+        .Int("endpoint_pss", static_cast<int64_t>(ep_pss))
+        .Int("workers_up", workers_up)
+        .Num("start_seconds", start_s, 1)
+        .Int("fleet_rss", static_cast<int64_t>(total_rss))
+        .Int("fleet_pss", static_cast<int64_t>(total_pss))
+        .Int("mem_available_running", static_cast<int64_t>(available_running))
+        .Int("service_rss", service_rss)
+        .Int("tasks", all.tasks)
+        .Num("seconds", all.seconds)
+        .Num("tasks_per_s", all.tasks_per_s, 0)
+        .Num("single_endpoint_tasks_per_s", single.tasks_per_s, 0)
+        .Num("ratio_to_single", ratio, 3)
+        .Int("errors", all.errors + single.errors)
+        .Num("done_min", *std::min_element(done.begin(), done.end()), 0)
+        .Num("done_max", *std::max_element(done.begin(), done.end()), 0)
+        .Num("half_min", fair.min, 0)
+        .Num("half_median", fair.median, 0)
+        .Num("half_max", fair.max, 0)
+        .Num("jain", fair.jain, 4)
+        .Int("starved", fair.starved);
+    single_cost.AddTo(j, "single_");
+    all_cost.AddTo(j, "all_");
+    PrintJson(j);
   } else {
     std::printf("\nscale: %s\n", plan.c_str());
     std::printf("  %-52s %d endpoints, %d workers, in %.1f s\n", "started", E, workers_up, start_s);
@@ -1094,6 +1128,12 @@ int ScenarioScale(const Settings& s) {
                 *std::max_element(done.begin(), done.end()));
     std::printf("  %-52s min %.0f, median %.0f, max %.0f; Jain %.4f; starved %d\n",
                 "done per endpoint when half of all were", fair.min, fair.median, fair.max, fair.jain, fair.starved);
+    // What a task cost in CPU holds better than tasks/s on a noisy machine.
+    if (single_cost.known() && all_cost.known()) {
+      std::printf("  %-52s %s\n", "CPU per task (us), one endpoint", single_cost.Line().c_str());
+      std::printf("  %-52s %s (%.2fx)\n", ("CPU per task (us), " + std::to_string(E) + " endpoints").c_str(),
+                  all_cost.Line().c_str(), all_cost.total() / single_cost.total());
+    }
     std::printf("  %-52s %d\n", "errors", all.errors + single.errors);
   }
   std::fflush(stdout);
