@@ -734,6 +734,7 @@ void Endpoint::HandleServiceMessage(const zmq::message_t& msg) {
     case v1::Envelope::kHeartbeat:
       break;
     case v1::Envelope::kTasks:
+      if (env.tasks().has_ack()) HandleAck(env.tasks().ack());
       AcceptTasks(*env.mutable_tasks());
       break;
     case v1::Envelope::kCancel:

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <iterator>
 #include <limits>
 
 #include "common/util.h"
@@ -217,8 +218,11 @@ void Broker::Finished(std::vector<v1::TaskRecord> records) {
 void Broker::Run() {
   zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
   auto next_liveness = Clock::now() + options_.heartbeat_period;
+  auto next_ack = Clock::time_point::max();  // when the oldest held ack is due
   while (!stop_) {
-    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_liveness - Clock::now());
+    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(std::min(next_liveness, next_ack) - Clock::now());
+    // A held ack due within the next millisecond still waits one: poll's unit.
+    if (next_ack != Clock::time_point::max()) wait = std::max(wait, std::chrono::milliseconds(1));
     try {
       zmq::poll(items, 2, std::max(wait, std::chrono::milliseconds(0)));
     } catch (const zmq::error_t& e) {
@@ -281,6 +285,7 @@ void Broker::Run() {
     std::set<std::string> want;
     want.swap(want_dispatch_);
     for (const auto& ep : want) Dispatch(ep);
+    next_ack = FlushAcks(Clock::now());
     if (Clock::now() >= next_liveness) {
       CheckLiveness();
       next_liveness = Clock::now() + options_.heartbeat_period;
@@ -319,6 +324,7 @@ void Broker::HandleForTesting(const std::string& routing_id, std::string_view pa
   zmq::message_t msg(payload.data(), payload.size());
   HandleMessage(routing_id, msg);
   CommitResults();
+  FlushAcks();
 }
 
 void Broker::HandleMessage(const std::string& routing_id, const zmq::message_t& payload) {
@@ -522,6 +528,9 @@ void Broker::CommitResults() {
     from.emplace_back(&rid, &pending);
   }
   auto outcomes = store_->CompleteTasksMany(batches, now);
+  // Published together: a stream waiting for tasks of many endpoints gets them in one burst
+  // (one message), not one per endpoint.
+  std::vector<v1::TaskRecord> finished;
   for (size_t i = 0; i < from.size(); ++i) {
     const std::string& rid = *from[i].first;
     PendingResults& pending = *from[i].second;
@@ -539,27 +548,61 @@ void Broker::CommitResults() {
         spdlog::info("endpoint {}: rejected {} result(s) not leased to its session (lease epoch {})",
                      pending.endpoint_id, done->rejected, pending.lease_epoch);
       }
-      Finished(std::move(done->finished));
+      if (finished.empty()) {
+        finished = std::move(done->finished);
+      } else {
+        std::move(done->finished.begin(), done->finished.end(), std::back_inserter(finished));
+      }
       if (done->retried > 0) want_dispatch_.insert(pending.endpoint_id);
       // Done with every one of them (committed, retried or refused for good): the endpoint may
       // forget them.
-      v1::Envelope ack;
-      auto* ids = ack.mutable_ack()->mutable_task_ids();
-      ids->Reserve(static_cast<int>(pending.results.size()));
+      auto [held, fresh] = acks_.try_emplace(rid);
+      if (fresh) held->second.since = Clock::now();
+      auto* ids = held->second.ack.mutable_task_ids();
+      ids->Reserve(ids->size() + static_cast<int>(pending.results.size()));
       for (const auto& r : pending.results) ids->Add(std::string(r.task_id()));
-      Send(rid, ack);
+      if (ids->size() >= options_.max_held_acks) {  // enough to be worth a message now
+        v1::Envelope env;
+        env.mutable_ack()->Swap(&held->second.ack);
+        Send(rid, env);
+        acks_.erase(held);
+      }
     }
   }
+  Finished(std::move(finished));
   results_.clear();
+}
+
+Clock::time_point Broker::FlushAcks(Clock::time_point before) {
+  auto next = Clock::time_point::max();
+  for (auto it = acks_.begin(); it != acks_.end();) {
+    const auto due = it->second.since + options_.ack_hold;
+    if (due > before) {
+      next = std::min(next, due);
+      ++it;
+      continue;
+    }
+    v1::Envelope env;
+    env.mutable_ack()->Swap(&it->second.ack);
+    Send(it->first, env);
+    it = acks_.erase(it);
+  }
+  return next;
 }
 
 bool Broker::SendTasks(const std::string& routing_id, std::vector<v1::TaskSpec>& specs) {
   v1::Envelope env;
   int64_t bytes = 0;
   bool ok = true;
+  // The first message takes along the peer's pending acknowledgements.
+  if (auto it = acks_.find(routing_id); it != acks_.end() && !specs.empty()) {
+    env.mutable_tasks()->mutable_ack()->Swap(&it->second.ack);
+    bytes = static_cast<int64_t>(env.tasks().ack().ByteSizeLong());
+    acks_.erase(it);
+  }
   for (auto& spec : specs) {
     int64_t size = static_cast<int64_t>(spec.ByteSizeLong());
-    if (env.tasks().tasks_size() > 0 && bytes + size > options_.max_message_bytes) {
+    if ((env.tasks().tasks_size() > 0 || env.tasks().has_ack()) && bytes + size > options_.max_message_bytes) {
       env.mutable_tasks()->set_sent_unix_nanos(NowNanos());
       ok = ok && Send(routing_id, env);
       env.Clear();

@@ -50,6 +50,11 @@ struct BrokerOptions {
   int high_water_mark = 100000;    // messages queued per peer before sends to it fail
   int max_dispatch_batch = 1000;   // tasks leased per store call
   int max_failover_scan = 100000;  // queued tasks of a lost endpoint examined for failover
+  // Acknowledgements of committed results wait this long for tasks going to the same endpoint,
+  // to ride in their message (an endpoint woken once, not twice); 0: sent in the round that
+  // committed the results. Once max_held_acks wait for one endpoint they go at once.
+  std::chrono::milliseconds ack_hold{100};
+  int max_held_acks = 256;
   // The service's CURVE key pair: endpoints must authenticate (see the class comment). Unset:
   // plaintext, endpoints register themselves (--endpoint-auth none).
   std::optional<curve::KeyPair> curve;
@@ -149,6 +154,10 @@ class Broker final : public DispatchNotifier {
   // Applies the records EndpointChanged queued to the live sessions.
   void ApplyEndpointChanges(std::vector<v1::EndpointRecord> changed);
   void CommitResults();
+  // Sends alone the acknowledgements held since before `before` (all of them by default), and
+  // returns when the oldest one left is due (time_point::max() when none is held).
+  std::chrono::steady_clock::time_point FlushAcks(
+      std::chrono::steady_clock::time_point before = std::chrono::steady_clock::time_point::max());
   void Dispatch(const std::string& endpoint_id);
   // Sends specs to the endpoint's session, split under the message size limit.
   bool SendTasks(const std::string& routing_id, std::vector<v1::TaskSpec>& specs);
@@ -203,6 +212,13 @@ class Broker final : public DispatchNotifier {
   std::map<std::string, std::string> by_endpoint_;  // endpoint id -> routing id
   std::set<std::string> want_dispatch_;
   std::map<std::string, PendingResults> results_;  // by routing id, awaiting commit
+  // Committed results to acknowledge, by routing id: they go out with the next tasks sent to
+  // that peer, or alone once they have waited options_.ack_hold (FlushAcks).
+  struct HeldAcks {
+    v1::ResultAck ack;
+    std::chrono::steady_clock::time_point since;
+  };
+  std::map<std::string, HeldAcks> acks_;
   std::vector<v1::TaskStarted> started_;
   // Endpoints with tasks in flight when this service started, and when they must be back.
   std::map<std::string, std::chrono::steady_clock::time_point> unclaimed_;

@@ -63,6 +63,8 @@ Status LoadServiceConfigFile(const std::string& path, ServiceConfig* c) {
         c->remembered_tasks = v.as<int64_t>();
       else if (key == "zmq_high_water_mark")
         c->zmq_high_water_mark = v.as<int>();
+      else if (key == "result_ack_hold_ms")
+        c->result_ack_hold_ms = v.as<int>();
       else if (key == "log_level")
         c->log_level = v.as<std::string>();
       else if (key == "ready_file")

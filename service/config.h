@@ -21,7 +21,11 @@ struct ServiceConfig {
   int64_t max_queue_depth = 1000000;  // tasks waiting for one endpoint; 0: no limit
   int heartbeat_period_ms = 1000;
   int heartbeat_misses = 3;
-  int zmq_high_water_mark = 100000;            // messages queued per endpoint before sends to it fail
+  int zmq_high_water_mark = 100000;  // messages queued per endpoint before sends to it fail
+  // Acknowledgements of an endpoint's results wait this long for tasks going to it, to ride in
+  // their message; 0: sent in the round that committed the results. Below the liveness
+  // threshold (an endpoint resends results unacknowledged that long).
+  int result_ack_hold_ms = 100;
   int default_max_attempts = 3;                // attempts on system failure when neither task nor function sets it
   int max_worker_deaths = 3;                   // a task that killed this many workers fails as poison
   int64_t result_ttl_seconds = 7 * 24 * 3600;  // finished tasks are kept this long; 0: forever

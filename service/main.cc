@@ -69,6 +69,10 @@ int main(int argc, char** argv) {
                  "messages queued for one endpoint before sends to it fail and its session is dropped "
                  "(its tasks are requeued)")
       ->check(CLI::Range(1, 10000000));
+  app.add_option("--result-ack-hold-ms", c.result_ack_hold_ms,
+                 "an endpoint's results are acknowledged with the next tasks sent to it within this long, or "
+                 "alone after it (0: at once); below the heartbeat period times --heartbeat-misses")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error");
   app.add_option("--ready-file", c.ready_file, "file to write the bound addresses to once serving");
   app.add_option("--metrics-address", c.metrics_address,
@@ -149,6 +153,15 @@ int main(int argc, char** argv) {
   }
   if (c.rest_tls_cert.empty() != c.rest_tls_key.empty()) {
     std::fprintf(stderr, "error: HTTPS needs both --rest-tls-cert and --rest-tls-key\n");
+    return 2;
+  }
+  if (c.result_ack_hold_ms < 0 || static_cast<int64_t>(c.result_ack_hold_ms) >=
+                                      static_cast<int64_t>(c.heartbeat_period_ms) * std::max(1, c.heartbeat_misses)) {
+    std::fprintf(stderr,
+                 "error: --result-ack-hold-ms is %d; it must be at least 0 and below the liveness threshold "
+                 "(--heartbeat-period-ms x --heartbeat-misses = %lld ms), after which endpoints send "
+                 "unacknowledged results again\n",
+                 c.result_ack_hold_ms, static_cast<long long>(c.heartbeat_period_ms) * std::max(1, c.heartbeat_misses));
     return 2;
   }
   if (c.endpoint_auth != "curve" && c.endpoint_auth != "none") {
@@ -235,6 +248,7 @@ int main(int argc, char** argv) {
   bo.heartbeat_period = std::chrono::milliseconds(c.heartbeat_period_ms);
   bo.heartbeat_misses = c.heartbeat_misses;
   bo.high_water_mark = c.zmq_high_water_mark;
+  bo.ack_hold = std::chrono::milliseconds(c.result_ack_hold_ms);
   if (c.endpoint_auth == "curve") {
     if (c.curve_secret_key_file.empty()) c.curve_secret_key_file = DefaultStatePath("service/curve.key");
     bool created = false;

@@ -339,6 +339,155 @@ TEST(FabricFaultTest, TaskSubmittedToAnOfflineEndpointRunsOnceItStarts) {
 
 // The service deletes finished tasks once their result TTL has passed, and leaves unfinished
 // ones alone.
+// A stand-in for endpoint "ep" on `ep` (a DEALER socket): connected, registered with `credit`,
+// and online when this returns. Receives time out after 10 s.
+void RegisterStandIn(LocalFabric& fabric, Client& client, zmq::socket_t& ep, int credit) {
+  ep.set(zmq::sockopt::linger, 0);
+  ep.set(zmq::sockopt::rcvtimeo, 10000);
+  loom::testing::ConnectAsEndpoint(fabric, "ep", ep);
+  v1::Envelope reg;
+  reg.mutable_register_()->set_endpoint_id("ep");
+  reg.mutable_register_()->set_session_id("stand-in");
+  reg.mutable_register_()->set_credit(credit);
+  std::string bytes = reg.SerializeAsString();
+  ASSERT_TRUE(ep.send(zmq::buffer(bytes), zmq::send_flags::none).has_value());
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto e = client.GetEndpoint("ep");
+        return e.ok() && e->status() == v1::ENDPOINT_STATUS_ONLINE;
+      },
+      10s));
+}
+
+// The service acknowledges committed results with the next tasks it sends the same endpoint,
+// within --result-ack-hold-ms, and alone after it. A stand-in endpoint fails an attempt with a
+// system failure: the retry goes out at once, carrying the ack of the failed attempt. The ack
+// of its success waits for the next task submitted; the last one goes alone.
+TEST(FabricFaultTest, AnAckRidesWithTheNextTasksForItsEndpointOrGoesAloneAfterTheHold) {
+  auto fabric = MakeFabric("ack-ride", {"--result-ack-hold-ms", "2000"});
+  ASSERT_TRUE(fabric->StartRedis().ok());
+  ASSERT_TRUE(fabric->StartService().ok());
+  auto client = Connect(*fabric);
+  ASSERT_NE(client, nullptr);
+  RegisterBuiltins(*client);
+  zmq::context_t ctx;
+  zmq::socket_t ep(ctx, zmq::socket_type::dealer);
+  ASSERT_NO_FATAL_FAILURE(RegisterStandIn(*fabric, *client, ep, 4));
+  auto send = [&](const v1::Envelope& env) {
+    std::string bytes = env.SerializeAsString();
+    ASSERT_TRUE(ep.send(zmq::buffer(bytes), zmq::send_flags::none).has_value());
+  };
+  // The next message other than a heartbeat or the registration's answer, within 10 s.
+  auto receive = [&]() -> std::optional<v1::Envelope> {
+    while (true) {
+      zmq::message_t msg;
+      if (!ep.recv(msg)) return std::nullopt;
+      v1::Envelope env;
+      if (!env.ParseFromArray(msg.data(), static_cast<int>(msg.size()))) return std::nullopt;
+      if (env.body_case() != v1::Envelope::kHeartbeat && env.body_case() != v1::Envelope::kRegistered) return env;
+    }
+  };
+  auto result = [](const std::string& task, bool ok) {
+    v1::Envelope env;
+    auto* r = env.mutable_results()->add_results();
+    r->set_task_id(task);
+    r->set_ok(ok);
+    if (ok) {
+      *r->mutable_value() = IntValue(7);
+    } else {
+      r->set_failure(v1::FAILURE_KIND_WORKER_LOST);
+      r->set_error("worker died");
+    }
+    return env;
+  };
+  auto submit = [&] {
+    auto req = MakeSubmitRequest("ep", "echo", {IntValue(7)});
+    req.set_max_attempts(2);
+    auto ids = client->SubmitBatch({req});
+    EXPECT_TRUE(ids.ok()) << ids.status().ToString();
+    return ids.ok() ? ids->front() : std::string();
+  };
+  auto describe = [](const std::optional<v1::Envelope>& e) { return e ? e->ShortDebugString() : "nothing"; };
+  const std::string a = submit();
+  auto first = receive();
+  ASSERT_TRUE(first && first->has_tasks()) << describe(first);
+  ASSERT_EQ(first->tasks().tasks_size(), 1);
+  EXPECT_EQ(first->tasks().tasks(0).task_id(), a);
+  EXPECT_FALSE(first->tasks().has_ack());
+  // A system failure: the retry leaves in the round that committed it, with the ack.
+  send(result(a, false));
+  auto retry = receive();
+  ASSERT_TRUE(retry && retry->has_tasks()) << describe(retry);
+  ASSERT_EQ(retry->tasks().tasks_size(), 1);
+  EXPECT_EQ(retry->tasks().tasks(0).task_id(), a);
+  ASSERT_EQ(retry->tasks().ack().task_ids_size(), 1);
+  EXPECT_EQ(retry->tasks().ack().task_ids(0), a);
+  // The success's ack waits (2 s) for the next task for this endpoint.
+  send(result(a, true));
+  auto done = client->GetResult(a, 10s);
+  ASSERT_TRUE(done.ok() && done->has_value());
+  EXPECT_EQ((*done)->state(), v1::TASK_STATE_SUCCESS);
+  EXPECT_EQ((*done)->attempt_history_size(), 1);
+  const std::string b = submit();
+  auto next = receive();
+  ASSERT_TRUE(next && next->has_tasks()) << describe(next);
+  ASSERT_EQ(next->tasks().tasks_size(), 1);
+  EXPECT_EQ(next->tasks().tasks(0).task_id(), b);
+  ASSERT_EQ(next->tasks().ack().task_ids_size(), 1);
+  EXPECT_EQ(next->tasks().ack().task_ids(0), a);
+  // No task follows: the last ack goes alone once held for its time.
+  send(result(b, true));
+  auto alone = receive();
+  ASSERT_TRUE(alone && alone->has_ack()) << describe(alone);
+  ASSERT_EQ(alone->ack().task_ids_size(), 1);
+  EXPECT_EQ(alone->ack().task_ids(0), b);
+  auto last = client->GetResult(b, 10s);
+  ASSERT_TRUE(last.ok() && last->has_value());
+  EXPECT_EQ((*last)->result().int_value(), 7);
+}
+
+// Held acks are bounded: once 256 wait for one endpoint they go at once, whatever the hold
+// (here 20 s, longer than this test waits for them).
+TEST(FabricFaultTest, ManyHeldAcksForOneEndpointGoAtOnce) {
+  auto fabric = MakeFabric("ack-many", {"--result-ack-hold-ms", "20000", "--heartbeat-period-ms", "10000"});
+  ASSERT_TRUE(fabric->StartRedis().ok());
+  ASSERT_TRUE(fabric->StartService().ok());
+  auto client = Connect(*fabric);
+  ASSERT_NE(client, nullptr);
+  RegisterBuiltins(*client);
+  zmq::context_t ctx;
+  zmq::socket_t ep(ctx, zmq::socket_type::dealer);
+  ASSERT_NO_FATAL_FAILURE(RegisterStandIn(*fabric, *client, ep, 300));
+  std::vector<v1::SubmitRequest> reqs;
+  for (int i = 0; i < 256; ++i) reqs.push_back(MakeSubmitRequest("ep", "echo", {IntValue(i)}));
+  auto ids = client->SubmitBatch(std::move(reqs));
+  ASSERT_TRUE(ids.ok()) << ids.status().ToString();
+  v1::Envelope results;
+  while (results.results().results_size() < 256) {
+    zmq::message_t msg;
+    ASSERT_TRUE(ep.recv(msg)) << "got " << results.results().results_size() << " of 256 tasks";
+    v1::Envelope env;
+    ASSERT_TRUE(env.ParseFromArray(msg.data(), static_cast<int>(msg.size())));
+    for (const auto& t : env.tasks().tasks()) {
+      auto* r = results.mutable_results()->add_results();
+      r->set_task_id(t.task_id());
+      r->set_ok(true);
+      *r->mutable_value() = IntValue(1);
+    }
+  }
+  const std::string bytes = results.SerializeAsString();
+  ASSERT_TRUE(ep.send(zmq::buffer(bytes), zmq::send_flags::none).has_value());
+  std::set<std::string> acked;
+  while (acked.size() < 256) {
+    zmq::message_t msg;
+    ASSERT_TRUE(ep.recv(msg)) << "acked " << acked.size() << " of 256 within 10 s";
+    v1::Envelope env;
+    ASSERT_TRUE(env.ParseFromArray(msg.data(), static_cast<int>(msg.size())));
+    for (const auto& id : env.ack().task_ids()) acked.insert(id);
+  }
+  EXPECT_EQ(acked, std::set<std::string>(ids->begin(), ids->end()));
+}
+
 TEST(FabricFaultTest, TheServiceDeletesFinishedTasksOnceTheirTtlHasPassed) {
   auto fabric = MakeFabric("ttl", {"--result-ttl-seconds", "1"});
   ASSERT_TRUE(fabric->StartRedis().ok());

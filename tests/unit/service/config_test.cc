@@ -41,6 +41,7 @@ endpoint_auth: none
 curve_secret_key_file: /etc/loom/service.key
 unclaimed_results_bytes: 1024
 remembered_tasks: 0
+result_ack_hold_ms: 20
 )"),
                                    &c);
   ASSERT_TRUE(s.ok()) << s.ToString();
@@ -54,6 +55,7 @@ remembered_tasks: 0
   EXPECT_EQ(c.max_queue_depth, 99);
   EXPECT_EQ(c.heartbeat_period_ms, 250);
   EXPECT_EQ(c.heartbeat_misses, 5);
+  EXPECT_EQ(c.result_ack_hold_ms, 20);
   EXPECT_EQ(c.log_level, "debug");
   EXPECT_EQ(c.ready_file, "/tmp/x");
   EXPECT_EQ(c.metrics_address, "127.0.0.1:9464");
