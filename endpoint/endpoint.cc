@@ -734,7 +734,10 @@ void Endpoint::HandleServiceMessage(const zmq::message_t& msg) {
     case v1::Envelope::kHeartbeat:
       break;
     case v1::Envelope::kTasks:
-      if (env.tasks().has_ack()) HandleAck(env.tasks().ack());
+      if (env.tasks().has_ack()) {
+        auto* ids = env.mutable_tasks()->mutable_ack()->mutable_task_ids();
+        for (auto& id : *ids) riding_acks_.add_task_ids(std::move(id));
+      }
       AcceptTasks(*env.mutable_tasks());
       break;
     case v1::Envelope::kCancel:
@@ -981,6 +984,10 @@ void Endpoint::Run() {
     head_waiting = ReportLongRunning();
     next_deadline_ms = EnforceDeadlines();
     Flush();
+    if (riding_acks_.task_ids_size() > 0) {
+      HandleAck(riding_acks_);
+      riding_acks_.Clear();
+    }
     SendCreditIfNeeded();
     const auto now = Clock::now();
     if (!registered_ && kernels_.empty() &&

@@ -228,6 +228,9 @@ class Endpoint {
   std::vector<std::string> to_spool_;  // ids of unacked_ results to spool at the next flush
   int64_t requested_ = 0;              // credit sent that the service has not used yet
   v1::ResultBatch outgoing_;
+  // Acks that came with tasks: applied once the loop has handed the tasks to workers and sent
+  // its results, so the spool's write for them is not on those paths.
+  v1::ResultAck riding_acks_;
   int64_t outgoing_bytes_ = 0;
   // Blocks: the TCP worker socket is a CURVE server with a key pair of this run, and admits only
   // clients holding this run's worker key pair, checked by a ZAP handler served on this thread
