@@ -337,8 +337,18 @@ TEST(FabricFaultTest, TaskSubmittedToAnOfflineEndpointRunsOnceItStarts) {
   EXPECT_EQ((*r2)->result().string_value(), "waited");
 }
 
-// The service deletes finished tasks once their result TTL has passed, and leaves unfinished
-// ones alone.
+// Redis and a service (`service_args`) of a fabric named `name`, and a client of it that has
+// the built-in functions registered; no endpoint.
+void StartServiceAndClient(const std::string& name, std::vector<std::string> service_args,
+                           std::unique_ptr<LocalFabric>* fabric, std::unique_ptr<Client>* client) {
+  *fabric = MakeFabric(name, std::move(service_args));
+  ASSERT_TRUE((*fabric)->StartRedis().ok());
+  ASSERT_TRUE((*fabric)->StartService().ok());
+  *client = Connect(**fabric);
+  ASSERT_NE(*client, nullptr);
+  RegisterBuiltins(**client);
+}
+
 // A stand-in for endpoint "ep" on `ep` (a DEALER socket): connected, registered with `credit`,
 // and online when this returns. Receives time out after 10 s.
 void RegisterStandIn(LocalFabric& fabric, Client& client, zmq::socket_t& ep, int credit) {
@@ -364,12 +374,9 @@ void RegisterStandIn(LocalFabric& fabric, Client& client, zmq::socket_t& ep, int
 // system failure: the retry goes out at once, carrying the ack of the failed attempt. The ack
 // of its success waits for the next task submitted; the last one goes alone.
 TEST(FabricFaultTest, AnAckRidesWithTheNextTasksForItsEndpointOrGoesAloneAfterTheHold) {
-  auto fabric = MakeFabric("ack-ride", {"--result-ack-hold-ms", "2000"});
-  ASSERT_TRUE(fabric->StartRedis().ok());
-  ASSERT_TRUE(fabric->StartService().ok());
-  auto client = Connect(*fabric);
-  ASSERT_NE(client, nullptr);
-  RegisterBuiltins(*client);
+  std::unique_ptr<LocalFabric> fabric;
+  std::unique_ptr<Client> client;
+  ASSERT_NO_FATAL_FAILURE(StartServiceAndClient("ack-ride", {"--result-ack-hold-ms", "2000"}, &fabric, &client));
   zmq::context_t ctx;
   zmq::socket_t ep(ctx, zmq::socket_type::dealer);
   ASSERT_NO_FATAL_FAILURE(RegisterStandIn(*fabric, *client, ep, 4));
@@ -449,12 +456,10 @@ TEST(FabricFaultTest, AnAckRidesWithTheNextTasksForItsEndpointOrGoesAloneAfterTh
 // Held acks are bounded: once 256 wait for one endpoint they go at once, whatever the hold
 // (here 20 s, longer than this test waits for them).
 TEST(FabricFaultTest, ManyHeldAcksForOneEndpointGoAtOnce) {
-  auto fabric = MakeFabric("ack-many", {"--result-ack-hold-ms", "20000", "--heartbeat-period-ms", "10000"});
-  ASSERT_TRUE(fabric->StartRedis().ok());
-  ASSERT_TRUE(fabric->StartService().ok());
-  auto client = Connect(*fabric);
-  ASSERT_NE(client, nullptr);
-  RegisterBuiltins(*client);
+  std::unique_ptr<LocalFabric> fabric;
+  std::unique_ptr<Client> client;
+  ASSERT_NO_FATAL_FAILURE(StartServiceAndClient(
+      "ack-many", {"--result-ack-hold-ms", "20000", "--heartbeat-period-ms", "10000"}, &fabric, &client));
   zmq::context_t ctx;
   zmq::socket_t ep(ctx, zmq::socket_type::dealer);
   ASSERT_NO_FATAL_FAILURE(RegisterStandIn(*fabric, *client, ep, 300));
@@ -488,13 +493,12 @@ TEST(FabricFaultTest, ManyHeldAcksForOneEndpointGoAtOnce) {
   EXPECT_EQ(acked, std::set<std::string>(ids->begin(), ids->end()));
 }
 
+// The service deletes finished tasks once their result TTL has passed, and leaves unfinished
+// ones alone.
 TEST(FabricFaultTest, TheServiceDeletesFinishedTasksOnceTheirTtlHasPassed) {
-  auto fabric = MakeFabric("ttl", {"--result-ttl-seconds", "1"});
-  ASSERT_TRUE(fabric->StartRedis().ok());
-  ASSERT_TRUE(fabric->StartService().ok());
-  auto client = Connect(*fabric);
-  ASSERT_NE(client, nullptr);
-  RegisterBuiltins(*client);
+  std::unique_ptr<LocalFabric> fabric;
+  std::unique_ptr<Client> client;
+  ASSERT_NO_FATAL_FAILURE(StartServiceAndClient("ttl", {"--result-ttl-seconds", "1"}, &fabric, &client));
   ASSERT_TRUE(client->CreateEndpoint("ttl", "ttl").ok());
   ASSERT_TRUE(client->CreateEndpoint("off", "off").ok());
   ASSERT_TRUE(fabric->StartEndpoint("ttl", 1).ok());
