@@ -211,6 +211,8 @@ Status LoadEndpointConfigFile(const std::string& path, EndpointConfig* c) {
         c->prefetch = v.as<int>();
       else if (key == "queue_capacity")
         c->queue_capacity = v.as<int>();
+      else if (key == "queue_bytes")
+        c->queue_bytes = v.as<int64_t>();
       else if (key == "pack_tasks_under_us")
         c->pack_tasks_under_us = v.as<int>();
       else if (key == "worker_binary")
@@ -269,6 +271,10 @@ Status LoadEndpointConfigFile(const std::string& path, EndpointConfig* c) {
     }
     if (Status st = ValidateLaunchConfig(c->container, c->sandbox); !st.ok()) {
       return InvalidArgument("config file '" + path + "': " + st.message());
+    }
+    if (c->queue_capacity < 0 || c->queue_bytes < 0) {
+      return InvalidArgument("config file '" + path + "': queue_capacity (" + std::to_string(c->queue_capacity) +
+                             ") and queue_bytes (" + std::to_string(c->queue_bytes) + ") must be 0 or more");
     }
     if (c->pack_tasks_under_us < 0) {
       return InvalidArgument("config file '" + path + "': pack_tasks_under_us is " +

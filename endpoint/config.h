@@ -56,8 +56,11 @@ struct EndpointConfig {
   std::string group;                              // endpoints of one group stand in for each other (failover)
   std::string service = "tcp://127.0.0.1:50052";  // the service's endpoint address
   int workers = 2;
-  int prefetch = 16;         // tasks handed to one worker ahead of time
-  int queue_capacity = 256;  // tasks held here beyond what the workers hold
+  int prefetch = 16;          // tasks handed to one worker ahead of time
+  int queue_capacity = 1024;  // tasks held here beyond what the workers hold
+  // The most bytes of task specs held here, with the workers' (CreditWindow); 0: no bound. The
+  // endpoint asks for fewer tasks than the count above allows when they are this large.
+  int64_t queue_bytes = 256 << 20;
   // Tasks of a kernel whose runs here average under this many microseconds go to one worker
   // together, up to `prefetch`, instead of one to each idle worker (endpoint/task_pacer.h);
   // 0: always spread.

@@ -32,7 +32,8 @@ Endpoint::Endpoint(EndpointConfig config, EndpointMetrics* metrics)
       session_id_(NewId()),
       service_(ctx_, zmq::socket_type::dealer),
       workers_sock_(ctx_, zmq::socket_type::router),
-      pacer_(std::chrono::microseconds(config_.pack_tasks_under_us)) {
+      pacer_(std::chrono::microseconds(config_.pack_tasks_under_us)),
+      window_(config_.queue_bytes, config_.max_message_bytes) {
   if (config_.name.empty()) config_.name = config_.id;
   if (config_.worker_binary.empty()) config_.worker_binary = ExecutableDir() + "/loom-worker";
   stop_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -361,6 +362,10 @@ void Endpoint::RunCleanup(const std::vector<std::string>& cleanup) {
 // runs dry while results travel back.
 int Endpoint::Capacity() const { return WorkerSlots() * config_.prefetch + config_.queue_capacity; }
 
+int64_t Endpoint::CreditRoom() const {
+  return window_.Room(Capacity() - Outstanding() - requested_, held_bytes_, requested_);
+}
+
 int Endpoint::WorkerSlots() const { return blocks_ ? static_cast<int>(workers_.size()) : config_.workers; }
 // Results waiting for their acknowledgement are free up to one capacity's worth (the normal
 // pipeline: they are acknowledged a round trip later); beyond that each one takes the place of
@@ -416,7 +421,8 @@ void Endpoint::SendRegister() {
   for (const auto& [id, h] : held_) r->add_held_task_ids(id);
   for (const auto& [id, u] : unacked_) r->add_held_task_ids(id);
   // A fresh session starts with no credit at the service: ask for everything we can take.
-  requested_ = std::max(0, Capacity() - Outstanding());
+  requested_ = 0;
+  requested_ = std::max<int64_t>(0, CreditRoom());
   r->set_credit(static_cast<int32_t>(requested_));
   SendToService(env);
   last_register_sent_ = now;
@@ -424,9 +430,9 @@ void Endpoint::SendRegister() {
 
 void Endpoint::SendCreditIfNeeded() {
   if (!registered_) return;
-  const int64_t room = Capacity() - Outstanding() - requested_;
+  const int64_t room = CreditRoom();
   // Top up in chunks, or at once when nothing at all is on its way.
-  if (room >= std::max(1, Capacity() / 4) || (room > 0 && requested_ == 0)) {
+  if (room >= std::max<int64_t>(1, window_.Limit(Capacity()) / 4) || (room > 0 && requested_ == 0)) {
     v1::Envelope env;
     env.mutable_credit()->set_credit(static_cast<int32_t>(room));
     requested_ += room;
@@ -462,6 +468,7 @@ void Endpoint::AddResult(v1::TaskResult result) {
     // Ahead of the worker's own stamps, so that the record's stamps come in time order and the
     // service need not sort them.
     std::rotate(ts->pointer_begin(), ts->pointer_begin() + from_worker, ts->pointer_end());
+    held_bytes_ -= it->second.bytes;
     held_.erase(it);
   }
   auto* t = result.add_timestamps();
@@ -565,6 +572,7 @@ void Endpoint::HandleCancel(const v1::CancelTasks& cancel) {
   for (const auto& id : cancel.task_ids()) {
     auto it = held_.find(id);
     if (it == held_.end()) continue;
+    held_bytes_ -= it->second.bytes;
     held_.erase(it);  // not yet with a worker: AssignTasks skips it
     for (auto& [wid, w] : workers_) {
       auto pos = std::find(w.assigned.begin(), w.assigned.end(), id);
@@ -754,6 +762,7 @@ void Endpoint::AcceptTasks(v1::TaskBatch& batch) {
   auto* tasks = batch.mutable_tasks();
   requested_ = std::max<int64_t>(0, requested_ - tasks->size());
   if (metrics_ != nullptr) metrics_->TasksReceived(tasks->size());
+  int64_t largest = 0;
   for (auto& spec : *tasks) {
     std::string id = spec.task_id();
     if (held_.contains(id)) continue;  // a duplicate after a requeue race: we already have it
@@ -775,9 +784,13 @@ void Endpoint::AcceptTasks(v1::TaskBatch& batch) {
         continue;
       }
     }
-    held_.emplace(id, Held{std::move(spec), now, sent});
+    const auto bytes = static_cast<int64_t>(spec.ByteSizeLong());
+    largest = std::max(largest, bytes);
+    held_bytes_ += bytes;
+    held_.emplace(id, Held{std::move(spec), now, sent, bytes});
     queue_.push_back(std::move(id));
   }
+  window_.Received(largest);
 }
 
 void Endpoint::HandleWorkerMessage(const std::string& worker_id, const zmq::message_t& msg) {

@@ -43,6 +43,7 @@
 #include "endpoint/block_pool.h"
 #include "endpoint/command_runner.h"
 #include "endpoint/config.h"
+#include "endpoint/credit_window.h"
 #include "endpoint/metrics.h"
 #include "endpoint/spool.h"
 #include "endpoint/task_pacer.h"
@@ -96,6 +97,7 @@ class Endpoint {
     v1::TaskSpec spec;
     int64_t received_ns = 0;
     int64_t service_sent_ns = 0;  // the service's send time (TaskBatch.sent_unix_nanos); 0: unknown
+    int64_t bytes = 0;            // the spec's size
   };
 
   Status SpawnWorker(const std::string& slot);
@@ -147,6 +149,9 @@ class Endpoint {
   static constexpr std::chrono::microseconds kRunningReportDelay{10000};
   int Capacity() const;
   int Outstanding() const;
+  // Tasks to ask for now beyond the credit already asked for: what Capacity() leaves, within
+  // queue_bytes (CreditWindow).
+  int64_t CreditRoom() const;
   // Sets the metrics' state gauges and flushes the round's histograms.
   void UpdateMetrics();
 
@@ -221,6 +226,8 @@ class Endpoint {
   std::deque<std::string> queue_;                     // received, not yet handed to a worker
   std::unordered_map<std::string, Held> held_;        // every task received and not yet answered
   TaskPacer pacer_;                                   // which kernels are short (AssignTasks packs them)
+  CreditWindow window_;                               // credit bounded by the bytes held (queue_bytes)
+  int64_t held_bytes_ = 0;                            // the specs of held_
   std::unordered_map<std::string, Unacked> unacked_;  // results the service has not acknowledged
   std::unordered_set<std::string> cancelled_;         // cancelled while queued in a worker: drop the result
   UnchargedDeaths uncharged_deaths_{2};               // a head-of-queue task at 2 such deaths is charged

@@ -31,7 +31,12 @@ int main(int argc, char** argv) {
   app.add_option("--service", c.service, "the service's endpoint address, tcp://host:port");
   app.add_option("--workers", c.workers, "number of worker processes");
   app.add_option("--prefetch", c.prefetch, "tasks handed to one worker ahead of time");
-  app.add_option("--queue-capacity", c.queue_capacity, "tasks held by the endpoint beyond what its workers hold");
+  app.add_option("--queue-capacity", c.queue_capacity, "tasks held by the endpoint beyond what its workers hold")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--queue-bytes", c.queue_bytes,
+                 "most bytes of task specs held by the endpoint and its workers together; it asks for fewer tasks "
+                 "when they are large (a task larger than this still runs, alone); 0: no bound")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--pack-tasks-under-us", c.pack_tasks_under_us,
                  "tasks of a kernel that runs here in less than this many microseconds on average go to one worker "
                  "together (up to --prefetch) instead of one to each idle worker; 0: always spread")

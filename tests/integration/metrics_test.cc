@@ -176,6 +176,42 @@ TEST(MetricsPackingTest, ABurstOfAShortKernelGoesToOneWorkerAndOthersAreSpread) 
   EXPECT_EQ(handoffs() - packed, 2) << "2 tasks of a kernel never timed, 2 idle workers: one each";
 }
 
+// --queue-bytes: an endpoint asks for no more tasks than fit in it (at the size it expects:
+// at first the largest it accepts), so while its worker is busy the rest wait at the service,
+// where another endpoint could have them; without the bound they all come to the endpoint.
+TEST(MetricsQueueBytesTest, AnEndpointHoldsWhatItsBytesAllowAndTheRestWaitAtTheService) {
+  auto fabric = MakeMetricsFabric("metrics-queue-bytes");
+  ASSERT_TRUE(fabric->StartRedis().ok());
+  ASSERT_TRUE(fabric->StartService().ok());
+  ASSERT_TRUE(fabric->StartEndpoint("bounded", 1, {"--prefetch", "1", "--queue-bytes", "1048576"}).ok());
+  ASSERT_TRUE(fabric->StartEndpoint("unbounded", 1, {"--prefetch", "1", "--queue-bytes", "0"}).ok());
+  const std::string svc = fabric->service_metrics_address();
+  auto client = loom::testing::ConnectClient(*fabric);
+  ASSERT_NE(client, nullptr);
+  loom::testing::RegisterBuiltins(*client);
+  std::vector<std::string> ids;
+  for (const std::string ep : {"bounded", "unbounded"}) {
+    // The worker is busy with this one; 10 tasks of 300 KB come after it.
+    auto busy = client->Submit(ep, "sleep", {DoubleValue(2)});
+    ASSERT_TRUE(busy.ok()) << busy.status().ToString();
+    ids.push_back(*busy);
+    std::vector<v1::SubmitRequest> reqs;
+    for (int i = 0; i < 10; ++i) reqs.push_back(MakeSubmitRequest(ep, "echo", {BytesValue(std::string(300000, 'x'))}));
+    auto more = client->SubmitBatch(std::move(reqs));
+    ASSERT_TRUE(more.ok()) << more.status().ToString();
+    ids.insert(ids.end(), more->begin(), more->end());
+  }
+  EXPECT_TRUE(EventuallyEquals(svc, R"(loom_endpoint_in_flight{endpoint="bounded"})", 1));
+  EXPECT_TRUE(EventuallyEquals(svc, R"(loom_endpoint_queue_depth{endpoint="bounded"})", 10));
+  EXPECT_TRUE(EventuallyEquals(svc, R"(loom_endpoint_in_flight{endpoint="unbounded"})", 11));
+  EXPECT_TRUE(EventuallyEquals(svc, R"(loom_endpoint_queue_depth{endpoint="unbounded"})", 0));
+  for (const auto& id : ids) {
+    auto r = client->GetResult(id, 60s);
+    ASSERT_TRUE(r.ok() && r->has_value()) << id;
+    EXPECT_EQ((*r)->state(), v1::TASK_STATE_SUCCESS) << (*r)->error();
+  }
+}
+
 TEST_F(MetricsTest, QueueDepthOfAnEndpointWithoutSessionAndCancelledTasksAreReported) {
   ASSERT_TRUE(client_->CreateEndpoint("offline").ok());
   std::vector<std::string> ids;

@@ -20,6 +20,7 @@ service: tcp://10.0.0.1:5000
 workers: 8
 prefetch: 4
 queue_capacity: 64
+queue_bytes: 1048576
 pack_tasks_under_us: 200
 worker_binary: /opt/loom/loom-worker
 plugins: [/opt/a.so, /opt/b.so]
@@ -47,6 +48,7 @@ allowed_functions: [echo, bob/add]
   EXPECT_EQ(c.workers, 8);
   EXPECT_EQ(c.prefetch, 4);
   EXPECT_EQ(c.queue_capacity, 64);
+  EXPECT_EQ(c.queue_bytes, 1048576);
   EXPECT_EQ(c.pack_tasks_under_us, 200);
   EXPECT_EQ(c.worker_binary, "/opt/loom/loom-worker");
   EXPECT_EQ(c.plugins, (std::vector<std::string>{"/opt/a.so", "/opt/b.so"}));
@@ -80,6 +82,10 @@ TEST(EndpointConfigTest, RejectsUnknownKeysAndBadValues) {
   Status negative = LoadEndpointConfigFile(dir + "/c.yaml", &c);
   EXPECT_EQ(negative.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(negative.message().find("pack_tasks_under_us is -5"), std::string::npos) << negative.message();
+  std::ofstream(dir + "/d.yaml") << "queue_bytes: -1\n";
+  Status bytes = LoadEndpointConfigFile(dir + "/d.yaml", &c);
+  EXPECT_EQ(bytes.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bytes.message().find("queue_bytes (-1)"), std::string::npos) << bytes.message();
 }
 
 TEST(EndpointConfigTest, ReadsTheEngineAndProviderSections) {
