@@ -367,10 +367,7 @@ int64_t Endpoint::CreditRoom() const {
 }
 
 int Endpoint::WorkerSlots() const { return blocks_ ? static_cast<int>(workers_.size()) : config_.workers; }
-// Results waiting for their acknowledgement are free up to one capacity's worth (the normal
-// pipeline: they are acknowledged a round trip later); beyond that each one takes the place of
-// a task, so an endpoint whose results are not acknowledged (Redis down) stops asking for work
-// and holds at most two capacities of results.
+
 void Endpoint::UpdateMetrics() {
   EndpointMetrics::State st;
   for (const auto& [id, w] : workers_) {
@@ -391,6 +388,10 @@ void Endpoint::UpdateMetrics() {
   metrics_->FlushRound();
 }
 
+// Results waiting for their acknowledgement are free up to one capacity's worth (the normal
+// pipeline: they are acknowledged a round trip later); beyond that each one takes the place of
+// a task, so an endpoint whose results are not acknowledged (Redis down) stops asking for work
+// and holds at most two capacities of results.
 int Endpoint::Outstanding() const {
   const int64_t unacked_over = std::max<int64_t>(0, static_cast<int64_t>(unacked_.size()) - Capacity());
   return static_cast<int>(static_cast<int64_t>(held_.size()) + unacked_over);
