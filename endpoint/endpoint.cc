@@ -791,7 +791,7 @@ void Endpoint::AcceptTasks(v1::TaskBatch& batch) {
     held_.emplace(id, Held{std::move(spec), now, sent, bytes});
     queue_.push_back(std::move(id));
   }
-  window_.Received(largest);
+  if (largest > 0) window_.Received(largest);  // duplicates and refused tasks tell nothing
 }
 
 void Endpoint::HandleWorkerMessage(const std::string& worker_id, const zmq::message_t& msg) {
