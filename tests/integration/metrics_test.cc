@@ -23,8 +23,9 @@ using loom::testing::HttpGet;
 using loom::testing::ScrapeValue;
 using loom::testing::WaitFor;
 
-std::unique_ptr<LocalFabric> MakeMetricsFabric(const std::string& name) {
+std::unique_ptr<LocalFabric> MakeMetricsFabric(const std::string& name, std::vector<std::string> service_args = {}) {
   LocalFabricOptions o;
+  o.service_args = std::move(service_args);
   o.bin_dir = loom::testing::BinDir();
   o.state_dir = loom::testing::MakeTempDir(name);
   o.log_level = "info";
@@ -180,7 +181,8 @@ TEST(MetricsPackingTest, ABurstOfAShortKernelGoesToOneWorkerAndOthersAreSpread) 
 // at first the largest it accepts), so while its worker is busy the rest wait at the service,
 // where another endpoint could have them; without the bound they all come to the endpoint.
 TEST(MetricsQueueBytesTest, AnEndpointHoldsWhatItsBytesAllowAndTheRestWaitAtTheService) {
-  auto fabric = MakeMetricsFabric("metrics-queue-bytes");
+  // The gauges are read every 100 ms, so that they are seen while the sleep runs.
+  auto fabric = MakeMetricsFabric("metrics-queue-bytes", {"--metrics-sample-ms", "100"});
   ASSERT_TRUE(fabric->StartRedis().ok());
   ASSERT_TRUE(fabric->StartService().ok());
   ASSERT_TRUE(fabric->StartEndpoint("bounded", 1, {"--prefetch", "1", "--queue-bytes", "1048576"}).ok());
@@ -192,7 +194,7 @@ TEST(MetricsQueueBytesTest, AnEndpointHoldsWhatItsBytesAllowAndTheRestWaitAtTheS
   std::vector<std::string> ids;
   for (const std::string ep : {"bounded", "unbounded"}) {
     // The worker is busy with this one; 10 tasks of 300 KB come after it.
-    auto busy = client->Submit(ep, "sleep", {DoubleValue(2)});
+    auto busy = client->Submit(ep, "sleep", {DoubleValue(5)});
     ASSERT_TRUE(busy.ok()) << busy.status().ToString();
     ids.push_back(*busy);
     std::vector<v1::SubmitRequest> reqs;
