@@ -561,12 +561,7 @@ void Broker::CommitResults() {
       auto* ids = held->second.ack.mutable_task_ids();
       ids->Reserve(ids->size() + static_cast<int>(pending.results.size()));
       for (const auto& r : pending.results) ids->Add(std::string(r.task_id()));
-      if (ids->size() >= options_.max_held_acks) {  // enough to be worth a message now
-        v1::Envelope env;
-        env.mutable_ack()->Swap(&held->second.ack);
-        Send(rid, env);
-        acks_.erase(held);
-      }
+      if (ids->size() >= options_.max_held_acks) SendHeldAcks(held);  // enough to be worth a message now
     }
   }
   Finished(std::move(finished));
@@ -582,12 +577,16 @@ Clock::time_point Broker::FlushAcks(Clock::time_point before) {
       ++it;
       continue;
     }
-    v1::Envelope env;
-    env.mutable_ack()->Swap(&it->second.ack);
-    Send(it->first, env);
-    it = acks_.erase(it);
+    it = SendHeldAcks(it);
   }
   return next;
+}
+
+Broker::HeldAcksMap::iterator Broker::SendHeldAcks(HeldAcksMap::iterator it) {
+  v1::Envelope env;
+  env.mutable_ack()->Swap(&it->second.ack);
+  Send(it->first, env);
+  return acks_.erase(it);
 }
 
 bool Broker::SendTasks(const std::string& routing_id, std::vector<v1::TaskSpec>& specs) {

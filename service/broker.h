@@ -218,7 +218,10 @@ class Broker final : public DispatchNotifier {
     v1::ResultAck ack;
     std::chrono::steady_clock::time_point since;
   };
-  std::map<std::string, HeldAcks> acks_;
+  using HeldAcksMap = std::map<std::string, HeldAcks>;
+  HeldAcksMap acks_;
+  // Sends a peer's held acknowledgements alone and forgets them; returns the next entry.
+  HeldAcksMap::iterator SendHeldAcks(HeldAcksMap::iterator it);
   std::vector<v1::TaskStarted> started_;
   // Endpoints with tasks in flight when this service started, and when they must be back.
   std::map<std::string, std::chrono::steady_clock::time_point> unclaimed_;
