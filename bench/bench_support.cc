@@ -29,13 +29,15 @@ const std::vector<std::pair<std::string, std::pair<std::string, std::string>>>& 
       {"client -> service", {"client_sent", "received"}},
       {"service: check, wait to commit", {"received", "waiting-for-endpoint"}},
       {"service: queue -> dispatch", {"waiting-for-endpoint", "dispatched"}},
-      {"service: commit, send", {"dispatched", "service_sent"}},
+      {"service: Redis commit", {"dispatched", "service_committed"}},
+      {"service: hand-off, send", {"service_committed", "service_sent"}},
       {"service -> endpoint", {"service_sent", "endpoint_received"}},
       {"endpoint -> worker", {"endpoint_received", "worker_started"}},
       {"kernel", {"worker_started", "kernel_finished"}},
       {"worker -> endpoint", {"kernel_finished", "endpoint_result"}},
-      {"endpoint -> service, commit", {"endpoint_result", "success"}},
-      {"service -> client", {"success", "client_received"}},
+      {"endpoint -> service", {"endpoint_result", "success"}},
+      {"service: Redis commit of result", {"success", "result_committed"}},
+      {"service -> client", {"result_committed", "client_received"}},
   };
   return kHops;
 }

@@ -458,6 +458,12 @@ void Endpoint::AddResult(v1::TaskResult result) {
     ObservePace(it->second.spec.kernel(), result);
     auto* ts = result.mutable_timestamps();
     const int from_worker = ts->size();
+    if (it->second.spec.trace()) result.set_trace(true);
+    if (it->second.spec.trace() && it->second.service_committed_ns > 0) {
+      v1::Timestamp* c = ts->Add();
+      c->set_stage("service_committed");
+      c->set_unix_nanos(it->second.service_committed_ns);
+    }
     if (it->second.service_sent_ns > 0) {
       v1::Timestamp* sent = ts->Add();
       sent->set_stage("service_sent");
@@ -760,6 +766,7 @@ void Endpoint::HandleServiceMessage(const zmq::message_t& msg) {
 void Endpoint::AcceptTasks(v1::TaskBatch& batch) {
   const int64_t now = NowNanos();
   const int64_t sent = batch.sent_unix_nanos();
+  const int64_t committed = batch.committed_unix_nanos();
   auto* tasks = batch.mutable_tasks();
   requested_ = std::max<int64_t>(0, requested_ - tasks->size());
   if (metrics_ != nullptr) metrics_->TasksReceived(tasks->size());
@@ -788,7 +795,7 @@ void Endpoint::AcceptTasks(v1::TaskBatch& batch) {
     const auto bytes = static_cast<int64_t>(spec.ByteSizeLong());
     largest = std::max(largest, bytes);
     held_bytes_ += bytes;
-    held_.emplace(id, Held{std::move(spec), now, sent, bytes});
+    held_.emplace(id, Held{std::move(spec), now, sent, bytes, committed});
     queue_.push_back(std::move(id));
   }
   if (largest > 0) window_.Received(largest);  // duplicates and refused tasks tell nothing

@@ -98,6 +98,8 @@ class Endpoint {
     int64_t received_ns = 0;
     int64_t service_sent_ns = 0;  // the service's send time (TaskBatch.sent_unix_nanos); 0: unknown
     int64_t bytes = 0;            // the spec's size
+    // When the service's write that dispatched it returned (TaskBatch.committed_unix_nanos); 0: unknown.
+    int64_t service_committed_ns = 0;
   };
 
   Status SpawnWorker(const std::string& slot);

@@ -104,6 +104,7 @@ v1::SubmitRequest MakeSubmitRequest(const std::string& endpoint, const std::stri
   request.set_max_attempts(options.max_attempts);
   request.set_timeout_ms(options.timeout_ms);
   request.set_failover(options.failover);
+  request.set_trace(options.trace);
   return request;
 }
 

@@ -384,6 +384,7 @@ Status LoomApi::Validate(const v1::SubmitRequest& req, const Principal& who, New
   spec.set_timeout_ms(req.timeout_ms() > 0 ? req.timeout_ms() : fn.timeout_ms());
   spec.set_owner(who.user);
   spec.set_function_owner(fn.owner());
+  spec.set_trace(req.trace());
   const int64_t size = static_cast<int64_t>(spec.ByteSizeLong());
   if (size > limits_.max_message_bytes) {
     return ResourceExhausted("task arguments take " + std::to_string(size) + " bytes, over the limit of " +
@@ -456,6 +457,7 @@ Result<v1::SubmitBatchResponse> LoomApi::SubmitBatch(const v1::SubmitBatchReques
   hub_->Expect(new_ids, who.user);
   SubmitOutcome outcome;
   Status committed = Commit(&tasks, &outcome);
+  const int64_t committed_ns = NowNanos();
   if (!committed.ok()) {
     hub_->Unexpect(new_ids);
   } else {
@@ -496,7 +498,7 @@ Result<v1::SubmitBatchResponse> LoomApi::SubmitBatch(const v1::SubmitBatchReques
   LOOM_RETURN_IF_ERROR(committed);
   if (metrics_ != nullptr) metrics_->TasksSubmitted(created);
   for (auto& [ep, specs] : sent) {
-    notifier_->TasksDispatched(ep, taken[ep].session, taken[ep].lease_epoch, std::move(specs));
+    notifier_->TasksDispatched(ep, taken[ep].session, taken[ep].lease_epoch, std::move(specs), committed_ns);
   }
   if (!queued.empty()) notifier_->TasksQueued(std::vector<std::string>(queued.begin(), queued.end()));
   return resp;

@@ -47,8 +47,9 @@ class DispatchNotifier {
   virtual ~DispatchNotifier() = default;
   virtual void TasksQueued(const std::vector<std::string>& endpoints) = 0;
   // Tasks already marked dispatched in the store against credit taken from `session`: send them.
+  // `committed_ns`: when the store write that marked them returned (their "service_committed").
   virtual void TasksDispatched(const std::string& endpoint, const std::string& session, int64_t lease_epoch,
-                               std::vector<v1::TaskSpec> specs) = 0;
+                               std::vector<v1::TaskSpec> specs, int64_t committed_ns) = 0;
   virtual void TasksCancelled(const std::string& endpoint, const std::vector<std::string>& task_ids) = 0;
   // An endpoint record was created or changed by the API (its CURVE key or allow-lists).
   virtual void EndpointChanged(const v1::EndpointRecord& /*e*/) {}

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <iterator>
 #include <limits>
+#include <string_view>
+#include <unordered_set>
 
 #include "common/util.h"
 #include "common/wire.h"
@@ -165,10 +167,10 @@ void Broker::TasksQueued(const std::vector<std::string>& endpoints) {
 }
 
 void Broker::TasksDispatched(const std::string& endpoint, const std::string&, int64_t lease_epoch,
-                             std::vector<v1::TaskSpec> specs) {
+                             std::vector<v1::TaskSpec> specs, int64_t committed_ns) {
   {
     std::lock_guard lock(mu_);
-    direct_.push_back({endpoint, lease_epoch, std::move(specs)});
+    direct_.push_back({endpoint, lease_epoch, std::move(specs), committed_ns});
   }
   Wake();
 }
@@ -301,7 +303,7 @@ void Broker::SendDirect(DirectBatch& batch) {
   Session* s = it == by_endpoint_.end() ? nullptr : SessionFor(it->second);
   if (s != nullptr && s->lease_epoch == batch.lease_epoch) {
     const std::string rid = s->routing_id;
-    if (SendTasks(rid, batch.specs)) {
+    if (SendTasks(rid, batch.specs, batch.committed_ns)) {
       stats_.tasks_dispatched += batch.specs.size();
     } else {
       DropSession(rid, "cannot send to it");
@@ -528,6 +530,7 @@ void Broker::CommitResults() {
     from.emplace_back(&rid, &pending);
   }
   auto outcomes = store_->CompleteTasksMany(batches, now);
+  const int64_t committed = NowNanos();
   // Published together: a stream waiting for tasks of many endpoints gets them in one burst
   // (one message), not one per endpoint.
   std::vector<v1::TaskRecord> finished;
@@ -547,6 +550,18 @@ void Broker::CommitResults() {
       if (done->rejected > 0) {
         spdlog::info("endpoint {}: rejected {} result(s) not leased to its session (lease epoch {})",
                      pending.endpoint_id, done->rejected, pending.lease_epoch);
+      }
+      // Traced tasks: the time their result's write returned, on the records handed out now
+      // (it cannot be in the store).
+      std::unordered_set<std::string_view> traced;
+      for (const auto& r : pending.results) {
+        if (r.trace()) traced.insert(r.task_id());
+      }
+      for (auto& r : done->finished) {
+        if (traced.empty() || !traced.contains(r.id())) continue;
+        v1::Timestamp* t = r.add_timestamps();
+        t->set_stage("result_committed");
+        t->set_unix_nanos(committed);
       }
       if (finished.empty()) {
         finished = std::move(done->finished);
@@ -589,7 +604,7 @@ Broker::HeldAcksMap::iterator Broker::SendHeldAcks(HeldAcksMap::iterator it) {
   return acks_.erase(it);
 }
 
-bool Broker::SendTasks(const std::string& routing_id, std::vector<v1::TaskSpec>& specs) {
+bool Broker::SendTasks(const std::string& routing_id, std::vector<v1::TaskSpec>& specs, int64_t committed_ns) {
   v1::Envelope env;
   int64_t bytes = 0;
   bool ok = true;
@@ -602,6 +617,7 @@ bool Broker::SendTasks(const std::string& routing_id, std::vector<v1::TaskSpec>&
   for (auto& spec : specs) {
     int64_t size = static_cast<int64_t>(spec.ByteSizeLong());
     if ((env.tasks().tasks_size() > 0 || env.tasks().has_ack()) && bytes + size > options_.max_message_bytes) {
+      env.mutable_tasks()->set_committed_unix_nanos(committed_ns);
       env.mutable_tasks()->set_sent_unix_nanos(NowNanos());
       ok = ok && Send(routing_id, env);
       env.Clear();
@@ -611,6 +627,7 @@ bool Broker::SendTasks(const std::string& routing_id, std::vector<v1::TaskSpec>&
     *env.mutable_tasks()->add_tasks() = std::move(spec);
   }
   if (env.tasks().tasks_size() > 0) {
+    env.mutable_tasks()->set_committed_unix_nanos(committed_ns);
     env.mutable_tasks()->set_sent_unix_nanos(NowNanos());
     ok = ok && Send(routing_id, env);
   }
@@ -627,6 +644,7 @@ void Broker::Dispatch(const std::string& endpoint_id) {
     const int64_t want = grant.n;
     if (want == 0) return;
     auto specs = store_->LeaseTasks(endpoint_id, grant.lease_epoch, static_cast<int>(want), NowNanos());
+    const int64_t committed_ns = NowNanos();
     if (!specs.ok()) {
       credit_->Return(endpoint_id, session, want);
       CountStoreError(specs.status());
@@ -637,7 +655,7 @@ void Broker::Dispatch(const std::string& endpoint_id) {
     const int64_t got = static_cast<int64_t>(specs->size());
     if (got < want) credit_->Return(endpoint_id, session, want - got);
     if (got == 0) return;
-    if (!SendTasks(routing_id, *specs)) {
+    if (!SendTasks(routing_id, *specs, committed_ns)) {
       DropSession(routing_id, "cannot send to it");
       return;
     }

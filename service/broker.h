@@ -100,7 +100,7 @@ class Broker final : public DispatchNotifier {
 
   void TasksQueued(const std::vector<std::string>& endpoints) override;
   void TasksDispatched(const std::string& endpoint, const std::string& session, int64_t lease_epoch,
-                       std::vector<v1::TaskSpec> specs) override;
+                       std::vector<v1::TaskSpec> specs, int64_t committed_ns) override;
   void TasksCancelled(const std::string& endpoint, const std::vector<std::string>& task_ids) override;
   // An endpoint record was created or changed through the API: its CURVE key is known (or
   // forgotten) at once, and a live session whose key was replaced is fenced off.
@@ -143,6 +143,7 @@ class Broker final : public DispatchNotifier {
     std::string endpoint;
     int64_t lease_epoch = 0;
     std::vector<v1::TaskSpec> specs;
+    int64_t committed_ns = 0;  // when the submit's store write returned
   };
 
   void Run();
@@ -160,7 +161,8 @@ class Broker final : public DispatchNotifier {
       std::chrono::steady_clock::time_point before = std::chrono::steady_clock::time_point::max());
   void Dispatch(const std::string& endpoint_id);
   // Sends specs to the endpoint's session, split under the message size limit.
-  bool SendTasks(const std::string& routing_id, std::vector<v1::TaskSpec>& specs);
+  // `committed_ns`: when the store write that dispatched them returned (TaskBatch.committed_unix_nanos).
+  bool SendTasks(const std::string& routing_id, std::vector<v1::TaskSpec>& specs, int64_t committed_ns);
   void CheckLiveness();
   void DropSession(const std::string& routing_id, const char* why);
   // Publishes tasks that failed for good when a session was lost.

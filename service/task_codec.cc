@@ -26,6 +26,7 @@ constexpr std::string_view kStageCodes[] = {
     "kernel_finished",
     "endpoint_result",
     "service_sent",  // 15
+    "service_committed",
 };
 constexpr size_t kStageCodeCount = sizeof(kStageCodes) / sizeof(kStageCodes[0]);
 static_assert(kStageCodeCount <= 32, "codes must stay below ' ', the first byte of a text entry");

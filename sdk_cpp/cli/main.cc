@@ -321,6 +321,8 @@ void AddTaskOptions(CLI::App* command, TaskFlags& f) {
       ->check(CLI::NonNegativeNumber);
   command->add_flag("--failover", f.options.failover,
                     "If the endpoint is lost, run on another endpoint of its group that offers the kernel");
+  command->add_flag("--trace", f.options.trace,
+                    "Also stamp when the service's Redis writes returned (service_committed, result_committed)");
 }
 
 // Call after parsing: undoes ProtectBracketLiterals.

@@ -157,16 +157,59 @@ TEST_F(FabricTest, AKernelThatAlwaysCrashesItsWorkerFailsAsPoisonAndOthersAreUna
   }
 }
 
+// The record of a traced task, streamed as it finishes, carries every hop in time order and ends
+// with the moment its result's write to Redis returned; read back later it ends with its final
+// state. An untraced task has neither of the service's commit stamps.
 TEST_F(FabricTest, RecordsATimestampForEveryHop) {
-  auto r = RunTask(*client_, "ep", "echo", {IntValue(1)});
+  SubmitOptions traced;
+  traced.trace = true;
+  auto id = client_->Submit("ep", "echo", {IntValue(1)}, {}, traced);
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  auto plain = client_->Submit("ep", "echo", {IntValue(2)});
+  ASSERT_TRUE(plain.ok()) << plain.status().ToString();
+  std::map<std::string, v1::TaskRecord> got;
+  ASSERT_TRUE(client_
+                  ->StreamResults(
+                      {*id, *plain},
+                      [&](const v1::TaskRecord& rec) {
+                        got[rec.id()] = rec;
+                        return true;
+                      },
+                      30s)
+                  .ok());
+  const v1::TaskRecord& r = got[*id];
   ASSERT_EQ(r.state(), v1::TASK_STATE_SUCCESS);
   auto stages = Stages(r);
-  for (const char* s : {"received", "waiting-for-endpoint", "dispatched", "endpoint_received", "worker_started",
-                        "kernel_finished", "endpoint_result", "success"}) {
-    EXPECT_NE(std::find(stages.begin(), stages.end(), s), stages.end()) << "missing stage " << s;
+  const std::vector<std::string> hops = {"received",          "waiting-for-endpoint", "dispatched",
+                                         "service_committed", "service_sent",         "endpoint_received",
+                                         "worker_started",    "kernel_finished",      "endpoint_result",
+                                         "success",           "result_committed"};
+  int64_t last = 0;
+  size_t at = 0;
+  for (const auto& want : hops) {
+    auto it = std::find(stages.begin() + static_cast<std::ptrdiff_t>(at), stages.end(), want);
+    ASSERT_NE(it, stages.end()) << "missing stage " << want << ", or out of order";
+    at = static_cast<size_t>(it - stages.begin());
+    EXPECT_GE(r.timestamps(static_cast<int>(at)).unix_nanos(), last) << want << " stamped before the stage ahead of it";
+    last = r.timestamps(static_cast<int>(at)).unix_nanos();
   }
   EXPECT_EQ(stages.front(), "received");
-  EXPECT_EQ(stages.back(), "success");
+  EXPECT_EQ(stages.back(), "result_committed");
+  auto stored = client_->GetTasks({*id, *plain});
+  ASSERT_TRUE(stored.ok()) << stored.status().ToString();
+  ASSERT_EQ(stored->size(), 2u);
+  auto again = Stages((*stored)[0]);
+  EXPECT_EQ(again.back(), "success");
+  EXPECT_NE(std::find(again.begin(), again.end(), "service_committed"), again.end());
+  EXPECT_EQ(std::find(again.begin(), again.end(), "result_committed"), again.end());
+  for (const auto& untraced : {got[*plain], (*stored)[1]}) {
+    ASSERT_EQ(untraced.state(), v1::TASK_STATE_SUCCESS);
+    auto st = Stages(untraced);
+    EXPECT_NE(std::find(st.begin(), st.end(), "service_sent"), st.end());
+    EXPECT_EQ(std::find(st.begin(), st.end(), "service_committed"), st.end());
+    EXPECT_EQ(std::find(st.begin(), st.end(), "result_committed"), st.end());
+    EXPECT_EQ(st.back(), "success");
+  }
 }
 
 TEST_F(FabricTest, BadSubmitsGetClearErrors) {

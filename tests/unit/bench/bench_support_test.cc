@@ -17,22 +17,27 @@ TEST(AddHopsTest, EachHopIsTheTimeBetweenItsTwoStagesAndAHopMissingAStageIsSkipp
   Stamp(&r, "waiting-for-endpoint", 12'000);
   Stamp(&r, "dispatched", 13'000);
   Stamp(&r, "dispatched", 15'000);  // dispatched again (a retry): the last time counts
+  Stamp(&r, "service_committed", 16'000);
   Stamp(&r, "service_sent", 16'500);
   Stamp(&r, "success", 30'000);
+  Stamp(&r, "result_committed", 31'000);
   std::map<std::string, std::vector<double>> hops;
   AddHops(r, 10'000, 34'000, &hops);
   EXPECT_EQ(hops["client -> service"], std::vector<double>{1.0});
   EXPECT_EQ(hops["service: check, wait to commit"], std::vector<double>{1.0});
   EXPECT_EQ(hops["service: queue -> dispatch"], std::vector<double>{3.0});
-  EXPECT_EQ(hops["service: commit, send"], std::vector<double>{1.5});
-  EXPECT_EQ(hops["service -> client"], std::vector<double>{4.0});
+  EXPECT_EQ(hops["service: Redis commit"], std::vector<double>{1.0});
+  EXPECT_EQ(hops["service: hand-off, send"], std::vector<double>{0.5});
+  EXPECT_EQ(hops["service: Redis commit of result"], std::vector<double>{1.0});
+  EXPECT_EQ(hops["service -> client"], std::vector<double>{3.0});
   EXPECT_FALSE(hops.contains("service -> endpoint"));  // no endpoint_received stamp
   EXPECT_FALSE(hops.contains("kernel"));
+  EXPECT_FALSE(hops.contains("endpoint -> service"));  // no endpoint_result stamp
   // A client time of 0 is missing; a second record adds a sample to each hop it has.
   AddHops(r, 0, 0, &hops);
   EXPECT_EQ(hops["client -> service"].size(), 1u);
   EXPECT_EQ(hops["service -> client"].size(), 1u);
-  EXPECT_EQ(hops["service: commit, send"], (std::vector<double>{1.5, 1.5}));
+  EXPECT_EQ(hops["service: Redis commit"], (std::vector<double>{1.0, 1.0}));
 }
 
 TEST(PercentileTest, NearestRankAndZeroForNoSamples) {

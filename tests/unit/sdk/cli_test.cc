@@ -90,7 +90,7 @@ TEST_F(CliTest, HelpWorksOnEveryCommand) {
   EXPECT_THAT(Run({"run", "--help"}, false).output, HasSubstr("--timeout"));
   for (const char* command : {"run", "submit"}) {
     const std::string help = Run({command, "--help"}, false).output;
-    for (const char* flag : {"--idempotency-key", "--max-attempts", "--timeout-ms"}) {
+    for (const char* flag : {"--idempotency-key", "--max-attempts", "--timeout-ms", "--failover", "--trace"}) {
       EXPECT_THAT(help, HasSubstr(flag)) << command;
     }
   }

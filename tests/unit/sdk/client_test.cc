@@ -379,6 +379,7 @@ TEST(MakeSubmitRequestTest, CopiesTheSubmitOptionsIntoTheRequest) {
   options.max_attempts = 4;
   options.timeout_ms = 2500;
   options.failover = true;
+  options.trace = true;
   const v1::SubmitRequest r = MakeSubmitRequest("ep", "add", {IntValue(1)}, {{"k", IntValue(2)}}, options);
   EXPECT_EQ(r.endpoint(), "ep");
   EXPECT_EQ(r.function(), "add");
@@ -388,8 +389,10 @@ TEST(MakeSubmitRequestTest, CopiesTheSubmitOptionsIntoTheRequest) {
   EXPECT_EQ(r.max_attempts(), 4);
   EXPECT_EQ(r.timeout_ms(), 2500);
   EXPECT_TRUE(r.failover());
+  EXPECT_TRUE(r.trace());
 
   const v1::SubmitRequest plain = MakeSubmitRequest("ep", "add", {});
+  EXPECT_FALSE(plain.trace());
   EXPECT_TRUE(plain.idempotency_key().empty());
   EXPECT_EQ(plain.max_attempts(), 0);  // 0: the function's default
   EXPECT_EQ(plain.timeout_ms(), 0);

@@ -23,9 +23,10 @@ class FakeNotifier : public DispatchNotifier {
     queued.insert(queued.end(), endpoints.begin(), endpoints.end());
   }
   void TasksDispatched(const std::string& endpoint, const std::string& session, int64_t,
-                       std::vector<v1::TaskSpec> specs) override {
+                       std::vector<v1::TaskSpec> specs, int64_t committed_ns) override {
     std::lock_guard lock(mu);
     for (auto& s : specs) dispatched.emplace_back(endpoint + "/" + session, s.task_id());
+    committed.push_back(committed_ns);
   }
   void TasksCancelled(const std::string&, const std::vector<std::string>& ids) override {
     std::lock_guard lock(mu);
@@ -34,6 +35,7 @@ class FakeNotifier : public DispatchNotifier {
   std::mutex mu;
   std::vector<std::string> queued, cancelled;
   std::vector<std::pair<std::string, std::string>> dispatched;  // (endpoint/session, task id)
+  std::vector<int64_t> committed;                               // per TasksDispatched call
 };
 
 // Counts the task reads, to show which waits need none.
@@ -169,9 +171,13 @@ TEST_F(ApiTest, SubmitDispatchesAtOnceAgainstCreditAndQueuesTheRest) {
   credit.Open("ep1", "s1", 1, 2);
   v1::SubmitBatchRequest b;
   for (int i = 0; i < 3; ++i) *b.add_tasks() = Req("echo", "ep1", {IntValue(i)});
+  const int64_t before = NowNanos();
   auto ids = api.SubmitBatch(b, LocalPrincipal());
   ASSERT_TRUE(ids.ok()) << ids.status().ToString();
-  // Two went out with the credit, in order; the third waits in the queue.
+  // Two went out with the credit, in order; the third waits in the queue. They carry the time
+  // their write returned, after their "dispatched" stamp.
+  ASSERT_EQ(notifier_.committed.size(), 1u);
+  EXPECT_GE(notifier_.committed[0], before);
   ASSERT_EQ(notifier_.dispatched.size(), 2u);
   EXPECT_EQ(notifier_.dispatched[0], std::make_pair(std::string("ep1/s1"), ids->task_ids(0)));
   EXPECT_EQ(notifier_.dispatched[1].second, ids->task_ids(1));
@@ -179,6 +185,11 @@ TEST_F(ApiTest, SubmitDispatchesAtOnceAgainstCreditAndQueuesTheRest) {
   auto recs = store_.GetTasks({ids->task_ids(0), ids->task_ids(2)}, false);
   EXPECT_EQ((*recs)[0]->state(), v1::TASK_STATE_DISPATCHED);
   EXPECT_EQ((*recs)[1]->state(), v1::TASK_STATE_WAITING_FOR_ENDPOINT);
+  for (const auto& t : (*recs)[0]->timestamps()) {
+    if (t.stage() == "dispatched") {
+      EXPECT_GE(notifier_.committed[0], t.unix_nanos());
+    }
+  }
   EXPECT_EQ(*store_.InFlightCount("ep1"), 2);
   EXPECT_EQ(*store_.QueueDepth("ep1"), 1);
   EXPECT_EQ(credit.Take("ep1", 10).n, 0);

@@ -30,7 +30,7 @@ TEST(JsonCodecTest, ParsesSnakeAndCamelCaseAndPrintsSnakeCaseWithDefaults) {
   // int64 as strings, snake_case names, defaults printed.
   EXPECT_EQ(*json,
             R"({"function":"add","endpoint":"ep","args":[{"int_value":"40"},{"int_value":"2"},{"double_value":0.5}],)"
-            R"("kwargs":{},"idempotency_key":"","max_attempts":2,"timeout_ms":"1500","failover":false})");
+            R"("kwargs":{},"idempotency_key":"","max_attempts":2,"timeout_ms":"1500","failover":false,"trace":false})");
 }
 
 TEST(JsonCodecTest, EveryKindOfValueRoundTrips) {

@@ -179,7 +179,7 @@ TEST_F(RestOpenApiTest, SchemasOfProtoMessagesNameExactlyTheirFields) {
 class NullNotifier : public DispatchNotifier {
  public:
   void TasksQueued(const std::vector<std::string>&) override {}
-  void TasksDispatched(const std::string&, const std::string&, int64_t, std::vector<v1::TaskSpec>) override {}
+  void TasksDispatched(const std::string&, const std::string&, int64_t, std::vector<v1::TaskSpec>, int64_t) override {}
   void TasksCancelled(const std::string&, const std::vector<std::string>&) override {}
 };
 
