@@ -36,7 +36,7 @@ const std::vector<std::pair<std::string, std::pair<std::string, std::string>>>& 
       {"kernel", {"worker_started", "kernel_finished"}},
       {"worker -> endpoint", {"kernel_finished", "endpoint_result"}},
       {"endpoint -> service", {"endpoint_result", "success"}},
-      {"service: Redis commit of result", {"success", "result_committed"}},
+      {"service: Redis commit (result)", {"success", "result_committed"}},
       {"service -> client", {"result_committed", "client_received"}},
   };
   return kHops;

@@ -28,7 +28,7 @@ TEST(AddHopsTest, EachHopIsTheTimeBetweenItsTwoStagesAndAHopMissingAStageIsSkipp
   EXPECT_EQ(hops["service: queue -> dispatch"], std::vector<double>{3.0});
   EXPECT_EQ(hops["service: Redis commit"], std::vector<double>{1.0});
   EXPECT_EQ(hops["service: hand-off, send"], std::vector<double>{0.5});
-  EXPECT_EQ(hops["service: Redis commit of result"], std::vector<double>{1.0});
+  EXPECT_EQ(hops["service: Redis commit (result)"], std::vector<double>{1.0});
   EXPECT_EQ(hops["service -> client"], std::vector<double>{3.0});
   EXPECT_FALSE(hops.contains("service -> endpoint"));  // no endpoint_received stamp
   EXPECT_FALSE(hops.contains("kernel"));
