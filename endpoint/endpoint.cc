@@ -458,11 +458,13 @@ void Endpoint::AddResult(v1::TaskResult result) {
     ObservePace(it->second.spec.kernel(), result);
     auto* ts = result.mutable_timestamps();
     const int from_worker = ts->size();
-    if (it->second.spec.trace()) result.set_trace(true);
-    if (it->second.spec.trace() && it->second.service_committed_ns > 0) {
-      v1::Timestamp* c = ts->Add();
-      c->set_stage("service_committed");
-      c->set_unix_nanos(it->second.service_committed_ns);
+    if (it->second.spec.trace()) {
+      result.set_trace(true);
+      if (it->second.service_committed_ns > 0) {
+        v1::Timestamp* c = ts->Add();
+        c->set_stage("service_committed");
+        c->set_unix_nanos(it->second.service_committed_ns);
+      }
     }
     if (it->second.service_sent_ns > 0) {
       v1::Timestamp* sent = ts->Add();
