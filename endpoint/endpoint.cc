@@ -458,6 +458,8 @@ void Endpoint::AddResult(v1::TaskResult result) {
     ObservePace(it->second.spec.kernel(), result);
     auto* ts = result.mutable_timestamps();
     const int from_worker = ts->size();
+    // The service's lease wrote no stamp: the store records this as the task's "dispatched".
+    if (it->second.leased_ns > 0) result.set_leased_unix_nanos(it->second.leased_ns);
     if (it->second.spec.trace()) {
       result.set_trace(true);
       if (it->second.service_committed_ns > 0) {
@@ -769,6 +771,7 @@ void Endpoint::AcceptTasks(v1::TaskBatch& batch) {
   const int64_t now = NowNanos();
   const int64_t sent = batch.sent_unix_nanos();
   const int64_t committed = batch.committed_unix_nanos();
+  const int64_t leased = batch.leased_unix_nanos();
   auto* tasks = batch.mutable_tasks();
   requested_ = std::max<int64_t>(0, requested_ - tasks->size());
   if (metrics_ != nullptr) metrics_->TasksReceived(tasks->size());
@@ -797,7 +800,7 @@ void Endpoint::AcceptTasks(v1::TaskBatch& batch) {
     const auto bytes = static_cast<int64_t>(spec.ByteSizeLong());
     largest = std::max(largest, bytes);
     held_bytes_ += bytes;
-    held_.emplace(id, Held{std::move(spec), now, sent, bytes, committed});
+    held_.emplace(id, Held{std::move(spec), now, sent, bytes, committed, leased});
     queue_.push_back(std::move(id));
   }
   if (largest > 0) window_.Received(largest);  // duplicates and refused tasks tell nothing

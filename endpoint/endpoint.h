@@ -100,6 +100,8 @@ class Endpoint {
     int64_t bytes = 0;            // the spec's size
     // When the service's write that dispatched it returned (TaskBatch.committed_unix_nanos); 0: unknown.
     int64_t service_committed_ns = 0;
+    // When the service leased it from its queue (TaskBatch.leased_unix_nanos); 0: the submit dispatched it.
+    int64_t leased_ns = 0;
   };
 
   Status SpawnWorker(const std::string& slot);

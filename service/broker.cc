@@ -604,7 +604,8 @@ Broker::HeldAcksMap::iterator Broker::SendHeldAcks(HeldAcksMap::iterator it) {
   return acks_.erase(it);
 }
 
-bool Broker::SendTasks(const std::string& routing_id, std::vector<v1::TaskSpec>& specs, int64_t committed_ns) {
+bool Broker::SendTasks(const std::string& routing_id, std::vector<v1::TaskSpec>& specs, int64_t committed_ns,
+                       int64_t leased_ns) {
   v1::Envelope env;
   int64_t bytes = 0;
   bool ok = true;
@@ -618,6 +619,7 @@ bool Broker::SendTasks(const std::string& routing_id, std::vector<v1::TaskSpec>&
     int64_t size = static_cast<int64_t>(spec.ByteSizeLong());
     if ((env.tasks().tasks_size() > 0 || env.tasks().has_ack()) && bytes + size > options_.max_message_bytes) {
       env.mutable_tasks()->set_committed_unix_nanos(committed_ns);
+      env.mutable_tasks()->set_leased_unix_nanos(leased_ns);
       env.mutable_tasks()->set_sent_unix_nanos(NowNanos());
       ok = ok && Send(routing_id, env);
       env.Clear();
@@ -628,6 +630,7 @@ bool Broker::SendTasks(const std::string& routing_id, std::vector<v1::TaskSpec>&
   }
   if (env.tasks().tasks_size() > 0) {
     env.mutable_tasks()->set_committed_unix_nanos(committed_ns);
+    env.mutable_tasks()->set_leased_unix_nanos(leased_ns);
     env.mutable_tasks()->set_sent_unix_nanos(NowNanos());
     ok = ok && Send(routing_id, env);
   }
@@ -643,7 +646,8 @@ void Broker::Dispatch(const std::string& endpoint_id) {
     const std::string& session = grant.session;
     const int64_t want = grant.n;
     if (want == 0) return;
-    auto specs = store_->LeaseTasks(endpoint_id, grant.lease_epoch, static_cast<int>(want), NowNanos());
+    const int64_t leased_ns = NowNanos();
+    auto specs = store_->LeaseTasks(endpoint_id, grant.lease_epoch, static_cast<int>(want), leased_ns);
     const int64_t committed_ns = NowNanos();
     if (!specs.ok()) {
       credit_->Return(endpoint_id, session, want);
@@ -655,7 +659,7 @@ void Broker::Dispatch(const std::string& endpoint_id) {
     const int64_t got = static_cast<int64_t>(specs->size());
     if (got < want) credit_->Return(endpoint_id, session, want - got);
     if (got == 0) return;
-    if (!SendTasks(routing_id, *specs, committed_ns)) {
+    if (!SendTasks(routing_id, *specs, committed_ns, leased_ns)) {
       DropSession(routing_id, "cannot send to it");
       return;
     }

@@ -162,7 +162,9 @@ class Broker final : public DispatchNotifier {
   void Dispatch(const std::string& endpoint_id);
   // Sends specs to the endpoint's session, split under the message size limit.
   // `committed_ns`: when the store write that dispatched them returned (TaskBatch.committed_unix_nanos).
-  bool SendTasks(const std::string& routing_id, std::vector<v1::TaskSpec>& specs, int64_t committed_ns);
+  // `leased_ns`: when they were leased from the queue (TaskBatch.leased_unix_nanos; 0: by the submit).
+  bool SendTasks(const std::string& routing_id, std::vector<v1::TaskSpec>& specs, int64_t committed_ns,
+                 int64_t leased_ns = 0);
   void CheckLiveness();
   void DropSession(const std::string& routing_id, const char* why);
   // Publishes tasks that failed for good when a session was lost.

@@ -113,7 +113,7 @@ Status InMemoryTaskStore::SubmitTasks(const std::vector<NewTask>& tasks, int64_t
     rec.stamps = EncodeStamp(TaskStateName(v1::TASK_STATE_RECEIVED), t.received_ns) +
                  EncodeStamp(TaskStateName(v1::TASK_STATE_WAITING_FOR_ENDPOINT), now_ns);
     auto& q = queues_[t.endpoint];
-    if (t.direct && q.empty()) {
+    if (t.direct && q.empty() && CurrentEpoch(t.endpoint) == t.lease_epoch) {
       rec.state = v1::TASK_STATE_DISPATCHED;
       rec.stamps += EncodeStamp(TaskStateName(v1::TASK_STATE_DISPATCHED), now_ns);
       rec.attempts = 1;
@@ -129,9 +129,10 @@ Status InMemoryTaskStore::SubmitTasks(const std::vector<NewTask>& tasks, int64_t
 }
 
 Result<std::vector<v1::TaskSpec>> InMemoryTaskStore::LeaseTasks(const std::string& endpoint, int64_t lease_epoch,
-                                                                int max, int64_t now_ns) {
+                                                                int max, int64_t /*now_ns*/) {
   std::lock_guard lock(mu_);
   std::vector<v1::TaskSpec> out;
+  if (CurrentEpoch(endpoint) != lease_epoch) return out;  // not the endpoint's latest session
   auto& q = queues_[endpoint];
   while (static_cast<int>(out.size()) < max && !q.empty()) {
     std::string id = std::move(q.front());
@@ -139,8 +140,8 @@ Result<std::vector<v1::TaskSpec>> InMemoryTaskStore::LeaseTasks(const std::strin
     auto it = tasks_.find(id);
     if (it == tasks_.end() || it->second.state != v1::TASK_STATE_WAITING_FOR_ENDPOINT) continue;
     Task& t = it->second;
+    // As in Redis, the lease stamps nothing: the "dispatched" stamp comes with the result.
     t.state = v1::TASK_STATE_DISPATCHED;
-    t.stamps += EncodeStamp(TaskStateName(v1::TASK_STATE_DISPATCHED), now_ns);
     t.attempts += 1;
     t.lease_epoch = lease_epoch;
     inflight_[endpoint][++seq_[endpoint]] = id;
@@ -194,6 +195,9 @@ Result<CompleteOutcome> InMemoryTaskStore::CompleteTasks(const std::string& endp
       continue;
     }
     Task& t = it->second;
+    if (r.leased_unix_nanos() > 0) {
+      t.stamps += EncodeStamp(TaskStateName(v1::TASK_STATE_DISPATCHED), r.leased_unix_nanos());
+    }
     for (const auto& s : r.timestamps()) t.stamps += EncodeStamp(s.stage(), s.unix_nanos());
     RemoveInFlight(endpoint, r.task_id());
     if (r.ok()) {

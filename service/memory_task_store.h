@@ -66,7 +66,11 @@ class InMemoryTaskStore : public TaskStore {
   std::map<std::string, std::map<int64_t, std::string>> inflight_;  // GUARDED_BY(mu_)
   std::map<std::string, int64_t> seq_;                              // GUARDED_BY(mu_)
   std::map<std::string, int64_t> epochs_;                           // GUARDED_BY(mu_)
-  std::map<std::string, std::string> idempotency_;                  // GUARDED_BY(mu_) owner\nkey -> id
+  int64_t CurrentEpoch(const std::string& endpoint) const {         // REQUIRES(mu_); 0: never registered
+    auto it = epochs_.find(endpoint);
+    return it == epochs_.end() ? 0 : it->second;
+  }
+  std::map<std::string, std::string> idempotency_;  // GUARDED_BY(mu_) owner\nkey -> id
 };
 
 }  // namespace loom::service

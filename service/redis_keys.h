@@ -7,7 +7,7 @@
 //   loom:epacl:<id>          STRING  its access fields (owner, allow-lists, CURVE key), see TaskStore
 //   loom:task:<id>           HASH    one task (fields below)
 //   loom:q:<endpoint>        LIST    ids of tasks waiting for the endpoint, oldest first
-//   loom:inflight:<endpoint> ZSET    ids of tasks dispatched to the endpoint, scored by dispatch order
+//   loom:inflight:<endpoint> ZSET    ids of tasks dispatched to the endpoint's latest session, scored by dispatch order
 //   loom:seq:<endpoint>      STRING  counter giving that order
 //   loom:epoch:<endpoint>    STRING  lease epoch of the endpoint's latest session (INCR on register)
 //   loom:idem:<owner>:<key>  STRING  task id submitted with that idempotency key
@@ -62,10 +62,9 @@ inline constexpr std::string_view kSpec = "a";    // v1::TaskSpec: kernel, args,
 inline constexpr std::string_view kResult = "r";  // v1::Value
 inline constexpr std::string_view kError = "x";
 inline constexpr std::string_view kTimestamps = "t";  // "stage=unix_nanos;" repeated, in the order written
-inline constexpr std::string_view kAttempts = "n";    // attempts started
+inline constexpr std::string_view kAttempts = "n";    // attempts counted; one more while in flight, not running
 inline constexpr std::string_view kMaxAttempts = "m";
-inline constexpr std::string_view kLeaseEpoch = "l";  // epoch of the session it is leased to
-inline constexpr std::string_view kHistory = "h";     // failed attempts (task_codec.h EncodeAttempt)
+inline constexpr std::string_view kHistory = "h";  // failed attempts (task_codec.h EncodeAttempt)
 inline constexpr std::string_view kWorkerDeaths = "d";
 inline constexpr std::string_view kFailure = "u";   // v1::FailureKind of a failed task
 inline constexpr std::string_view kTimeout = "w";   // timeout_ms, when set

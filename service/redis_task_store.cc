@@ -27,13 +27,6 @@ std::string Sha1Hex(const std::string& s) {
 
 std::string StateArg(v1::TaskState s) { return std::to_string(static_cast<int>(s)); }
 
-// ",2,3," : the states from which `to` may be entered, for string.find in Lua.
-std::string PredecessorsArg(v1::TaskState to) {
-  std::string out = ",";
-  for (auto s : LegalPredecessors(to)) out += StateArg(s) + ",";
-  return out;
-}
-
 std::string TerminalArg() {
   return "," + StateArg(v1::TASK_STATE_SUCCESS) + "," + StateArg(v1::TASK_STATE_FAILED) + "," +
          StateArg(v1::TASK_STATE_CANCELLED) + ",";
@@ -60,15 +53,17 @@ local function retain_flush(set, list, bucket)
 end
 )lua";
 
-// ARGV: 1 waiting state, 2 task prefix, 3 queue prefix, 4 dispatched state, 5 dispatched stamp,
+// ARGV: 1 waiting state, 2 task prefix, 3 queue prefix, 4 epoch prefix, 5 dispatched stamp,
 // 6 in-flight prefix, 7 sequence prefix, 8 most tasks an endpoint may have queued (0: no
-// limit), 9 idempotency prefix, then per task (11): id, owner, function, endpoint, spec,
+// limit), 9 idempotency prefix, then per task (12): id, owner, function, endpoint, spec,
 // stamps, direct ("1"/"0"), lease epoch, max attempts, idempotency key, timeout ms, failover
 // kernel ("" when the task may not move).
 // A task whose key is taken creates nothing and returns the earlier id. A direct task whose
-// queue is empty (nothing pending ahead of it) is dispatched at once. A batch that would pass
-// the depth limit changes nothing and returns {'full', endpoint, depth, adding}. Otherwise
-// returns per task: 1 dispatched, 0 queued, or the earlier task's id.
+// queue is empty (nothing pending ahead of it) is dispatched at once, if its lease epoch is
+// still the endpoint's (else it is queued). A task in flight is in the endpoint's in-flight
+// set and keeps the waiting state until it runs (see kLease). A batch that would pass the
+// depth limit changes nothing and returns {'full', endpoint, depth, adding}. Otherwise returns
+// per task: 1 dispatched, 0 queued, or the earlier task's id.
 constexpr const char* kSubmit = R"lua(
 local max_depth = tonumber(ARGV[8])
 if max_depth > 0 then
@@ -98,12 +93,14 @@ for i = 10, #ARGV, 12 do
     local k = ARGV[2] .. id
     local direct = false
     if ARGV[i + 6] == '1' and not queued[ep] then
-      if empty[ep] == nil then empty[ep] = redis.call('LLEN', ARGV[3] .. ep) == 0 end
+      if empty[ep] == nil then
+        empty[ep] = redis.call('LLEN', ARGV[3] .. ep) == 0 and redis.call('GET', ARGV[4] .. ep) == ARGV[i + 7]
+      end
       direct = empty[ep]
     end
     if direct then
-      redis.call('HSET', k, 's', ARGV[4], 'o', ARGV[i + 1], 'f', ARGV[i + 2], 'e', ep, 'a', ARGV[i + 4],
-                 't', ARGV[i + 5] .. ARGV[5], 'm', ARGV[i + 8], 'n', 1, 'l', ARGV[i + 7])
+      redis.call('HSET', k, 's', ARGV[1], 'o', ARGV[i + 1], 'f', ARGV[i + 2], 'e', ep, 'a', ARGV[i + 4],
+                 't', ARGV[i + 5] .. ARGV[5], 'm', ARGV[i + 8])
       local d = sent[ep]
       if not d then d = {}; sent[ep] = d end
       d[#d + 1] = id
@@ -140,25 +137,30 @@ end
 return out
 )lua";
 
-// ARGV: 1 queue key, 2 in-flight key, 3 sequence key, 4 task prefix, 5 max, 6 stamp,
-// 7 waiting state, 8 dispatched state, 9 lease epoch. Returns the specs.
+// A lease writes nothing to the task itself: its id moves from the queue to the in-flight set,
+// which says that it is dispatched (to the endpoint's latest session, the epoch key's; a
+// registration or a session's loss empties the set). Its hash keeps the waiting state, and its
+// attempt count, until it runs (kRunning) or finishes (kComplete); readers show it as
+// dispatched (kRead). Its "dispatched" stamp comes back with its result, from the endpoint.
+// ARGV: 1 queue key, 2 in-flight key, 3 sequence key, 4 task prefix, 5 max, 6 epoch key,
+// 7 waiting state, 8 lease epoch. Returns the specs; none when the epoch is not the endpoint's
+// latest.
 constexpr const char* kLease = R"lua(
 local out = {}
 local max = tonumber(ARGV[5])
+if redis.call('GET', ARGV[6]) ~= ARGV[8] then return out end
 while #out < max do
   local ids = redis.call('LPOP', ARGV[1], math.min(max - #out, 1000))
   if not ids then break end
   local zargs = {}
   local seq = redis.call('INCRBY', ARGV[3], #ids) - #ids
   for _, id in ipairs(ids) do
-    local k = ARGV[4] .. id
-    local v = redis.call('HMGET', k, 's', 't', 'a', 'n')
+    local v = redis.call('HMGET', ARGV[4] .. id, 's', 'a')
     if v[1] == ARGV[7] then
-      redis.call('HSET', k, 's', ARGV[8], 't', v[2] .. ARGV[6], 'n', (tonumber(v[4]) or 0) + 1, 'l', ARGV[9])
       seq = seq + 1
       zargs[#zargs + 1] = seq
       zargs[#zargs + 1] = id
-      out[#out + 1] = v[3]
+      out[#out + 1] = v[2]
     end
   end
   if #zargs > 0 then redis.call('ZADD', ARGV[2], unpack(zargs)) end
@@ -166,24 +168,32 @@ end
 return out
 )lua";
 
-// ARGV: 1 task prefix, 2 allowed-from list, 3 running state, then pairs of id, stamp.
+// A task in flight (kLease) starts running: its attempt is counted now. A dispatched state in
+// the hash is an older service's lease, whose attempt was counted already.
+// ARGV: 1 task prefix, 2 dispatched state, 3 running state, 4 waiting state, 5 in-flight prefix,
+// then pairs of id, stamp.
 constexpr const char* kRunning = R"lua(
-for i = 4, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   local k = ARGV[1] .. ARGV[i]
-  local v = redis.call('HMGET', k, 's', 't')
-  if v[1] and string.find(ARGV[2], ',' .. v[1] .. ',', 1, true) then
+  local v = redis.call('HMGET', k, 's', 't', 'e', 'n')
+  if v[1] == ARGV[2] then
     redis.call('HSET', k, 's', ARGV[3], 't', v[2] .. ARGV[i + 1])
+  elseif v[1] == ARGV[4] and v[3] and redis.call('ZSCORE', ARGV[5] .. v[3], ARGV[i]) then
+    redis.call('HSET', k, 's', ARGV[3], 't', v[2] .. ARGV[i + 1], 'n', (tonumber(v[4]) or 0) + 1)
   end
 end
 return 1
 )lua";
 
+// A result counts when its session's lease epoch is the endpoint's latest and its task is in the
+// endpoint's in-flight set; any other is rejected (fenced off). A task still in the waiting
+// state (it never reported running) has its attempt counted here.
 // ARGV: 1 task prefix, 2 in-flight key, 3 endpoint, 4 lease epoch, 5 success, 6 failed,
 // 7 waiting, 8 queue key, 9 ttl seconds (0: none), 10 max worker deaths, 11 dispatched,
 // 12 running, 13 success stamp, 14 failed stamp, 15 retry stamp, 16 now, 17 idempotency
 // prefix, 18 worker-lost kind, 19 poison kind, 20 exhausted kind, 21 kernel-error kind, 22-24
-// expiry set, bucket list, bucket (kRetain), then per result (5): id, ok ("1"/"0"), value or
-// error, the result's stamps, failure kind.
+// expiry set, bucket list, bucket (kRetain), 25 epoch key, then per result (5): id, ok
+// ("1"/"0"), value or error, the result's stamps, failure kind.
 // Returns {retried, rejected, then per finished task: for a success 7 values, {its position in
 // the batch (from 1), owner, function, stamps before this result's, history, attempts, max
 // attempts}; for a failure 9, {-position, owner, function, stamps, history, attempts, max
@@ -200,7 +210,7 @@ end
 local function finish(id, v)
   if ttl > 0 then
     retain(id)
-    if v[11] then redis.call('EXPIRE', ARGV[17] .. v[2] .. ':' .. v[11], ttl) end
+    if v[10] then redis.call('EXPIRE', ARGV[17] .. v[2] .. ':' .. v[10], ttl) end
   end
 end
 -- One finished task's reply values (no table per task); `failure` nil for a success.
@@ -210,25 +220,36 @@ local function reply(pos, owner, fn, stamps, history, n, m, failure, err)
   out[o + 5], out[o + 6], out[o + 7] = history, n, m
   if failure then out[o + 8], out[o + 9] = failure, err end
 end
-for i = 25, #ARGV, 5 do
+local current = redis.call('GET', ARGV[25]) == ARGV[4]
+local ids = {}
+for i = 26, #ARGV, 5 do ids[#ids + 1] = ARGV[i] end
+local leased = {}  -- per result: its task is in flight (ZMSCORE 1000 at a time: unpack's limit)
+if current then
+  for from = 1, #ids, 1000 do
+    local part = redis.call('ZMSCORE', ARGV[2], unpack(ids, from, math.min(#ids, from + 999)))
+    for j = 1, #part do leased[from + j - 1] = part[j] end
+  end
+end
+for i = 26, #ARGV, 5 do
   local id = ARGV[i]
   local k = ARGV[1] .. id
-  local v = redis.call('HMGET', k, 's', 'o', 'f', 'e', 't', 'l', 'n', 'm', 'd', 'h', 'k')
-  if v[1] and v[4] == ARGV[3] and v[6] == ARGV[4] and (v[1] == ARGV[11] or v[1] == ARGV[12]) then
+  local v = leased[(i - 21) / 5] and redis.call('HMGET', k, 's', 'o', 'f', 'e', 't', 'n', 'm', 'd', 'h', 'k') or {}
+  if v[1] and v[4] == ARGV[3] and (v[1] == ARGV[7] or v[1] == ARGV[11] or v[1] == ARGV[12]) then
     unflight(id)
-    local n, m = tonumber(v[7]) or 0, tonumber(v[8]) or 1
+    local n, m = tonumber(v[6]) or 0, tonumber(v[7]) or 1
+    if v[1] == ARGV[7] then n = n + 1 end
     if ARGV[i + 1] == '1' then
-      redis.call('HSET', k, 's', ARGV[5], 'r', ARGV[i + 2], 't', v[5] .. ARGV[i + 3] .. ARGV[13])
+      redis.call('HSET', k, 's', ARGV[5], 'r', ARGV[i + 2], 't', v[5] .. ARGV[i + 3] .. ARGV[13], 'n', n)
       finish(id, v)
-      reply((i - 20) / 5, v[2], v[3], v[5], v[10] or '', n, m)
+      reply((i - 21) / 5, v[2], v[3], v[5], v[9] or '', n, m)
     else
       local stamps = v[5] .. ARGV[i + 3]
       local kind = ARGV[i + 4]
       if kind == '0' then kind = ARGV[21] end
-      local h = (v[10] or '') .. n .. '\31' .. ARGV[3] .. '\31' .. ARGV[4] .. '\31' .. kind .. '\31' .. ARGV[16] ..
+      local h = (v[9] or '') .. n .. '\31' .. ARGV[3] .. '\31' .. ARGV[4] .. '\31' .. kind .. '\31' .. ARGV[16] ..
                 '\31' .. ARGV[i + 2] .. '\30'
       local fail, err = kind, ARGV[i + 2]
-      local d = tonumber(v[9]) or 0
+      local d = tonumber(v[8]) or 0
       if kind == ARGV[18] then
         d = d + 1
         if d >= tonumber(ARGV[10]) then
@@ -244,11 +265,11 @@ for i = 25, #ARGV, 5 do
       end
       if fail then
         stamps = stamps .. ARGV[14]
-        redis.call('HSET', k, 's', ARGV[6], 'x', err, 't', stamps, 'h', h, 'd', d, 'u', fail)
+        redis.call('HSET', k, 's', ARGV[6], 'x', err, 't', stamps, 'h', h, 'd', d, 'u', fail, 'n', n)
         finish(id, v)
-        reply((i - 20) / 5, v[2], v[3], stamps, h, n, m, fail, err)
+        reply((i - 21) / 5, v[2], v[3], stamps, h, n, m, fail, err)
       else
-        redis.call('HSET', k, 's', ARGV[7], 't', stamps .. ARGV[15], 'h', h, 'd', d)
+        redis.call('HSET', k, 's', ARGV[7], 't', stamps .. ARGV[15], 'h', h, 'd', d, 'n', n)
         redis.call('RPUSH', ARGV[8], id)
         out[1] = out[1] + 1
       end
@@ -305,36 +326,42 @@ return n
 )lua";
 
 // An endpoint session was lost ('release': ARGV[6] is its epoch) or a new one registered
-// ('register': ARGV[6] is the epoch counter key, and the ids after ARGV[21] are the tasks the
-// new session still holds, which move to its epoch). Each other task in flight on the endpoint
-// with a lease epoch <= the epoch goes back to the head of the queue in dispatch order: a
-// dispatched one gives its attempt back; a running one records an endpoint-lost attempt, and
-// fails if it has no attempts left.
-// ARGV: 1 task prefix, 2 in-flight key, 3 queue key, 4 endpoint, 5 mode, 6 epoch or key,
+// ('register': the ids after ARGV[22] are the tasks the new session still holds, which stay in
+// flight under its epoch). The in-flight set belongs to the endpoint's latest epoch (ARGV[22]'s
+// key; INCR on register): a release of an older epoch changes nothing. Each other task in
+// flight goes back to the head of the queue in dispatch order: one that never ran keeps its
+// attempt (an older service's dispatched state gives it back); a running one records an
+// endpoint-lost attempt, and fails if it has no attempts left.
+// ARGV: 1 task prefix, 2 in-flight key, 3 queue key, 4 endpoint, 5 mode, 6 epoch (release),
 // 7 waiting, 8 running, 9 failed, 10 ttl, 11 now, 12 requeued stamp, 13 failed stamp,
 // 14 reason, 15 terminal states, 16 endpoint-lost kind, 17 exhausted kind, 18 idempotency
-// prefix, 19-21 expiry set, bucket list, bucket (kRetain), then held ids. Returns {epoch,
-// requeued, then per failed task: id, state, owner, function, stamps, history, attempts, max
-// attempts, failure, error}.
+// prefix, 19-21 expiry set, bucket list, bucket (kRetain), 22 epoch key, 23 dispatched state,
+// then held ids. Returns {epoch, requeued, then per failed task: id, state, owner, function,
+// stamps, history, attempts, max attempts, failure, error}.
 constexpr const char* kLose = R"lua(
-local epoch
-if ARGV[5] == 'register' then epoch = redis.call('INCR', ARGV[6]) else epoch = tonumber(ARGV[6]) end
+local epoch, lost
+if ARGV[5] == 'register' then
+  epoch = redis.call('INCR', ARGV[22])
+  lost = epoch - 1
+else
+  epoch = tonumber(ARGV[6])
+  lost = tonumber(redis.call('GET', ARGV[22]) or 0)
+  if lost > epoch then return {epoch, 0} end
+end
 local keep = {}
-for i = 22, #ARGV do keep[ARGV[i]] = true end
+for i = 24, #ARGV do keep[ARGV[i]] = true end
 local ttl = tonumber(ARGV[10])
 local back, out = {}, {}
 for _, id in ipairs(redis.call('ZRANGE', ARGV[2], 0, -1)) do
   local k = ARGV[1] .. id
-  local v = redis.call('HMGET', k, 's', 't', 'l', 'n', 'm', 'h', 'o', 'f', 'k')
+  local v = redis.call('HMGET', k, 's', 't', 'n', 'm', 'h', 'o', 'f', 'k')
   if not v[1] or string.find(ARGV[15], ',' .. v[1] .. ',', 1, true) then
     redis.call('ZREM', ARGV[2], id)
-  elseif keep[id] then
-    redis.call('HSET', k, 'l', epoch)
-  elseif (tonumber(v[3]) or 0) <= epoch then
+  elseif not keep[id] then
     redis.call('ZREM', ARGV[2], id)
-    local n, m = tonumber(v[4]) or 0, tonumber(v[5]) or 1
+    local n, m = tonumber(v[3]) or 0, tonumber(v[4]) or 1
     if v[1] == ARGV[8] then
-      local h = (v[6] or '') .. n .. '\31' .. ARGV[4] .. '\31' .. (v[3] or '0') .. '\31' .. ARGV[16] .. '\31' ..
+      local h = (v[5] or '') .. n .. '\31' .. ARGV[4] .. '\31' .. lost .. '\31' .. ARGV[16] .. '\31' ..
                 ARGV[11] .. '\31' .. ARGV[14] .. '\30'
       if n >= m then
         local err = 'gave up after ' .. n .. ' attempt(s) lost to system failures (max_attempts ' .. m .. ')'
@@ -342,15 +369,18 @@ for _, id in ipairs(redis.call('ZRANGE', ARGV[2], 0, -1)) do
         redis.call('HSET', k, 's', ARGV[9], 't', stamps, 'h', h, 'u', ARGV[17], 'x', err)
         if ttl > 0 then
           retain(id)
-          if v[9] then redis.call('EXPIRE', ARGV[18] .. v[7] .. ':' .. v[9], ttl) end
+          if v[8] then redis.call('EXPIRE', ARGV[18] .. v[6] .. ':' .. v[8], ttl) end
         end
-        for _, x in ipairs({id, ARGV[9], v[7], v[8], stamps, h, n, m, ARGV[17], err}) do out[#out + 1] = x end
+        for _, x in ipairs({id, ARGV[9], v[6], v[7], stamps, h, n, m, ARGV[17], err}) do out[#out + 1] = x end
       else
         redis.call('HSET', k, 's', ARGV[7], 't', v[2] .. ARGV[12], 'h', h)
         back[#back + 1] = id
       end
-    else
+    elseif v[1] == ARGV[23] then
       redis.call('HSET', k, 's', ARGV[7], 't', v[2] .. ARGV[12], 'n', math.max(n - 1, 0))
+      back[#back + 1] = id
+    else
+      redis.call('HSET', k, 't', v[2] .. ARGV[12])
       back[#back + 1] = id
     end
   end
@@ -362,21 +392,45 @@ for _, x in ipairs(out) do res[#res + 1] = x end
 return res
 )lua";
 
-// ARGV: 1 task prefix, 2 in-flight key, 3 queue key, 4 endpoint, 5 epoch, 6 dispatched,
+// Tasks leased under epoch ARGV[5] and never sent. Under a later epoch the set is no longer
+// theirs: the registration that began it put them back already.
+// ARGV: 1 task prefix, 2 in-flight key, 3 queue key, 4 endpoint, 5 epoch, 6 epoch key,
 // 7 waiting, 8 stamp, then ids. Returns how many went back to the queue.
 constexpr const char* kRelinquish = R"lua(
 local back = {}
+if redis.call('GET', ARGV[6]) ~= ARGV[5] then return 0 end
 for i = 9, #ARGV do
   local k = ARGV[1] .. ARGV[i]
-  local v = redis.call('HMGET', k, 's', 'e', 'l', 't', 'n')
-  if v[1] == ARGV[6] and v[2] == ARGV[4] and v[3] == ARGV[5] then
-    redis.call('HSET', k, 's', ARGV[7], 't', v[4] .. ARGV[8], 'n', math.max((tonumber(v[5]) or 1) - 1, 0))
-    redis.call('ZREM', ARGV[2], ARGV[i])
+  local v = redis.call('HMGET', k, 's', 'e', 't')
+  if v[1] == ARGV[7] and v[2] == ARGV[4] and redis.call('ZREM', ARGV[2], ARGV[i]) == 1 then
+    redis.call('HSET', k, 't', v[3] .. ARGV[8])
     back[#back + 1] = ARGV[i]
   end
 end
 for i = #back, 1, -1 do redis.call('LPUSH', ARGV[3], back[i]) end
 return #back
+)lua";
+
+// Reads tasks, showing one in flight (kLease) as dispatched, its attempt counted.
+// ARGV: 1 task prefix, 2 in-flight prefix, 3 waiting state, 4 dispatched state, 5 "1" to read
+// the spec too, then ids. Returns per id the fields ParseTaskFields reads.
+constexpr const char* kRead = R"lua(
+local out = {}
+for i = 6, #ARGV do
+  local k = ARGV[1] .. ARGV[i]
+  local v
+  if ARGV[5] == '1' then
+    v = redis.call('HMGET', k, 's', 'o', 'f', 'e', 't', 'r', 'x', 'h', 'n', 'm', 'u', 'w', 'k', 'a')
+  else
+    v = redis.call('HMGET', k, 's', 'o', 'f', 'e', 't', 'r', 'x', 'h', 'n', 'm', 'u', 'w', 'k')
+  end
+  if v[1] == ARGV[3] and v[4] and redis.call('ZSCORE', ARGV[2] .. v[4], ARGV[i]) then
+    v[1] = ARGV[4]
+    v[9] = (tonumber(v[9]) or 0) + 1
+  end
+  out[#out + 1] = v
+end
+return out
 )lua";
 
 // ARGV: 1 task prefix, 2 from queue, 3 to queue, 4 to endpoint, 5 offered kernels (",a@1,b@2,"),
@@ -461,6 +515,7 @@ RedisTaskStore::RedisTaskStore(RedisOptions options, StoreOptions store_options)
   };
   submit_ = make(kSubmit);
   lease_ = make(kLease);
+  read_ = make(kRead);
   running_ = make(kRunning);
   complete_ = make(std::string(kRetain) + kComplete);
   cancel_ = make(std::string(kRetain) + kCancel);
@@ -682,7 +737,6 @@ Status RedisTaskStore::SubmitTasks(const std::vector<NewTask>& tasks, int64_t no
     outcome->existing_ids.assign(tasks.size(), "");
   }
   if (tasks.empty()) return Status::Ok();
-  std::string dispatched_state = StateArg(v1::TASK_STATE_DISPATCHED);
   std::string dispatched_stamp = EncodeStamp(TaskStateName(v1::TASK_STATE_DISPATCHED), now_ns);
   std::string waiting_stamp = EncodeStamp(TaskStateName(v1::TASK_STATE_WAITING_FOR_ENDPOINT), now_ns);
   std::string waiting = StateArg(v1::TASK_STATE_WAITING_FOR_ENDPOINT);
@@ -702,7 +756,7 @@ Status RedisTaskStore::SubmitTasks(const std::vector<NewTask>& tasks, int64_t no
                                         waiting,
                                         keys::kTaskPrefix,
                                         keys::kQueuePrefix,
-                                        dispatched_state,
+                                        keys::kEpochPrefix,
                                         dispatched_stamp,
                                         keys::kInFlightPrefix,
                                         keys::kSeqPrefix,
@@ -734,14 +788,12 @@ Status RedisTaskStore::SubmitTasks(const std::vector<NewTask>& tasks, int64_t no
 }
 
 Result<std::vector<v1::TaskSpec>> RedisTaskStore::LeaseTasks(const std::string& endpoint, int64_t lease_epoch, int max,
-                                                             int64_t now_ns) {
+                                                             int64_t /*now_ns*/) {
   std::string q = keys::Queue(endpoint), inflight = keys::InFlight(endpoint), seq = keys::Seq(endpoint);
-  std::string max_s = Num(max), epoch = Num(lease_epoch);
-  std::string stamp = EncodeStamp(TaskStateName(v1::TASK_STATE_DISPATCHED), now_ns);
+  std::string max_s = Num(max), epoch = Num(lease_epoch), epoch_key = keys::Epoch(endpoint);
   std::string waiting = StateArg(v1::TASK_STATE_WAITING_FOR_ENDPOINT);
-  std::string dispatched = StateArg(v1::TASK_STATE_DISPATCHED);
-  LOOM_ASSIGN_OR_RETURN(
-      auto r, Eval(lease_, {"0", q, inflight, seq, keys::kTaskPrefix, max_s, stamp, waiting, dispatched, epoch}));
+  LOOM_ASSIGN_OR_RETURN(auto r,
+                        Eval(lease_, {"0", q, inflight, seq, keys::kTaskPrefix, max_s, epoch_key, waiting, epoch}));
   std::vector<v1::TaskSpec> out;
   out.reserve(r->elements);
   for (size_t i = 0; i < r->elements; ++i) {
@@ -755,12 +807,13 @@ Result<std::vector<v1::TaskSpec>> RedisTaskStore::LeaseTasks(const std::string& 
 
 Status RedisTaskStore::MarkRunning(const std::vector<v1::TaskStarted>& started) {
   if (started.empty()) return Status::Ok();
-  std::string allowed = PredecessorsArg(v1::TASK_STATE_RUNNING);
+  std::string dispatched = StateArg(v1::TASK_STATE_DISPATCHED);
   std::string running = StateArg(v1::TASK_STATE_RUNNING);
+  std::string waiting = StateArg(v1::TASK_STATE_WAITING_FOR_ENDPOINT);
   std::vector<std::string> stamps;
   stamps.reserve(started.size());
   for (const auto& s : started) stamps.push_back(EncodeStamp(TaskStateName(v1::TASK_STATE_RUNNING), s.unix_nanos()));
-  std::vector<std::string_view> args = {"0", keys::kTaskPrefix, allowed, running};
+  std::vector<std::string_view> args = {"0", keys::kTaskPrefix, dispatched, running, waiting, keys::kInFlightPrefix};
   for (size_t i = 0; i < started.size(); ++i) args.insert(args.end(), {started[i].task_id(), stamps[i]});
   LOOM_ASSIGN_OR_RETURN(auto r, Eval(running_, args));
   return Status::Ok();
@@ -772,7 +825,7 @@ namespace {
 struct CompleteCall {
   explicit CompleteCall(int64_t now_ns, int64_t ttl_seconds) : expiry(now_ns, ttl_seconds) {}
   ExpiryArgs expiry;
-  std::string endpoint, inflight, queue, epoch, success, failed, waiting, dispatched, running, ttl, deaths;
+  std::string endpoint, inflight, queue, epoch, epoch_key, success, failed, waiting, dispatched, running, ttl, deaths;
   std::string ok_stamp, fail_stamp, retry_stamp, now, lost, poison, exhausted, kernel_error;
   const std::vector<v1::TaskResult>* results = nullptr;
   std::vector<std::string> payloads, stamps, kinds;
@@ -787,6 +840,7 @@ std::unique_ptr<CompleteCall> PrepareComplete(const std::string& endpoint, int64
   c->inflight = keys::InFlight(endpoint);
   c->queue = keys::Queue(endpoint);
   c->epoch = Num(lease_epoch);
+  c->epoch_key = keys::Epoch(endpoint);
   c->success = StateArg(v1::TASK_STATE_SUCCESS);
   c->failed = StateArg(v1::TASK_STATE_FAILED);
   c->waiting = StateArg(v1::TASK_STATE_WAITING_FOR_ENDPOINT);
@@ -808,6 +862,7 @@ std::unique_ptr<CompleteCall> PrepareComplete(const std::string& endpoint, int64
   for (const auto& r : results) {
     c->payloads.push_back(r.ok() ? r.value().SerializeAsString() : SanitizeForHistory(r.error()));
     std::string st;
+    if (r.leased_unix_nanos() > 0) st = EncodeStamp(TaskStateName(v1::TASK_STATE_DISPATCHED), r.leased_unix_nanos());
     for (const auto& t : r.timestamps()) st += EncodeStamp(t.stage(), t.unix_nanos());
     c->stamps.push_back(std::move(st));
     c->kinds.push_back(Num(r.failure()));
@@ -837,7 +892,8 @@ std::unique_ptr<CompleteCall> PrepareComplete(const std::string& endpoint, int64
              c->kernel_error,
              keys::kExpiry,
              c->expiry.list,
-             c->expiry.bucket};
+             c->expiry.bucket,
+             c->epoch_key};
   c->args.reserve(c->args.size() + results.size() * 5);
   for (size_t i = 0; i < results.size(); ++i) {
     c->args.insert(c->args.end(),
@@ -953,24 +1009,24 @@ std::vector<Result<CompleteOutcome>> RedisTaskStore::CompleteTasksMany(const std
 
 Result<std::vector<std::optional<v1::TaskRecord>>> RedisTaskStore::GetTasks(const std::vector<std::string>& ids,
                                                                             bool include_args) {
-  LOOM_ASSIGN_OR_RETURN(auto conn, pool_.Acquire());
-  for (const auto& id : ids) {
-    std::string key = keys::Task(id);
-    std::vector<std::string_view> argv = {
-        "HMGET",   key,         f::kState,    f::kOwner,       f::kFunction, f::kEndpoint, f::kTimestamps, f::kResult,
-        f::kError, f::kHistory, f::kAttempts, f::kMaxAttempts, f::kFailure,  f::kTimeout,  f::kIdemKey};
-    if (include_args) argv.push_back(f::kSpec);
-    conn->Append(argv);
-  }
   std::vector<std::optional<v1::TaskRecord>> out;
+  if (ids.empty()) return out;
+  const std::string waiting = StateArg(v1::TASK_STATE_WAITING_FOR_ENDPOINT);
+  const std::string dispatched = StateArg(v1::TASK_STATE_DISPATCHED);
+  std::vector<std::string_view> args = {"0",     keys::kTaskPrefix, keys::kInFlightPrefix,
+                                        waiting, dispatched,        include_args ? "1" : "0"};
+  args.insert(args.end(), ids.begin(), ids.end());
+  LOOM_ASSIGN_OR_RETURN(auto r, Eval(read_, args));
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != ids.size())
+    return Internal("unexpected reply from the read script");
   out.reserve(ids.size());
-  for (const auto& id : ids) {
-    LOOM_ASSIGN_OR_RETURN(auto r, conn->GetReply());
-    if (r->elements < 13 || ReplyIsNil(r->element[0])) {
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const redisReply* e = r->element[i];
+    if (e->type != REDIS_REPLY_ARRAY || e->elements < 13 || ReplyIsNil(e->element[0])) {
       out.emplace_back();
       continue;
     }
-    out.emplace_back(MakeRecord(id, ParseTaskFields(r.get())));
+    out.emplace_back(MakeRecord(ids[i], ParseTaskFields(e)));
   }
   return out;
 }
@@ -1025,8 +1081,10 @@ Result<int64_t> RedisTaskStore::DeleteTasks(const std::vector<std::string>& ids)
 Result<LostOutcome> RedisTaskStore::Lose(const std::string& endpoint, const std::string& mode, const std::string& epoch,
                                          const std::vector<std::string>& held, const std::string& reason,
                                          int64_t now_ns) {
-  const std::string inflight = keys::InFlight(endpoint), queue = keys::Queue(endpoint);
+  const std::string inflight = keys::InFlight(endpoint), queue = keys::Queue(endpoint),
+                    epoch_key = keys::Epoch(endpoint);
   const std::string waiting = StateArg(v1::TASK_STATE_WAITING_FOR_ENDPOINT);
+  const std::string dispatched = StateArg(v1::TASK_STATE_DISPATCHED);
   const std::string running = StateArg(v1::TASK_STATE_RUNNING), failed = StateArg(v1::TASK_STATE_FAILED);
   const std::string ttl = Num(options_.result_ttl_seconds), now = Num(now_ns);
   const std::string requeued = EncodeStamp("requeued", now_ns);
@@ -1055,7 +1113,9 @@ Result<LostOutcome> RedisTaskStore::Lose(const std::string& endpoint, const std:
                                         keys::kIdempotencyPrefix,
                                         keys::kExpiry,
                                         expiry.list,
-                                        expiry.bucket};
+                                        expiry.bucket,
+                                        epoch_key,
+                                        dispatched};
   for (const auto& id : held) args.push_back(id);
   LOOM_ASSIGN_OR_RETURN(auto r, Eval(lose_, args));
   if (r->type != REDIS_REPLY_ARRAY || r->elements < 2) return Internal("unexpected reply from the requeue script");
@@ -1068,7 +1128,7 @@ Result<LostOutcome> RedisTaskStore::Lose(const std::string& endpoint, const std:
 
 Result<LostOutcome> RedisTaskStore::RegisterSession(const std::string& endpoint, const std::vector<std::string>& held,
                                                     const std::string& reason, int64_t now_ns) {
-  return Lose(endpoint, "register", keys::Epoch(endpoint), held, reason, now_ns);
+  return Lose(endpoint, "register", "", held, reason, now_ns);
 }
 
 Result<LostOutcome> RedisTaskStore::ReleaseSession(const std::string& endpoint, int64_t lease_epoch,
@@ -1080,11 +1140,11 @@ Result<int64_t> RedisTaskStore::RelinquishTasks(const std::string& endpoint, int
                                                 const std::vector<std::string>& ids, int64_t now_ns) {
   if (ids.empty()) return 0;
   const std::string inflight = keys::InFlight(endpoint), queue = keys::Queue(endpoint), epoch = Num(lease_epoch);
-  const std::string dispatched = StateArg(v1::TASK_STATE_DISPATCHED);
+  const std::string epoch_key = keys::Epoch(endpoint);
   const std::string waiting = StateArg(v1::TASK_STATE_WAITING_FOR_ENDPOINT);
   const std::string stamp = EncodeStamp("requeued", now_ns);
   std::vector<std::string_view> args = {"0",   keys::kTaskPrefix, inflight, queue, endpoint,
-                                        epoch, dispatched,        waiting,  stamp};
+                                        epoch, epoch_key,         waiting,  stamp};
   for (const auto& id : ids) args.push_back(id);
   LOOM_ASSIGN_OR_RETURN(auto r, Eval(relinquish_, args));
   return static_cast<int64_t>(r->integer);

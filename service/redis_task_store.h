@@ -69,7 +69,8 @@ class RedisTaskStore final : public TaskStore {
 
   RedisPool pool_;
   const StoreOptions options_;
-  Script submit_, lease_, running_, complete_, cancel_, delete_, lose_, relinquish_, failover_, put_function_, sweep_;
+  Script submit_, lease_, read_, running_, complete_, cancel_, delete_, lose_, relinquish_, failover_, put_function_,
+      sweep_;
 };
 
 }  // namespace loom::service

@@ -118,7 +118,8 @@ class TaskStore {
 
   // Records every task (state waiting-for-endpoint, stamped "received" at its `received_ns` and
   // "waiting-for-endpoint" at `now_ns`) and appends it to its endpoint's queue, all or nothing.
-  // A task marked `direct` whose endpoint's queue is empty is dispatched instead (also stamped
+  // A task marked `direct` whose endpoint's queue is empty, and whose `lease_epoch` is that of
+  // the endpoint's latest session (RegisterSession), is dispatched instead (also stamped
   // "dispatched"); `dispatched`, when given, says which were (one entry per task).
   // With max_queue_depth > 0, a batch that would take an endpoint's queue past it is refused
   // whole with kResourceExhausted naming the endpoint and the limit.
@@ -129,7 +130,11 @@ class TaskStore {
 
   // Takes up to `max` waiting tasks from the head of the endpoint's queue, marks them
   // dispatched and leased to the session with `lease_epoch` (one more attempt), and returns
-  // their specs in queue order. Tasks cancelled while queued are skipped.
+  // their specs in queue order. Tasks cancelled while queued are skipped. Nothing is leased
+  // when `lease_epoch` is not the endpoint's latest session's. A lease is not stamped: the
+  // "dispatched" stamp of a leased task comes with its result (TaskResult.leased_unix_nanos,
+  // which CompleteTasks records ahead of the result's stamps), so the Redis store need not
+  // write the task again (`now_ns` is not used).
   virtual Result<std::vector<v1::TaskSpec>> LeaseTasks(const std::string& endpoint, int64_t lease_epoch, int max,
                                                        int64_t now_ns) = 0;
 
@@ -141,7 +146,8 @@ class TaskStore {
   // A worker-lost failure is retried (back to the tail of the queue) while the task has
   // attempts left and has killed fewer than max_worker_deaths workers; otherwise it fails
   // (attempts exhausted, or poison). Other failures are final. Every failed attempt is added
-  // to the task's attempt history. A result for a task not leased to this session (stale
+  // to the task's attempt history. A result's leased_unix_nanos, when set, is recorded as the
+  // "dispatched" stamp ahead of its own stamps. A result for a task not leased to this session (stale
   // lease, already terminal, cancelled, unknown) is rejected and counted.
   virtual Result<CompleteOutcome> CompleteTasks(const std::string& endpoint, int64_t lease_epoch,
                                                 const std::vector<v1::TaskResult>& results, int64_t now_ns) = 0;

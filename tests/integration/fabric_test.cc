@@ -259,12 +259,24 @@ TEST_F(FabricTest, BatchOfTenThousandEchoTasksReturnsEveryResultExactlyOnce) {
   EXPECT_EQ(seen.size(), static_cast<size_t>(kN));
   EXPECT_EQ(wrong, 0);
   for (const auto& [id, n] : seen) ASSERT_EQ(n, 1) << id;
-  // And the store agrees: every one is a success with the right value.
+  // And the store agrees: every one is a success with the right value. Each was dispatched
+  // once, in time order: most of them were leased from the queue (the endpoint has credit for
+  // far fewer than 10,000), whose lease writes no stamp, so theirs came back with the result.
   auto recs = client_->GetTasks(*ids);
   ASSERT_TRUE(recs.ok()) << recs.status().ToString();
   for (int i = 0; i < kN; ++i) {
-    ASSERT_EQ((*recs)[i].state(), v1::TASK_STATE_SUCCESS);
-    ASSERT_EQ((*recs)[i].result().int_value(), i);
+    const v1::TaskRecord& r = (*recs)[i];
+    ASSERT_EQ(r.state(), v1::TASK_STATE_SUCCESS);
+    ASSERT_EQ(r.result().int_value(), i);
+    ASSERT_EQ(r.attempts(), 1);
+    auto stages = Stages(r);
+    ASSERT_EQ(std::count(stages.begin(), stages.end(), "dispatched"), 1) << r.DebugString();
+    const auto at = [&](const char* stage) { return std::find(stages.begin(), stages.end(), stage) - stages.begin(); };
+    ASSERT_LT(at("waiting-for-endpoint"), at("dispatched")) << r.DebugString();
+    ASSERT_LT(at("dispatched"), at("endpoint_received")) << r.DebugString();
+    for (int k = 1; k < r.timestamps_size(); ++k) {
+      ASSERT_GE(r.timestamps(k).unix_nanos(), r.timestamps(k - 1).unix_nanos()) << r.DebugString();
+    }
   }
 }
 

@@ -63,6 +63,8 @@ class ApiTest : public ::testing::Test {
                                        v1::VALUE_TYPE_NUMBER);
     *ep.add_kernels() = MakeKernelInfo("echo", "1", "", {Param("value", v1::VALUE_TYPE_ANY, "")}, v1::VALUE_TYPE_ANY);
     ASSERT_TRUE(store_.PutEndpoint(ep).ok());
+    // Its session (lease epoch 1): the store leases only to an endpoint's latest session.
+    ASSERT_EQ(store_.RegisterSession("ep1", {}, "test", 0)->lease_epoch, 1);
     v1::EndpointRecord offline;
     offline.set_id("never");
     offline.set_status(v1::ENDPOINT_STATUS_NEVER_CONNECTED);

@@ -379,6 +379,7 @@ TEST_F(TenancyTest, TasksCarryTheirOwnersForTheEndpointsOwnCheck) {
   auto rec = store_.GetTasks({id->task_id()}, true);
   ASSERT_TRUE(rec.ok() && (*rec)[0].has_value());
   // The spec the endpoint receives names who submitted it and whose function it is.
+  ASSERT_EQ(store_.RegisterSession("lab", {}, "test", NowNanos())->lease_epoch, 1);
   auto leased = store_.LeaseTasks("lab", 1, 10, NowNanos());
   ASSERT_TRUE(leased.ok()) << leased.status().ToString();
   ASSERT_EQ(leased->size(), 1u);

@@ -161,6 +161,9 @@ TEST(ServiceMetricsTest, SamplesQueueDepthPerEndpointAndSumsThoseOverTheLabelCap
   for (int i = 0; i < 3; ++i) tasks.push_back(Queued("c"));
   for (int i = 0; i < 4; ++i) tasks.push_back(Queued("d"));
   ASSERT_TRUE(store.SubmitTasks(tasks, 1).ok());
+  // Sessions of epoch 1: the store leases only to an endpoint's latest session.
+  ASSERT_EQ(store.RegisterSession("c", {}, "test", 1)->lease_epoch, 1);
+  ASSERT_EQ(store.RegisterSession("d", {}, "test", 1)->lease_epoch, 1);
   auto leased = store.LeaseTasks("d", 1, 1, 2);
   ASSERT_TRUE(leased.ok() && leased->size() == 1);
 

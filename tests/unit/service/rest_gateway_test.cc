@@ -81,6 +81,8 @@ class RestGatewayTest : public ::testing::Test {
     limits_.max_message_bytes = 16 * 1024;
     limits_.max_batch = 50;
     api_ = std::make_unique<LoomApi>(&store_, &hub_, &notifier_, limits_);
+    // ep1's session (lease epoch 1): the store leases only to an endpoint's latest session.
+    ASSERT_EQ(store_.RegisterSession("ep1", {}, "test", 0)->lease_epoch, 1);
     v1::EndpointRecord ep;
     ep.set_id("ep1");
     ep.set_owner("alice");

@@ -57,7 +57,14 @@ std::unique_ptr<TaskStore> MakeRedis() {
 
 class TaskStoreContract : public ::testing::TestWithParam<std::pair<const char*, Factory>> {
  protected:
-  void SetUp() override { store_ = GetParam().second(); }
+  void SetUp() override {
+    store_ = GetParam().second();
+    // Leases and direct dispatch happen only under an endpoint's latest session: these endpoints'
+    // sessions have registered until their epoch is kEpoch.
+    for (const char* ep : {"ep1", "ep2", "ep3", "ep4", "other", "even", "odd"}) {
+      for (int64_t e = 0; e < kEpoch; ++e) ASSERT_TRUE(store_->RegisterSession(ep, {}, "setup", 1).ok());
+    }
+  }
 
   NewTask Task(const std::string& id, const std::string& ep, int64_t arg = 1, int max_attempts = 3) {
     NewTask t;
@@ -258,6 +265,7 @@ TEST_P(TaskStoreContract, DirectTasksAreDispatchedOnlyWhenNothingIsQueuedAheadOf
   ASSERT_TRUE(store_->SubmitTasks(tasks, 200, &out).ok());
   // d3 is direct but q1 is queued ahead of it, so it queues too.
   EXPECT_EQ(out.dispatched, (std::vector<bool>{true, true, false, false, true}));
+  // A leased task's record shows it dispatched, its attempt counted, as a direct one's does.
   EXPECT_EQ(Get("d1").attempts(), 1);
   EXPECT_EQ(Get("q1").attempts(), 0);
   EXPECT_EQ(Get("d1").state(), v1::TASK_STATE_DISPATCHED);
@@ -270,11 +278,18 @@ TEST_P(TaskStoreContract, DirectTasksAreDispatchedOnlyWhenNothingIsQueuedAheadOf
   EXPECT_EQ(Complete("ep1", {Ok("d1", 1)}, 300)->finished.size(), 1u);
   EXPECT_EQ(store_->ReleaseSession("ep1", kEpoch, "gone", 400)->requeued, 1);
   EXPECT_EQ(Ids(*Lease("ep1", 10, 500)), (std::vector<std::string>{"d2", "q1", "d3"}));
-  // Later direct submits see an empty queue again.
-  std::vector<NewTask> later = {Task("d4", "ep1")};
-  later[0].direct = true;
+  EXPECT_EQ(Get("q1").state(), v1::TASK_STATE_DISPATCHED);
+  EXPECT_EQ(Get("q1").attempts(), 1);
+  // Later direct submits see an empty queue again, under the endpoint's latest session only:
+  // credit of a session that was replaced (an older epoch) queues the task.
+  std::vector<NewTask> later = {Task("d4", "ep1"), Task("d5", "ep2")};
+  later[0].direct = later[1].direct = true;
+  later[0].lease_epoch = kEpoch;
+  later[1].lease_epoch = kEpoch - 1;
   ASSERT_TRUE(store_->SubmitTasks(later, 600, &out).ok());
-  EXPECT_EQ(out.dispatched, (std::vector<bool>{true}));
+  EXPECT_EQ(out.dispatched, (std::vector<bool>{true, false}));
+  EXPECT_EQ(Get("d5").state(), v1::TASK_STATE_WAITING_FOR_ENDPOINT);
+  EXPECT_EQ(*store_->QueueDepth("ep2"), 1);
 }
 
 TEST_P(TaskStoreContract, RefusesABatchThatWouldOverfillAQueueWhole) {
@@ -330,7 +345,9 @@ TEST_P(TaskStoreContract, MarksDispatchedTasksRunningOnly) {
 TEST_P(TaskStoreContract, CommitsEachResultOnceWithValueErrorAndTimestamps) {
   Submit({"a", "b"});
   ASSERT_TRUE(Lease("ep1", 2, 300).ok());
-  auto out = Complete("ep1", {Ok("a", 42), Err("b", "boom")}, 500);
+  auto ok = Ok("a", 42);
+  ok.set_leased_unix_nanos(300);  // the lease's time, which the endpoint returns with the result
+  auto out = Complete("ep1", {ok, Err("b", "boom")}, 500);
   ASSERT_TRUE(out.ok()) << out.status().ToString();
   const auto& done = out->finished;
   ASSERT_EQ(done.size(), 2u);
@@ -344,8 +361,12 @@ TEST_P(TaskStoreContract, CommitsEachResultOnceWithValueErrorAndTimestamps) {
   auto a = Get("a");
   EXPECT_EQ(a.state(), v1::TASK_STATE_SUCCESS);
   EXPECT_EQ(a.result().int_value(), 42);
+  // A lease writes no stamp: the result brings the "dispatched" one, ahead of its own.
   EXPECT_EQ(Stages(a),
             (std::vector<std::string>{"received", "waiting-for-endpoint", "dispatched", "worker_started", "success"}));
+  EXPECT_EQ(a.timestamps(2).unix_nanos(), 300);
+  EXPECT_EQ(Stages(done[0]), Stages(a));
+  EXPECT_EQ(Stages(Get("b")), (std::vector<std::string>{"received", "waiting-for-endpoint", "failed"}));
   EXPECT_EQ(Get("b").error(), "boom");
   EXPECT_EQ(*store_->InFlightCount("ep1"), 0);
   // A second result for the same task changes nothing.
@@ -479,8 +500,10 @@ TEST_P(TaskStoreContract, ALostSessionGivesBackUnstartedAttemptsAndChargesRunnin
   EXPECT_EQ(a.attempt_history(0).ended_unix_nanos(), 900);
   EXPECT_EQ(Get("b").attempts(), 0);
   EXPECT_EQ(Get("b").attempt_history_size(), 0);
-  // Back at the head in dispatch order; the next lease is attempt 2 of a.
-  EXPECT_EQ(Ids(*Lease("ep1", 10, 1000, kEpoch + 1)), (std::vector<std::string>{"a", "b"}));
+  // Back at the head in dispatch order; the next lease (of the next session) is attempt 2 of a.
+  EXPECT_TRUE(Lease("ep1", 10, 950, kEpoch + 1)->empty());  // no such session yet
+  const int64_t next = store_->RegisterSession("ep1", {}, "back", 980)->lease_epoch;
+  EXPECT_EQ(Ids(*Lease("ep1", 10, 1000, next)), (std::vector<std::string>{"a", "b"}));
   EXPECT_EQ(Get("a").attempts(), 2);
 }
 
@@ -561,17 +584,17 @@ TEST_P(TaskStoreContract, KernelErrorsAndTimeoutsAreFinal) {
 TEST_P(TaskStoreContract, RelinquishGivesBackDirectTasksThatWereNeverSent) {
   std::vector<NewTask> tasks = {Task("d", "ep1")};
   tasks[0].direct = true;
-  tasks[0].lease_epoch = 5;
+  tasks[0].lease_epoch = kEpoch;
   SubmitOutcome out;
   ASSERT_TRUE(store_->SubmitTasks(tasks, 200, &out).ok());
   ASSERT_TRUE(out.dispatched[0]);
-  EXPECT_EQ(*store_->RelinquishTasks("ep1", 4, {"d"}, 300), 0);  // not that session's
-  EXPECT_EQ(*store_->RelinquishTasks("ep1", 5, {"d", "unknown"}, 300), 1);
+  EXPECT_EQ(*store_->RelinquishTasks("ep1", kEpoch - 1, {"d"}, 300), 0);  // not that session's
+  EXPECT_EQ(*store_->RelinquishTasks("ep1", kEpoch, {"d", "unknown"}, 300), 1);
   auto d = Get("d");
   EXPECT_EQ(d.state(), v1::TASK_STATE_WAITING_FOR_ENDPOINT);
   EXPECT_EQ(d.attempts(), 0);
   EXPECT_EQ(*store_->InFlightCount("ep1"), 0);
-  EXPECT_EQ(Ids(*Lease("ep1", 10, 400, 6)), (std::vector<std::string>{"d"}));
+  EXPECT_EQ(Ids(*Lease("ep1", 10, 400)), (std::vector<std::string>{"d"}));
 }
 
 TEST_P(TaskStoreContract, AnIdempotencyKeyMapsARetriedSubmitToTheFirstTask) {
@@ -744,6 +767,7 @@ TEST(RedisTaskStoreRetention, FinishedTasksAreDeletedOnceTheResultTtlHasPassed) 
   for (const char* id : {"a", "b", "c", "d"}) tasks.push_back(OneAttemptTask(id));
   tasks[0].idempotency_key = "ka";
   ASSERT_TRUE(store.SubmitTasks(tasks, 100).ok());
+  ASSERT_EQ(store.RegisterSession("ep1", {}, "x", 150)->lease_epoch, 1);
   // a succeeds, b is cancelled, c fails with its lost endpoint, d stays queued.
   ASSERT_EQ(store.LeaseTasks("ep1", 1, 1, 200)->size(), 1u);
   v1::TaskResult r;
@@ -799,6 +823,7 @@ TEST(RedisTaskStoreRetention, SweepsTakeAtMostTheirBudgetOldestFirst) {
     ids.push_back(tasks.back().id);
   }
   ASSERT_TRUE(store.SubmitTasks(tasks, 100).ok());
+  ASSERT_EQ(store.RegisterSession("ep1", {}, "x", 150)->lease_epoch, 1);
   ASSERT_EQ(store.LeaseTasks("ep1", 1, 2500, 200)->size(), 2500u);
   std::vector<v1::TaskResult> early, late;
   for (size_t i = 0; i < tasks.size(); ++i) {
@@ -857,6 +882,7 @@ TEST(RedisTaskStoreMemory, TaskHashesStayListpacksUnderLoomsRedisSettings) {
   ASSERT_TRUE(store.SubmitTasks({t}, 100).ok());
   auto encoding = [&] { return ReplyString((*(*conn)->Command({"OBJECT", "ENCODING", "loom:task:a"})).get()); };
   EXPECT_EQ(encoding(), "listpack");
+  ASSERT_EQ(store.RegisterSession("ep1", {}, "x", 150)->lease_epoch, 1);
   ASSERT_EQ(store.LeaseTasks("ep1", 1, 1, 200)->size(), 1u);
   v1::TaskResult r;
   r.set_task_id("a");
@@ -891,8 +917,10 @@ TEST(RedisTaskStoreTest, CompleteTasksManySurvivesALostScriptCache) {
     return t;
   };
   ASSERT_TRUE(store->SubmitTasks({task("x1", "ep1"), task("y1", "ep2")}, 200).ok());
-  ASSERT_EQ(store->LeaseTasks("ep1", 3, 10, 300)->size(), 1u);
-  ASSERT_EQ(store->LeaseTasks("ep2", 3, 10, 300)->size(), 1u);
+  ASSERT_EQ(store->RegisterSession("ep1", {}, "x", 250)->lease_epoch, 1);
+  ASSERT_EQ(store->RegisterSession("ep2", {}, "x", 250)->lease_epoch, 1);
+  ASSERT_EQ(store->LeaseTasks("ep1", 1, 10, 300)->size(), 1u);
+  ASSERT_EQ(store->LeaseTasks("ep2", 1, 10, 300)->size(), 1u);
   auto conn = RedisConnection::Connect(TestRedis());
   ASSERT_TRUE(conn.ok());
   ASSERT_TRUE((*conn)->Command({"SCRIPT", "FLUSH"}).ok());
@@ -905,7 +933,7 @@ TEST(RedisTaskStoreTest, CompleteTasksManySurvivesALostScriptCache) {
   };
   const std::string ep1 = "ep1", ep2 = "ep2";
   const std::vector<v1::TaskResult> r1 = {ok("x1")}, r2 = {ok("y1")};
-  auto out = store->CompleteTasksMany({{&ep1, 3, &r1}, {&ep2, 3, &r2}}, 400);
+  auto out = store->CompleteTasksMany({{&ep1, 1, &r1}, {&ep2, 1, &r2}}, 400);
   ASSERT_EQ(out.size(), 2u);
   for (const auto& o : out) {
     ASSERT_TRUE(o.ok()) << o.status().ToString();
