@@ -36,7 +36,9 @@ void CompletionHub::Publish(std::vector<v1::TaskRecord> records) {
   const auto now = Clock::now();
   std::lock_guard lock(mu_);
   for (auto& r : records) {
-    if (!expected_.empty()) expected_.erase(r.id());
+    if (!expected_.empty()) {
+      if (auto key = KeyOf(r.id())) expected_.erase(*key);
+    }
     auto [b, e] = watchers_.equal_range(r.id());
     if (b == e) {
       KeepUnclaimed(std::move(r), now);
@@ -88,17 +90,48 @@ void CompletionHub::EvictUnclaimed(Clock::time_point now) {
   }
 }
 
+std::optional<CompletionHub::IdKey> CompletionHub::KeyOf(std::string_view id) {
+  if (id.size() != 32) return std::nullopt;
+  IdKey key;
+  for (size_t i = 0; i < 32; ++i) {
+    const char c = id[i];
+    uint64_t v;
+    if (c >= '0' && c <= '9') {
+      v = static_cast<uint64_t>(c - '0');
+    } else if (c >= 'a' && c <= 'f') {
+      v = static_cast<uint64_t>(c - 'a' + 10);
+    } else {
+      return std::nullopt;  // not one of the service's ids (upper case included: ids are exact)
+    }
+    uint64_t& half = i < 16 ? key.hi : key.lo;
+    half = (half << 4) | v;
+  }
+  return key;
+}
+
+uint32_t CompletionHub::OwnerIndex(const std::string& owner) {
+  auto [it, fresh] = owner_index_.try_emplace(owner, static_cast<uint32_t>(owners_.size()));
+  if (fresh) owners_.push_back(owner);
+  return it->second;
+}
+
 void CompletionHub::Expect(const std::vector<std::string>& ids, const std::string& owner) {
   const auto max = static_cast<size_t>(options_.max_expected);
   std::lock_guard lock(mu_);
+  if (max == 0) return;
+  const uint32_t who = OwnerIndex(owner);
   // When full, the newest are not remembered (a wait for them asks the store); room comes back
   // as tasks finish.
-  for (size_t i = 0; i < ids.size() && expected_.size() < max; ++i) expected_.insert_or_assign(ids[i], owner);
+  for (size_t i = 0; i < ids.size() && expected_.size() < max; ++i) {
+    if (auto key = KeyOf(ids[i])) expected_.insert_or_assign(*key, who);
+  }
 }
 
 void CompletionHub::Unexpect(const std::vector<std::string>& ids) {
   std::lock_guard lock(mu_);
-  for (const auto& id : ids) expected_.erase(id);
+  for (const auto& id : ids) {
+    if (auto key = KeyOf(id)) expected_.erase(*key);
+  }
 }
 
 std::vector<CompletionHub::Known> CompletionHub::Claim(const std::vector<std::string>& ids) {
@@ -108,8 +141,9 @@ std::vector<CompletionHub::Known> CompletionHub::Claim(const std::vector<std::st
   EvictUnclaimed(now);
   if (unclaimed_.empty() && expected_.empty()) return out;
   for (size_t i = 0; i < ids.size(); ++i) {
-    if (auto it = expected_.find(ids[i]); it != expected_.end()) {
-      out[i].owner = it->second;
+    auto key = expected_.empty() ? std::nullopt : KeyOf(ids[i]);
+    if (auto it = key ? expected_.find(*key) : expected_.end(); it != expected_.end()) {
+      out[i].owner = owners_[it->second];
     } else if (auto u = unclaimed_.find(ids[i]); u != unclaimed_.end()) {
       out[i].record = std::move(u->second.record);
       EraseUnclaimed(u);

@@ -8,14 +8,18 @@
 // Claim answers from both; what it does not know is read from the store. Thread-safe.
 #pragma once
 
+#include <absl/container/flat_hash_map.h>
+
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -100,8 +104,24 @@ class CompletionHub {
   std::unordered_map<std::string, Unclaimed> unclaimed_;          // GUARDED_BY(mu_)
   std::deque<std::pair<uint64_t, std::string>> unclaimed_order_;  // GUARDED_BY(mu_): oldest first
   int64_t unclaimed_bytes_ = 0;                                   // GUARDED_BY(mu_)
-  std::unordered_map<std::string, std::string> expected_;         // GUARDED_BY(mu_): id -> owner
-  uint64_t next_seq_ = 0;                                         // GUARDED_BY(mu_)
+  // Tasks expected to finish, by id -> owner. The service's ids are 32 hex digits (NewId), kept
+  // as their 128 bits in a flat table, and owners as indices into owners_: an entry allocates
+  // nothing, and a lookup touches one slot, not a node and a string elsewhere (this map is
+  // consulted three times a task). An id of another form is not remembered.
+  struct IdKey {
+    uint64_t hi = 0, lo = 0;
+    bool operator==(const IdKey&) const = default;
+    template <typename H>
+    friend H AbslHashValue(H h, const IdKey& k) {
+      return H::combine(std::move(h), k.hi, k.lo);
+    }
+  };
+  static std::optional<IdKey> KeyOf(std::string_view id);
+  uint32_t OwnerIndex(const std::string& owner);            // REQUIRES: mu_
+  absl::flat_hash_map<IdKey, uint32_t> expected_;           // GUARDED_BY(mu_): id -> owners_ index
+  std::vector<std::string> owners_;                         // GUARDED_BY(mu_)
+  absl::flat_hash_map<std::string, uint32_t> owner_index_;  // GUARDED_BY(mu_)
+  uint64_t next_seq_ = 0;                                   // GUARDED_BY(mu_)
   std::function<void(const std::vector<v1::TaskRecord>&)> observer_;
 };
 

@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   build-essential cmake pkg-config ccache clang libclang-rt-dev
   libzmq3-dev cppzmq-dev
-  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   libhiredis-dev redis-server
   libspdlog-dev libssl-dev libyaml-cpp-dev libcli11-dev
   libgtest-dev libgmock-dev

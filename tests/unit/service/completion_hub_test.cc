@@ -2,9 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <chrono>
 #include <string>
 #include <vector>
+
+#include "common/util.h"
 
 namespace loom::service {
 namespace {
@@ -138,16 +141,24 @@ TEST(CompletionHubTest, ARepublishedRecordReplacesTheKeptOne) {
   EXPECT_EQ(hub.unclaimed_bytes(), 0);
 }
 
+// Ids of the form the service gives tasks (NewId: 32 hex digits), which is what the hub remembers.
+std::string TaskId(int n) {
+  std::string id = NewId();
+  id[31] = "0123456789abcdef"[n % 16];
+  return id;
+}
+
 TEST(CompletionHubTest, ExpectedTasksAreKnownByOwnerUntilPublished) {
   CompletionHub hub;
-  hub.Expect({"t1", "t2", "t3"}, "alice");
-  hub.Unexpect({"t3"});
-  auto k = hub.Claim({"t1", "t2", "t3"});
+  const std::string t1 = TaskId(1), t2 = TaskId(2), t3 = TaskId(3);
+  hub.Expect({t1, t2, t3}, "alice");
+  hub.Unexpect({t3});
+  auto k = hub.Claim({t1, t2, t3});
   EXPECT_EQ(k[0].owner, "alice");
   EXPECT_EQ(k[1].owner, "alice");
   EXPECT_FALSE(k[2].owner || k[2].record);
-  hub.Publish({Record("t1", "one")});  // nobody watches: from expected to unclaimed
-  k = hub.Claim({"t1", "t2"});
+  hub.Publish({Record(t1, "one")});  // nobody watches: from expected to unclaimed
+  k = hub.Claim({t1, t2});
   EXPECT_FALSE(k[0].owner);
   ASSERT_TRUE(k[0].record);
   EXPECT_EQ(k[0].record->result().string_value(), "one");
@@ -157,20 +168,47 @@ TEST(CompletionHubTest, ExpectedTasksAreKnownByOwnerUntilPublished) {
 
 TEST(CompletionHubTest, ExpectedTasksBeyondTheLimitAreNotRemembered) {
   CompletionHub hub(HubOptions{1 << 20, std::chrono::milliseconds(60000), 2});
-  hub.Expect({"t1", "t2"}, "alice");
-  hub.Expect({"t3"}, "bob");
+  const std::string t1 = TaskId(1), t2 = TaskId(2), t3 = TaskId(3), t4 = TaskId(4);
+  hub.Expect({t1, t2}, "alice");
+  hub.Expect({t3}, "bob");
   EXPECT_EQ(hub.expected_count(), 2u);
-  auto k = hub.Claim({"t1", "t2", "t3"});
+  auto k = hub.Claim({t1, t2, t3});
   EXPECT_EQ(k[0].owner, "alice");
   EXPECT_EQ(k[1].owner, "alice");
   EXPECT_FALSE(k[2].owner || k[2].record);  // full: asked of the store
   // A finished task makes room.
-  hub.Publish({Record("t1", "one")});
-  hub.Expect({"t4"}, "bob");
-  EXPECT_EQ(hub.Claim({"t4"})[0].owner, "bob");
+  hub.Publish({Record(t1, "one")});
+  hub.Expect({t4}, "bob");
+  EXPECT_EQ(hub.Claim({t4})[0].owner, "bob");
   CompletionHub none(HubOptions{1 << 20, std::chrono::milliseconds(60000), 0});
-  none.Expect({"t1"}, "alice");
+  none.Expect({t1}, "alice");
   EXPECT_EQ(none.expected_count(), 0u);
+}
+
+// The hub keeps expected tasks by the 128 bits of their ids: an id of another form (not 32
+// lower-case hex digits) is not remembered, and a wait for it asks the store; ids that differ
+// only in case are different tasks.
+TEST(CompletionHubTest, OnlyIdsOfTheServicesFormAreRememberedAndExactly) {
+  CompletionHub hub;
+  std::string upper = TaskId(10);
+  for (auto& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  const std::string lower = TaskId(11);
+  std::string lower_as_upper = lower;
+  for (auto& c : lower_as_upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  hub.Expect({"t1", "", upper, lower, lower + "0", lower.substr(1)}, "alice");
+  EXPECT_EQ(hub.expected_count(), 1u);
+  auto k = hub.Claim({"t1", upper, lower, lower_as_upper, lower.substr(1)});
+  EXPECT_FALSE(k[0].owner);
+  EXPECT_FALSE(k[1].owner);
+  EXPECT_EQ(k[2].owner, "alice");
+  EXPECT_FALSE(k[3].owner);
+  EXPECT_FALSE(k[4].owner);
+  // Owners are kept apart per task.
+  const std::string b = TaskId(12);
+  hub.Expect({b}, "bob");
+  k = hub.Claim({lower, b});
+  EXPECT_EQ(k[0].owner, "alice");
+  EXPECT_EQ(k[1].owner, "bob");
 }
 
 }  // namespace
