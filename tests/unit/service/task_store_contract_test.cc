@@ -265,7 +265,6 @@ TEST_P(TaskStoreContract, DirectTasksAreDispatchedOnlyWhenNothingIsQueuedAheadOf
   ASSERT_TRUE(store_->SubmitTasks(tasks, 200, &out).ok());
   // d3 is direct but q1 is queued ahead of it, so it queues too.
   EXPECT_EQ(out.dispatched, (std::vector<bool>{true, true, false, false, true}));
-  // A leased task's record shows it dispatched, its attempt counted, as a direct one's does.
   EXPECT_EQ(Get("d1").attempts(), 1);
   EXPECT_EQ(Get("q1").attempts(), 0);
   EXPECT_EQ(Get("d1").state(), v1::TASK_STATE_DISPATCHED);
@@ -278,6 +277,7 @@ TEST_P(TaskStoreContract, DirectTasksAreDispatchedOnlyWhenNothingIsQueuedAheadOf
   EXPECT_EQ(Complete("ep1", {Ok("d1", 1)}, 300)->finished.size(), 1u);
   EXPECT_EQ(store_->ReleaseSession("ep1", kEpoch, "gone", 400)->requeued, 1);
   EXPECT_EQ(Ids(*Lease("ep1", 10, 500)), (std::vector<std::string>{"d2", "q1", "d3"}));
+  // A leased task's record shows it dispatched, its attempt counted, as a direct one's does.
   EXPECT_EQ(Get("q1").state(), v1::TASK_STATE_DISPATCHED);
   EXPECT_EQ(Get("q1").attempts(), 1);
   // Later direct submits see an empty queue again, under the endpoint's latest session only:
