@@ -195,10 +195,7 @@ Result<CompleteOutcome> InMemoryTaskStore::CompleteTasks(const std::string& endp
       continue;
     }
     Task& t = it->second;
-    if (r.leased_unix_nanos() > 0) {
-      t.stamps += EncodeStamp(TaskStateName(v1::TASK_STATE_DISPATCHED), r.leased_unix_nanos());
-    }
-    for (const auto& s : r.timestamps()) t.stamps += EncodeStamp(s.stage(), s.unix_nanos());
+    t.stamps += EncodeResultStamps(r);
     RemoveInFlight(endpoint, r.task_id());
     if (r.ok()) {
       t.result = r.value().SerializeAsString();

@@ -416,14 +416,10 @@ return #back
 // the spec too, then ids. Returns per id the fields ParseTaskFields reads.
 constexpr const char* kRead = R"lua(
 local out = {}
+local fields = {'s', 'o', 'f', 'e', 't', 'r', 'x', 'h', 'n', 'm', 'u', 'w', 'k'}
+if ARGV[5] == '1' then fields[#fields + 1] = 'a' end
 for i = 6, #ARGV do
-  local k = ARGV[1] .. ARGV[i]
-  local v
-  if ARGV[5] == '1' then
-    v = redis.call('HMGET', k, 's', 'o', 'f', 'e', 't', 'r', 'x', 'h', 'n', 'm', 'u', 'w', 'k', 'a')
-  else
-    v = redis.call('HMGET', k, 's', 'o', 'f', 'e', 't', 'r', 'x', 'h', 'n', 'm', 'u', 'w', 'k')
-  end
+  local v = redis.call('HMGET', ARGV[1] .. ARGV[i], unpack(fields))
   if v[1] == ARGV[3] and v[4] and redis.call('ZSCORE', ARGV[2] .. v[4], ARGV[i]) then
     v[1] = ARGV[4]
     v[9] = (tonumber(v[9]) or 0) + 1
@@ -861,10 +857,7 @@ std::unique_ptr<CompleteCall> PrepareComplete(const std::string& endpoint, int64
   c->kinds.reserve(results.size());
   for (const auto& r : results) {
     c->payloads.push_back(r.ok() ? r.value().SerializeAsString() : SanitizeForHistory(r.error()));
-    std::string st;
-    if (r.leased_unix_nanos() > 0) st = EncodeStamp(TaskStateName(v1::TASK_STATE_DISPATCHED), r.leased_unix_nanos());
-    for (const auto& t : r.timestamps()) st += EncodeStamp(t.stage(), t.unix_nanos());
-    c->stamps.push_back(std::move(st));
+    c->stamps.push_back(EncodeResultStamps(r));
     c->kinds.push_back(Num(r.failure()));
   }
   c->results = &results;

@@ -4,6 +4,8 @@
 #include <charconv>
 #include <vector>
 
+#include "common/task_state.h"
+
 namespace loom::service {
 
 namespace {
@@ -54,6 +56,13 @@ std::string EncodeStamp(std::string_view stage, int64_t unix_nanos) {
   auto v = static_cast<uint64_t>(unix_nanos);
   for (int i = 0; i < 8; ++i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
   return s;
+}
+
+std::string EncodeResultStamps(const v1::TaskResult& r) {
+  std::string out;
+  if (r.leased_unix_nanos() > 0) out = EncodeStamp(TaskStateName(v1::TASK_STATE_DISPATCHED), r.leased_unix_nanos());
+  for (const auto& t : r.timestamps()) out += EncodeStamp(t.stage(), t.unix_nanos());
+  return out;
 }
 
 void DecodeStamps(std::string_view encoded, google::protobuf::RepeatedPtrField<v1::Timestamp>* out) {

@@ -15,6 +15,9 @@ namespace loom::service {
 //   another stage: 0, its length (1 byte), its name (up to 255 bytes), then unix nanos.
 // A task's 8 usual stamps take 72 bytes instead of about 270 as "stage=unix_nanos;" text.
 std::string EncodeStamp(std::string_view stage, int64_t unix_nanos);
+// What a result adds to its task's stamps, in order: its lease's "dispatched" stamp
+// (TaskResult.leased_unix_nanos, when set), then its own.
+std::string EncodeResultStamps(const v1::TaskResult& r);
 // Parses the entries into `out`, sorted by time (stable), later duplicates of a stage kept.
 // Text entries of the earlier format ("stage=unix_nanos;") are read too. A truncated entry
 // ends the parse.
