@@ -264,6 +264,43 @@ Result<int64_t> RedisInt(const LocalFabric& fabric, const std::vector<std::strin
   return static_cast<int64_t>(reply->integer);
 }
 
+std::map<std::string, RedisCommandStat> ParseCommandStats(std::string_view info) {
+  std::map<std::string, RedisCommandStat> out;
+  std::istringstream in{std::string(info)};
+  std::string line;
+  // cmdstat_hset:calls=101024,usec=100391,usec_per_call=0.99,...
+  while (std::getline(in, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.rfind("cmdstat_", 0) != 0) continue;
+    const size_t colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    RedisCommandStat st;
+    std::istringstream fields(line.substr(colon + 1));
+    std::string kv;
+    while (std::getline(fields, kv, ',')) {
+      const size_t eq = kv.find('=');
+      if (eq == std::string::npos) continue;
+      const std::string key = kv.substr(0, eq);
+      if (key == "calls") st.calls = std::strtoll(kv.c_str() + eq + 1, nullptr, 10);
+      if (key == "usec") st.usec = std::strtoll(kv.c_str() + eq + 1, nullptr, 10);
+    }
+    out[line.substr(8, colon - 8)] = st;
+  }
+  return out;
+}
+
+Result<std::map<std::string, RedisCommandStat>> RedisCommandStats(const LocalFabric& fabric) {
+  LOOM_ASSIGN_OR_RETURN(auto reply, RedisCommand(fabric, {"INFO", "commandstats"}));
+  if (reply->type != REDIS_REPLY_STRING) return Internal("INFO commandstats did not answer with text");
+  return ParseCommandStats(std::string_view(reply->str, reply->len));
+}
+
+Status RedisResetStats(const LocalFabric& fabric) {
+  LOOM_ASSIGN_OR_RETURN(auto reply, RedisCommand(fabric, {"CONFIG", "RESETSTAT"}));
+  if (reply->type == REDIS_REPLY_ERROR) return Internal(std::string("CONFIG RESETSTAT: ") + reply->str);
+  return Status::Ok();
+}
+
 double JainIndex(const std::vector<double>& x) {
   double sum = 0, sq = 0;
   for (double v : x) {

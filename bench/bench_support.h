@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -84,6 +85,18 @@ Result<int64_t> RedisInfoInt(const LocalFabric& fabric, const std::string& field
 Status RewriteAofAndWait(const LocalFabric& fabric, std::chrono::seconds timeout);
 // The integer reply of one Redis command (e.g. MEMORY USAGE key) on a local fabric's Redis.
 Result<int64_t> RedisInt(const LocalFabric& fabric, const std::vector<std::string>& argv);
+
+// Redis's own count of each command since its last CONFIG RESETSTAT (INFO commandstats):
+// command -> {calls, microseconds}. A command run by a script counts under its own name too, so
+// evalsha's time minus theirs is what the scripts' Lua cost.
+struct RedisCommandStat {
+  int64_t calls = 0;
+  int64_t usec = 0;
+};
+Result<std::map<std::string, RedisCommandStat>> RedisCommandStats(const LocalFabric& fabric);
+// The same from the text of INFO commandstats.
+std::map<std::string, RedisCommandStat> ParseCommandStats(std::string_view info);
+Status RedisResetStats(const LocalFabric& fabric);
 
 // Jain's fairness index of `x`: (sum x)^2 / (n * sum x^2); 1 when all are equal, 1/n when one
 // has everything. 1 for no samples or all zero.

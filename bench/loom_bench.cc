@@ -63,6 +63,7 @@ struct Settings {
   std::string appendfsync = "everysec";
   bool json = false;
   bool metrics = false;
+  bool redis_commands = false;
   std::vector<int> batches = {1, 10, 100, 1000};
   int max_workers = 8;
   int max_endpoints = 16;
@@ -429,6 +430,41 @@ CpuCost CostPerTask(const CpuSnapshot& before, const CpuSnapshot& after, int tas
   return cost;
 }
 
+// What Redis spent on each command per task (INFO commandstats over the run), busiest first, and
+// the scripts' own time: evalsha's (and eval's) time less that of the commands they ran.
+void PrintRedisCommands(const std::map<std::string, bench::RedisCommandStat>& stats, int tasks, bool json) {
+  std::vector<std::pair<std::string, bench::RedisCommandStat>> rows(stats.begin(), stats.end());
+  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.usec > b.second.usec; });
+  int64_t scripts = 0, inside = 0;
+  for (const auto& [name, st] : rows) {
+    if (name == "evalsha" || name == "eval") {
+      scripts += st.usec;
+    } else if (name != "info" && name.rfind("config", 0) != 0 && name != "exec" && name != "multi") {
+      inside += st.usec;  // a command a client sends itself also counts: nearly all come from scripts
+    }
+  }
+  const double n = tasks;
+  if (json) {
+    bench::JsonLine j;
+    j.Str("scenario", "redis_commands").Int("tasks", tasks);
+    for (const auto& [name, st] : rows) {
+      j.Num(name + "_calls_per_task", static_cast<double>(st.calls) / n, 3);
+      j.Num(name + "_us_per_task", static_cast<double>(st.usec) / n, 2);
+    }
+    j.Num("lua_us_per_task", static_cast<double>(scripts - inside) / n, 2);
+    PrintJson(j);
+    return;
+  }
+  std::printf("  Redis per task, by command (INFO commandstats; scripts' commands count twice):\n");
+  std::printf("    %-24s %10s %10s\n", "command", "calls", "us");
+  for (const auto& [name, st] : rows) {
+    if (st.usec == 0 && st.calls == 0) continue;
+    std::printf("    %-24s %10.3f %10.2f\n", name.c_str(), static_cast<double>(st.calls) / n,
+                static_cast<double>(st.usec) / n);
+  }
+  std::printf("    %-24s %10s %10.2f\n", "scripts' own (Lua)", "", static_cast<double>(scripts - inside) / n);
+}
+
 // ---------------------------------------------------------------- scenarios
 
 int ScenarioThroughput(const Settings& s) {
@@ -441,9 +477,21 @@ int ScenarioThroughput(const Settings& s) {
   Client& c = f->client();
   // Warm up: connections, caches, workers.
   (void)MeasureThroughput(c, endpoint, std::min(s.tasks, 2000), s.batch);
+  if (s.redis_commands && f->local() != nullptr) {
+    if (Status st = bench::RedisResetStats(*f->local()); !st.ok()) spdlog::warn("{}", st.ToString());
+  }
   const CpuSnapshot before = TakeCpuSnapshot(f->local(), {endpoint});
   Throughput t = MeasureThroughput(c, endpoint, s.tasks, s.batch);
   const CpuCost cost = CostPerTask(before, TakeCpuSnapshot(f->local(), {endpoint}), t.tasks);
+  std::map<std::string, bench::RedisCommandStat> commands;
+  if (s.redis_commands && f->local() != nullptr) {
+    auto got = bench::RedisCommandStats(*f->local());
+    if (got.ok()) {
+      commands = std::move(*got);
+    } else {
+      spdlog::warn("{}", got.status().ToString());
+    }
+  }
   Latency l = MeasureLatency(c, endpoint, s.samples);
   const double p50 = bench::Percentile(l.rtt_ms, 50), p99 = bench::Percentile(l.rtt_ms, 99),
                p999 = bench::Percentile(l.rtt_ms, 99.9);
@@ -468,6 +516,7 @@ int ScenarioThroughput(const Settings& s) {
     }
     cost.Print();
   }
+  if (!commands.empty() && t.tasks > 0) PrintRedisCommands(commands, t.tasks, s.json);
   std::fflush(stdout);
   StopAndCheck(*f);
   return t.errors == 0 ? 0 : 1;
@@ -1168,6 +1217,9 @@ int main(int argc, char** argv) {
   app.add_flag("--json", s.json, "print one JSON line per row instead of the table");
   app.add_flag("--metrics", s.metrics,
                "the local fabric serves Prometheus metrics (service and endpoint), to measure what they cost");
+  app.add_flag("--redis-commands", s.redis_commands,
+               "throughput: also print what Redis spent a task on, per command (INFO commandstats), and the "
+               "scripts' own Lua time");
   app.add_option("--batches", s.batches, "batch: the batch sizes")->delimiter(',');
   app.add_option("--max-workers", s.max_workers, "workers: 1 to this many workers")->check(CLI::Range(1, 256));
   app.add_option("--max-endpoints", s.max_endpoints, "endpoints: 1, 2, 4, ... up to this many endpoints")

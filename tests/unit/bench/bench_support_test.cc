@@ -47,5 +47,19 @@ TEST(PercentileTest, NearestRankAndZeroForNoSamples) {
   EXPECT_EQ(Percentile({3, 1, 2}, 0), 1);
 }
 
+// INFO commandstats as Redis 7 writes it (CRLF lines, a section header, a subcommand's name).
+TEST(ParseCommandStatsTest, ReadsCallsAndMicrosecondsPerCommand) {
+  const auto stats = ParseCommandStats(
+      "# Commandstats\r\n"
+      "cmdstat_hset:calls=101024,usec=100391,usec_per_call=0.99,rejected_calls=0,failed_calls=0\r\n"
+      "cmdstat_config|resetstat:calls=1,usec=77,usec_per_call=77.00,rejected_calls=0,failed_calls=0\r\n"
+      "not a stat line\r\n");
+  ASSERT_EQ(stats.size(), 2u);
+  EXPECT_EQ(stats.at("hset").calls, 101024);
+  EXPECT_EQ(stats.at("hset").usec, 100391);
+  EXPECT_EQ(stats.at("config|resetstat").calls, 1);
+  EXPECT_TRUE(ParseCommandStats("").empty());
+}
+
 }  // namespace
 }  // namespace loom::bench
