@@ -142,10 +142,6 @@ return out
 // registration or a session's loss empties the set). Its hash keeps the waiting state, and its
 // attempt count, until it runs (kRunning) or finishes (kComplete); readers show it as
 // dispatched (kRead). Its "dispatched" stamp comes back with its result, from the endpoint.
-// The ids, states and specs of up to 1,000 queued tasks come from one SORT ... GET (no sorting:
-// the list's head, in order) rather than one HMGET a task: a tenth of the lease's time in Redis.
-// SORT's GET needs access to every key; under a Redis ACL that allows fewer, SORT is refused and
-// the lease reads each task with HMGET instead.
 // ARGV: 1 queue key, 2 in-flight key, 3 sequence key, 4 task prefix, 5 max, 6 epoch key,
 // 7 waiting state, 8 lease epoch. Returns the specs; none when the epoch is not the endpoint's
 // latest.
@@ -153,37 +149,21 @@ constexpr const char* kLease = R"lua(
 local out = {}
 local max = tonumber(ARGV[5])
 if redis.call('GET', ARGV[6]) ~= ARGV[8] then return out end
--- Up to n tasks from the queue's head, removed from it: {id, state, spec, id, state, spec, ...}.
-local function take(n)
-  local got = redis.pcall('SORT', ARGV[1], 'BY', 'nosort', 'LIMIT', 0, n,
-                          'GET', '#', 'GET', ARGV[4] .. '*->s', 'GET', ARGV[4] .. '*->a')
-  if got.err then
-    got = {}
-    for _, id in ipairs(redis.call('LRANGE', ARGV[1], 0, n - 1)) do
-      local v, k = redis.call('HMGET', ARGV[4] .. id, 's', 'a'), #got
-      got[k + 1], got[k + 2], got[k + 3] = id, v[1], v[2]
-    end
-  end
-  if #got > 0 then redis.call('LTRIM', ARGV[1], #got / 3, -1) end
-  return got
-end
 while #out < max do
-  local want = math.min(max - #out, 1000)
-  local got = take(want)
-  local n = #got / 3
-  if n == 0 then break end
+  local ids = redis.call('LPOP', ARGV[1], math.min(max - #out, 1000))
+  if not ids then break end
   local zargs = {}
-  local seq = redis.call('INCRBY', ARGV[3], n) - n
-  for j = 1, #got, 3 do
-    if got[j + 1] == ARGV[7] then
+  local seq = redis.call('INCRBY', ARGV[3], #ids) - #ids
+  for _, id in ipairs(ids) do
+    local v = redis.call('HMGET', ARGV[4] .. id, 's', 'a')
+    if v[1] == ARGV[7] then
       seq = seq + 1
       zargs[#zargs + 1] = seq
-      zargs[#zargs + 1] = got[j]
-      out[#out + 1] = got[j + 2]
+      zargs[#zargs + 1] = id
+      out[#out + 1] = v[2]
     end
   end
   if #zargs > 0 then redis.call('ZADD', ARGV[2], unpack(zargs)) end
-  if n < want then break end
 end
 return out
 )lua";

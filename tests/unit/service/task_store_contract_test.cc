@@ -9,7 +9,6 @@
 #include "common/task_state.h"
 #include "common/value.h"
 #include "service/memory_task_store.h"
-#include "service/redis_keys.h"
 #include "service/redis_task_store.h"
 #include "tests/support/test_env.h"
 
@@ -598,6 +597,37 @@ TEST_P(TaskStoreContract, RelinquishGivesBackDirectTasksThatWereNeverSent) {
   EXPECT_EQ(Ids(*Lease("ep1", 10, 400)), (std::vector<std::string>{"d"}));
 }
 
+// One call (the commit queue joins callers' batches) may mix owners, functions, endpoints and
+// options from task to task: each task keeps its own.
+TEST_P(TaskStoreContract, ABatchMixingOwnersEndpointsAndOptionsKeepsEachTasksOwn) {
+  std::vector<NewTask> tasks;
+  for (int i = 0; i < 9; ++i) {
+    NewTask t = Task("m" + std::to_string(i), i % 3 == 2 ? "ep2" : "ep1", i, 1 + i % 2);
+    if (i == 3 || i == 4) t.owner = "bob";
+    if (i == 5) t.function = "g";
+    if (i >= 6) t.spec.set_timeout_ms(1000 + i);
+    if (i == 7) t.idempotency_key = "only-me";
+    tasks.push_back(std::move(t));
+  }
+  SubmitOutcome out;
+  ASSERT_TRUE(store_->SubmitTasks(tasks, 200, &out).ok());
+  EXPECT_EQ(out.existing_ids, std::vector<std::string>(tasks.size()));
+  for (const auto& t : tasks) {
+    SCOPED_TRACE(t.id);
+    const v1::TaskRecord r = Get(t.id, /*args=*/true);
+    EXPECT_EQ(r.owner(), t.owner);
+    EXPECT_EQ(r.function(), t.function);
+    EXPECT_EQ(r.endpoint(), t.endpoint);
+    EXPECT_EQ(r.max_attempts(), t.max_attempts);
+    EXPECT_EQ(r.timeout_ms(), t.spec.timeout_ms());
+    EXPECT_EQ(r.idempotency_key(), t.idempotency_key);
+    ASSERT_EQ(r.args_size(), 1);
+    EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(r.args(0), t.spec.args(0)));
+  }
+  EXPECT_EQ(Ids(*Lease("ep1", 10, 300)), (std::vector<std::string>{"m0", "m1", "m3", "m4", "m6", "m7"}));
+  EXPECT_EQ(Ids(*Lease("ep2", 10, 300)), (std::vector<std::string>{"m2", "m5", "m8"}));
+}
+
 TEST_P(TaskStoreContract, AnIdempotencyKeyMapsARetriedSubmitToTheFirstTask) {
   std::vector<NewTask> first = {Task("t1", "ep1")};
   first[0].idempotency_key = "job-42";
@@ -940,64 +970,6 @@ TEST(RedisTaskStoreTest, CompleteTasksManySurvivesALostScriptCache) {
     ASSERT_TRUE(o.ok()) << o.status().ToString();
     ASSERT_EQ(o->finished.size(), 1u);
     EXPECT_EQ(o->finished[0].state(), v1::TASK_STATE_SUCCESS);
-  }
-}
-
-// Redis only: a lease takes the queue's head in order, skips an id whose task is not waiting (or
-// gone), and leaves the rest queued; also when a Redis ACL refuses SORT's GET patterns (access to
-// fewer than all keys), where it reads each task instead.
-TEST(RedisTaskStoreTest, LeasesTakeTheQueuesHeadInOrderAlsoUnderARedisAclThatRefusesSortGet) {
-  auto store = MakeRedis();
-  auto conn = RedisConnection::Connect(TestRedis());
-  ASSERT_TRUE(conn.ok());
-  auto task = [](const std::string& id) {
-    NewTask t;
-    t.id = id;
-    t.owner = "alice";
-    t.function = "f";
-    t.endpoint = "ep1";
-    t.spec.set_task_id(id);
-    t.spec.set_kernel("echo@1");
-    return t;
-  };
-  ASSERT_EQ(store->RegisterSession("ep1", {}, "x", 100)->lease_epoch, 1);
-  for (bool restricted : {false, true}) {
-    SCOPED_TRACE(restricted ? "ACL: loom keys only" : "no ACL");
-    ASSERT_TRUE((*conn)->Command({"DEL", std::string(keys::Queue("ep1"))}).ok());
-    std::vector<NewTask> tasks;
-    for (int i = 0; i < 5; ++i) tasks.push_back(task((restricted ? "r" : "p") + std::to_string(i)));
-    ASSERT_TRUE(store->SubmitTasks(tasks, 200).ok());
-    // An id whose task is gone, second in line: skipped, and off the queue.
-    ASSERT_TRUE((*conn)->Command({"LINSERT", std::string(keys::Queue("ep1")), "AFTER", tasks[0].id, "gone"}).ok());
-    if (restricted) {
-      ASSERT_TRUE((*conn)->Command({"ACL", "SETUSER", "default", "resetkeys", "~loom:*"}).ok());
-    }
-    ASSERT_TRUE((*conn)->Command({"CONFIG", "RESETSTAT"}).ok());
-    auto first = store->LeaseTasks("ep1", 1, 3, 300);
-    auto rest = store->LeaseTasks("ep1", 1, 10, 300);
-    if (restricted) {
-      ASSERT_TRUE((*conn)->Command({"ACL", "SETUSER", "default", "allkeys"}).ok());
-    }
-    // Which way the leases read the tasks: one SORT each, or (refused) one HMGET a task.
-    auto stats = (*conn)->Command({"INFO", "commandstats"});
-    ASSERT_TRUE(stats.ok());
-    const std::string text((*stats)->str, (*stats)->len);
-    EXPECT_EQ(text.find("cmdstat_hmget:calls=") != std::string::npos, restricted) << text;
-    ASSERT_TRUE(first.ok()) << first.status().ToString();
-    ASSERT_TRUE(rest.ok()) << rest.status().ToString();
-    // "gone" is passed over: the first lease still gets three tasks.
-    ASSERT_EQ(first->size(), 3u);
-    ASSERT_EQ(rest->size(), 2u);
-    std::vector<std::string> got;
-    for (const auto* part : {&*first, &*rest}) {
-      for (const auto& spec : *part) got.push_back(spec.task_id());
-    }
-    std::vector<std::string> want;
-    for (const auto& t : tasks) want.push_back(t.id);
-    EXPECT_EQ(got, want);
-    auto depth = (*conn)->Command({"LLEN", std::string(keys::Queue("ep1"))});
-    ASSERT_TRUE(depth.ok());
-    EXPECT_EQ((*depth)->integer, 0);
   }
 }
 
