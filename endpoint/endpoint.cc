@@ -146,10 +146,7 @@ Status Endpoint::OpenSpool() {
   o.dir = config_.spool_dir;
   o.fsync = config_.spool_fsync;
   LOOM_ASSIGN_OR_RETURN(spool_, ResultSpool::Open(o));
-  for (auto& r : spool_->Pending()) {
-    std::string id = r.task_id();
-    unacked_[id] = Unacked{std::move(r), {}};
-  }
+  for (auto& r : spool_->Pending()) unacked_[r.task_id()] = Unacked{r.SerializeAsString(), {}};
   if (!unacked_.empty()) {
     spdlog::info("{} result(s) from before a restart wait in {} for the service", unacked_.size(), o.dir);
   }
@@ -485,8 +482,9 @@ void Endpoint::AddResult(v1::TaskResult result) {
   auto* t = result.add_timestamps();
   t->set_stage("endpoint_result");
   t->set_unix_nanos(NowNanos());
-  const int64_t size = static_cast<int64_t>(result.ByteSizeLong());
-  if (size > config_.max_message_bytes) {
+  std::string payload = result.SerializeAsString();
+  if (static_cast<int64_t>(payload.size()) > config_.max_message_bytes) {
+    const int64_t size = static_cast<int64_t>(payload.size());
     std::string id = result.task_id();
     auto stamps = result.timestamps();
     result.Clear();
@@ -496,19 +494,19 @@ void Endpoint::AddResult(v1::TaskResult result) {
     result.set_error("the result takes " + std::to_string(size) + " bytes, over the limit of " +
                      std::to_string(config_.max_message_bytes) + " (max_message_bytes)");
     *result.mutable_timestamps() = stamps;
+    payload = result.SerializeAsString();
   }
   if (metrics_ != nullptr) metrics_->ResultAdded(result);
   to_spool_.push_back(result.task_id());
-  QueueToSend(result);
-  std::string id = result.task_id();
-  unacked_[id] = Unacked{std::move(result), {}};
+  const auto size = static_cast<int64_t>(payload.size());
+  unacked_[result.task_id()] = Unacked{std::move(payload), {}};
+  QueueToSend(std::move(result), size);
 }
 
-void Endpoint::QueueToSend(const v1::TaskResult& result) {
-  const int64_t size = static_cast<int64_t>(result.ByteSizeLong());
+void Endpoint::QueueToSend(v1::TaskResult result, int64_t size) {
   if (outgoing_bytes_ + size > config_.max_message_bytes) Flush();
   outgoing_bytes_ += size;
-  *outgoing_.add_results() = result;
+  *outgoing_.add_results() = std::move(result);
 }
 
 void Endpoint::Flush() {
@@ -516,13 +514,13 @@ void Endpoint::Flush() {
     // One write for the batch, before the results leave: a result the service may have seen
     // is on disk. (A task answered twice since the last flush has its latest result written
     // twice; the spool keeps one per task.)
-    std::vector<const v1::TaskResult*> results;
+    std::vector<std::pair<std::string_view, std::string_view>> results;
     results.reserve(to_spool_.size());
     for (const auto& id : to_spool_) {
       auto it = unacked_.find(id);
-      if (it != unacked_.end()) results.push_back(&it->second.result);
+      if (it != unacked_.end()) results.emplace_back(it->first, it->second.payload);
     }
-    Status s = spool_->Append(results);
+    Status s = spool_->AppendSerialized(results);
     if (!s.ok()) spdlog::error("cannot spool {} result(s): {}", results.size(), s.ToString());
     if (s.ok() && metrics_ != nullptr) metrics_->ResultsSpooled(static_cast<int64_t>(results.size()));
     to_spool_.clear();
@@ -548,7 +546,12 @@ void Endpoint::ResendUnacked(Clock::time_point before) {
   int n = 0;
   for (const auto& [id, u] : unacked_) {
     if (u.sent < before) {
-      QueueToSend(u.result);
+      v1::TaskResult r;
+      if (!r.ParseFromString(u.payload)) {  // this process serialized it
+        spdlog::error("unacknowledged result of task {} does not parse; not sent again", id);
+        continue;
+      }
+      QueueToSend(std::move(r), static_cast<int64_t>(u.payload.size()));
       ++n;
     }
   }

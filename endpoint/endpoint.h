@@ -89,8 +89,11 @@ class Endpoint {
     std::string block;
     bool lost = false;  // a block worker given up on (killed for a deadline or cancel, or replaced)
   };
+  // A result the service has not acknowledged, kept serialized (the spool writes and keeps the
+  // same bytes): a message tree a result cost the endpoint a copy when sent and a teardown when
+  // acknowledged.
   struct Unacked {
-    v1::TaskResult result;
+    std::string payload;                           // the serialized v1::TaskResult
     std::chrono::steady_clock::time_point sent{};  // last sent; default: not yet
   };
   struct Held {
@@ -129,7 +132,8 @@ class Endpoint {
   void ObservePace(const std::string& kernel, const v1::TaskResult& r);
   // Records a result: spooled, kept until acknowledged, and queued to send.
   void AddResult(v1::TaskResult result);
-  void QueueToSend(const v1::TaskResult& result);
+  // Adds a result to the next message to the service; `size` is its serialized size.
+  void QueueToSend(v1::TaskResult result, int64_t size);
   // Sends again every unacknowledged result sent before `before`.
   void ResendUnacked(std::chrono::steady_clock::time_point before);
   void HandleAck(const v1::ResultAck& ack);

@@ -59,7 +59,7 @@ uint32_t GetU32(const char* p) {
   return v;
 }
 
-void AppendRecord(std::string* buf, uint8_t type, const std::string& payload) {
+void AppendRecord(std::string* buf, uint8_t type, std::string_view payload) {
   LOOM_CHECK(payload.size() <= INT32_MAX);
   char header[kRecordHeaderBytes];
   PutU32(header, static_cast<uint32_t>(payload.size()));
@@ -415,14 +415,21 @@ Status ResultSpool::Append(const std::vector<v1::TaskResult>& results) {
 }
 
 Status ResultSpool::Append(const std::vector<const v1::TaskResult*>& results) {
-  if (results.empty()) return Status::Ok();
   std::vector<std::string> payloads;
   payloads.reserve(results.size());
+  std::vector<std::pair<std::string_view, std::string_view>> refs;
+  refs.reserve(results.size());
+  for (const auto* r : results) payloads.push_back(r->SerializeAsString());
+  for (size_t i = 0; i < results.size(); ++i) refs.emplace_back(results[i]->task_id(), payloads[i]);
+  return AppendSerialized(refs);
+}
+
+Status ResultSpool::AppendSerialized(const std::vector<std::pair<std::string_view, std::string_view>>& results) {
+  if (results.empty()) return Status::Ok();
   int64_t bytes = 0;
-  for (const auto* r : results) {
-    if (r->task_id().empty()) return InvalidArgument("cannot spool a result without a task_id");
-    payloads.push_back(r->SerializeAsString());
-    bytes += static_cast<int64_t>(payloads.back().size());
+  for (const auto& [id, payload] : results) {
+    if (id.empty()) return InvalidArgument("cannot spool a result without a task_id");
+    bytes += static_cast<int64_t>(payload.size());
   }
   if (pending_bytes_ + bytes > options_.max_bytes) {
     return ResourceExhausted("result spool '" + options_.dir + "' is full: " + std::to_string(pending_bytes_) +
@@ -432,10 +439,10 @@ Status ResultSpool::Append(const std::vector<const v1::TaskResult*>& results) {
   }
   std::string buf;
   buf.reserve(static_cast<size_t>(bytes) + results.size() * kRecordHeaderBytes);
-  for (const auto& p : payloads) AppendRecord(&buf, kResultRecord, p);
+  for (const auto& [id, payload] : results) AppendRecord(&buf, kResultRecord, payload);
   LOOM_RETURN_IF_ERROR(Write(buf, /*force_sync=*/false));
   const uint64_t seq = current_seq();
-  for (size_t i = 0; i < results.size(); ++i) AddPending(results[i]->task_id(), std::move(payloads[i]), seq);
+  for (const auto& [id, payload] : results) AddPending(std::string(id), std::string(payload), seq);
   Collect();  // a replaced result may have been the last one holding the oldest segment
   return Status::Ok();
 }

@@ -26,7 +26,9 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "common/status.h"
@@ -66,6 +68,9 @@ class ResultSpool {
   Status Append(const std::vector<v1::TaskResult>& results);
   // The same, for results owned elsewhere (not copied).
   Status Append(const std::vector<const v1::TaskResult*>& results);
+  // The same, for results already serialized: (task id, serialized v1::TaskResult) pairs. The
+  // payloads are written and kept as they are; an empty task id fails as above.
+  Status AppendSerialized(const std::vector<std::pair<std::string_view, std::string_view>>& results);
 
   // Forgets the pending results of these tasks (one ack record, one write()); ids not pending are
   // ignored, and a call with none pending writes nothing. Deletes segments no longer needed.

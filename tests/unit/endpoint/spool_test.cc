@@ -115,6 +115,28 @@ TEST(ResultSpoolTest, AppendAckAndReopenKeepExactlyTheUnacknowledgedResultsInOrd
   EXPECT_EQ(Ids(spool->Pending()), (std::vector<std::string>{"c", "e"}));
 }
 
+// What the endpoint does: results it serialized itself, appended as bytes, read back the same
+// after a restart; a batch with a result that has no task id writes nothing.
+TEST(ResultSpoolTest, SerializedResultsAreKeptAsTheyAreAndABatchWithoutAnIdWritesNothing) {
+  loom::testing::TempDir tmp("spool");
+  const std::string a = MakeResult("a").SerializeAsString(), b = MakeResult("b", 30, 'y').SerializeAsString();
+  {
+    auto spool = OpenSpool(Options(tmp.path()));
+    ASSERT_NE(spool, nullptr);
+    ASSERT_TRUE(spool->AppendSerialized({{"a", a}, {"b", b}}).ok());
+    const int64_t disk = spool->stats().disk_bytes;
+    EXPECT_EQ(spool->AppendSerialized({{"c", a}, {"", b}}).code(), StatusCode::kInvalidArgument);
+    EXPECT_EQ(spool->stats().disk_bytes, disk);
+    EXPECT_EQ(spool->pending_bytes(), static_cast<int64_t>(a.size() + b.size()));
+  }
+  auto spool = OpenSpool(Options(tmp.path()));
+  ASSERT_NE(spool, nullptr);
+  std::vector<v1::TaskResult> pending = spool->Pending();
+  ASSERT_EQ(Ids(pending), (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(pending[0].SerializeAsString(), a);
+  EXPECT_EQ(pending[1].SerializeAsString(), b);
+}
+
 TEST(ResultSpoolTest, AResultAppendedAgainForAPendingTaskReplacesTheEarlierOne) {
   loom::testing::TempDir tmp("spool");
   {
