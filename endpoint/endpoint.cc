@@ -667,10 +667,14 @@ void Endpoint::AssignTasks() {
     const size_t room = static_cast<size_t>(config_.prefetch) - best->assigned.size();
     v1::WorkerEnvelope env;
     auto* batch = env.mutable_tasks();
+    // The specs are lent to the message, not copied: swapped in, and back once it is sent.
+    std::vector<v1::TaskSpec*> lent;
     int64_t bytes = 0;
     while (static_cast<size_t>(batch->tasks_size()) < room && !queue_.empty()) {
       auto it = held_.find(queue_.front());
-      if (it == held_.end()) {  // cancelled while queued here
+      // Gone: cancelled while queued here. Lent to this message already: the id was queued
+      // twice (cancelled, then sent again by the service); it goes once.
+      if (it == held_.end() || it->second.spec.task_id().empty()) {
         queue_.pop_front();
         continue;
       }
@@ -678,14 +682,16 @@ void Endpoint::AssignTasks() {
       // One message stays within max_message_bytes (the worker accepts that plus 1 MiB of
       // envelope): a burst of large tasks goes over in several batches. A single task always
       // goes; the service already refused any task over the limit.
-      const auto size = static_cast<int64_t>(it->second.spec.ByteSizeLong());
+      const int64_t size = it->second.bytes;
       if (batch->tasks_size() > 0 && bytes + size > config_.max_message_bytes) break;
       bytes += size;
-      *batch->add_tasks() = it->second.spec;
+      batch->add_tasks()->Swap(&it->second.spec);
+      lent.push_back(&it->second.spec);
       best->assigned.push_back(std::move(queue_.front()));
       queue_.pop_front();
     }
     if (batch->tasks_size() == 0) continue;
+    bool sent = true;
     try {
       workers_sock_.send(zmq::buffer(best->id), zmq::send_flags::sndmore);
       workers_sock_.send(ToMessage(env), zmq::send_flags::none);
@@ -694,6 +700,10 @@ void Endpoint::AssignTasks() {
       // to the head of the queue for the other workers, and it gets none until it says hello
       // again. ReapWorkers replaces it if it exited.
       spdlog::warn("cannot hand {} task(s) to worker {}: {}; requeued", batch->tasks_size(), best->id, e.what());
+      sent = false;
+    }
+    for (size_t i = 0; i < lent.size(); ++i) batch->mutable_tasks(static_cast<int>(i))->Swap(lent[i]);
+    if (!sent) {
       best->ready = false;
       const auto first = best->assigned.end() - batch->tasks_size();
       queue_.insert(queue_.begin(), std::make_move_iterator(first), std::make_move_iterator(best->assigned.end()));
