@@ -98,7 +98,10 @@ Status WorkerLoop::Serve() {
     if (options_.running_slot != nullptr) options_.running_slot->End();
     LOOM_RETURN_IF_ERROR(AddResult(std::move(result)));
     ++stats_.tasks_run;
-    LOOM_RETURN_IF_ERROR(Receive(std::chrono::milliseconds(0)));
+    // Tasks that came meanwhile are taken once these run out (an empty socket costs a system
+    // call to find so; the endpoint sends a worker at most its prefetch, so they wait in the
+    // socket no longer than they would here).
+    if (queue_.empty()) LOOM_RETURN_IF_ERROR(Receive(std::chrono::milliseconds(0)));
     // The clock is the wall clock (its readings are the timestamps); if it steps backwards,
     // flush rather than hold results until it has caught up.
     const int64_t since_flush = options_.now() - last_flush_nanos_;
