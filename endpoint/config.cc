@@ -215,6 +215,8 @@ Status LoadEndpointConfigFile(const std::string& path, EndpointConfig* c) {
         c->queue_bytes = v.as<int64_t>();
       else if (key == "pack_tasks_under_us")
         c->pack_tasks_under_us = v.as<int>();
+      else if (key == "pack_prefetch")
+        c->pack_prefetch = v.as<int>();
       else if (key == "worker_binary")
         c->worker_binary = v.as<std::string>();
       else if (key == "plugins")
@@ -279,6 +281,10 @@ Status LoadEndpointConfigFile(const std::string& path, EndpointConfig* c) {
     if (c->pack_tasks_under_us < 0) {
       return InvalidArgument("config file '" + path + "': pack_tasks_under_us is " +
                              std::to_string(c->pack_tasks_under_us) + "; use 0 (always spread) or more");
+    }
+    if (c->pack_prefetch < 0) {
+      return InvalidArgument("config file '" + path + "': pack_prefetch is " + std::to_string(c->pack_prefetch) +
+                             "; use 0 (the same as prefetch) or more");
     }
   } catch (const YAML::Exception& e) {
     return InvalidArgument("config file '" + path + "': " + e.what());

@@ -65,6 +65,9 @@ struct EndpointConfig {
   // together, up to `prefetch`, instead of one to each idle worker (endpoint/task_pacer.h);
   // 0: always spread.
   int pack_tasks_under_us = 50;
+  // Tasks of such a short kernel handed to one worker ahead of time (at least `prefetch`): each
+  // message to a worker wakes it and two ZeroMQ I/O threads, which costs more than short tasks.
+  int pack_prefetch = 64;
   std::string worker_binary;  // default: loom-worker next to loom-endpoint
   std::vector<std::string> plugins;
   std::vector<std::string> plugin_dirs;

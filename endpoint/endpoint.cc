@@ -659,12 +659,16 @@ void Endpoint::AssignTasks() {
       ++ready;
       if (best == nullptr || w.assigned.size() < best->assigned.size()) best = &w;
     }
-    if (best == nullptr || static_cast<int>(best->assigned.size()) >= config_.prefetch) return;
+    // A worker holds up to `prefetch` tasks, or up to `pack_prefetch` of short kernels' tasks.
+    const size_t prefetch = static_cast<size_t>(config_.prefetch);
+    const size_t pack = std::max(prefetch, static_cast<size_t>(config_.pack_prefetch));
+    if (best == nullptr || best->assigned.size() >= pack) return;
     // Spread a burst over the workers instead of filling the first one; but past its share a
-    // worker takes tasks of short kernels too, up to its prefetch: running them here costs less
-    // than waking another worker for each (task_pacer.h).
+    // worker takes tasks of short kernels too, up to `pack`: running them here costs less than
+    // waking another worker for each (task_pacer.h).
     const size_t share = (queue_.size() + ready - 1) / ready;
-    const size_t room = static_cast<size_t>(config_.prefetch) - best->assigned.size();
+    const size_t room = pack - best->assigned.size();
+    const size_t queued = queue_.size();
     v1::WorkerEnvelope env;
     auto* batch = env.mutable_tasks();
     // The specs are lent to the message, not copied: swapped in, and back once it is sent.
@@ -678,7 +682,10 @@ void Endpoint::AssignTasks() {
         queue_.pop_front();
         continue;
       }
-      if (static_cast<size_t>(batch->tasks_size()) >= share && !pacer_.IsShort(it->second.spec.kernel())) break;
+      if (!pacer_.IsShort(it->second.spec.kernel()) &&
+          (static_cast<size_t>(batch->tasks_size()) >= share || best->assigned.size() >= prefetch)) {
+        break;
+      }
       // One message stays within max_message_bytes (the worker accepts that plus 1 MiB of
       // envelope): a burst of large tasks goes over in several batches. A single task always
       // goes; the service already refused any task over the limit.
@@ -690,7 +697,12 @@ void Endpoint::AssignTasks() {
       best->assigned.push_back(std::move(queue_.front()));
       queue_.pop_front();
     }
-    if (batch->tasks_size() == 0) continue;
+    if (batch->tasks_size() == 0) {
+      // Only cancelled ids went: look again. Else the head is a task no worker may take now (a
+      // long one, and the worker holding fewest holds a prefetch of short ones).
+      if (queue_.size() < queued) continue;
+      return;
+    }
     bool sent = true;
     try {
       workers_sock_.send(zmq::buffer(best->id), zmq::send_flags::sndmore);

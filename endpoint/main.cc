@@ -39,7 +39,10 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--pack-tasks-under-us", c.pack_tasks_under_us,
                  "tasks of a kernel that runs here in less than this many microseconds on average go to one worker "
-                 "together (up to --prefetch) instead of one to each idle worker; 0: always spread")
+                 "together (up to --pack-prefetch) instead of one to each idle worker; 0: always spread")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--pack-prefetch", c.pack_prefetch,
+                 "tasks of such a short kernel handed to one worker ahead of time (at least --prefetch)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--worker-binary", c.worker_binary, "path of loom-worker (default: next to this program)");
   app.add_option("--plugin", c.plugins, "kernel plugin (.so) for the workers to load; repeatable");

@@ -177,6 +177,47 @@ TEST(MetricsPackingTest, ABurstOfAShortKernelGoesToOneWorkerAndOthersAreSpread) 
   EXPECT_EQ(handoffs() - packed, 2) << "2 tasks of a kernel never timed, 2 idle workers: one each";
 }
 
+// --pack-prefetch: a worker takes up to that many tasks of a short kernel in one message, past
+// its --prefetch; tasks of a kernel not known to be short still stop at the prefetch.
+TEST(MetricsPackingTest, ShortTasksArePackedPastThePrefetchUpToThePackPrefetch) {
+  auto fabric = MakeMetricsFabric("metrics-pack-prefetch");
+  ASSERT_TRUE(fabric->StartRedis().ok());
+  ASSERT_TRUE(fabric->StartService().ok());
+  ASSERT_TRUE(
+      fabric->StartEndpoint("ep", 2, {"--pack-tasks-under-us", "10000000", "--prefetch", "2", "--pack-prefetch", "8"})
+          .ok());
+  const std::string ep = fabric->endpoint_metrics_address("ep");
+  auto client = loom::testing::ConnectClient(*fabric);
+  ASSERT_NE(client, nullptr);
+  loom::testing::RegisterBuiltins(*client);
+  auto run = [&](const std::string& fn, int n) {
+    std::vector<v1::SubmitRequest> reqs;
+    for (int i = 0; i < n; ++i) {
+      reqs.push_back(MakeSubmitRequest(
+          "ep", fn, fn == "add" ? std::vector<Value>{IntValue(i), IntValue(1)} : std::vector<Value>{IntValue(i)}));
+    }
+    auto ids = client->SubmitBatch(std::move(reqs));
+    ASSERT_TRUE(ids.ok()) << ids.status().ToString();
+    for (const auto& id : *ids) {
+      auto r = client->GetResult(id, 60s);
+      ASSERT_TRUE(r.ok() && r->has_value());
+      ASSERT_EQ((*r)->state(), v1::TASK_STATE_SUCCESS) << (*r)->error();
+    }
+  };
+  for (int i = 0; i < 3; ++i) run("echo", 1);  // echo is timed three times: short from now on
+  ASSERT_TRUE(EventuallyEquals(ep, R"(loom_endpoint_workers{state="idle"})", 2));
+  auto handoffs = [&] { return ScrapeValue(Scrape(ep), "loom_endpoint_worker_handoffs_total").value_or(-1); };
+  const double before = handoffs();
+  run("echo", 8);
+  const double packed = handoffs();
+  EXPECT_EQ(packed - before, 1) << "8 short tasks, 2 idle workers, pack prefetch 8: one message";
+  ASSERT_TRUE(EventuallyEquals(ep, R"(loom_endpoint_workers{state="idle"})", 2));
+  run("add", 4);
+  // Spread a share at a time and never past the prefetch: 2 to one worker, 1 to the other, then
+  // the last to the one holding fewer.
+  EXPECT_EQ(handoffs() - packed, 3) << "4 tasks of a kernel never timed, 2 idle workers, prefetch 2";
+}
+
 // --queue-bytes: an endpoint asks for no more tasks than fit in it (at the size it expects:
 // at first the largest it accepts), so while its worker is busy the rest wait at the service,
 // where another endpoint could have them; without the bound they all come to the endpoint.

@@ -22,6 +22,7 @@ prefetch: 4
 queue_capacity: 64
 queue_bytes: 1048576
 pack_tasks_under_us: 200
+pack_prefetch: 32
 worker_binary: /opt/loom/loom-worker
 plugins: [/opt/a.so, /opt/b.so]
 plugin_dirs: [/opt/plugins]
@@ -50,6 +51,7 @@ allowed_functions: [echo, bob/add]
   EXPECT_EQ(c.queue_capacity, 64);
   EXPECT_EQ(c.queue_bytes, 1048576);
   EXPECT_EQ(c.pack_tasks_under_us, 200);
+  EXPECT_EQ(c.pack_prefetch, 32);
   EXPECT_EQ(c.worker_binary, "/opt/loom/loom-worker");
   EXPECT_EQ(c.plugins, (std::vector<std::string>{"/opt/a.so", "/opt/b.so"}));
   EXPECT_EQ(c.plugin_dirs, (std::vector<std::string>{"/opt/plugins"}));
@@ -82,6 +84,11 @@ TEST(EndpointConfigTest, RejectsUnknownKeysAndBadValues) {
   Status negative = LoadEndpointConfigFile(dir + "/c.yaml", &c);
   EXPECT_EQ(negative.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(negative.message().find("pack_tasks_under_us is -5"), std::string::npos) << negative.message();
+  std::ofstream(dir + "/e.yaml") << "pack_prefetch: -1\n";
+  EndpointConfig fresh;
+  Status pack = LoadEndpointConfigFile(dir + "/e.yaml", &fresh);
+  EXPECT_EQ(pack.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(pack.message().find("pack_prefetch is -1"), std::string::npos) << pack.message();
   std::ofstream(dir + "/d.yaml") << "queue_bytes: -1\n";
   Status bytes = LoadEndpointConfigFile(dir + "/d.yaml", &c);
   EXPECT_EQ(bytes.code(), StatusCode::kInvalidArgument);
