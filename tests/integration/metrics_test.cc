@@ -139,83 +139,73 @@ TEST_F(MetricsTest, ServiceAndEndpointCountTasksByOutcomeWithHopLatencies) {
   EXPECT_TRUE(EventuallyEquals(ep_, R"(loom_endpoint_workers{state="idle"})", 2));
 }
 
-// A burst of a kernel known to be short goes to one worker in one message; a burst of a kernel
-// not yet timed is spread over the idle workers.
-TEST(MetricsPackingTest, ABurstOfAShortKernelGoesToOneWorkerAndOthersAreSpread) {
-  auto fabric = MakeMetricsFabric("metrics-pack");
-  ASSERT_TRUE(fabric->StartRedis().ok());
-  ASSERT_TRUE(fabric->StartService().ok());
-  // Every echo counts as short (under 10 s), whatever the machine's speed.
-  ASSERT_TRUE(fabric->StartEndpoint("ep", 2, {"--pack-tasks-under-us", "10000000"}).ok());
-  const std::string ep = fabric->endpoint_metrics_address("ep");
-  auto client = loom::testing::ConnectClient(*fabric);
-  ASSERT_NE(client, nullptr);
-  loom::testing::RegisterBuiltins(*client);
-  auto run = [&](const std::string& fn, int n) {
+// An endpoint "ep" with 2 workers and `endpoint_args`, whose echo kernel counts as short (timed
+// three times, under 10 s whatever the machine's speed); counts the messages to its workers.
+class PackingFabric {
+ public:
+  void Start(const std::string& name, std::vector<std::string> endpoint_args) {
+    fabric_ = MakeMetricsFabric(name);
+    ASSERT_TRUE(fabric_->StartRedis().ok());
+    ASSERT_TRUE(fabric_->StartService().ok());
+    endpoint_args.insert(endpoint_args.end(), {"--pack-tasks-under-us", "10000000"});
+    ASSERT_TRUE(fabric_->StartEndpoint("ep", 2, endpoint_args).ok());
+    ep_ = fabric_->endpoint_metrics_address("ep");
+    client_ = loom::testing::ConnectClient(*fabric_);
+    ASSERT_NE(client_, nullptr);
+    loom::testing::RegisterBuiltins(*client_);
+    for (int i = 0; i < 3; ++i) Run("echo", 1);
+  }
+  // Submits `n` tasks of `fn` in one batch and waits for them all to succeed, then for both
+  // workers to be idle again.
+  void Run(const std::string& fn, int n) {
     std::vector<v1::SubmitRequest> reqs;
     for (int i = 0; i < n; ++i) {
       reqs.push_back(MakeSubmitRequest(
           "ep", fn, fn == "add" ? std::vector<Value>{IntValue(i), IntValue(1)} : std::vector<Value>{IntValue(i)}));
     }
-    auto ids = client->SubmitBatch(std::move(reqs));
+    auto ids = client_->SubmitBatch(std::move(reqs));
     ASSERT_TRUE(ids.ok()) << ids.status().ToString();
     for (const auto& id : *ids) {
-      auto r = client->GetResult(id, 60s);
+      auto r = client_->GetResult(id, 60s);
       ASSERT_TRUE(r.ok() && r->has_value());
       ASSERT_EQ((*r)->state(), v1::TASK_STATE_SUCCESS) << (*r)->error();
     }
-  };
-  for (int i = 0; i < 3; ++i) run("echo", 1);  // echo is timed three times: short from now on
-  ASSERT_TRUE(EventuallyEquals(ep, R"(loom_endpoint_workers{state="idle"})", 2));
-  auto handoffs = [&] { return ScrapeValue(Scrape(ep), "loom_endpoint_worker_handoffs_total").value_or(-1); };
-  const double before = handoffs();
-  run("echo", 4);
-  const double packed = handoffs();
+    ASSERT_TRUE(EventuallyEquals(ep_, R"(loom_endpoint_workers{state="idle"})", 2));
+  }
+  double Handoffs() const { return ScrapeValue(Scrape(ep_), "loom_endpoint_worker_handoffs_total").value_or(-1); }
+
+ private:
+  std::unique_ptr<LocalFabric> fabric_;
+  std::string ep_;
+  std::unique_ptr<Client> client_;
+};
+
+// A burst of a kernel known to be short goes to one worker in one message; a burst of a kernel
+// not yet timed is spread over the idle workers.
+TEST(MetricsPackingTest, ABurstOfAShortKernelGoesToOneWorkerAndOthersAreSpread) {
+  PackingFabric f;
+  ASSERT_NO_FATAL_FAILURE(f.Start("metrics-pack", {}));
+  const double before = f.Handoffs();
+  ASSERT_NO_FATAL_FAILURE(f.Run("echo", 4));
+  const double packed = f.Handoffs();
   EXPECT_EQ(packed - before, 1) << "4 short tasks, 2 idle workers: one message";
-  ASSERT_TRUE(EventuallyEquals(ep, R"(loom_endpoint_workers{state="idle"})", 2));
-  run("add", 2);
-  EXPECT_EQ(handoffs() - packed, 2) << "2 tasks of a kernel never timed, 2 idle workers: one each";
+  ASSERT_NO_FATAL_FAILURE(f.Run("add", 2));
+  EXPECT_EQ(f.Handoffs() - packed, 2) << "2 tasks of a kernel never timed, 2 idle workers: one each";
 }
 
 // --pack-prefetch: a worker takes up to that many tasks of a short kernel in one message, past
 // its --prefetch; tasks of a kernel not known to be short still stop at the prefetch.
 TEST(MetricsPackingTest, ShortTasksArePackedPastThePrefetchUpToThePackPrefetch) {
-  auto fabric = MakeMetricsFabric("metrics-pack-prefetch");
-  ASSERT_TRUE(fabric->StartRedis().ok());
-  ASSERT_TRUE(fabric->StartService().ok());
-  ASSERT_TRUE(
-      fabric->StartEndpoint("ep", 2, {"--pack-tasks-under-us", "10000000", "--prefetch", "2", "--pack-prefetch", "8"})
-          .ok());
-  const std::string ep = fabric->endpoint_metrics_address("ep");
-  auto client = loom::testing::ConnectClient(*fabric);
-  ASSERT_NE(client, nullptr);
-  loom::testing::RegisterBuiltins(*client);
-  auto run = [&](const std::string& fn, int n) {
-    std::vector<v1::SubmitRequest> reqs;
-    for (int i = 0; i < n; ++i) {
-      reqs.push_back(MakeSubmitRequest(
-          "ep", fn, fn == "add" ? std::vector<Value>{IntValue(i), IntValue(1)} : std::vector<Value>{IntValue(i)}));
-    }
-    auto ids = client->SubmitBatch(std::move(reqs));
-    ASSERT_TRUE(ids.ok()) << ids.status().ToString();
-    for (const auto& id : *ids) {
-      auto r = client->GetResult(id, 60s);
-      ASSERT_TRUE(r.ok() && r->has_value());
-      ASSERT_EQ((*r)->state(), v1::TASK_STATE_SUCCESS) << (*r)->error();
-    }
-  };
-  for (int i = 0; i < 3; ++i) run("echo", 1);  // echo is timed three times: short from now on
-  ASSERT_TRUE(EventuallyEquals(ep, R"(loom_endpoint_workers{state="idle"})", 2));
-  auto handoffs = [&] { return ScrapeValue(Scrape(ep), "loom_endpoint_worker_handoffs_total").value_or(-1); };
-  const double before = handoffs();
-  run("echo", 8);
-  const double packed = handoffs();
+  PackingFabric f;
+  ASSERT_NO_FATAL_FAILURE(f.Start("metrics-pack-prefetch", {"--prefetch", "2", "--pack-prefetch", "8"}));
+  const double before = f.Handoffs();
+  ASSERT_NO_FATAL_FAILURE(f.Run("echo", 8));
+  const double packed = f.Handoffs();
   EXPECT_EQ(packed - before, 1) << "8 short tasks, 2 idle workers, pack prefetch 8: one message";
-  ASSERT_TRUE(EventuallyEquals(ep, R"(loom_endpoint_workers{state="idle"})", 2));
-  run("add", 4);
+  ASSERT_NO_FATAL_FAILURE(f.Run("add", 4));
   // Spread a share at a time and never past the prefetch: 2 to one worker, 1 to the other, then
   // the last to the one holding fewer.
-  EXPECT_EQ(handoffs() - packed, 3) << "4 tasks of a kernel never timed, 2 idle workers, prefetch 2";
+  EXPECT_EQ(f.Handoffs() - packed, 3) << "4 tasks of a kernel never timed, 2 idle workers, prefetch 2";
 }
 
 // --queue-bytes: an endpoint asks for no more tasks than fit in it (at the size it expects:
