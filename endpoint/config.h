@@ -62,7 +62,7 @@ struct EndpointConfig {
   // endpoint asks for fewer tasks than the count above allows when they are this large.
   int64_t queue_bytes = 256 << 20;
   // Tasks of a kernel whose runs here average under this many microseconds go to one worker
-  // together, up to `prefetch`, instead of one to each idle worker (endpoint/task_pacer.h);
+  // together, up to `pack_prefetch`, instead of one to each idle worker (endpoint/task_pacer.h);
   // 0: always spread.
   int pack_tasks_under_us = 50;
   // Tasks of such a short kernel handed to one worker ahead of time (at least `prefetch`): each
