@@ -172,6 +172,12 @@ class PackingFabric {
     }
     ASSERT_TRUE(EventuallyEquals(ep_, R"(loom_endpoint_workers{state="idle"})", 2));
   }
+  // Messages to the workers while Run(fn, n) ran.
+  double HandoffsFor(const std::string& fn, int n) {
+    const double before = Handoffs();
+    Run(fn, n);
+    return Handoffs() - before;
+  }
   double Handoffs() const { return ScrapeValue(Scrape(ep_), "loom_endpoint_worker_handoffs_total").value_or(-1); }
 
  private:
@@ -185,12 +191,8 @@ class PackingFabric {
 TEST(MetricsPackingTest, ABurstOfAShortKernelGoesToOneWorkerAndOthersAreSpread) {
   PackingFabric f;
   ASSERT_NO_FATAL_FAILURE(f.Start("metrics-pack", {}));
-  const double before = f.Handoffs();
-  ASSERT_NO_FATAL_FAILURE(f.Run("echo", 4));
-  const double packed = f.Handoffs();
-  EXPECT_EQ(packed - before, 1) << "4 short tasks, 2 idle workers: one message";
-  ASSERT_NO_FATAL_FAILURE(f.Run("add", 2));
-  EXPECT_EQ(f.Handoffs() - packed, 2) << "2 tasks of a kernel never timed, 2 idle workers: one each";
+  EXPECT_EQ(f.HandoffsFor("echo", 4), 1) << "4 short tasks, 2 idle workers: one message";
+  EXPECT_EQ(f.HandoffsFor("add", 2), 2) << "2 tasks of a kernel never timed, 2 idle workers: one each";
 }
 
 // --pack-prefetch: a worker takes up to that many tasks of a short kernel in one message, past
@@ -198,14 +200,10 @@ TEST(MetricsPackingTest, ABurstOfAShortKernelGoesToOneWorkerAndOthersAreSpread) 
 TEST(MetricsPackingTest, ShortTasksArePackedPastThePrefetchUpToThePackPrefetch) {
   PackingFabric f;
   ASSERT_NO_FATAL_FAILURE(f.Start("metrics-pack-prefetch", {"--prefetch", "2", "--pack-prefetch", "8"}));
-  const double before = f.Handoffs();
-  ASSERT_NO_FATAL_FAILURE(f.Run("echo", 8));
-  const double packed = f.Handoffs();
-  EXPECT_EQ(packed - before, 1) << "8 short tasks, 2 idle workers, pack prefetch 8: one message";
-  ASSERT_NO_FATAL_FAILURE(f.Run("add", 4));
+  EXPECT_EQ(f.HandoffsFor("echo", 8), 1) << "8 short tasks, 2 idle workers, pack prefetch 8: one message";
   // Spread a share at a time and never past the prefetch: 2 to one worker, 1 to the other, then
   // the last to the one holding fewer.
-  EXPECT_EQ(f.Handoffs() - packed, 3) << "4 tasks of a kernel never timed, 2 idle workers, prefetch 2";
+  EXPECT_EQ(f.HandoffsFor("add", 4), 3) << "4 tasks of a kernel never timed, 2 idle workers, prefetch 2";
 }
 
 // --queue-bytes: an endpoint asks for no more tasks than fit in it (at the size it expects:
