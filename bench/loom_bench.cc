@@ -39,6 +39,7 @@
 #include <unordered_map>
 
 #include "bench/bench_support.h"
+#include "common/allocator.h"
 #include "common/local_fabric.h"
 #include "common/util.h"
 #include "loom/client.h"
@@ -499,12 +500,12 @@ int ScenarioThroughput(const Settings& s) {
     std::printf(
         "{\"tasks\":%d,\"batch\":%d,\"workers\":%d,\"seconds\":%.3f,\"tasks_per_s\":%.0f,\"errors\":%d,"
         "\"latency_samples\":%zu,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"appendfsync\":\"%s\","
-        "\"metrics\":%s%s}\n",
+        "\"metrics\":%s,\"malloc\":\"%s\"%s}\n",
         t.tasks, s.batch, s.workers, t.seconds, t.tasks_per_s, t.errors, l.rtt_ms.size(), p50, p99, p999,
-        s.appendfsync.c_str(), s.metrics ? "true" : "false", cost.Json().c_str());
+        s.appendfsync.c_str(), s.metrics ? "true" : "false", AllocatorName().c_str(), cost.Json().c_str());
   } else {
-    std::printf("\nLoom no-op benchmark (%d workers, Redis appendonly, appendfsync %s)\n", s.workers,
-                s.appendfsync.c_str());
+    std::printf("\nLoom no-op benchmark (%d workers, Redis appendonly, appendfsync %s; malloc %s)\n", s.workers,
+                s.appendfsync.c_str(), AllocatorName().c_str());
     std::printf("  throughput  %d tasks in batches of %d: %.3f s, %.0f tasks/s, %d errors\n", t.tasks, s.batch,
                 t.seconds, t.tasks_per_s, t.errors);
     std::printf("  round trip  %zu single tasks: p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms\n", l.rtt_ms.size(), p50, p99,

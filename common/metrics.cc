@@ -1,10 +1,14 @@
 #include "common/metrics.h"
 
 #include <prometheus/exposer.h>
+#include <prometheus/gauge.h>
 #include <prometheus/metric_family.h>
+#include <prometheus/registry.h>
 
 #include <algorithm>
 #include <charconv>
+
+#include "common/allocator.h"
 
 namespace loom::metrics {
 
@@ -46,6 +50,14 @@ Result<std::unique_ptr<MetricsServer>> MetricsServer::Start(
   }
   for (const auto& c : what) server->exposer_->RegisterCollectable(c);
   server->what_ = what;
+  server->build_info_ = std::make_shared<prometheus::Registry>();
+  prometheus::BuildGauge()
+      .Name("loom_build_info")
+      .Help("Always 1; the labels say which Loom this is and which malloc it runs on")
+      .Register(*server->build_info_)
+      .Add({{"version", LOOM_VERSION}, {"allocator", AllocatorName()}})
+      .Set(1);
+  server->exposer_->RegisterCollectable(server->build_info_);
   const auto ports = server->exposer_->GetListeningPorts();
   if (ports.empty()) return Unavailable("metrics server on '" + checked + "' reports no listening port");
   server->address_ = checked.substr(0, checked.rfind(':')) + ":" + std::to_string(ports.front());

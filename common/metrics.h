@@ -26,7 +26,8 @@
 
 namespace prometheus {
 class Exposer;
-}
+class Registry;
+}  // namespace prometheus
 
 namespace loom::metrics {
 
@@ -39,7 +40,8 @@ Result<std::string> CheckListenAddress(const std::string& address, const std::st
 // decade (1, 2.5, 5), so a no-op round trip and a minute-long kernel both land in a useful bucket.
 const std::vector<double>& LatencyBuckets();
 
-// Serves GET /metrics on its own threads (prometheus-cpp's Exposer, civetweb inside). Thread-safe.
+// Serves GET /metrics on its own threads (prometheus-cpp's Exposer, civetweb inside), with
+// `loom_build_info{version, allocator}` besides the collectables. Thread-safe.
 class MetricsServer {
  public:
   // Listens on `address` (checked with CheckListenAddress) and serves the collectables, which
@@ -57,6 +59,7 @@ class MetricsServer {
   MetricsServer() = default;
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::vector<std::shared_ptr<prometheus::Collectable>> what_;
+  std::shared_ptr<prometheus::Registry> build_info_;  // loom_build_info
   std::string address_;
 };
 

@@ -18,6 +18,7 @@
 #include <random>
 #include <thread>
 
+#include "common/allocator.h"
 #include "common/util.h"
 #include "common/wire.h"
 
@@ -94,7 +95,8 @@ Status Endpoint::Start() {
   LOOM_RETURN_IF_ERROR(Reconnect());
   if (config_.uses_blocks()) return StartBlocks();
   for (int i = 0; i < config_.workers; ++i) LOOM_RETURN_IF_ERROR(SpawnWorker("w" + std::to_string(i)));
-  spdlog::info("endpoint {} starting {} worker(s); service {}", config_.id, config_.workers, config_.service);
+  spdlog::info("endpoint {} starting {} worker(s); service {}; malloc {}", config_.id, config_.workers, config_.service,
+               AllocatorName());
   return Status::Ok();
 }
 

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <thread>
 
+#include "common/allocator.h"
 #include "common/cli.h"
 #include "common/curve.h"
 #include "common/log_limiter.h"
@@ -379,11 +380,11 @@ int main(int argc, char** argv) {
         }
         if (deleted > 0) spdlog::debug("deleted {} expired task(s)", deleted);
       });
-  spdlog::info("serving: grpc={}{} endpoints={} redis={}{}{}", grpc_bound, c.tls_cert.empty() ? "" : " (TLS)",
+  spdlog::info("serving: grpc={}{} endpoints={} redis={}{}{} malloc={}", grpc_bound, c.tls_cert.empty() ? "" : " (TLS)",
                broker.bound_address(),
                c.redis_socket.empty() ? c.redis_host + ":" + std::to_string(c.redis_port) : c.redis_socket,
                rest ? std::string(" rest=") + (rest->tls() ? "https://" : "http://") + rest->address() + "/v1" : "",
-               metrics_server ? " metrics=http://" + metrics_server->address() + "/metrics" : "");
+               metrics_server ? " metrics=http://" + metrics_server->address() + "/metrics" : "", AllocatorName());
   if (!c.ready_file.empty()) {
     std::string tmp = c.ready_file + ".tmp";
     {

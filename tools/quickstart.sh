@@ -18,6 +18,7 @@ PACKAGES=(
   libzmq3-dev cppzmq-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   libhiredis-dev redis-server
+  libjemalloc-dev
   libspdlog-dev libssl-dev libyaml-cpp-dev libcli11-dev
   libgtest-dev libgmock-dev
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev

@@ -139,6 +139,25 @@ TEST_F(MetricsTest, ServiceAndEndpointCountTasksByOutcomeWithHopLatencies) {
   EXPECT_TRUE(EventuallyEquals(ep_, R"(loom_endpoint_workers{state="idle"})", 2));
 }
 
+TEST_F(MetricsTest, BuildInfoNamesTheVersionAndTheMallocOfEachDaemon) {
+#if LOOM_EXPECT_JEMALLOC
+  const std::string allocator = R"(allocator="jemalloc 5.)";
+#else
+  const std::string allocator = R"(allocator="glibc )";
+#endif
+  for (const auto& address : {svc_, ep_}) {
+    const std::string s = Scrape(address);
+    const size_t at = s.find("\nloom_build_info{");
+    ASSERT_NE(at, std::string::npos) << address << ":\n" << s;
+    const std::string line = s.substr(at + 1, s.find('\n', at + 1) - at - 1);
+    if (line.find(R"(allocator="sanitizer malloc")") == std::string::npos) {
+      EXPECT_NE(line.find(allocator), std::string::npos) << line;
+    }
+    EXPECT_NE(line.find(R"(version=")" LOOM_VERSION "\""), std::string::npos) << line;
+    EXPECT_EQ(line.substr(line.rfind(' ') + 1), "1") << line;
+  }
+}
+
 // An endpoint "ep" with 2 workers and `endpoint_args`, whose echo kernel counts as short (timed
 // three times, under 10 s whatever the machine's speed); counts the messages to its workers.
 class PackingFabric {
