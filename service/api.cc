@@ -1,5 +1,7 @@
 #include "service/api.h"
 
+#include <absl/container/flat_hash_set.h>
+
 #include <algorithm>
 #include <map>
 #include <set>
@@ -618,8 +620,15 @@ Status LoomApi::WaitResults(const v1::WaitResultsRequest& req, const Principal& 
     return ResourceExhausted("asked to wait for " + std::to_string(req.task_ids_size()) + " tasks; the limit is " +
                              std::to_string(limits_.max_wait_ids));
   }
-  std::set<std::string> pending(req.task_ids().begin(), req.task_ids().end());
-  std::vector<std::string> ids(pending.begin(), pending.end());
+  // The ids not yet written back, each once (views of the request's strings, which outlive this
+  // call): a flat set, since a wait may name up to max_wait_ids and each record erases one.
+  absl::flat_hash_set<std::string_view> pending;
+  pending.reserve(static_cast<size_t>(req.task_ids_size()));
+  std::vector<std::string> ids;
+  ids.reserve(static_cast<size_t>(req.task_ids_size()));
+  for (const auto& id : req.task_ids()) {
+    if (pending.insert(id).second) ids.push_back(id);
+  }
   const auto deadline =
       req.timeout_ms() > 0 ? Clock::now() + std::chrono::milliseconds(req.timeout_ms()) : Clock::time_point::max();
   auto sub = hub_->Subscribe(ids);

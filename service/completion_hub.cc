@@ -1,5 +1,7 @@
 #include "service/completion_hub.h"
 
+#include <array>
+
 namespace loom::service {
 
 std::vector<v1::TaskRecord> CompletionHub::Subscription::Take(std::chrono::steady_clock::time_point deadline) {
@@ -14,17 +16,27 @@ std::shared_ptr<CompletionHub::Subscription> CompletionHub::Subscribe(std::vecto
   auto sub = std::make_shared<Subscription>();
   sub->ids_ = std::move(ids);
   std::lock_guard lock(mu_);
-  for (const auto& id : sub->ids_) watchers_.emplace(id, sub.get());
+  for (const auto& id : sub->ids_) {
+    auto key = KeyOf(id);
+    if (!key || !watched_.try_emplace(*key, sub.get()).second) more_watchers_.emplace(id, sub.get());
+  }
   return sub;
 }
 
 void CompletionHub::Unsubscribe(const std::shared_ptr<Subscription>& sub) {
   std::lock_guard lock(mu_);
   for (const auto& id : sub->ids_) {
-    auto [b, e] = watchers_.equal_range(id);
+    if (auto key = KeyOf(id)) {
+      auto it = watched_.find(*key);
+      if (it != watched_.end() && it->second == sub.get()) {
+        watched_.erase(it);
+        continue;
+      }
+    }
+    auto [b, e] = more_watchers_.equal_range(id);
     for (auto it = b; it != e; ++it) {
       if (it->second == sub.get()) {
-        watchers_.erase(it);
+        more_watchers_.erase(it);
         break;
       }
     }
@@ -34,30 +46,59 @@ void CompletionHub::Unsubscribe(const std::shared_ptr<Subscription>& sub) {
 void CompletionHub::Publish(std::vector<v1::TaskRecord> records) {
   if (observer_) observer_(records);
   const auto now = Clock::now();
+  // Records go to a subscription in runs: one lock and one wake-up for each run of records
+  // bound for the same stream (a burst's records usually all are), in publication order.
+  Subscription* to = nullptr;
+  std::vector<v1::TaskRecord*> run;
+  auto deliver = [&] {
+    if (run.empty()) return;
+    {
+      std::lock_guard sl(to->mu_);
+      for (auto* r : run) to->ready_.push_back(std::move(*r));
+    }
+    to->cv_.notify_one();
+    run.clear();
+  };
+  std::vector<Subscription*> also;  // the other streams watching one record
   std::lock_guard lock(mu_);
   for (auto& r : records) {
-    if (!expected_.empty()) {
-      if (auto key = KeyOf(r.id())) expected_.erase(*key);
+    const auto key = KeyOf(r.id());
+    Subscription* first = nullptr;
+    if (key) {
+      if (!expected_.empty()) expected_.erase(*key);
+      if (auto it = watched_.find(*key); it != watched_.end()) first = it->second;
     }
-    auto [b, e] = watchers_.equal_range(r.id());
-    if (b == e) {
+    also.clear();
+    if (!more_watchers_.empty()) {
+      auto [b, e] = more_watchers_.equal_range(r.id());
+      for (auto it = b; it != e; ++it) also.push_back(it->second);
+    }
+    if (first == nullptr && also.empty()) {
       KeepUnclaimed(std::move(r), now);
       continue;
     }
-    for (auto it = b; it != e;) {
-      Subscription* s = it->second;
-      const bool last = ++it == e;
+    if (first == nullptr) {
+      first = also.back();
+      also.pop_back();
+    }
+    // Every stream but `first` gets a copy, at once (after the run so far, which may be bound
+    // for one of them: each stream sees its records in publication order); `first` gets the
+    // record itself.
+    if (!also.empty()) deliver();
+    for (Subscription* s : also) {
       {
         std::lock_guard sl(s->mu_);
-        if (last) {
-          s->ready_.push_back(std::move(r));
-        } else {
-          s->ready_.push_back(r);
-        }
+        s->ready_.push_back(r);
       }
       s->cv_.notify_one();
     }
+    if (first != to) {
+      deliver();
+      to = first;
+    }
+    run.push_back(&r);
   }
+  deliver();
   EvictUnclaimed(now);
 }
 
@@ -91,21 +132,26 @@ void CompletionHub::EvictUnclaimed(Clock::time_point now) {
 }
 
 std::optional<CompletionHub::IdKey> CompletionHub::KeyOf(std::string_view id) {
+  // Lower-case hex digits only (ids are exact: upper case is another id): their values, and -1
+  // for every other byte. One pass without branches; an invalid byte makes `bad` negative.
+  static constexpr auto kValue = [] {
+    std::array<int8_t, 256> v{};
+    v.fill(-1);
+    for (int c = '0'; c <= '9'; ++c) v[c] = static_cast<int8_t>(c - '0');
+    for (int c = 'a'; c <= 'f'; ++c) v[c] = static_cast<int8_t>(c - 'a' + 10);
+    return v;
+  }();
   if (id.size() != 32) return std::nullopt;
   IdKey key;
-  for (size_t i = 0; i < 32; ++i) {
-    const char c = id[i];
-    uint64_t v;
-    if (c >= '0' && c <= '9') {
-      v = static_cast<uint64_t>(c - '0');
-    } else if (c >= 'a' && c <= 'f') {
-      v = static_cast<uint64_t>(c - 'a' + 10);
-    } else {
-      return std::nullopt;  // not one of the service's ids (upper case included: ids are exact)
-    }
-    uint64_t& half = i < 16 ? key.hi : key.lo;
-    half = (half << 4) | v;
+  int bad = 0;
+  for (size_t i = 0; i < 16; ++i) {
+    const int8_t hi = kValue[static_cast<unsigned char>(id[i])];
+    const int8_t lo = kValue[static_cast<unsigned char>(id[i + 16])];
+    bad |= hi | lo;
+    key.hi = (key.hi << 4) | static_cast<uint64_t>(hi & 15);
+    key.lo = (key.lo << 4) | static_cast<uint64_t>(lo & 15);
   }
+  if (bad < 0) return std::nullopt;  // not one of the service's ids
   return key;
 }
 

@@ -99,11 +99,13 @@ class CompletionHub {
 
   const HubOptions options_;
   mutable std::mutex mu_;
-  // A task id may be watched by several streams.
-  std::unordered_multimap<std::string, Subscription*> watchers_;  // GUARDED_BY(mu_)
-  std::unordered_map<std::string, Unclaimed> unclaimed_;          // GUARDED_BY(mu_)
-  std::deque<std::pair<uint64_t, std::string>> unclaimed_order_;  // GUARDED_BY(mu_): oldest first
-  int64_t unclaimed_bytes_ = 0;                                   // GUARDED_BY(mu_)
+  // Who watches each task. An id of the service's form watched by one stream (the usual case)
+  // is in watched_, by its 128 bits (IdKey below): no allocation, one slot per lookup. Further
+  // streams watching the same id, and ids of other forms, are in more_watchers_.
+  std::unordered_multimap<std::string, Subscription*> more_watchers_;  // GUARDED_BY(mu_)
+  std::unordered_map<std::string, Unclaimed> unclaimed_;               // GUARDED_BY(mu_)
+  std::deque<std::pair<uint64_t, std::string>> unclaimed_order_;       // GUARDED_BY(mu_): oldest first
+  int64_t unclaimed_bytes_ = 0;                                        // GUARDED_BY(mu_)
   // Tasks expected to finish, by id -> owner. The service's ids are 32 hex digits (NewId), kept
   // as their 128 bits in a flat table, and owners as indices into owners_: an entry allocates
   // nothing, and a lookup touches one slot, not a node and a string elsewhere (this map is
@@ -117,6 +119,7 @@ class CompletionHub {
     }
   };
   static std::optional<IdKey> KeyOf(std::string_view id);
+  absl::flat_hash_map<IdKey, Subscription*> watched_;       // GUARDED_BY(mu_)
   uint32_t OwnerIndex(const std::string& owner);            // REQUIRES: mu_
   absl::flat_hash_map<IdKey, uint32_t> expected_;           // GUARDED_BY(mu_): id -> owners_ index
   std::vector<std::string> owners_;                         // GUARDED_BY(mu_)

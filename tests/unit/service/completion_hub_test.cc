@@ -58,6 +58,43 @@ TEST(CompletionHubTest, EachWatcherOfAnIdGetsTheWholeRecord) {
   hub.Unsubscribe(c);
 }
 
+// Ids of the service's form are kept by their bits for the first stream watching them and by
+// string for the others; every stream still gets each of its records, in publication order.
+TEST(CompletionHubTest, StreamsWatchingTheServicesIdsGetTheirRecordsInPublicationOrder) {
+  CompletionHub hub;
+  const std::string x = NewId(), y = NewId(), z = NewId(), w = NewId();
+  auto a = hub.Subscribe({x, y, z});
+  auto b = hub.Subscribe({y});
+  auto c = hub.Subscribe({"t1", z});
+  hub.Publish({Record(x, "x"), Record(y, "y"), Record("t1", "t1"), Record(z, "z"), Record(w, "nobody's")});
+  auto ids = [](const std::vector<v1::TaskRecord>& got) {
+    std::vector<std::string> out;
+    for (const auto& r : got) out.push_back(r.id() + "=" + r.result().string_value());
+    return out;
+  };
+  EXPECT_EQ(ids(Ready(*a)), (std::vector<std::string>{x + "=x", y + "=y", z + "=z"}));
+  EXPECT_EQ(ids(Ready(*b)), (std::vector<std::string>{y + "=y"}));
+  EXPECT_EQ(ids(Ready(*c)), (std::vector<std::string>{"t1=t1", z + "=z"}));
+  // The first watcher gone, the others still get theirs; nobody's record waits to be claimed.
+  hub.Unsubscribe(a);
+  hub.Publish({Record(z, "z again"), Record(y, "y again"), Record(x, "x again")});
+  EXPECT_EQ(ids(Ready(*b)), (std::vector<std::string>{y + "=y again"}));
+  EXPECT_EQ(ids(Ready(*c)), (std::vector<std::string>{z + "=z again"}));
+  EXPECT_TRUE(Ready(*a).empty());
+  auto kept = Take(hub, {w, x});
+  ASSERT_TRUE(kept[0].has_value());
+  EXPECT_EQ(kept[0]->result().string_value(), "nobody's");
+  ASSERT_TRUE(kept[1].has_value());
+  EXPECT_EQ(kept[1]->result().string_value(), "x again");
+  hub.Unsubscribe(b);
+  hub.Unsubscribe(c);
+  hub.Publish({Record(y, "late")});
+  EXPECT_TRUE(Ready(*b).empty());
+  auto late = Take(hub, {y});
+  ASSERT_TRUE(late[0].has_value());
+  EXPECT_EQ(late[0]->result().string_value(), "late");
+}
+
 TEST(CompletionHubTest, AnUnsubscribedStreamGetsNothingMore) {
   CompletionHub hub;
   auto a = hub.Subscribe({"t1"});
