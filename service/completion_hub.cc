@@ -12,22 +12,40 @@ std::vector<v1::TaskRecord> CompletionHub::Subscription::Take(std::chrono::stead
   return out;
 }
 
+namespace {
+// How far ahead of the id in hand the loops below prefetch the table slots of the next ones: a
+// batch's ids land all over tables larger than the caches, and each lookup would otherwise
+// wait for memory in turn.
+constexpr size_t kPrefetchAhead = 8;
+}  // namespace
+
+std::vector<std::optional<CompletionHub::IdKey>> CompletionHub::KeysOf(const std::vector<std::string>& ids) {
+  std::vector<std::optional<IdKey>> keys;
+  keys.reserve(ids.size());
+  for (const auto& id : ids) keys.push_back(KeyOf(id));
+  return keys;
+}
+
 std::shared_ptr<CompletionHub::Subscription> CompletionHub::Subscribe(std::vector<std::string> ids) {
   auto sub = std::make_shared<Subscription>();
   sub->ids_ = std::move(ids);
+  const auto keys = KeysOf(sub->ids_);
   std::lock_guard lock(mu_);
-  for (const auto& id : sub->ids_) {
-    auto key = KeyOf(id);
-    if (!key || !watched_.try_emplace(*key, sub.get()).second) more_watchers_.emplace(id, sub.get());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (i + kPrefetchAhead < keys.size() && keys[i + kPrefetchAhead]) watched_.prefetch(*keys[i + kPrefetchAhead]);
+    if (!keys[i] || !watched_.try_emplace(*keys[i], sub.get()).second) more_watchers_.emplace(sub->ids_[i], sub.get());
   }
   return sub;
 }
 
 void CompletionHub::Unsubscribe(const std::shared_ptr<Subscription>& sub) {
+  const auto keys = KeysOf(sub->ids_);
   std::lock_guard lock(mu_);
-  for (const auto& id : sub->ids_) {
-    if (auto key = KeyOf(id)) {
-      auto it = watched_.find(*key);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (i + kPrefetchAhead < keys.size() && keys[i + kPrefetchAhead]) watched_.prefetch(*keys[i + kPrefetchAhead]);
+    const std::string& id = sub->ids_[i];
+    if (keys[i]) {
+      auto it = watched_.find(*keys[i]);
       if (it != watched_.end() && it->second == sub.get()) {
         watched_.erase(it);
         continue;
@@ -60,9 +78,17 @@ void CompletionHub::Publish(std::vector<v1::TaskRecord> records) {
     run.clear();
   };
   std::vector<Subscription*> also;  // the other streams watching one record
+  std::vector<std::optional<IdKey>> keys;
+  keys.reserve(records.size());
+  for (const auto& r : records) keys.push_back(KeyOf(r.id()));
   std::lock_guard lock(mu_);
-  for (auto& r : records) {
-    const auto key = KeyOf(r.id());
+  for (size_t i = 0; i < records.size(); ++i) {
+    auto& r = records[i];
+    const auto& key = keys[i];
+    if (i + kPrefetchAhead < keys.size() && keys[i + kPrefetchAhead]) {
+      if (!expected_.empty()) expected_.prefetch(*keys[i + kPrefetchAhead]);
+      watched_.prefetch(*keys[i + kPrefetchAhead]);
+    }
     Subscription* first = nullptr;
     if (key) {
       if (!expected_.empty()) expected_.erase(*key);
@@ -163,13 +189,15 @@ uint32_t CompletionHub::OwnerIndex(const std::string& owner) {
 
 void CompletionHub::Expect(const std::vector<std::string>& ids, const std::string& owner) {
   const auto max = static_cast<size_t>(options_.max_expected);
-  std::lock_guard lock(mu_);
   if (max == 0) return;
+  const auto keys = KeysOf(ids);
+  std::lock_guard lock(mu_);
   const uint32_t who = OwnerIndex(owner);
   // When full, the newest are not remembered (a wait for them asks the store); room comes back
   // as tasks finish.
-  for (size_t i = 0; i < ids.size() && expected_.size() < max; ++i) {
-    if (auto key = KeyOf(ids[i])) expected_.insert_or_assign(*key, who);
+  for (size_t i = 0; i < keys.size() && expected_.size() < max; ++i) {
+    if (i + kPrefetchAhead < keys.size() && keys[i + kPrefetchAhead]) expected_.prefetch(*keys[i + kPrefetchAhead]);
+    if (keys[i]) expected_.insert_or_assign(*keys[i], who);
   }
 }
 
@@ -183,11 +211,15 @@ void CompletionHub::Unexpect(const std::vector<std::string>& ids) {
 std::vector<CompletionHub::Known> CompletionHub::Claim(const std::vector<std::string>& ids) {
   std::vector<Known> out(ids.size());
   const auto now = Clock::now();
+  const auto keys = KeysOf(ids);
   std::lock_guard lock(mu_);
   EvictUnclaimed(now);
   if (unclaimed_.empty() && expected_.empty()) return out;
   for (size_t i = 0; i < ids.size(); ++i) {
-    auto key = expected_.empty() ? std::nullopt : KeyOf(ids[i]);
+    if (i + kPrefetchAhead < keys.size() && keys[i + kPrefetchAhead] && !expected_.empty()) {
+      expected_.prefetch(*keys[i + kPrefetchAhead]);
+    }
+    const auto& key = expected_.empty() ? std::nullopt : keys[i];
     if (auto it = key ? expected_.find(*key) : expected_.end(); it != expected_.end()) {
       out[i].owner = owners_[it->second];
     } else if (auto u = unclaimed_.find(ids[i]); u != unclaimed_.end()) {

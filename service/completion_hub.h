@@ -119,6 +119,7 @@ class CompletionHub {
     }
   };
   static std::optional<IdKey> KeyOf(std::string_view id);
+  static std::vector<std::optional<IdKey>> KeysOf(const std::vector<std::string>& ids);
   absl::flat_hash_map<IdKey, Subscription*> watched_;       // GUARDED_BY(mu_)
   uint32_t OwnerIndex(const std::string& owner);            // REQUIRES: mu_
   absl::flat_hash_map<IdKey, uint32_t> expected_;           // GUARDED_BY(mu_): id -> owners_ index
