@@ -1,6 +1,7 @@
 #include "endpoint/endpoint.h"
 
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
@@ -188,6 +189,7 @@ Status Endpoint::Reconnect() {
     monitor_ = zmq::socket_t(ctx_, zmq::socket_type::pair);
     monitor_.set(zmq::sockopt::linger, 0);
     monitor_.connect(events);
+    recheck_quiet_sockets_ = true;
     service_.connect(config_.service);
   } catch (const zmq::error_t& e) {
     return Unavailable(std::string("endpoint service socket: ") + e.what());
@@ -977,13 +979,17 @@ void Endpoint::RestartDueWorkers() {
 }
 
 void Endpoint::Run() {
-  zmq::pollitem_t items[] = {{service_.handle(), 0, ZMQ_POLLIN, 0},
-                             {workers_sock_.handle(), 0, ZMQ_POLLIN, 0},
-                             {nullptr, stop_fd_, ZMQ_POLLIN, 0},
-                             {nullptr, child_fd_, ZMQ_POLLIN, 0},
-                             {monitor_.handle(), 0, ZMQ_POLLIN, 0},
-                             // Blocks: ZAP requests for the TCP worker socket (fd -1: none).
-                             {worker_zap_.handle(), -1, ZMQ_POLLIN, 0}};
+  // One poll(2) a round, on the ZeroMQ sockets' notification fds (ZMQ_FD) and the plain fds,
+  // rather than zmq_poll, which asks every ZeroMQ socket for its state before and after polling
+  // (in libzmq a getpid and a poll(2) each, when nothing waits: most of this loop's system calls
+  // with 100 endpoints on one host). A socket's fd becomes readable when its state changes, and
+  // a send on it may take that signal, so before blocking the loop asks the two sockets it sends
+  // on whether input waits (ZMQ_EVENTS), and reads a socket only when that said so or its fd is
+  // readable. The monitor and ZAP sockets get no sends between rounds (ServeWorkerZap answers
+  // before the read that ends it): once asked after they are made, they are read only when
+  // their fd is readable.
+  auto fd_of = [](zmq::socket_t& s) -> int { return s.handle() == nullptr ? -1 : s.get(zmq::sockopt::fd); };
+  auto has_input = [](zmq::socket_t& s) { return (s.get(zmq::sockopt::events) & ZMQ_POLLIN) != 0; };
   last_heard_from_service_ = Clock::now();
   auto last_reap = Clock::now();
   auto last_resend_check = Clock::now();
@@ -996,19 +1002,37 @@ void Endpoint::Run() {
     int64_t wait_ms = std::max(10, config_.heartbeat_period_ms / 4);
     if (head_waiting) wait_ms = std::chrono::duration_cast<std::chrono::milliseconds>(kRunningReportDelay).count();
     wait_ms = std::min(wait_ms, next_deadline_ms);
-    items[0].socket = service_.handle();  // Reconnect() replaces these two
-    items[4].socket = monitor_.handle();
+    bool service_ready = false, workers_ready = false, monitor_ready = false, zap_ready = false;
+    pollfd fds[6];
     try {
-      zmq::poll(items, std::size(items), std::chrono::milliseconds(std::max<int64_t>(wait_ms, 0)));
+      service_ready = has_input(service_);  // Reconnect() replaces service_ and monitor_
+      workers_ready = has_input(workers_sock_);
+      if (recheck_quiet_sockets_) {
+        monitor_ready = monitor_.handle() != nullptr && has_input(monitor_);
+        zap_ready = worker_zap_.handle() != nullptr && has_input(worker_zap_);
+        recheck_quiet_sockets_ = false;
+      }
+      fds[0] = {fd_of(service_), POLLIN, 0};
+      fds[1] = {fd_of(workers_sock_), POLLIN, 0};
+      fds[4] = {fd_of(monitor_), POLLIN, 0};
+      fds[5] = {fd_of(worker_zap_), POLLIN, 0};  // blocks: ZAP requests for the TCP worker socket
     } catch (const zmq::error_t& e) {
-      if (e.num() != EINTR) spdlog::error("poll failed: {}", e.what());
+      spdlog::error("cannot read a socket's state: {}", e.what());
       continue;
     }
-    if (items[2].revents & ZMQ_POLLIN) break;
-    HandleMonitorEvents();
-    if (items[5].revents & ZMQ_POLLIN) ServeWorkerZap();
+    fds[2] = {stop_fd_, POLLIN, 0};
+    fds[3] = {child_fd_, POLLIN, 0};
+    const bool ready = service_ready || workers_ready || monitor_ready || zap_ready;
+    const int timeout = ready ? 0 : static_cast<int>(std::max<int64_t>(wait_ms, 0));
+    if (::poll(fds, std::size(fds), timeout) < 0) {
+      if (errno != EINTR) spdlog::error("poll failed: {}", std::strerror(errno));
+      continue;
+    }
+    if (fds[2].revents & POLLIN) break;
+    if (monitor_ready || (fds[4].revents & POLLIN)) HandleMonitorEvents();
+    if (zap_ready || (fds[5].revents & POLLIN)) ServeWorkerZap();
     try {
-      for (int n = 0; n < 10000 && !fenced_; ++n) {
+      for (int n = 0; n < 10000 && !fenced_ && (service_ready || fds[0].revents != 0); ++n) {
         zmq::message_t msg;
         if (!service_.recv(msg, zmq::recv_flags::dontwait)) break;
         HandleServiceMessage(msg);
@@ -1016,7 +1040,7 @@ void Endpoint::Run() {
       // Workers' messages before their deaths: a worker that finished a task and then died
       // (killed by its next one) must have that result counted, so that the death is charged to
       // the task it was running, not to the one whose result was still in the socket.
-      for (int n = 0; n < 10000; ++n) {
+      for (int n = 0; n < 10000 && (workers_ready || fds[1].revents != 0); ++n) {
         zmq::message_t id, body;
         if (!workers_sock_.recv(id, zmq::recv_flags::dontwait)) break;
         if (!id.more()) continue;
@@ -1027,7 +1051,7 @@ void Endpoint::Run() {
       spdlog::warn("receive failed: {}", e.what());
     }
     // SIGCHLD wakes us; the periodic check covers a signal that went to another thread.
-    if ((items[3].revents & ZMQ_POLLIN) || Clock::now() - last_reap >= std::chrono::milliseconds(250)) {
+    if ((fds[3].revents & POLLIN) || Clock::now() - last_reap >= std::chrono::milliseconds(250)) {
       ReapWorkers();
       last_reap = Clock::now();
     }

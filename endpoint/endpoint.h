@@ -201,6 +201,9 @@ class Endpoint {
   zmq::context_t ctx_{1};
   zmq::socket_t service_;
   zmq::socket_t monitor_;  // PAIR reading service_'s connection events
+  // Run() asks monitor_ and worker_zap_ for waiting input (ZMQ_EVENTS) once after either is
+  // made, then relies on their fds (see Run()).
+  bool recheck_quiet_sockets_ = true;
   int monitor_generation_ = 0;
   bool connected_ = false;  // the ZeroMQ handshake with the service succeeded and holds
   zmq::socket_t workers_sock_;

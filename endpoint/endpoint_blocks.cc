@@ -51,6 +51,7 @@ Status Endpoint::StartBlocks() {
     worker_zap_ = zmq::socket_t(ctx_, zmq::socket_type::rep);
     worker_zap_.set(zmq::sockopt::linger, 0);
     worker_zap_.bind("inproc://zeromq.zap.01");
+    recheck_quiet_sockets_ = true;
   } catch (const zmq::error_t& e) {
     return Internal(std::string("cannot start the block workers' ZAP handler: ") + e.what());
   }
