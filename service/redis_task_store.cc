@@ -901,6 +901,7 @@ Result<CompleteOutcome> ParseComplete(const CompleteCall& c, const redisReply* r
   outcome.retried = r->element[0]->integer;
   outcome.rejected = r->element[1]->integer;
   const auto& results = *c.results;
+  outcome.finished.reserve(results.size());
   for (size_t i = 2; i < r->elements;) {
     const int64_t pos = r->element[i]->type == REDIS_REPLY_INTEGER ? r->element[i]->integer : 0;
     const bool ok = pos > 0;
@@ -910,28 +911,46 @@ Result<CompleteOutcome> ParseComplete(const CompleteCall& c, const redisReply* r
       return Internal("unexpected reply from the complete script");
     }
     auto s = [&](size_t k) { return ReplyString(r->element[i + k]); };
+    auto view = [&](size_t k) {
+      const redisReply* e = r->element[i + k];
+      return e->type == REDIS_REPLY_STRING ? std::string_view(e->str, e->len) : std::string_view("");
+    };
+    auto n = [&](size_t k) {
+      const redisReply* e = r->element[i + k];
+      return e->type == REDIS_REPLY_INTEGER ? static_cast<int>(e->integer) : std::atoi(ReplyString(e).c_str());
+    };
+    if (ok) {
+      // A success's record is built here, in place (MakeRecord's fields for a success, without
+      // the StoredTask in between): thousands a second go this way.
+      v1::TaskRecord& rec = outcome.finished.emplace_back();
+      rec.set_id(results[index].task_id());
+      rec.set_state(v1::TASK_STATE_SUCCESS);
+      rec.set_owner(view(1).data(), view(1).size());
+      rec.set_function(view(2).data(), view(2).size());
+      rec.set_endpoint(c.endpoint);
+      std::string stamps;
+      stamps.reserve(view(3).size() + c.stamps[index].size() + c.ok_stamp.size());
+      stamps.append(view(3)).append(c.stamps[index]).append(c.ok_stamp);
+      DecodeStamps(stamps, rec.mutable_timestamps());
+      DecodeAttempts(view(4), rec.mutable_attempt_history());
+      rec.set_attempts(n(5));
+      rec.set_max_attempts(n(6));
+      *rec.mutable_result() = results[index].value();
+      i += width;
+      continue;
+    }
     StoredTask t;
     t.owner = s(1);
     t.function = s(2);
     t.endpoint = c.endpoint;
     t.history = s(4);
-    auto n = [&](size_t k) {
-      const redisReply* e = r->element[i + k];
-      return e->type == REDIS_REPLY_INTEGER ? static_cast<int>(e->integer) : std::atoi(ReplyString(e).c_str());
-    };
     t.attempts = n(5);
     t.max_attempts = n(6);
-    if (ok) {
-      t.state = v1::TASK_STATE_SUCCESS;
-      t.stamps = s(3) + c.stamps[index] + c.ok_stamp;
-    } else {
-      t.state = v1::TASK_STATE_FAILED;
-      t.stamps = s(3);
-      t.failure = n(7);
-      t.error = s(8);
-    }
+    t.state = v1::TASK_STATE_FAILED;
+    t.stamps = s(3);
+    t.failure = n(7);
+    t.error = s(8);
     outcome.finished.push_back(MakeRecord(results[index].task_id(), t));
-    if (ok) *outcome.finished.back().mutable_result() = results[index].value();
     i += width;
   }
   return outcome;
