@@ -408,19 +408,12 @@ void ResultSpool::RemovePending(EntryList::iterator it) {
 }
 
 Status ResultSpool::Append(const std::vector<v1::TaskResult>& results) {
-  std::vector<const v1::TaskResult*> refs;
-  refs.reserve(results.size());
-  for (const auto& r : results) refs.push_back(&r);
-  return Append(refs);
-}
-
-Status ResultSpool::Append(const std::vector<const v1::TaskResult*>& results) {
   std::vector<std::string> payloads;
   payloads.reserve(results.size());
+  for (const auto& r : results) payloads.push_back(r.SerializeAsString());
   std::vector<std::pair<std::string_view, std::string_view>> refs;
   refs.reserve(results.size());
-  for (const auto* r : results) payloads.push_back(r->SerializeAsString());
-  for (size_t i = 0; i < results.size(); ++i) refs.emplace_back(results[i]->task_id(), payloads[i]);
+  for (size_t i = 0; i < results.size(); ++i) refs.emplace_back(results[i].task_id(), payloads[i]);
   return AppendSerialized(refs);
 }
 

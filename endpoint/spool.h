@@ -66,10 +66,8 @@ class ResultSpool {
   // if the pending results would then exceed max_bytes (stop taking work until acks arrive).
   // A result without a task_id fails the call with kInvalidArgument, writing nothing.
   Status Append(const std::vector<v1::TaskResult>& results);
-  // The same, for results owned elsewhere (not copied).
-  Status Append(const std::vector<const v1::TaskResult*>& results);
-  // The same, for results already serialized: (task id, serialized v1::TaskResult) pairs. The
-  // payloads are written and kept as they are; an empty task id fails as above.
+  // The same, for results already serialized (the endpoint keeps its results so): (task id, serialized v1::TaskResult)
+  // pairs. The payloads are written and kept as they are; an empty task id fails as above.
   Status AppendSerialized(const std::vector<std::pair<std::string_view, std::string_view>>& results);
 
   // Forgets the pending results of these tasks (one ack record, one write()); ids not pending are
