@@ -217,6 +217,8 @@ Status LoadEndpointConfigFile(const std::string& path, EndpointConfig* c) {
         c->pack_tasks_under_us = v.as<int>();
       else if (key == "pack_prefetch")
         c->pack_prefetch = v.as<int>();
+      else if (key == "worker_link")
+        c->worker_link = v.as<std::string>();
       else if (key == "worker_binary")
         c->worker_binary = v.as<std::string>();
       else if (key == "plugins")
@@ -281,6 +283,10 @@ Status LoadEndpointConfigFile(const std::string& path, EndpointConfig* c) {
     if (c->pack_tasks_under_us < 0) {
       return InvalidArgument("config file '" + path + "': pack_tasks_under_us is " +
                              std::to_string(c->pack_tasks_under_us) + "; use 0 (always spread) or more");
+    }
+    if (c->worker_link != "socket" && c->worker_link != "zmq") {
+      return InvalidArgument("config file '" + path + "': worker_link is '" + c->worker_link +
+                             "'; it is 'socket' or 'zmq'");
     }
     if (c->pack_prefetch < 0) {
       return InvalidArgument("config file '" + path + "': pack_prefetch is " + std::to_string(c->pack_prefetch) +

@@ -68,6 +68,10 @@ struct EndpointConfig {
   // Tasks of such a short kernel handed to one worker ahead of time (at least `prefetch`): each
   // message to a worker wakes it and two ZeroMQ I/O threads, which costs more than short tasks.
   int pack_prefetch = 64;
+  // How the workers this endpoint starts itself talk to it: "socket", a socketpair(2) each (no
+  // ZeroMQ I/O thread on either side: a message costs a write and a read); "zmq", the ipc ROUTER
+  // socket. Workers in a container use the ROUTER socket either way, as do a block's (over TCP).
+  std::string worker_link = "socket";
   std::string worker_binary;  // default: loom-worker next to loom-endpoint
   std::vector<std::string> plugins;
   std::vector<std::string> plugin_dirs;

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -316,11 +317,32 @@ Status Endpoint::SpawnWorker(const std::string& slot) {
       running_slot_warned_ = true;
     }
   }
+  // Outside a container, a socket of its own (worker_link "socket"): the child's end is
+  // inherited at the same number, ours closes with the worker.
+  std::unique_ptr<FrameLink> link;
+  int child_end = -1;
+  if (config_.worker_link == "socket" && !config_.container.enabled()) {
+    int ends[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends) != 0) {
+      return Internal(std::string("cannot make a socket for worker ") + id + ": " + std::strerror(errno));
+    }
+    link = std::make_unique<FrameLink>(ends[0], config_.max_message_bytes + (1 << 20));
+    child_end = ends[1];
+    argv[1] = "--endpoint-fd";
+    argv[2] = std::to_string(child_end);
+  }
+  struct CloseAtExit {
+    int fd;
+    ~CloseAtExit() {
+      if (fd >= 0) ::close(fd);
+    }
+  } close_child_end{child_end};
   LOOM_ASSIGN_OR_RETURN(LaunchCommand launch,
                         WrapForLaunch(id, LaunchCommand{std::move(argv), std::move(slot_env), {}}));
   SpawnOptions options;
   options.env = launch.env;
   if (running) options.inherit_fds = {running->fd()};
+  if (child_end >= 0) options.inherit_fds.push_back(child_end);
   LOOM_ASSIGN_OR_RETURN(auto proc, Subprocess::Spawn(launch.argv, options));
   if (running) running->CloseFd();  // the child has its own; the mapping stays
   Worker w;
@@ -328,6 +350,7 @@ Status Endpoint::SpawnWorker(const std::string& slot) {
   w.process = std::move(proc);
   w.cleanup = std::move(launch.cleanup);
   w.slot = std::move(running);
+  w.link = std::move(link);
   workers_.emplace(id, std::move(w));
   return Status::Ok();
 }
@@ -708,18 +731,30 @@ void Endpoint::AssignTasks() {
       return;
     }
     bool sent = true;
-    try {
-      workers_sock_.send(zmq::buffer(best->id), zmq::send_flags::sndmore);
-      workers_sock_.send(ToMessage(env), zmq::send_flags::none);
-    } catch (const zmq::error_t& e) {
-      // The worker is not reachable (it exited, or its connection dropped): its tasks go back
-      // to the head of the queue for the other workers, and it gets none until it says hello
-      // again. ReapWorkers replaces it if it exited.
-      spdlog::warn("cannot hand {} task(s) to worker {}: {}; requeued", batch->tasks_size(), best->id, e.what());
-      sent = false;
+    if (best->link != nullptr) {
+      // Serialized into the link's buffer now; written as far as the socket takes it.
+      sent = best->link->Send(env.ByteSizeLong(),
+                              [&](char* p) { env.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(p)); });
+      if (!sent) {
+        spdlog::warn("cannot hand {} task(s) to worker {}: {}; requeued", batch->tasks_size(), best->id,
+                     best->link->error().message());
+      }
+    } else {
+      try {
+        recheck_workers_sock_ = true;
+        workers_sock_.send(zmq::buffer(best->id), zmq::send_flags::sndmore);
+        workers_sock_.send(ToMessage(env), zmq::send_flags::none);
+      } catch (const zmq::error_t& e) {
+        // The worker is not reachable (it exited, or its connection dropped): its tasks go back
+        // to the head of the queue for the other workers, and it gets none until it says hello
+        // again. ReapWorkers replaces it if it exited.
+        spdlog::warn("cannot hand {} task(s) to worker {}: {}; requeued", batch->tasks_size(), best->id, e.what());
+        sent = false;
+      }
     }
     for (size_t i = 0; i < lent.size(); ++i) batch->mutable_tasks(static_cast<int>(i))->Swap(lent[i]);
     if (!sent) {
+      if (best->link != nullptr) LinkBroke(*best);
       best->ready = false;
       const auto first = best->assigned.end() - batch->tasks_size();
       queue_.insert(queue_.begin(), std::make_move_iterator(first), std::make_move_iterator(best->assigned.end()));
@@ -835,14 +870,34 @@ void Endpoint::AcceptTasks(v1::TaskBatch& batch) {
   if (largest > 0) window_.Received(largest);  // duplicates and refused tasks tell nothing
 }
 
-void Endpoint::HandleWorkerMessage(const std::string& worker_id, const zmq::message_t& msg) {
+void Endpoint::ReadWorkerLink(Worker& w) {
+  if (w.link == nullptr) return;
+  if (!w.link->Read([&](std::string_view frame) { HandleWorkerMessage(w.id, frame); })) LinkBroke(w);
+}
+
+void Endpoint::LinkBroke(Worker& w) {
+  if (w.link == nullptr || !w.link->broken()) return;
+  // Its process is ending (it closed its end as it exited), or is of no use without the link:
+  // it is stopped, and ReapWorkers charges its tasks and starts a replacement as for any other
+  // exit, and says so.
+  if (w.link->error().code() == StatusCode::kUnavailable && w.link->error().message() == FrameLink::kClosedByPeer) {
+    spdlog::debug("worker {}: {}", w.id, w.link->error().message());
+  } else {
+    spdlog::warn("worker {}: {}; stopping it", w.id, w.link->error().message());
+  }
+  w.link.reset();
+  w.ready = false;
+  w.process.Signal(SIGKILL);
+}
+
+void Endpoint::HandleWorkerMessage(const std::string& worker_id, std::string_view msg) {
   auto wit = workers_.find(worker_id);
   Worker* known = wit != workers_.end() && !wit->second.lost ? &wit->second : nullptr;
   if (known == nullptr && blocks_) known = AdmitBlockWorker(worker_id);
   if (known == nullptr) return;
   Worker& w = *known;
   v1::WorkerEnvelope env;
-  if (!FromMessage(msg, &env)) {
+  if (!env.ParseFromArray(msg.data(), static_cast<int>(msg.size()))) {
     spdlog::warn("dropping an unreadable message from worker {}", worker_id);
     return;
   }
@@ -933,7 +988,12 @@ void Endpoint::ReapWorkers() {
   }
   std::vector<std::string> dead;
   for (auto& [id, w] : workers_) {
-    if (w.block.empty() ? !w.process.Running() : w.lost) dead.push_back(id);
+    if (w.block.empty() ? !w.process.Running() : w.lost) {
+      // What it wrote before it exited counts before its exit does (Run: a result, then the
+      // death its next task caused).
+      if (w.link != nullptr) (void)w.link->Read([&](std::string_view frame) { HandleWorkerMessage(id, frame); });
+      dead.push_back(id);
+    }
   }
   // Clean-up commands of containers that ended are reaped here too (they share SIGCHLD).
   std::erase_if(cleanups_, [](Subprocess& p) { return !p.Running(); });
@@ -985,9 +1045,11 @@ void Endpoint::Run() {
   // with 100 endpoints on one host). A socket's fd becomes readable when its state changes, and
   // a send on it may take that signal, so before blocking the loop asks the two sockets it sends
   // on whether input waits (ZMQ_EVENTS), and reads a socket only when that said so or its fd is
-  // readable. The monitor and ZAP sockets get no sends between rounds (ServeWorkerZap answers
-  // before the read that ends it): once asked after they are made, they are read only when
-  // their fd is readable.
+  // readable; the workers' ROUTER socket only after a round that used it (workers on links of
+  // their own leave it quiet). The monitor and ZAP sockets get no sends between rounds
+  // (ServeWorkerZap answers before the read that ends it): once asked after they are made, they
+  // are read only when their fd is readable. The workers this endpoint started itself each have
+  // a socket of their own (FrameLink), polled with the rest.
   auto fd_of = [](zmq::socket_t& s) -> int { return s.handle() == nullptr ? -1 : s.get(zmq::sockopt::fd); };
   auto has_input = [](zmq::socket_t& s) { return (s.get(zmq::sockopt::events) & ZMQ_POLLIN) != 0; };
   last_heard_from_service_ = Clock::now();
@@ -996,6 +1058,8 @@ void Endpoint::Run() {
   bool head_waiting = false;
   int64_t next_deadline_ms = std::numeric_limits<int64_t>::max();
   std::mt19937 rng(std::random_device{}());
+  std::vector<pollfd> fds;
+  std::vector<Worker*> linked;  // the workers of fds[6...], in order
   while (true) {
     const auto period = std::chrono::milliseconds(config_.heartbeat_period_ms);
     const auto threshold = period * config_.heartbeat_misses;
@@ -1003,10 +1067,19 @@ void Endpoint::Run() {
     if (head_waiting) wait_ms = std::chrono::duration_cast<std::chrono::milliseconds>(kRunningReportDelay).count();
     wait_ms = std::min(wait_ms, next_deadline_ms);
     bool service_ready = false, workers_ready = false, monitor_ready = false, zap_ready = false;
-    pollfd fds[6];
+    // Six fixed descriptors, then one socket per worker with a link of its own.
+    constexpr size_t kFixed = 6;
+    fds.resize(kFixed);
+    linked.clear();
+    for (auto& [id, w] : workers_) {
+      if (w.link == nullptr) continue;
+      fds.push_back({w.link->fd(), static_cast<short>(POLLIN | (w.link->wants_write() ? POLLOUT : 0)), 0});
+      linked.push_back(&w);
+    }
     try {
       service_ready = has_input(service_);  // Reconnect() replaces service_ and monitor_
-      workers_ready = has_input(workers_sock_);
+      workers_ready = recheck_workers_sock_ && has_input(workers_sock_);
+      recheck_workers_sock_ = false;
       if (recheck_quiet_sockets_) {
         monitor_ready = monitor_.handle() != nullptr && has_input(monitor_);
         zap_ready = worker_zap_.handle() != nullptr && has_input(worker_zap_);
@@ -1024,7 +1097,7 @@ void Endpoint::Run() {
     fds[3] = {child_fd_, POLLIN, 0};
     const bool ready = service_ready || workers_ready || monitor_ready || zap_ready;
     const int timeout = ready ? 0 : static_cast<int>(std::max<int64_t>(wait_ms, 0));
-    if (::poll(fds, std::size(fds), timeout) < 0) {
+    if (::poll(fds.data(), fds.size(), timeout) < 0) {
       if (errno != EINTR) spdlog::error("poll failed: {}", std::strerror(errno));
       continue;
     }
@@ -1043,12 +1116,19 @@ void Endpoint::Run() {
       for (int n = 0; n < 10000 && (workers_ready || fds[1].revents != 0); ++n) {
         zmq::message_t id, body;
         if (!workers_sock_.recv(id, zmq::recv_flags::dontwait)) break;
+        recheck_workers_sock_ = true;
         if (!id.more()) continue;
         (void)workers_sock_.recv(body);
-        HandleWorkerMessage(id.to_string(), body);
+        HandleWorkerMessage(id.to_string(), std::string_view(body.data<char>(), body.size()));
       }
     } catch (const zmq::error_t& e) {
       spdlog::warn("receive failed: {}", e.what());
+    }
+    for (size_t i = 0; i < linked.size(); ++i) {
+      Worker& w = *linked[i];
+      const short ev = fds[kFixed + i].revents;
+      if (ev & (POLLIN | POLLHUP | POLLERR)) ReadWorkerLink(w);
+      if (w.link != nullptr && (ev & POLLOUT) && !w.link->Flush()) LinkBroke(w);
     }
     // SIGCHLD wakes us; the periodic check covers a signal that went to another thread.
     if ((fds[3].revents & POLLIN) || Clock::now() - last_reap >= std::chrono::milliseconds(250)) {

@@ -35,6 +35,7 @@
 
 #include "common/allow_list.h"
 #include "common/curve.h"
+#include "common/frame_link.h"
 #include "common/launch.h"
 #include "common/log_limiter.h"
 #include "common/running_slot.h"
@@ -88,6 +89,9 @@ class Endpoint {
     // child, so its loss is learned from its job ending, its slot being taken over, or a kill.
     std::string block;
     bool lost = false;  // a block worker given up on (killed for a deadline or cancel, or replaced)
+    // Set for a worker this endpoint started with a socket of its own (worker_link "socket"):
+    // its messages go over this, not the ROUTER socket.
+    std::unique_ptr<FrameLink> link;
   };
   // A result the service has not acknowledged, kept serialized (the spool writes and keeps the
   // same bytes): a message tree a result cost the endpoint a copy when sent and a teardown when
@@ -120,7 +124,11 @@ class Endpoint {
   void AcceptTasks(v1::TaskBatch& batch);
   // Loads the CURVE keys and the allow-list from the config.
   Status LoadSecurity();
-  void HandleWorkerMessage(const std::string& worker_id, const zmq::message_t& msg);
+  void HandleWorkerMessage(const std::string& worker_id, std::string_view msg);
+  // Handles what the worker's own socket (Worker::link) holds.
+  void ReadWorkerLink(Worker& w);
+  // The worker's socket broke: the worker is killed, and ReapWorkers replaces it.
+  void LinkBroke(Worker& w);
   void ReapWorkers();
   void RestartDueWorkers();  // the slots in restarts_ whose time has come
   void AssignTasks();
@@ -204,6 +212,9 @@ class Endpoint {
   // Run() asks monitor_ and worker_zap_ for waiting input (ZMQ_EVENTS) once after either is
   // made, then relies on their fds (see Run()).
   bool recheck_quiet_sockets_ = true;
+  // Run() asks workers_sock_ for waiting input only after the loop used it (a send or a read):
+  // with every worker on a link of its own, the ROUTER socket is quiet.
+  bool recheck_workers_sock_ = true;
   int monitor_generation_ = 0;
   bool connected_ = false;  // the ZeroMQ handshake with the service succeeded and holds
   zmq::socket_t workers_sock_;

@@ -44,6 +44,11 @@ int main(int argc, char** argv) {
   app.add_option("--pack-prefetch", c.pack_prefetch,
                  "tasks of such a short kernel handed to one worker ahead of time (at least --prefetch)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--worker-link", c.worker_link,
+                 "how the workers this endpoint starts talk to it: socket (a socketpair each) or zmq (the ipc "
+                 "ROUTER socket); workers in a container use zmq")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"socket", "zmq"}));
   app.add_option("--worker-binary", c.worker_binary, "path of loom-worker (default: next to this program)");
   app.add_option("--plugin", c.plugins, "kernel plugin (.so) for the workers to load; repeatable");
   app.add_option("--plugin-dir", c.plugin_dirs, "directory of kernel plugins; repeatable");

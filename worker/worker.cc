@@ -1,16 +1,21 @@
 #include "worker/worker.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <csignal>
+#include <cstring>
+#include <memory>
 
 #include "common/curve.h"
 #include "common/running_slot.h"
 #include "common/util.h"
 #include "worker/builtin_kernels.h"
+#include "worker/pipe_worker_transport.h"
 #include "worker/plugin_loader.h"
 #include "worker/zmq_worker_transport.h"
 
@@ -21,14 +26,37 @@ volatile std::sig_atomic_t g_stop_requested = 0;
 
 void OnStopSignal(int) { g_stop_requested = 1; }
 
+// The ZeroMQ link: to an endpoint's ipc socket, or over TCP with CURVE (a block's workers).
+Result<std::unique_ptr<WorkerTransport>> ConnectZmq(const WorkerFlags& flags) {
+  ZmqWorkerTransportOptions options;
+  options.endpoint = flags.endpoint;
+  options.worker_id = flags.worker_id;
+  options.max_message_bytes = flags.max_message_bytes;
+  if (!flags.curve_secret_key_file.empty()) {
+    auto keys = curve::ReadSecretKeyFile(flags.curve_secret_key_file);
+    if (!keys.ok()) return Status(keys.status().code(), "worker CURVE key: " + keys.status().message());
+    options.curve_keys = std::move(keys).value();
+    options.endpoint_public_key = flags.endpoint_public_key;
+  }
+  LOOM_ASSIGN_OR_RETURN(auto transport, ZmqWorkerTransport::Connect(options));
+  return std::unique_ptr<WorkerTransport>(std::move(transport));
+}
+
 }  // namespace
 
 std::optional<int> ParseWorkerFlags(int argc, char** argv, WorkerFlags* flags) {
   CLI::App app{
       "loom-worker: runs kernels for a Loom endpoint, one task at a time.\n"
-      "Started by loom-endpoint; connects to the endpoint's ZeroMQ ROUTER socket."};
-  app.add_option("--endpoint", flags->endpoint, "the endpoint's ZeroMQ ROUTER address, e.g. ipc:///tmp/ep.ipc")
-      ->required();
+      "Started by loom-endpoint; talks to it over an inherited socket (--endpoint-fd) or connects to its\n"
+      "ZeroMQ ROUTER socket (--endpoint)."};
+  auto* address =
+      app.add_option("--endpoint", flags->endpoint, "the endpoint's ZeroMQ ROUTER address, e.g. ipc:///tmp/ep.ipc");
+  auto* fd = app.add_option("--endpoint-fd", flags->endpoint_fd,
+                            "an inherited stream socket to the endpoint that started this worker "
+                            "(loom-endpoint passes it), instead of --endpoint")
+                 ->check(CLI::Range(3, 1 << 20));
+  address->excludes(fd);
+  fd->excludes(address);
   app.add_option("--worker-id", flags->worker_id, "this worker's ZeroMQ routing id, unique within the endpoint")
       ->required();
   app.add_option("--plugin", flags->plugins, "a kernel plugin (.so) to load; repeatable");
@@ -51,6 +79,9 @@ std::optional<int> ParseWorkerFlags(int argc, char** argv, WorkerFlags* flags) {
       ->check(CLI::NonNegativeNumber);
   try {
     app.parse(argc, argv);
+    if (flags->endpoint.empty() && flags->endpoint_fd < 0) {
+      throw CLI::RequiredError("--endpoint or --endpoint-fd");
+    }
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
@@ -107,6 +138,13 @@ int WorkerMain(int argc, char** argv, const std::vector<KernelSet>& compiled_in)
     }
     running_slot = std::move(attached).value();
   }
+  if (flags.endpoint_fd >= 0) {
+    const int fd_flags = ::fcntl(flags.endpoint_fd, F_GETFD);
+    if (fd_flags < 0 || ::fcntl(flags.endpoint_fd, F_SETFD, fd_flags | FD_CLOEXEC) < 0) {
+      spdlog::critical("--endpoint-fd {}: not an open descriptor ({})", flags.endpoint_fd, std::strerror(errno));
+      return 1;
+    }
+  }
 
   KernelRegistry registry;
   auto load_errors = LoadKernels(flags, &registry, compiled_in);
@@ -125,37 +163,33 @@ int WorkerMain(int argc, char** argv, const std::vector<KernelSet>& compiled_in)
   }
   for (const auto& e : *load_errors) hello.add_load_errors(e);
 
-  ZmqWorkerTransportOptions transport_options;
-  transport_options.endpoint = flags.endpoint;
-  transport_options.worker_id = flags.worker_id;
-  transport_options.max_message_bytes = flags.max_message_bytes;
   if (flags.curve_secret_key_file.empty() != flags.endpoint_public_key.empty()) {
     spdlog::critical("CURVE needs both --curve-secret-key-file and --endpoint-public-key");
     return 2;
   }
-  if (!flags.curve_secret_key_file.empty()) {
-    auto keys = curve::ReadSecretKeyFile(flags.curve_secret_key_file);
-    if (!keys.ok()) {
-      spdlog::critical("worker CURVE key: {}", keys.status().message());
+  std::unique_ptr<WorkerTransport> transport;
+  if (flags.endpoint_fd >= 0) {
+    transport = std::make_unique<PipeWorkerTransport>(flags.endpoint_fd, flags.max_message_bytes,
+                                                      std::chrono::milliseconds(100));
+    spdlog::info("worker '{}' (pid {}) on its endpoint's socket (fd {}) with {} kernel(s): {}", flags.worker_id,
+                 ::getpid(), flags.endpoint_fd, hello.kernels_size(), names);
+  } else {
+    auto connected = ConnectZmq(flags);
+    if (!connected.ok()) {
+      spdlog::critical("{}", connected.status().message());
       return 1;
     }
-    transport_options.curve_keys = std::move(keys).value();
-    transport_options.endpoint_public_key = flags.endpoint_public_key;
+    transport = std::move(connected).value();
+    spdlog::info("worker '{}' (pid {}) connecting to {} with {} kernel(s): {}", flags.worker_id, ::getpid(),
+                 flags.endpoint, hello.kernels_size(), names);
   }
-  auto transport = ZmqWorkerTransport::Connect(transport_options);
-  if (!transport.ok()) {
-    spdlog::critical("{}", transport.status().message());
-    return 1;
-  }
-  spdlog::info("worker '{}' (pid {}) connecting to {} with {} kernel(s): {}", flags.worker_id, ::getpid(),
-               flags.endpoint, hello.kernels_size(), names);
 
   WorkerLoopOptions loop_options;
   loop_options.max_message_bytes = flags.max_message_bytes;
   loop_options.now = NowNanos;
   loop_options.should_stop = StopRequested;
   loop_options.running_slot = running_slot ? &*running_slot : nullptr;
-  WorkerLoop loop(registry, **transport, std::move(loop_options));
+  WorkerLoop loop(registry, *transport, std::move(loop_options));
   Status s = loop.Run(hello);
   const auto& st = loop.stats();
   spdlog::info("worker '{}' stopping: {} task(s) run, {} result(s) in {} batch(es), {} garbage frame(s), {} dropped",

@@ -1,9 +1,15 @@
 // The loom-worker process: its flags, kernel loading (built-ins, then plugins), stop signals,
-// and the wiring of WorkerLoop to a ZmqWorkerTransport. An endpoint starts one loom-worker per
-// worker slot; main.cc calls WorkerMain with the compiled-in science kernels (kernels/).
+// and the wiring of WorkerLoop to its transport. An endpoint starts one loom-worker per worker
+// slot; main.cc calls WorkerMain with the compiled-in science kernels (kernels/).
 //
-//   loom-worker --endpoint ipc:///path/ep.ipc --worker-id w-0 [--plugin lib.so]...
-//               [--plugin-dir dir]... [--max-message-bytes N] [--log-level info] [--status-fd N]
+//   loom-worker (--endpoint-fd N | --endpoint ipc:///path/ep.ipc) --worker-id w-0
+//               [--plugin lib.so]... [--plugin-dir dir]... [--max-message-bytes N]
+//               [--log-level info] [--status-fd N]
+//
+// --endpoint-fd names an inherited stream socket to the endpoint that started the worker
+// (PipeWorkerTransport): how loom-endpoint links the workers it starts itself, outside a
+// container. --endpoint is the endpoint's ZeroMQ ROUTER address (ZmqWorkerTransport): workers
+// in a container, and a block's workers (over TCP, with CURVE).
 //
 // --status-fd names an inherited descriptor of the endpoint's RunningSlot (common/running_slot.h):
 // the worker records there the task whose kernel it runs, so that its endpoint knows which task
@@ -34,6 +40,7 @@ struct WorkerFlags {
   int64_t max_message_bytes = kDefaultMaxMessageBytes;  // --max-message-bytes
   std::string log_level = "info";                       // --log-level
   int status_fd = -1;                                   // --status-fd; -1: none
+  int endpoint_fd = -1;                                 // --endpoint-fd (instead of --endpoint); -1: none
   // CURVE on a TCP link to the endpoint (workers of a block): this worker's key pair and the
   // endpoint's public key; both or neither.
   std::string curve_secret_key_file;  // --curve-secret-key-file

@@ -1,6 +1,6 @@
 // Which task a worker's death is charged to, with a real loom-endpoint and loom-worker driven by
 // a fake service (the test's own ROUTER), so the test decides exactly which tasks reach the worker
-// together. A worker batches its results and ZeroMQ sends them from its I/O thread, so a worker
+// together. A worker batches its results and sends them as it goes on, so a worker
 // that finishes a task and then dies in the next (the crash kernel SIGKILLs its own process)
 // takes the finished task's result with it. The death must be charged to the task that crashed
 // alone; the finished ones run again (at-least-once) and succeed.
@@ -104,7 +104,13 @@ v1::TaskSpec Spec(const std::string& id, const std::string& kernel, std::vector<
   return t;
 }
 
-TEST(WorkerCrashTest, ADeathIsChargedToTheTaskThatCrashedNotToTasksThatFinishedBeforeIt) {
+// Both ways a worker the endpoint started talks to it (--worker-link): a socket of its own, and
+// the ZeroMQ ROUTER socket that workers in containers use.
+class WorkerCrashLinkTest : public ::testing::TestWithParam<std::string> {};
+INSTANTIATE_TEST_SUITE_P(Links, WorkerCrashLinkTest, ::testing::Values("socket", "zmq"),
+                         [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
+
+TEST_P(WorkerCrashLinkTest, ADeathIsChargedToTheTaskThatCrashedNotToTasksThatFinishedBeforeIt) {
   loom::testing::TempDir dir("worker-crash");
   FakeService service;
   const std::string log = dir.path() + "/endpoint.log";
@@ -113,7 +119,7 @@ TEST(WorkerCrashTest, ADeathIsChargedToTheTaskThatCrashedNotToTasksThatFinishedB
   // One worker: every task of a batch goes to it, in order, in one message.
   auto ep = Subprocess::Spawn(
       {BinDir() + "/loom-endpoint", "--id", "ep", "--service", service.address(), "--workers", "1", "--run-dir",
-       dir.path() + "/run", "--spool-dir", dir.path() + "/spool", "--log-level", "debug"},
+       dir.path() + "/run", "--spool-dir", dir.path() + "/spool", "--log-level", "debug", "--worker-link", GetParam()},
       o);
   ASSERT_TRUE(ep.ok()) << ep.status().ToString();
   ASSERT_TRUE(service.ServeUntil([&] { return service.registered; }, 20s)) << ReadFileOrEmpty(log);
@@ -156,6 +162,13 @@ TEST(WorkerCrashTest, ADeathIsChargedToTheTaskThatCrashedNotToTasksThatFinishedB
   }
   EXPECT_EQ(service.results.size(), 4u * kRounds);
   ep->Stop();
+  // The workers went the way asked for.
+  const std::string said = ReadFileOrEmpty(log);
+  if (GetParam() == "socket") {
+    EXPECT_NE(said.find("on its endpoint's socket"), std::string::npos) << said;
+  } else {
+    EXPECT_NE(said.find("connecting to ipc://"), std::string::npos) << said;
+  }
 }
 
 // A worker that dies before it says hello (a missing library, a sandbox that cannot start it) is
@@ -179,11 +192,11 @@ TEST(WorkerCrashTest, AWorkerThatFailsToStartIsStartedAgainWithBackoff) {
   SpawnOptions o;
   o.log_path = log;
   // A short liveness threshold (0.6 s): the three failed starts outlast it.
-  auto ep = Subprocess::Spawn({BinDir() + "/loom-endpoint", "--id", "ep", "--service", service.address(),
-                               "--workers", "1", "--worker-binary", script, "--heartbeat-period-ms", "200",
-                               "--heartbeat-misses", "3", "--run-dir", dir.path() + "/run", "--spool-dir",
-                               dir.path() + "/spool", "--log-level", "info"},
-                              o);
+  auto ep =
+      Subprocess::Spawn({BinDir() + "/loom-endpoint", "--id", "ep", "--service", service.address(), "--workers", "1",
+                         "--worker-binary", script, "--heartbeat-period-ms", "200", "--heartbeat-misses", "3",
+                         "--run-dir", dir.path() + "/run", "--spool-dir", dir.path() + "/spool", "--log-level", "info"},
+                        o);
   ASSERT_TRUE(ep.ok()) << ep.status().ToString();
   ASSERT_TRUE(service.ServeUntil([&] { return service.registered; }, 30s)) << ReadFileOrEmpty(log);
 

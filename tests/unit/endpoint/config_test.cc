@@ -23,6 +23,7 @@ queue_capacity: 64
 queue_bytes: 1048576
 pack_tasks_under_us: 200
 pack_prefetch: 32
+worker_link: zmq
 worker_binary: /opt/loom/loom-worker
 plugins: [/opt/a.so, /opt/b.so]
 plugin_dirs: [/opt/plugins]
@@ -52,6 +53,7 @@ allowed_functions: [echo, bob/add]
   EXPECT_EQ(c.queue_bytes, 1048576);
   EXPECT_EQ(c.pack_tasks_under_us, 200);
   EXPECT_EQ(c.pack_prefetch, 32);
+  EXPECT_EQ(c.worker_link, "zmq");
   EXPECT_EQ(c.worker_binary, "/opt/loom/loom-worker");
   EXPECT_EQ(c.plugins, (std::vector<std::string>{"/opt/a.so", "/opt/b.so"}));
   EXPECT_EQ(c.plugin_dirs, (std::vector<std::string>{"/opt/plugins"}));
@@ -89,6 +91,13 @@ TEST(EndpointConfigTest, RejectsUnknownKeysAndBadValues) {
   Status pack = LoadEndpointConfigFile(dir + "/e.yaml", &fresh);
   EXPECT_EQ(pack.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(pack.message().find("pack_prefetch is -1"), std::string::npos) << pack.message();
+  std::ofstream(dir + "/f.yaml") << "worker_link: pipe\n";
+  EndpointConfig link;
+  Status bad_link = LoadEndpointConfigFile(dir + "/f.yaml", &link);
+  EXPECT_EQ(bad_link.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad_link.message().find("worker_link is 'pipe'; it is 'socket' or 'zmq'"), std::string::npos)
+      << bad_link.message();
+  EXPECT_EQ(EndpointConfig{}.worker_link, "socket");
   std::ofstream(dir + "/d.yaml") << "queue_bytes: -1\n";
   Status bytes = LoadEndpointConfigFile(dir + "/d.yaml", &c);
   EXPECT_EQ(bytes.code(), StatusCode::kInvalidArgument);

@@ -4,20 +4,24 @@
 // sleep is used to synchronise.
 #include <google/protobuf/util/message_differencer.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
 #include <vector>
-
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
+#include "common/frame_link.h"
 #include "common/subprocess.h"
 #include "common/util.h"
 #include "common/value.h"
@@ -81,7 +85,8 @@ class WorkerProcessTest : public ::testing::Test {
   std::optional<v1::WorkerEnvelope> Receive(std::chrono::milliseconds timeout = kDeadline) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (true) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0) return std::nullopt;
       zmq::pollitem_t item{router_.handle(), 0, ZMQ_POLLIN, 0};
       if (zmq::poll(&item, 1, left) == 0) continue;
@@ -120,7 +125,8 @@ class WorkerProcessTest : public ::testing::Test {
     std::vector<v1::TaskResult> out;
     const auto deadline = std::chrono::steady_clock::now() + kDeadline;
     while (out.size() < n) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
       auto e = Receive(std::max(left, 1ms));
       if (!e) break;
       EXPECT_TRUE(e->has_results()) << "expected a ResultBatch, got body case " << e->body_case();
@@ -131,7 +137,9 @@ class WorkerProcessTest : public ::testing::Test {
   }
 
   // The wait status once the worker has ended, or nullopt at the deadline.
-  std::optional<int> WaitForExit() { return worker_.Wait(std::chrono::duration_cast<std::chrono::milliseconds>(kDeadline)); }
+  std::optional<int> WaitForExit() {
+    return worker_.Wait(std::chrono::duration_cast<std::chrono::milliseconds>(kDeadline));
+  }
 
   zmq::context_t context_{1};
   zmq::socket_t router_;
@@ -151,9 +159,9 @@ TEST_F(WorkerProcessTest, HelloListsBuiltinAndPluginKernelsAndLoadErrors) {
     EXPECT_FALSE(k.description().empty()) << k.name();
   }
   // The built-ins, the science kernels loom-worker compiles in (worker/main.cc), and the plugin's.
-  EXPECT_EQ(kernels, (std::set<std::string>{"add@1", "braggnn-fpga@1", "braggnn@1", "crash@1", "dog_blobs@1",
-                                            "echo@1", "fail@1", "focus@1", "ptychonn-edge@1", "ptychonn@1",
-                                            "sleep@1", "stats@1"}));
+  EXPECT_EQ(kernels,
+            (std::set<std::string>{"add@1", "braggnn-fpga@1", "braggnn@1", "crash@1", "dog_blobs@1", "echo@1", "fail@1",
+                                   "focus@1", "ptychonn-edge@1", "ptychonn@1", "sleep@1", "stats@1"}));
   ASSERT_EQ(hello.load_errors_size(), 2) << "load errors: " << hello.DebugString();
   std::string errors = hello.load_errors(0) + "\n" + hello.load_errors(1);
   EXPECT_CONTAINS(errors, "/nonexistent/libgone.so");
@@ -198,7 +206,8 @@ TEST_F(WorkerProcessTest, Runs100EchoTasksAndAnswersInOrderWithTimestamps) {
 TEST_F(WorkerProcessTest, FailTaskReturnsItsMessage) {
   Start();
   ExpectHello();
-  SendTasks({Task("f", "fail@1", {StringValue("beamline 7 is down")}), Task("ok", "add@1", {IntValue(1), IntValue(2)})});
+  SendTasks(
+      {Task("f", "fail@1", {StringValue("beamline 7 is down")}), Task("ok", "add@1", {IntValue(1), IntValue(2)})});
   const auto r = CollectResults(2);
   ASSERT_EQ(r.size(), 2u);
   EXPECT_EQ(r[0].task_id(), "f");
@@ -269,7 +278,8 @@ TEST_F(WorkerProcessTest, HelpListsTheFlagsAndExitsZero) {
   ASSERT_TRUE(status.has_value());
   EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << DescribeWaitStatus(*status);
   const std::string help = Log();
-  for (const char* flag : {"--endpoint", "--worker-id", "--plugin", "--plugin-dir", "--max-message-bytes", "--log-level"}) {
+  for (const char* flag : {"--endpoint", "--endpoint-fd", "--worker-id", "--plugin", "--plugin-dir",
+                           "--max-message-bytes", "--log-level"}) {
     EXPECT_CONTAINS(help, flag);
   }
 }
@@ -280,6 +290,121 @@ TEST_F(WorkerProcessTest, MissingRequiredFlagIsAUsageError) {
   ASSERT_TRUE(status.has_value());
   EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) != 0) << DescribeWaitStatus(*status);
   EXPECT_CONTAINS(Log(), "--worker-id");
+}
+
+TEST_F(WorkerProcessTest, ItNeedsEitherEndpointOrEndpointFdAndNotBoth) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--worker-id", kWorkerId}, "--endpoint or --endpoint-fd"},
+      {{"--worker-id", kWorkerId, "--endpoint", address_, "--endpoint-fd", "3"}, "excludes"},
+  };
+  for (const auto& [args, says] : cases) {
+    Start(args, /*bare=*/true);
+    auto status = WaitForExit();
+    ASSERT_TRUE(status.has_value());
+    EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) != 0) << DescribeWaitStatus(*status);
+    EXPECT_CONTAINS(Log(), says);
+  }
+}
+
+// The link loom-endpoint gives the workers it starts: one end of a socketpair, inherited.
+class WorkerOnASocketTest : public WorkerProcessTest {
+ protected:
+  void StartOnSocket() {
+    int ends[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends), 0);
+    link_ = std::make_unique<FrameLink>(ends[0], 64 << 20);
+    std::vector<std::string> argv = {LOOM_WORKER_PATH, "--endpoint-fd", std::to_string(ends[1]), "--worker-id",
+                                     kWorkerId};
+    SpawnOptions options;
+    options.log_path = LogPath();
+    options.inherit_fds = {ends[1]};
+    auto p = Subprocess::Spawn(argv, options);
+    ::close(ends[1]);
+    ASSERT_TRUE(p.ok()) << p.status().message();
+    worker_ = std::move(*p);
+  }
+
+  // The next envelope on the link, or nullopt at the deadline or when it broke.
+  std::optional<v1::WorkerEnvelope> Next() {
+    const auto deadline = std::chrono::steady_clock::now() + kDeadline;
+    while (frames_.empty() && !link_->broken()) {
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) break;
+      pollfd p{link_->fd(), POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+      (void)link_->Read([&](std::string_view f) { frames_.emplace_back(f); });
+    }
+    if (frames_.empty()) return std::nullopt;
+    v1::WorkerEnvelope e;
+    EXPECT_TRUE(e.ParseFromString(frames_.front())) << "the worker sent a frame that is not a WorkerEnvelope";
+    frames_.erase(frames_.begin());
+    return e;
+  }
+
+  std::unique_ptr<FrameLink> link_;
+  std::vector<std::string> frames_;
+};
+
+TEST_F(WorkerOnASocketTest, SaysHelloRunsTasksInOrderAndEndsWithTheLink) {
+  StartOnSocket();
+  auto hello = Next();
+  ASSERT_TRUE(hello.has_value()) << "no hello; the worker's log:\n" << Log();
+  ASSERT_TRUE(hello->has_hello());
+  EXPECT_EQ(hello->hello().pid(), worker_.pid());
+  // Two batches, one of them larger than a socket's buffer, so both sides queue and resume.
+  v1::WorkerEnvelope first, second;
+  for (int i = 0; i < 50; ++i)
+    *first.mutable_tasks()->add_tasks() = Task("a" + std::to_string(i), "echo@1", {IntValue(i)});
+  *second.mutable_tasks()->add_tasks() = Task("big", "echo@1", {StringValue(std::string(4 << 20, 'z'))});
+  ASSERT_TRUE(link_->Send(first.SerializeAsString()));
+  ASSERT_TRUE(link_->Send(second.SerializeAsString()));
+  std::vector<v1::TaskResult> results;
+  const auto deadline = std::chrono::steady_clock::now() + kDeadline;
+  while (results.size() < 51 && std::chrono::steady_clock::now() < deadline) {
+    pollfd p{link_->fd(), static_cast<short>(POLLIN | (link_->wants_write() ? POLLOUT : 0)), 0};
+    ASSERT_GE(::poll(&p, 1, 1000), 0);
+    if (p.revents & POLLOUT) {
+      ASSERT_TRUE(link_->Flush());
+    }
+    if (p.revents & (POLLIN | POLLHUP)) {
+      ASSERT_TRUE(link_->Read([&](std::string_view f) { frames_.emplace_back(f); })) << link_->error().message();
+    }
+    while (!frames_.empty()) {
+      auto e = Next();
+      ASSERT_TRUE(e.has_value());
+      ASSERT_TRUE(e->has_results()) << "body case " << e->body_case();
+      for (const auto& r : e->results().results()) results.push_back(r);
+    }
+  }
+  ASSERT_EQ(results.size(), 51u) << "the worker's log:\n" << Log();
+  for (int i = 0; i < 50; ++i) {
+    EXPECT_EQ(results[i].task_id(), "a" + std::to_string(i));
+    ASSERT_TRUE(results[i].ok()) << results[i].error();
+  }
+  EXPECT_EQ(results[50].task_id(), "big");
+  ASSERT_TRUE(results[50].ok()) << results[50].error();
+  EXPECT_EQ(results[50].value().string_value().size(), size_t{4} << 20);
+  // The endpoint goes away: the worker sees the link close and ends, saying why.
+  link_.reset();
+  auto status = WaitForExit();
+  ASSERT_TRUE(status.has_value()) << "the worker outlived its endpoint's socket";
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) != 0) << DescribeWaitStatus(*status);
+  EXPECT_CONTAINS(Log(), FrameLink::kClosedByPeer);
+}
+
+TEST_F(WorkerOnASocketTest, AFrameThatIsNotAnEnvelopeIsDroppedAndTheWorkerGoesOn) {
+  StartOnSocket();
+  ASSERT_TRUE(Next().has_value()) << "no hello; the worker's log:\n" << Log();
+  ASSERT_TRUE(link_->Send(std::string("\xff\xff\xff garbage")));
+  v1::WorkerEnvelope e;
+  *e.mutable_tasks()->add_tasks() = Task("after", "echo@1", {IntValue(7)});
+  ASSERT_TRUE(link_->Send(e.SerializeAsString()));
+  auto r = Next();
+  ASSERT_TRUE(r.has_value()) << "the worker's log:\n" << Log();
+  ASSERT_TRUE(r->has_results());
+  ASSERT_EQ(r->results().results_size(), 1);
+  EXPECT_EQ(r->results().results(0).task_id(), "after");
 }
 
 }  // namespace
