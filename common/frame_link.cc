@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -40,20 +41,43 @@ bool FrameLink::Fail(Status s) {
   return false;
 }
 
+char* FrameLink::Buffer::Reserve(size_t n) {
+  if (end + n <= cap) return data.get() + end;
+  const size_t held = size();
+  if (held + n <= cap) {
+    std::memmove(data.get(), data.get() + begin, held);
+  } else {
+    const size_t grown = std::max({cap * 2, held + n, kReadChunk});
+    std::unique_ptr<char[]> bigger(new char[grown]);  // default-initialised: not zeroed
+    if (held > 0) std::memcpy(bigger.get(), data.get() + begin, held);
+    data = std::move(bigger);
+    cap = grown;
+  }
+  begin = 0;
+  end = held;
+  return data.get() + end;
+}
+
+void FrameLink::Buffer::Consume(size_t n) {
+  begin += n;
+  if (begin < end) return;
+  begin = end = 0;
+  if (cap > (size_t{1} << 20)) {  // a large message went through: do not keep its room
+    data.reset();
+    cap = 0;
+  }
+}
+
 bool FrameLink::Send(size_t size, const std::function<void(char*)>& fill) {
   if (broken()) return false;
   if (size > static_cast<size_t>(max_frame_bytes_) || size > UINT32_MAX) {
     return Fail(InvalidArgument("a frame of " + std::to_string(size) + " bytes is over the link's limit of " +
                                 std::to_string(max_frame_bytes_)));
   }
-  if (out_off_ == out_.size()) {
-    out_.clear();
-    out_off_ = 0;
-  }
-  const size_t at = out_.size();
-  out_.resize(at + kHeaderBytes + size);
-  PutLength(out_.data() + at, static_cast<uint32_t>(size));
-  fill(out_.data() + at + kHeaderBytes);
+  char* p = out_.Reserve(kHeaderBytes + size);
+  PutLength(p, static_cast<uint32_t>(size));
+  fill(p + kHeaderBytes);
+  out_.end += kHeaderBytes + size;
   return Flush();
 }
 
@@ -63,52 +87,43 @@ bool FrameLink::Send(std::string_view payload) {
 
 bool FrameLink::Unsend(size_t bytes) {
   if (pending_bytes() < bytes) return false;
-  out_.resize(out_.size() - bytes);
+  out_.end -= bytes;
+  if (out_.size() == 0) out_.Consume(0);
   return true;
 }
 
 bool FrameLink::Flush() {
   if (broken()) return false;
-  while (out_off_ < out_.size()) {
+  while (out_.size() > 0) {
     // MSG_NOSIGNAL: a peer that went away is an error here, not a SIGPIPE.
-    const ssize_t n = ::send(fd_, out_.data() + out_off_, out_.size() - out_off_, MSG_NOSIGNAL);
+    const ssize_t n = ::send(fd_, out_.head(), out_.size(), MSG_NOSIGNAL);
     if (n > 0) {
-      out_off_ += static_cast<size_t>(n);
+      out_.Consume(static_cast<size_t>(n));
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
     return Fail(Unavailable(std::string("cannot write to the link: ") + std::strerror(errno)));
   }
-  if (out_off_ == out_.size()) {
-    out_.clear();
-    out_off_ = 0;
-  } else if (out_off_ > (1 << 20) && out_off_ * 2 > out_.size()) {
-    out_.erase(0, out_off_);  // keep a long-blocked queue from growing without bound at the front
-    out_off_ = 0;
-  }
   return true;
 }
 
 bool FrameLink::HasFrame() const {
   if (in_.size() < kHeaderBytes) return false;
-  return in_.size() - kHeaderBytes >= GetLength(in_.data());
+  return in_.size() - kHeaderBytes >= GetLength(in_.head());
 }
 
 bool FrameLink::Deliver(const std::function<void(std::string_view)>& on_frame) {
-  size_t off = 0;
-  while (in_.size() - off >= kHeaderBytes) {
-    const uint32_t n = GetLength(in_.data() + off);
+  while (in_.size() >= kHeaderBytes) {
+    const uint32_t n = GetLength(in_.head());
     if (n > max_frame_bytes_) {
-      in_.erase(0, off);
       return Fail(Status(StatusCode::kDataLoss, "the peer sent a frame of " + std::to_string(n) +
                                                     " bytes, over the limit of " + std::to_string(max_frame_bytes_)));
     }
-    if (in_.size() - off - kHeaderBytes < n) break;
-    on_frame(std::string_view(in_.data() + off + kHeaderBytes, n));
-    off += kHeaderBytes + n;
+    if (in_.size() - kHeaderBytes < n) break;
+    on_frame(std::string_view(in_.head() + kHeaderBytes, n));
+    in_.Consume(kHeaderBytes + n);
   }
-  in_.erase(0, off);
   return true;
 }
 
@@ -119,22 +134,22 @@ bool FrameLink::Read(const std::function<void(std::string_view)>& on_frame) {
     // a chunk.
     size_t want = kReadChunk;
     if (in_.size() >= kHeaderBytes) {
-      const uint32_t n = GetLength(in_.data());
+      const uint32_t n = GetLength(in_.head());
       if (n <= max_frame_bytes_ && n + kHeaderBytes > in_.size()) {
         want = std::max(want, n + kHeaderBytes - in_.size());
       }
     }
-    const size_t at = in_.size();
-    in_.resize(at + want);
-    const ssize_t n = ::read(fd_, in_.data() + at, want);
-    in_.resize(at + static_cast<size_t>(std::max<ssize_t>(n, 0)));
+    char* p = in_.Reserve(want);
+    const ssize_t n = ::read(fd_, p, want);
     if (n > 0) {
+      in_.end += static_cast<size_t>(n);
       if (!Deliver(on_frame)) return false;
+      if (static_cast<size_t>(n) < want) return true;  // drained: the next read would block
       continue;
     }
     if (n == 0) {
       (void)Deliver(on_frame);
-      return Fail(Unavailable(in_.empty() ? kClosedByPeer : "the peer closed the link in the middle of a frame"));
+      return Fail(Unavailable(in_.size() == 0 ? kClosedByPeer : "the peer closed the link in the middle of a frame"));
     }
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) return true;

@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -40,7 +41,7 @@ class FrameLink {
   // Why the link broke: the peer closed it, a system call failed, or a frame was too long.
   const Status& error() const { return error_; }
   // Bytes queued and not written yet.
-  size_t pending_bytes() const { return out_.size() - out_off_; }
+  size_t pending_bytes() const { return out_.size(); }
   bool wants_write() const { return pending_bytes() > 0; }
 
   // Appends a frame holding `size` bytes that `fill` writes (a serializer writing in place),
@@ -52,9 +53,10 @@ class FrameLink {
   bool Unsend(size_t bytes);
   // Writes queued bytes until the socket would block. False once the link is broken.
   bool Flush();
-  // Reads what has arrived (until the socket would block) and calls `on_frame` for each whole
-  // frame, in order; the view is valid during the call only. False once the link is broken
-  // (frames that arrived whole before the break were still delivered).
+  // Reads what has arrived (until a read comes back short or would block) and calls `on_frame`
+  // for each whole frame, in order; the view is valid during the call only. False once the
+  // link is broken (frames that arrived whole before the break were still delivered); the end
+  // of the stream may be seen by the call after the one that read the last bytes.
   bool Read(const std::function<void(std::string_view)>& on_frame);
   // Whether a whole frame waits in the read buffer (delivered by the next Read).
   bool HasFrame() const;
@@ -64,11 +66,22 @@ class FrameLink {
   // Delivers whole frames from in_, then drops what they used.
   bool Deliver(const std::function<void(std::string_view)>& on_frame);
 
+  // Bytes [begin, end) of `data`, which holds `cap`; grown by doubling, never zero-filled
+  // (a read goes into the room after `end`), and given back when it empties past 1 MiB.
+  struct Buffer {
+    std::unique_ptr<char[]> data;
+    size_t begin = 0, end = 0, cap = 0;
+    size_t size() const { return end - begin; }
+    const char* head() const { return data.get() + begin; }
+    // Room for `n` more bytes at the end; returns where they go.
+    char* Reserve(size_t n);
+    void Consume(size_t n);
+  };
+
   int fd_;
   const int64_t max_frame_bytes_;
-  std::string out_;
-  size_t out_off_ = 0;
-  std::string in_;
+  Buffer out_;
+  Buffer in_;
   Status error_;
 };
 

@@ -1055,6 +1055,7 @@ void Endpoint::Run() {
   last_heard_from_service_ = Clock::now();
   auto last_reap = Clock::now();
   auto last_resend_check = Clock::now();
+  auto last_spool_flush = Clock::now();
   bool head_waiting = false;
   int64_t next_deadline_ms = std::numeric_limits<int64_t>::max();
   std::mt19937 rng(std::random_device{}());
@@ -1184,6 +1185,10 @@ void Endpoint::Run() {
       hb.mutable_heartbeat()->set_unix_nanos(NowNanos());
       SendToService(hb);
       last_heartbeat_sent_ = now;
+    }
+    if (now - last_spool_flush >= period) {
+      if (Status st = spool_->FlushAcks(); !st.ok()) spdlog::warn("cannot record acks in the spool: {}", st.ToString());
+      last_spool_flush = now;
     }
     if (registered_ && now - last_resend_check >= period) {
       // Results whose ack did not come within the threshold are sent again.

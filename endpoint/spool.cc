@@ -152,7 +152,9 @@ void ResultSpool::Fd::Reset() {
 
 ResultSpool::ResultSpool(SpoolOptions options, PrivateTag) : options_(std::move(options)) {}
 
-ResultSpool::~ResultSpool() = default;
+ResultSpool::~ResultSpool() {
+  if (Status s = FlushAcks(); !s.ok()) spdlog::warn("result spool '{}': {}", options_.dir, s.ToString());
+}
 
 Result<std::unique_ptr<ResultSpool>> ResultSpool::Open(SpoolOptions options) {
   if (options.dir.empty()) return InvalidArgument("the result spool needs a directory; none was given");
@@ -432,8 +434,13 @@ Status ResultSpool::AppendSerialized(const std::vector<std::pair<std::string_vie
   }
   std::string buf;
   buf.reserve(static_cast<size_t>(bytes) + results.size() * kRecordHeaderBytes);
+  // Held acks go first, in the same write: replayed before these results, they cannot drop one
+  // of them (a task's newer result comes after its ack).
+  const bool with_acks = held_acks_.task_ids_size() > 0;
+  if (with_acks) AppendRecord(&buf, kAckRecord, held_acks_.SerializeAsString());
   for (const auto& [id, payload] : results) AppendRecord(&buf, kResultRecord, payload);
   LOOM_RETURN_IF_ERROR(Write(buf, /*force_sync=*/false));
+  if (with_acks) held_acks_.Clear();
   const uint64_t seq = current_seq();
   for (const auto& [id, payload] : results) AddPending(std::string(id), std::string(payload), seq);
   Collect();  // a replaced result may have been the last one holding the oldest segment
@@ -441,19 +448,28 @@ Status ResultSpool::AppendSerialized(const std::vector<std::pair<std::string_vie
 }
 
 Status ResultSpool::Ack(const std::vector<std::string>& task_ids) {
-  v1::ResultAck ack;
+  bool any = false;
   for (const auto& id : task_ids) {
-    if (by_id_.contains(id)) ack.add_task_ids(id);
+    auto it = by_id_.find(id);
+    if (it == by_id_.end()) continue;
+    held_acks_.add_task_ids(id);
+    RemovePending(it->second);
+    any = true;
   }
-  if (ack.task_ids_size() == 0) return Status::Ok();
-  std::string buf;
-  AppendRecord(&buf, kAckRecord, ack.SerializeAsString());
-  LOOM_RETURN_IF_ERROR(Write(buf, /*force_sync=*/false));
-  for (const auto& id : ack.task_ids()) {
-    if (auto it = by_id_.find(id); it != by_id_.end()) RemovePending(it->second);
-  }
+  if (!any) return Status::Ok();
+  Status s = held_acks_.task_ids_size() >= kMaxHeldAcks ? FlushAcks() : Status::Ok();
   Collect();
-  return Status::Ok();
+  return s;
+}
+
+Status ResultSpool::FlushAcks() {
+  if (held_acks_.task_ids_size() == 0) return Status::Ok();
+  std::string buf;
+  AppendRecord(&buf, kAckRecord, held_acks_.SerializeAsString());
+  // Cleared either way: acks the log lacks only mean that, after a crash, those results are
+  // sent again, and the service acknowledges them again.
+  held_acks_.Clear();
+  return Write(buf, /*force_sync=*/false);
 }
 
 std::vector<v1::TaskResult> ResultSpool::Pending() const {

@@ -5,7 +5,12 @@
 // write order), each an 8-byte magic followed by records
 //   [u32 payload length][u8 type][u32 CRC-32C of length, type and payload][payload]   (little endian)
 // type 1 is a result (a serialized v1::TaskResult), type 2 an ack (a serialized v1::ResultAck).
-// Append() and Ack() each cost one write() (plus an fdatasync() when SpoolOptions::fsync).
+// Append() costs one write() (plus an fdatasync() when SpoolOptions::fsync). Ack() forgets the
+// results at once but holds its ack record for the next Append's write (FlushAcks() writes it
+// alone; so do the destructor, and Ack() once kMaxHeldAcks wait): an endpoint's results and
+// acks alternate, and one write a round instead of two is what many endpoints on one host
+// notice. An ack record lost to a crash only brings its results back on replay: they are sent
+// again and the service, which has them, acknowledges them again.
 //
 // Segments are deleted oldest first only, once every result in them is acknowledged: an ack record
 // may stand in a later segment than its result, and deleting a later segment before an earlier one
@@ -70,9 +75,14 @@ class ResultSpool {
   // pairs. The payloads are written and kept as they are; an empty task id fails as above.
   Status AppendSerialized(const std::vector<std::pair<std::string_view, std::string_view>>& results);
 
-  // Forgets the pending results of these tasks (one ack record, one write()); ids not pending are
-  // ignored, and a call with none pending writes nothing. Deletes segments no longer needed.
+  // Forgets the pending results of these tasks; their ack record goes out with the next write
+  // (see the file comment). Ids not pending are ignored. Deletes segments no longer needed.
   Status Ack(const std::vector<std::string>& task_ids);
+  // Writes the held ack record, if any (one write()). The endpoint calls it once a heartbeat
+  // period, so an idle endpoint's log catches up.
+  Status FlushAcks();
+
+  static constexpr int kMaxHeldAcks = 4096;
 
   // The pending results, in the order they were last written (compaction keeps the order; a
   // result copied forward out of an old segment counts as written then).
@@ -148,6 +158,7 @@ class ResultSpool {
   std::unordered_map<std::string, EntryList::iterator> by_id_;
   int64_t pending_bytes_ = 0;
   int64_t replay_errors_ = 0;
+  v1::ResultAck held_acks_;  // acknowledged, not yet written
 };
 
 }  // namespace loom::endpoint

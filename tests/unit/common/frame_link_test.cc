@@ -116,8 +116,11 @@ TEST(FrameLinkTest, ThePeerClosingBreaksTheLinkAfterItsLastFrames) {
   ASSERT_TRUE(p.a->Send("last words"));
   p.a.reset();  // closes its end
   std::vector<std::string> got;
-  ASSERT_TRUE(WaitReadable(p.b->fd()));
-  EXPECT_FALSE(p.b->Read([&](std::string_view f) { got.emplace_back(f); }));
+  // The frame, then the end of the stream (in the same read or the next one).
+  for (int reads = 0; reads < 2 && !p.b->broken(); ++reads) {
+    ASSERT_TRUE(WaitReadable(p.b->fd()));
+    (void)p.b->Read([&](std::string_view f) { got.emplace_back(f); });
+  }
   ASSERT_EQ(got.size(), 1u) << "frames that arrived whole still count";
   EXPECT_EQ(got[0], "last words");
   EXPECT_TRUE(p.b->broken());
@@ -133,8 +136,11 @@ TEST(FrameLinkTest, ThePeerClosingInTheMiddleOfAFrameSaysSo) {
   const char partial[6] = {10, 0, 0, 0, 'a', 'b'};  // 10 bytes announced, 2 sent
   ASSERT_EQ(::write(fds[1], partial, sizeof partial), static_cast<ssize_t>(sizeof partial));
   ::close(fds[1]);
-  ASSERT_TRUE(WaitReadable(reader.fd()));
-  EXPECT_FALSE(reader.Read([](std::string_view) { ADD_FAILURE() << "no whole frame was sent"; }));
+  for (int reads = 0; reads < 2 && !reader.broken(); ++reads) {
+    ASSERT_TRUE(WaitReadable(reader.fd()));
+    (void)reader.Read([](std::string_view) { ADD_FAILURE() << "no whole frame was sent"; });
+  }
+  EXPECT_TRUE(reader.broken());
   EXPECT_NE(reader.error().message().find("in the middle of a frame"), std::string::npos) << reader.error().message();
 }
 
