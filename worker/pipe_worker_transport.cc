@@ -15,11 +15,16 @@ bool PipeWorkerTransport::Wait(short events, std::chrono::milliseconds timeout) 
   return n > 0;
 }
 
+Status PipeWorkerTransport::Broken() const {
+  // Never kUnavailable, which asks the caller to retry: a broken stream stays broken.
+  return FailedPrecondition("the link to the endpoint broke: " + link_.error().message());
+}
+
 Status PipeWorkerTransport::Send(const v1::WorkerEnvelope& envelope) {
-  if (link_.broken()) return link_.error();
+  if (link_.broken()) return Broken();
   const size_t size = envelope.ByteSizeLong();
   if (!link_.Send(size, [&](char* p) { envelope.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(p)); })) {
-    return link_.error();
+    return Broken();
   }
   // Done when the socket took it all; otherwise wait for the endpoint to read. Once part of the
   // frame is out the rest must follow, however long that takes (or the link breaks).
@@ -31,7 +36,7 @@ Status PipeWorkerTransport::Send(const v1::WorkerEnvelope& envelope) {
       return Unavailable("send timed out or was interrupted: the endpoint is not reading");
     }
     first_wait = false;
-    if (!link_.Flush()) return link_.error();
+    if (!link_.Flush()) return Broken();
   }
   return Status::Ok();
 }
@@ -46,7 +51,7 @@ Result<std::optional<v1::WorkerEnvelope>> PipeWorkerTransport::Receive(std::chro
     });
   }
   if (frames_.empty()) {
-    if (link_.broken()) return link_.error();
+    if (link_.broken()) return Broken();
     return std::optional<v1::WorkerEnvelope>();
   }
   Frame frame = std::move(frames_.front());

@@ -32,6 +32,8 @@ class PipeWorkerTransport final : public WorkerTransport {
   // Waits up to `timeout` for the link to be readable (events POLLIN) or writable (POLLOUT);
   // false on a timeout or a signal.
   bool Wait(short events, std::chrono::milliseconds timeout);
+  // The status for a broken link (kFailedPrecondition, with the link's reason).
+  Status Broken() const;
 
   FrameLink link_;
   const std::chrono::milliseconds send_timeout_;

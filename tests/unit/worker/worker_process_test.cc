@@ -393,6 +393,22 @@ TEST_F(WorkerOnASocketTest, SaysHelloRunsTasksInOrderAndEndsWithTheLink) {
   EXPECT_CONTAINS(Log(), FrameLink::kClosedByPeer);
 }
 
+// The endpoint stops reading (its side shut for reading, still open for writing, so the worker
+// sees no end of stream): the results the worker sends find the link broken, and it ends rather
+// than retrying a write that cannot succeed.
+TEST_F(WorkerOnASocketTest, ResultsTheEndpointNoLongerReadsEndTheWorker) {
+  StartOnSocket();
+  ASSERT_TRUE(Next().has_value()) << "no hello; the worker's log:\n" << Log();
+  v1::WorkerEnvelope e;
+  *e.mutable_tasks()->add_tasks() = Task("t", "echo@1", {IntValue(1)});
+  ASSERT_EQ(::shutdown(link_->fd(), SHUT_RD), 0);
+  ASSERT_TRUE(link_->Send(e.SerializeAsString()));
+  auto status = WaitForExit();
+  ASSERT_TRUE(status.has_value()) << "the worker did not end; its log:\n" << Log();
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) != 0) << DescribeWaitStatus(*status);
+  EXPECT_CONTAINS(Log(), "the link to the endpoint broke");
+}
+
 TEST_F(WorkerOnASocketTest, AFrameThatIsNotAnEnvelopeIsDroppedAndTheWorkerGoesOn) {
   StartOnSocket();
   ASSERT_TRUE(Next().has_value()) << "no hello; the worker's log:\n" << Log();
