@@ -75,7 +75,8 @@ case "${1:-}" in
     DEBUG_INFO=0 build -DLOOM_WERROR=ON
     log "running the test suite"
     (cd build && ctest --output-on-failure --timeout 600)
-    # The JSON and ZeroMQ-frame decoders under libFuzzer with ASan/UBSan, 30 s each.
+    # The JSON and ZeroMQ-frame decoders and the worker sockets' framing under libFuzzer with
+    # ASan/UBSan, 30 s each.
     exec tools/run_fuzzers.sh 30
     ;;
   build)

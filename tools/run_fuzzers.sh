@@ -17,10 +17,10 @@ command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -
 log "building the fuzz targets with clang into $build/"
 cmake -S . -B "$build" -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DLOOM_FUZZ=ON \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo "${launcher[@]}" >/dev/null
-make -C "$build" -j2 --no-print-directory json_fuzz frame_fuzz
+make -C "$build" -j2 --no-print-directory json_fuzz frame_fuzz link_fuzz
 
 mkdir -p "$build/artifacts"
-for target in json_fuzz frame_fuzz; do
+for target in json_fuzz frame_fuzz link_fuzz; do
   # A working copy of the seeds: what the fuzzer finds is kept between local runs.
   corpus="$build/corpus/$target"
   mkdir -p "$corpus"
