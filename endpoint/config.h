@@ -31,7 +31,7 @@ struct EngineConfig {
 };
 
 // The `provider:` section: where blocks of workers come from. Without it (type empty) the
-// endpoint runs `workers` loom-worker processes itself over ipc, as before.
+// endpoint runs `workers` loom-worker processes itself (see worker_link), as before.
 struct ProviderConfig {
   std::string type;  // "", "local", "slurm" or "pbs"
   int nodes_per_block = 1;

@@ -1,7 +1,8 @@
 // Endpoint: the loom-endpoint daemon. Connects out to the service (ZeroMQ DEALER), registers
 // its kernels, devices and worker count, asks for tasks with credit (as many as its workers
-// can take plus a prefetch), hands them to a pool of loom-worker processes over ipc (ROUTER),
-// returns results in batches, sends heartbeats, and replaces workers that die.
+// can take plus a prefetch), hands them to a pool of loom-worker processes (each on a socketpair
+// of its own, FrameLink; in a container, or a block's, over the ROUTER socket), returns results
+// in batches, sends heartbeats, and replaces workers that die.
 //
 // Nothing lost: every result is written to a spool on disk and kept until the service
 // acknowledges it; unacknowledged results are sent again after a re-registration or a
