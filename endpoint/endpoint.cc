@@ -288,9 +288,27 @@ void Endpoint::DiscoverDevices() {
 
 Status Endpoint::SpawnWorker(const std::string& slot) {
   std::string id = slot + "." + std::to_string(++worker_generation_);
+  // Outside a container, a socket of its own (worker_link "socket"): the child's end is
+  // inherited at the same number, ours closes with the worker. Otherwise the ROUTER socket.
+  std::unique_ptr<FrameLink> link;
+  int child_end = -1;
+  if (config_.worker_link == "socket" && !config_.container.enabled()) {
+    int ends[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends) != 0) {
+      return Internal(std::string("cannot make a socket for worker ") + id + ": " + std::strerror(errno));
+    }
+    link = std::make_unique<FrameLink>(ends[0], config_.max_message_bytes + (1 << 20));
+    child_end = ends[1];
+  }
+  struct CloseAtExit {
+    int fd;
+    ~CloseAtExit() {
+      if (fd >= 0) ::close(fd);
+    }
+  } close_child_end{child_end};
   std::vector<std::string> argv = {config_.worker_binary,
-                                   "--endpoint",
-                                   worker_address_,
+                                   link ? "--endpoint-fd" : "--endpoint",
+                                   link ? std::to_string(child_end) : worker_address_,
                                    "--worker-id",
                                    id,
                                    "--max-message-bytes",
@@ -317,26 +335,6 @@ Status Endpoint::SpawnWorker(const std::string& slot) {
       running_slot_warned_ = true;
     }
   }
-  // Outside a container, a socket of its own (worker_link "socket"): the child's end is
-  // inherited at the same number, ours closes with the worker.
-  std::unique_ptr<FrameLink> link;
-  int child_end = -1;
-  if (config_.worker_link == "socket" && !config_.container.enabled()) {
-    int ends[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends) != 0) {
-      return Internal(std::string("cannot make a socket for worker ") + id + ": " + std::strerror(errno));
-    }
-    link = std::make_unique<FrameLink>(ends[0], config_.max_message_bytes + (1 << 20));
-    child_end = ends[1];
-    argv[1] = "--endpoint-fd";
-    argv[2] = std::to_string(child_end);
-  }
-  struct CloseAtExit {
-    int fd;
-    ~CloseAtExit() {
-      if (fd >= 0) ::close(fd);
-    }
-  } close_child_end{child_end};
   LOOM_ASSIGN_OR_RETURN(LaunchCommand launch,
                         WrapForLaunch(id, LaunchCommand{std::move(argv), std::move(slot_env), {}}));
   SpawnOptions options;
@@ -991,7 +989,7 @@ void Endpoint::ReapWorkers() {
     if (w.block.empty() ? !w.process.Running() : w.lost) {
       // What it wrote before it exited counts before its exit does (Run: a result, then the
       // death its next task caused).
-      if (w.link != nullptr) (void)w.link->Read([&](std::string_view frame) { HandleWorkerMessage(id, frame); });
+      ReadWorkerLink(w);
       dead.push_back(id);
     }
   }

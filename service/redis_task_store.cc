@@ -920,21 +920,15 @@ Result<CompleteOutcome> ParseComplete(const CompleteCall& c, const redisReply* r
       return e->type == REDIS_REPLY_INTEGER ? static_cast<int>(e->integer) : std::atoi(ReplyString(e).c_str());
     };
     if (ok) {
-      // A success's record is built here, in place (MakeRecord's fields for a success, without
-      // the StoredTask in between): thousands a second go this way.
+      // A success's record is built here, from the reply's bytes (no StoredTask in between):
+      // thousands a second go this way. A success has the head and its result only.
       v1::TaskRecord& rec = outcome.finished.emplace_back();
-      rec.set_id(results[index].task_id());
-      rec.set_state(v1::TASK_STATE_SUCCESS);
-      rec.set_owner(view(1).data(), view(1).size());
-      rec.set_function(view(2).data(), view(2).size());
-      rec.set_endpoint(c.endpoint);
       std::string stamps;
       stamps.reserve(view(3).size() + c.stamps[index].size() + c.ok_stamp.size());
       stamps.append(view(3)).append(c.stamps[index]).append(c.ok_stamp);
-      DecodeStamps(stamps, rec.mutable_timestamps());
-      DecodeAttempts(view(4), rec.mutable_attempt_history());
-      rec.set_attempts(n(5));
-      rec.set_max_attempts(n(6));
+      FillRecordHead(
+          {results[index].task_id(), view(1), view(2), c.endpoint, stamps, view(4), v1::TASK_STATE_SUCCESS, n(5), n(6)},
+          &rec);
       *rec.mutable_result() = results[index].value();
       i += width;
       continue;

@@ -206,19 +206,23 @@ std::string ExhaustedError(int attempts, int max_attempts) {
          std::to_string(max_attempts) + ")";
 }
 
+void FillRecordHead(const RecordHead& h, v1::TaskRecord* r) {
+  r->set_id(h.id.data(), h.id.size());
+  r->set_state(static_cast<v1::TaskState>(h.state));
+  r->set_owner(h.owner.data(), h.owner.size());
+  r->set_function(h.function.data(), h.function.size());
+  r->set_endpoint(h.endpoint.data(), h.endpoint.size());
+  DecodeStamps(h.stamps, r->mutable_timestamps());
+  DecodeAttempts(h.history, r->mutable_attempt_history());
+  r->set_attempts(h.attempts);
+  r->set_max_attempts(h.max_attempts);
+}
+
 v1::TaskRecord MakeRecord(const std::string& id, const StoredTask& t) {
   v1::TaskRecord r;
-  r.set_id(id);
-  r.set_state(static_cast<v1::TaskState>(t.state));
-  r.set_owner(t.owner);
-  r.set_function(t.function);
-  r.set_endpoint(t.endpoint);
-  DecodeStamps(t.stamps, r.mutable_timestamps());
+  FillRecordHead({id, t.owner, t.function, t.endpoint, t.stamps, t.history, t.state, t.attempts, t.max_attempts}, &r);
   if (!t.result.empty()) r.mutable_result()->ParseFromString(t.result);
-  DecodeAttempts(t.history, r.mutable_attempt_history());
   r.set_error(t.state == v1::TASK_STATE_FAILED ? ErrorWithHistory(t.error, r.attempt_history()) : t.error);
-  r.set_attempts(t.attempts);
-  r.set_max_attempts(t.max_attempts);
   if (t.state == v1::TASK_STATE_FAILED) {
     r.set_failure(static_cast<v1::FailureKind>(t.failure == 0 ? v1::FAILURE_KIND_KERNEL_ERROR : t.failure));
   }

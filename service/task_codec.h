@@ -66,6 +66,19 @@ std::string DeleteUnfinishedMessage(const std::string& id);
 std::string PoisonError(int deaths, int max_worker_deaths);
 std::string ExhaustedError(int attempts, int max_attempts);
 
+// The fields every record has, as stored (views, so that a caller holding a store's reply
+// copies nothing on the way in).
+struct RecordHead {
+  std::string_view id, owner, function, endpoint;
+  std::string_view stamps;   // EncodeStamp entries
+  std::string_view history;  // EncodeAttempt entries
+  int state = 0;
+  int attempts = 0;
+  int max_attempts = 1;
+};
+// Sets those fields of `r` (the stamps and the attempt history decoded).
+void FillRecordHead(const RecordHead& h, v1::TaskRecord* r);
+// The whole record: the head, then the result, error, failure and the rest.
 v1::TaskRecord MakeRecord(const std::string& id, const StoredTask& t);
 
 }  // namespace loom::service
