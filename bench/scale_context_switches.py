@@ -6,7 +6,9 @@ Starts `loom-bench --scenario scale`, and across its 100-endpoint run reads the 
 workers, by thread name (the endpoint's or worker's own thread, ZeroMQ's I/O thread). A count
 is a wake-up: on a VM each costs tens of microseconds, so with 10 tasks per endpoint message
 the count per message, next to the CPU per task that loom-bench prints, says whether the
-endpoints pay for work or for waking up.
+endpoints pay for work or for waking up. Each thread kind's CPU (utime + stime from
+/proc/<pid>/task/*/stat, in clock ticks, so a rough figure for threads that ran little) is
+printed beside its switches, per 10 tasks.
 
     bench/scale_context_switches.py build/bin/loom-bench [--sample 20] [-- extra loom-bench flags]
 
@@ -56,8 +58,11 @@ def endpoints_named(pattern):
     return found
 
 
+TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
+
+
 def switches(pid):
-    """Thread name (digits stripped) -> context switches so far, for one process."""
+    """(thread name (digits stripped), "switches" or "cpu_us") -> so far, for one process."""
     out = collections.Counter()
     try:
         tids = os.listdir(f"/proc/{pid}/task")
@@ -69,10 +74,14 @@ def switches(pid):
                 name = re.sub(r"[0-9]+$", "", f.read().strip())
             with open(f"/proc/{pid}/task/{tid}/status") as f:
                 status = f.read()
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
         except OSError:
             continue
         for key in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"):
-            out[name] += int(re.search(rf"^{key}:\s+(\d+)", status, re.M).group(1))
+            out[(name, "switches")] += int(re.search(rf"^{key}:\s+(\d+)", status, re.M).group(1))
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[(name, "cpu_us")] += (int(fields[11]) + int(fields[12])) * TICK_US
     return out
 
 
@@ -123,12 +132,13 @@ def main():
         for name, v in after[p].items():
             per[(kind, name)] += v - before[p].get(name, 0)
     print(f"{len(picked)} of {n_eps} endpoints read, {tasks_per_endpoint:.0f} tasks each in the 100-endpoint run")
-    print(f"{'process':10} {'thread':18} {'per endpoint':>12} {'per 10 tasks':>12}")
-    for (kind, name), v in sorted(per.items()):
-        if v == 0:
+    print(f"{'process':10} {'thread':18} {'switches per 10 tasks':>22} {'CPU us per 10 tasks':>20}")
+    for kind, name in sorted({(k, n) for (k, (n, _)) in per}):
+        sw = per[(kind, (name, "switches"))] / len(picked) / tasks_per_endpoint * 10
+        cpu = per[(kind, (name, "cpu_us"))] / len(picked) / tasks_per_endpoint * 10
+        if sw == 0 and cpu == 0:
             continue
-        each = v / len(picked)
-        print(f"{kind:10} {name:18} {each:12.1f} {each / tasks_per_endpoint * 10:12.2f}")
+        print(f"{kind:10} {name:18} {sw:22.2f} {cpu:20.1f}")
     for line in output.splitlines():
         if "CPU per task" in line or ("round-robin" in line and "tasks/s" in line):
             print(line)
